@@ -1,0 +1,45 @@
+# medbench: the README's commands. The Makefile makes its own virtual environment from uv.lock.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+UV_VERSION := 0.13.9
+export UV_PYTHON_DOWNLOADS := never
+export UV_CACHE_DIR ?= $(CURDIR)/.uv-cache
+export DAGSTER_HOME ?= $(CURDIR)/.dagster
+
+.PHONY: demo test dev bench install install-dev clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+install: $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+
+install-dev: $(UV)
+	$(UV) sync --frozen --extra dev --python $(PYTHON)
+
+## demo: build the whole asset graph on the bundled demo datasets (offline, SQLite Dagster)
+demo: install
+	$(VENV)/bin/medbench demo prepare
+	$(VENV)/bin/medbench build
+
+## test: run the test suite
+test: install-dev
+	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose" >&2; exit 1; fi; exit $$rc
+
+## dev: the Dagster UI on http://127.0.0.1:3000 with the project's definitions
+dev: install
+	$(VENV)/bin/medbench demo prepare
+	$(VENV)/bin/medbench dagster-home >/dev/null
+	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000
+
+## bench: throughput and memory measurements (see bench/README.md)
+bench: install-dev
+	$(VENV)/bin/python -m bench.run_all
+
+clean:
+	rm -rf data .dagster

@@ -1,0 +1,101 @@
+"""The `medbench` command line: validate sources, prepare the demo, build assets, summarize."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipelines.config import PROJECT_ROOT, PipelineConfig
+from pipelines.registry import RegistryError, load_registry
+from pipelines.summary import summarize
+
+app = typer.Typer(help="Build a GMAI-MMBench-style medical VQA benchmark with Dagster.", no_args_is_help=True)
+sources_app = typer.Typer(help="Inspect and validate the source registry.", no_args_is_help=True)
+demo_app = typer.Typer(help="The bundled demo datasets.", no_args_is_help=True)
+app.add_typer(sources_app, name="sources")
+app.add_typer(demo_app, name="demo")
+console = Console()
+
+RegistryOpt = Annotated[Path | None, typer.Option("--registry", "-r", help="registry YAML (env MEDBENCH_REGISTRY)")]
+DataRootOpt = Annotated[Path | None, typer.Option("--data-root", help="output folder (env MEDBENCH_DATA_ROOT)")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="settings YAML (env MEDBENCH_CONFIG)")]
+
+
+def _config(config: Path | None, registry: Path | None, data_root: Path | None) -> PipelineConfig:
+    return PipelineConfig.load(config, registry=registry, data_root=data_root)
+
+
+@sources_app.command("check")
+def sources_check(registry: RegistryOpt = None, config: ConfigOpt = None, data_root: DataRootOpt = None,
+                  scan: Annotated[bool, typer.Option(help="read every dataset now and count quarantined input")] = False):
+    """Validate the registry; show each dataset and its quarantine counts."""
+    cfg = _config(config, registry, data_root)
+    try:
+        reg = load_registry(cfg.registry)
+    except RegistryError as exc:
+        console.print(f"[red]{exc}[/red]", markup=False, highlight=False)
+        raise typer.Exit(1) from exc
+    table = Table(title=f"{reg.path} — {len(reg.ids)} dataset(s) OK")
+    for col in ("id", "format", "modality", "dim", "task", "samples", "quarantined"):
+        table.add_column(col)
+    summary = summarize(cfg.data_root, reg.ids)
+    for ds in reg.ids:
+        e = reg.get(ds).entry
+        samples, quarantined = summary.samples.get(ds, "-"), summary.quarantine_text(ds)
+        if scan:
+            from pipelines.ingest import ingest
+            res = ingest(reg.get(ds), cfg)
+            samples = res.samples.num_rows
+            quarantined = ", ".join(f"{k}={v}" for k, v in sorted(res.reason_counts.items())) or "0"
+        table.add_row(ds, e.format, e.modality, str(e.dimension), e.task_type, str(samples), quarantined)
+    console.print(table)
+
+
+@demo_app.command("prepare")
+def demo_prepare(force: Annotated[bool, typer.Option(help="rewrite even if present")] = False,
+                 out: Annotated[Path, typer.Option(help="where the demo sources go")] = PROJECT_ROOT / "data" / "demo_sources"):
+    """Write the demo source datasets (real package images + generated phantoms)."""
+    from pipelines.demo import prepare_demo_sources
+    path = prepare_demo_sources(out, force=force)
+    console.print(f"demo sources ready in {path}")
+
+
+@app.command()
+def build(select: Annotated[list[str] | None, typer.Option("--select", "-s", help="asset name(s); default all")] = None,
+          dataset: Annotated[list[str] | None, typer.Option("--dataset", "-d", help="dataset id(s); default all")] = None,
+          registry: RegistryOpt = None, config: ConfigOpt = None, data_root: DataRootOpt = None):
+    """Materialize assets with Dagster (no UI), then print a summary."""
+    from assets.build import build as run_build, export_config_env
+    cfg = _config(config, registry, data_root)
+    try:
+        load_registry(cfg.registry)
+    except RegistryError as exc:
+        console.print(str(exc), markup=False, highlight=False, style="red")
+        raise typer.Exit(1) from exc
+    export_config_env(cfg, str(config) if config else None)
+    report = run_build(cfg, select=select, datasets=dataset, log=lambda m: console.print(m, highlight=False))
+    console.print(summarize(cfg.data_root, load_registry(cfg.registry).ids).render(), highlight=False)
+    if report.failed:
+        console.print(f"[red]failed: {', '.join(report.failed)}[/red] (details in the Dagster run logs; "
+                      "`make dev` opens the UI)")
+        raise typer.Exit(1)
+
+
+@app.command()
+def summary(registry: RegistryOpt = None, config: ConfigOpt = None, data_root: DataRootOpt = None):
+    """Print where the outputs are and what they hold."""
+    cfg = _config(config, registry, data_root)
+    console.print(summarize(cfg.data_root, load_registry(cfg.registry).ids).render(), highlight=False)
+
+
+@app.command("dagster-home")
+def dagster_home():
+    """Create the project's embedded Dagster home (.dagster/) and print its path."""
+    from assets.build import ensure_dagster_home
+    print(ensure_dagster_home())
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,22 @@
+"""The one Definitions object (dagster dev and `dagster asset materialize` find it via pyproject)."""
+
+
+import dagster as dg
+
+from assets.ingest import raw_samples
+from assets.resources import MedbenchResource
+from assets.sensors import registry_sensor_factory
+
+PER_DATASET = [raw_samples]
+GLOBAL: list[dg.AssetsDefinition] = []
+ALL_ASSETS = PER_DATASET + GLOBAL
+
+dataset_job = dg.define_asset_job("dataset_job", selection=dg.AssetSelection.assets(*PER_DATASET),
+                                  description="All per-dataset stages for one dataset partition.")
+
+defs = dg.Definitions(
+    assets=ALL_ASSETS,
+    jobs=[dataset_job],
+    sensors=[registry_sensor_factory(dataset_job)],
+    resources={"medbench": MedbenchResource()},
+)

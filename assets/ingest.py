@@ -1,0 +1,49 @@
+"""raw_samples: one partition per registered dataset; bad input goes to a quarantine table."""
+
+
+import dagster as dg
+
+from assets.partitions import datasets_partitions
+from assets.resources import MedbenchResource
+from pipelines.ingest import ingest
+from pipelines.storage import atomic_write_table
+
+
+def markdown_counts(counts: dict[str, int], header: str = "reason") -> str:
+    if not counts:
+        return "none"
+    lines = [f"| {header} | count |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in sorted(counts.items())]
+    return "\n".join(lines)
+
+
+@dg.asset(
+    partitions_def=datasets_partitions,
+    group_name="per_dataset",
+    check_specs=[dg.AssetCheckSpec("ingest_quarantine", asset="raw_samples",
+                                   description="bad input files quarantined while reading the dataset")],
+    description="One row per sample of a source dataset, with what its reader found.",
+)
+def raw_samples(context: dg.AssetExecutionContext, medbench: MedbenchResource) -> dg.MaterializeResult:
+    dataset_id = context.partition_key
+    source = medbench.sources.get(dataset_id)
+    result = ingest(source, medbench.config)
+    layout = medbench.layout
+    path = atomic_write_table(result.samples, layout.table("raw_samples", dataset_id))
+    qpath = atomic_write_table(result.quarantine, layout.quarantine("ingest", dataset_id))
+    n_bad = result.quarantine.num_rows
+    return dg.MaterializeResult(
+        metadata={
+            "samples": result.samples.num_rows,
+            "quarantined": n_bad,
+            "path": dg.MetadataValue.path(str(path)),
+            "quarantine_path": dg.MetadataValue.path(str(qpath)),
+        },
+        check_results=[dg.AssetCheckResult(
+            check_name="ingest_quarantine",
+            passed=n_bad == 0 and result.samples.num_rows > 0,
+            severity=dg.AssetCheckSeverity.ERROR if result.samples.num_rows == 0 else dg.AssetCheckSeverity.WARN,
+            metadata={"quarantined": n_bad, "by_reason": dg.MetadataValue.md(markdown_counts(result.reason_counts)),
+                      "quarantine_path": dg.MetadataValue.path(str(qpath))},
+        )],
+    )

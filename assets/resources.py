@@ -1,0 +1,32 @@
+"""Dagster resources: the shared PipelineConfig and the source registry, loaded once per run."""
+
+
+from functools import cached_property
+
+import dagster as dg
+
+from pipelines.config import PipelineConfig
+from pipelines.registry import Registry, load_registry
+from pipelines.storage import DataLayout
+
+
+class MedbenchResource(dg.ConfigurableResource):
+    """Wraps :class:`PipelineConfig`; empty fields fall back to MEDBENCH_* env vars and defaults."""
+
+    config_file: str = ""
+    registry: str = ""
+    data_root: str = ""
+    seed: int | None = None
+
+    @cached_property
+    def config(self) -> PipelineConfig:
+        return PipelineConfig.load(self.config_file or None, registry=self.registry or None,
+                                   data_root=self.data_root or None, seed=self.seed)
+
+    @cached_property
+    def sources(self) -> Registry:
+        return load_registry(self.config.registry)
+
+    @property
+    def layout(self) -> DataLayout:
+        return DataLayout(self.config.data_root)

@@ -1,0 +1,98 @@
+"""The one typed configuration object shared by the Dagster resources and the CLI.
+
+Values come from (lowest to highest precedence): the defaults below, an optional YAML
+file (``MEDBENCH_CONFIG`` or ``--config``), environment variables ``MEDBENCH_*`` for
+the top-level paths and seed, and explicit keyword overrides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+Axis = Literal["axial", "coronal", "sagittal"]
+
+
+class CTWindow(BaseModel):
+    """A named CT display window (centre/width in Hounsfield units)."""
+
+    model_config = ConfigDict(frozen=True)
+    level: float
+    width: float
+
+
+class IngestSettings(BaseModel):
+    """Limits that make readers refuse hostile or broken input instead of crashing."""
+
+    max_pixels: int = Field(200_000_000, description="largest decoded image/volume, in voxels")
+    image_extensions: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+class StandardizeSettings(BaseModel):
+    """SA-Med2D-style slicing and intensity parameters."""
+
+    canonical_orientation: str = "LPS"
+    axes: tuple[Axis, ...] = ("axial", "coronal", "sagittal")
+    min_region_pixels: int = Field(
+        16, description="cross-sections smaller than this are dropped and counted"
+    )
+    min_region_fraction: float = Field(
+        0.00015, description="...or smaller than this share of the slice (SA-Med2D cut ~0.0153%)"
+    )
+    connectivity_3d: Literal[6, 18, 26] = 26
+    connectivity_2d: Literal[4, 8] = 8
+    resample_isotropic: bool = False
+    grid_tolerance: float = Field(1e-3, description="relative tolerance of the image/label grid check")
+    mr_percentiles: tuple[float, float] = (0.5, 99.5)
+    ct_windows: dict[str, CTWindow] = {
+        "soft_tissue": CTWindow(level=40, width=400),
+        "lung": CTWindow(level=-600, width=1500),
+        "bone": CTWindow(level=400, width=1800),
+        "brain": CTWindow(level=40, width=80),
+        "liver": CTWindow(level=60, width=160),
+    }
+    default_ct_window: str = "soft_tissue"
+
+
+class PipelineConfig(BaseModel):
+    """Everything a run needs to know; hashed into the outputs' provenance."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = 20240806
+    registry: Path = PROJECT_ROOT / "sources.yaml"
+    data_root: Path = PROJECT_ROOT / "data"
+    id_salt: str = Field(
+        "medbench-demo-salt",
+        description="salt for hashing patient identifiers; set your own secret for real data",
+    )
+    ingest: IngestSettings = IngestSettings()
+    standardize: StandardizeSettings = StandardizeSettings()
+
+    @classmethod
+    def load(cls, config_file: str | Path | None = None, **overrides: object) -> "PipelineConfig":
+        """Build the config from file, environment and overrides (see module docstring)."""
+        data: dict[str, object] = {}
+        path = config_file or os.environ.get("MEDBENCH_CONFIG")
+        if path:
+            with open(path, encoding="utf-8") as fh:
+                data.update(yaml.safe_load(fh) or {})
+        for key, env in (("registry", "MEDBENCH_REGISTRY"), ("data_root", "MEDBENCH_DATA_ROOT"),
+                         ("seed", "MEDBENCH_SEED"), ("id_salt", "MEDBENCH_ID_SALT")):
+            if os.environ.get(env):
+                data[key] = os.environ[env]
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.model_validate(data)
+
+    def fingerprint(self) -> str:
+        """Short hash of the settings that change outputs (paths excluded)."""
+        payload = self.model_dump(mode="json", exclude={"registry", "data_root"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]

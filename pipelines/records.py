@@ -1,0 +1,192 @@
+"""The record contract: one pyarrow schema per table of DESIGN.md section 3.
+
+Every table ends with the provenance columns (source dataset, source file relative to the
+dataset root, pipeline version, seed). Rows are plain dicts validated against the schema
+by :func:`to_table`, which fails loudly on a missing or unknown column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import pyarrow as pa
+
+PROVENANCE = [
+    pa.field("dataset_id", pa.string(), nullable=False),
+    pa.field("source_path", pa.string(), nullable=False),
+    pa.field("pipeline_version", pa.string(), nullable=False),
+    pa.field("seed", pa.int64(), nullable=False),
+]
+
+BOX = pa.struct([
+    ("label", pa.string()),
+    ("x0", pa.float64()), ("y0", pa.float64()), ("x1", pa.float64()), ("y1", pa.float64()),
+])
+
+
+def _schema(name: str, fields: list[pa.Field]) -> pa.Schema:
+    return pa.schema(fields + PROVENANCE, metadata={b"medbench_table": name.encode()})
+
+
+RAW_SAMPLES = _schema("raw_samples", [
+    pa.field("sample_id", pa.string(), nullable=False),
+    pa.field("group_id", pa.string(), nullable=False),
+    pa.field("name", pa.string()),
+    pa.field("image_refs", pa.list_(pa.string())),
+    pa.field("label_ref", pa.string()),
+    pa.field("dim", pa.int8()),
+    pa.field("modality", pa.string()),
+    pa.field("task_type", pa.string()),
+    pa.field("labels", pa.list_(pa.string())),
+    pa.field("boxes", pa.list_(BOX)),
+    pa.field("label_values", pa.list_(pa.int64())),
+    pa.field("shape", pa.list_(pa.int64())),
+    pa.field("spacing", pa.list_(pa.float64())),
+    pa.field("orientation", pa.string()),
+    pa.field("intensity_min", pa.float64()),
+    pa.field("intensity_max", pa.float64()),
+    pa.field("reader_meta", pa.string()),
+])
+
+QUARANTINE = _schema("quarantine", [
+    pa.field("stage", pa.string(), nullable=False),
+    pa.field("reason_code", pa.string(), nullable=False),
+    pa.field("reason", pa.string(), nullable=False),
+    pa.field("sample_id", pa.string()),
+])
+
+SLICES = _schema("slices", [
+    pa.field("image_id", pa.string(), nullable=False),
+    pa.field("sample_id", pa.string(), nullable=False),
+    pa.field("group_id", pa.string(), nullable=False),
+    pa.field("name", pa.string()),
+    pa.field("modality", pa.string()),
+    pa.field("axis", pa.string()),
+    pa.field("index", pa.int64()),
+    pa.field("orientation", pa.string()),
+    pa.field("original_orientation", pa.string()),
+    pa.field("spacing", pa.list_(pa.float64())),
+    pa.field("intensity_transform", pa.string()),
+    pa.field("intensity_params", pa.string()),
+    pa.field("width", pa.int64()),
+    pa.field("height", pa.int64()),
+    pa.field("png_path", pa.string()),
+    pa.field("sha256", pa.string()),
+])
+
+REGIONS = _schema("regions", [
+    pa.field("region_id", pa.string(), nullable=False),
+    pa.field("image_id", pa.string(), nullable=False),
+    pa.field("sample_id", pa.string(), nullable=False),
+    pa.field("group_id", pa.string(), nullable=False),
+    pa.field("name", pa.string()),
+    pa.field("kind", pa.string()),  # image | box | mask
+    pa.field("raw_label", pa.string()),
+    pa.field("labels", pa.list_(pa.string())),
+    pa.field("component_index", pa.int64()),
+    pa.field("mask_rle", pa.string()),
+    pa.field("area_px", pa.int64()),
+    pa.field("area_pct", pa.float64()),
+    pa.field("bbox", pa.list_(pa.float64())),  # x0, y0, x1, y1 (pixel edges)
+    pa.field("centroid", pa.list_(pa.float64())),  # x, y
+    pa.field("width", pa.int64()),
+    pa.field("height", pa.int64()),
+])
+
+LABEL_VOCAB = _schema("label_vocab", [
+    pa.field("raw_label", pa.string(), nullable=False),
+    pa.field("canonical_label", pa.string()),
+    pa.field("mesh_id", pa.string()),
+    pa.field("unresolved_reason", pa.string()),
+    pa.field("tree_numbers", pa.list_(pa.string())),
+    pa.field("rules_fired", pa.list_(pa.string())),
+    pa.field("laterality", pa.string()),
+    pa.field("semantic_type", pa.string()),
+    pa.field("task", pa.string()),
+    pa.field("department", pa.string()),
+    pa.field("modality", pa.string()),
+    pa.field("granularities", pa.list_(pa.string())),
+    pa.field("tag_origin", pa.string()),
+])
+
+PROMPTED_IMAGES = _schema("prompted_images", [
+    pa.field("prompt_id", pa.string(), nullable=False),
+    pa.field("region_id", pa.string(), nullable=False),
+    pa.field("twin_id", pa.string()),
+    pa.field("granularity", pa.string()),
+    pa.field("render_params", pa.string()),
+    pa.field("png_path", pa.string()),
+])
+
+QUESTION_TEMPLATES = _schema("question_templates", [
+    pa.field("template_id", pa.string(), nullable=False),
+    pa.field("task", pa.string()),
+    pa.field("granularity", pa.string()),
+    pa.field("modality_family", pa.string()),
+    pa.field("semantic_type", pa.string()),
+    pa.field("text", pa.string()),
+    pa.field("origin", pa.string()),
+    pa.field("validation", pa.list_(pa.string())),
+    pa.field("review_status", pa.string()),
+])
+
+QA_ITEMS = _schema("qa_items", [
+    pa.field("index", pa.int64()),
+    pa.field("question", pa.string()),
+    pa.field("A", pa.string()), pa.field("B", pa.string()), pa.field("C", pa.string()),
+    pa.field("D", pa.string()), pa.field("E", pa.string()),
+    pa.field("answer", pa.string()),
+    pa.field("answer_label", pa.string()),
+    pa.field("clinical_vqa_task", pa.string()),
+    pa.field("department", pa.string()),
+    pa.field("perceptual_granularity", pa.string()),
+    pa.field("modality", pa.string()),
+    pa.field("original_task", pa.string()),
+    pa.field("patient_id", pa.string()),
+    pa.field("image", pa.string()),
+    pa.field("split", pa.string()),
+])
+
+ROI_ANNOTATIONS = _schema("roi_annotations", [
+    pa.field("region_id", pa.string(), nullable=False),
+    pa.field("modality", pa.string()),
+    pa.field("structure", pa.string()),
+    pa.field("bbox", pa.list_(pa.float64())),
+    pa.field("position_text", pa.string()),
+    pa.field("area_ratio", pa.float64()),
+    pa.field("texture", pa.string()),
+    pa.field("local_global_relation", pa.string()),
+    pa.field("caption", pa.string()),
+    pa.field("origin", pa.string()),
+])
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "raw_samples": RAW_SAMPLES,
+    "quarantine": QUARANTINE,
+    "slices": SLICES,
+    "regions": REGIONS,
+    "label_vocab": LABEL_VOCAB,
+    "prompted_images": PROMPTED_IMAGES,
+    "question_templates": QUESTION_TEMPLATES,
+    "qa_candidates": QA_ITEMS,
+    "benchmark": QA_ITEMS,
+    "roi_annotations": ROI_ANNOTATIONS,
+}
+
+
+class SchemaError(ValueError):
+    """A row does not match its table's schema."""
+
+
+def to_table(rows: Iterable[Mapping[str, object]], schema: pa.Schema) -> pa.Table:
+    """Validate rows against ``schema`` (exact column set) and build a table in schema order."""
+    rows = list(rows)
+    names = set(schema.names)
+    for i, row in enumerate(rows):
+        keys = set(row)
+        if keys != names:
+            raise SchemaError(
+                f"row {i} of {schema.metadata.get(b'medbench_table', b'?').decode()}: "
+                f"missing {sorted(names - keys)}, unknown {sorted(keys - names)}"
+            )
+    return pa.Table.from_pylist(rows, schema=schema)

@@ -1,0 +1,199 @@
+"""The source registry (sources.yaml): a typed list of datasets, validated before anything runs.
+
+Every problem is reported with the registry file, the entry and the fix, all at once, so a
+user can correct the file in one pass.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipelines.label_maps import LabelMap, LabelMapError, load_label_map
+from pipelines.modalities import MODALITIES
+
+FORMATS = (
+    "image_folder", "csv_manifest", "npz", "coco", "voc", "yolo", "mask_pairs",
+    "volume_pairs", "msd", "nnunet", "dicom_series", "dicom_seg", "rtstruct",
+)
+ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_]{1,63}$")
+
+
+class GroupRule(BaseModel):
+    """How a sample's group (patient, volume, source image) is derived, to keep splits disjoint."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["file", "filename_regex", "csv_column", "dicom_patient"] = "file"
+    pattern: str | None = Field(None, description="regex over the relative path; group 1 or (?P<group>)")
+    column: str | None = Field(None, description="manifest column holding the patient id")
+
+
+class SourceEntry(BaseModel):
+    """One registered source dataset."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    root: Path
+    format: str
+    modality: str
+    dimension: Literal[2, 3]
+    task_type: Literal["cls", "mcls", "det", "seg"]
+    label_map: Path
+    license: str
+    group_rule: GroupRule = GroupRule()
+    options: dict[str, Any] = {}
+    notes: str = ""
+
+
+class RegistryFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: Literal[1] = 1
+    datasets: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the registry, phrased so the user knows what to change."""
+
+    file: Path
+    entry: str
+    message: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.file} [{self.entry}]: {self.message}\n    fix: {self.fix}"
+
+
+class RegistryError(ValueError):
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__(
+            f"{len(problems)} problem(s) in the source registry:\n" + "\n".join(map(str, problems))
+        )
+
+
+@dataclass(frozen=True)
+class Source:
+    """A validated registry entry with absolute paths and its parsed label map."""
+
+    entry: SourceEntry
+    root: Path
+    label_map: LabelMap
+    label_map_path: Path
+
+    @property
+    def id(self) -> str:
+        return self.entry.id
+
+
+@dataclass(frozen=True)
+class Registry:
+    path: Path
+    sources: dict[str, Source]
+
+    def get(self, dataset_id: str) -> Source:
+        if dataset_id not in self.sources:
+            raise KeyError(
+                f"dataset '{dataset_id}' is not in {self.path}; known: {sorted(self.sources)}"
+            )
+        return self.sources[dataset_id]
+
+    @property
+    def ids(self) -> list[str]:
+        return sorted(self.sources)
+
+
+def _resolve(base: Path, p: Path) -> Path:
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+def load_registry(path: str | Path) -> Registry:
+    """Parse and validate a registry; raise :class:`RegistryError` listing every problem."""
+    from pipelines.sources import READERS  # local import: readers import the registry types
+
+    path = Path(path).resolve()
+    problems: list[Problem] = []
+    if not path.exists():
+        raise RegistryError([Problem(path, "-", "registry file not found",
+                                     "create it (see sources.yaml in the project) or pass --registry / "
+                                     "set MEDBENCH_REGISTRY to an existing file")])
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        doc = RegistryFile.model_validate(raw)
+    except (yaml.YAMLError, ValidationError) as exc:
+        raise RegistryError([Problem(path, "-", f"not a valid registry: {exc}",
+                                     "the file needs 'version: 1' and a 'datasets:' list")]) from exc
+
+    base = path.parent
+    ids = Counter(str(d.get("id")) for d in doc.datasets)
+    sources: dict[str, Source] = {}
+    for i, raw_entry in enumerate(doc.datasets):
+        name = str(raw_entry.get("id", f"#{i + 1}"))
+        try:
+            entry = SourceEntry.model_validate(raw_entry)
+        except ValidationError as exc:
+            for err in exc.errors():
+                loc = ".".join(str(x) for x in err["loc"])
+                problems.append(Problem(path, name, f"field '{loc}': {err['msg']}",
+                                        "see the registry fields in README.md (id, root, format, modality, "
+                                        "dimension, task_type, label_map, license, group_rule, options)"))
+            continue
+        if not ID_PATTERN.match(entry.id):
+            problems.append(Problem(path, name, f"id '{entry.id}' is not a slug",
+                                    "use 2-64 lowercase letters, digits and '_' (no ',' '|' or spaces)"))
+        if ids[entry.id] > 1:
+            problems.append(Problem(path, name, f"duplicate id '{entry.id}' ({ids[entry.id]} entries)",
+                                    "give every dataset its own id"))
+            ids[entry.id] = 0  # report once
+        if entry.format not in FORMATS:
+            problems.append(Problem(path, name, f"unknown format '{entry.format}'",
+                                    f"use one of: {', '.join(FORMATS)}"))
+        if entry.modality not in MODALITIES:
+            problems.append(Problem(path, name, f"unknown modality '{entry.modality}'",
+                                    f"use one of: {', '.join(sorted(MODALITIES))}"))
+        root = _resolve(base, entry.root)
+        if not root.is_dir():
+            problems.append(Problem(path, name, f"root folder {root} does not exist",
+                                    "fix 'root' (relative paths are relative to the registry file); for the "
+                                    "demo registry run `medbench demo prepare` first"))
+        lm_path = _resolve(base, entry.label_map)
+        label_map = None
+        if not lm_path.is_file():
+            problems.append(Problem(path, name, f"label map {lm_path} does not exist",
+                                    "create it (one YAML per dataset, see label_maps/) or fix 'label_map'"))
+        else:
+            try:
+                label_map = load_label_map(lm_path)
+            except LabelMapError as exc:
+                problems.append(Problem(path, name, str(exc), "correct the label map YAML"))
+        if entry.format in READERS:
+            try:
+                READERS[entry.format].Options.model_validate(entry.options)
+            except ValidationError as exc:
+                for err in exc.errors():
+                    loc = ".".join(str(x) for x in err["loc"])
+                    problems.append(Problem(path, name, f"options.{loc}: {err['msg']}",
+                                            f"see the '{entry.format}' reader options in README.md"))
+        if entry.group_rule.kind == "filename_regex":
+            try:
+                re.compile(entry.group_rule.pattern or "")
+            except re.error as exc:
+                problems.append(Problem(path, name, f"group_rule.pattern is not a regex: {exc}",
+                                        "write a Python regex with one group for the patient id"))
+            if not entry.group_rule.pattern:
+                problems.append(Problem(path, name, "group_rule kind filename_regex needs 'pattern'",
+                                        "add pattern: with one capture group"))
+        if entry.group_rule.kind == "csv_column" and not entry.group_rule.column:
+            problems.append(Problem(path, name, "group_rule kind csv_column needs 'column'",
+                                    "add column: <manifest column with the patient id>"))
+        if label_map is not None and entry.id not in sources:
+            sources[entry.id] = Source(entry=entry, root=root, label_map=label_map, label_map_path=lm_path)
+    if problems:
+        raise RegistryError(problems)
+    return Registry(path=path, sources=sources)

@@ -1,0 +1,235 @@
+"""What every source reader shares: the sample record, quarantine record, context and helpers.
+
+A reader has two methods. ``scan`` walks a dataset and yields one :class:`SampleRecord` per
+good sample (with what it found: shape, spacing, intensity range, label values) or one
+:class:`Quarantined` per bad input. ``load`` returns the pixels of one scanned sample for the
+standardization stage. Readers never raise for bad data; they quarantine it with a reason.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from pipelines import PIPELINE_VERSION
+from pipelines.config import PipelineConfig
+from pipelines.ids import salted_hash, stable_id
+from pipelines.registry import Source
+
+
+class Reason(str, Enum):
+    """Quarantine reason codes (stable strings: tests and users filter on them)."""
+
+    CORRUPT_FILE = "corrupt_file"
+    MISSING_FILE = "missing_file"
+    PATH_TRAVERSAL = "path_traversal"
+    TOO_MANY_PIXELS = "too_many_pixels"
+    NON_FINITE = "non_finite_values"
+    GRID_MISMATCH = "grid_mismatch"
+    EMPTY_MASK = "empty_mask"
+    BOX_OUTSIDE_IMAGE = "box_outside_image"
+    UNKNOWN_LABEL = "unknown_label"
+    DUPLICATE_SAMPLE = "duplicate_sample"
+    REFERENCED_IMAGES_MISSING = "referenced_images_missing"
+    EMPTY_ROI = "empty_roi"
+    BAD_ANNOTATION = "bad_annotation"
+    NO_SAMPLES = "no_samples"
+
+
+class SampleError(Exception):
+    """Raised inside a reader for one bad sample; turned into a quarantine row by the caller."""
+
+    def __init__(self, reason: Reason, message: str, path: str = ""):
+        super().__init__(message)
+        self.reason = reason
+        self.path = path
+
+
+@dataclass
+class Box:
+    label: str
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+    def as_dict(self) -> dict[str, object]:
+        return {"label": self.label, "x0": self.x0, "y0": self.y0, "x1": self.x1, "y1": self.y1}
+
+
+@dataclass
+class SampleRecord:
+    """One row of raw_samples before provenance is attached."""
+
+    key: str  # what makes the sample unique inside its dataset (drives sample_id)
+    name: str  # human-readable case name
+    source_path: str  # primary file, relative to the dataset root
+    group_key: str  # raw group identifier (hashed with the salt before output)
+    image_refs: list[str]
+    label_ref: str | None = None
+    labels: list[str] = field(default_factory=list)
+    boxes: list[Box] = field(default_factory=list)
+    label_values: list[int] = field(default_factory=list)
+    shape: list[int] = field(default_factory=list)
+    spacing: list[float] = field(default_factory=list)
+    orientation: str = ""
+    intensity_min: float | None = None
+    intensity_max: float | None = None
+    meta: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class Quarantined:
+    source_path: str
+    reason: Reason
+    message: str
+    key: str | None = None
+
+
+@dataclass
+class LabelLayer:
+    """Integer label array (or sitk image) and the names of its values; layers may overlap."""
+
+    data: object
+    names: dict[int, str]
+
+
+@dataclass
+class LoadedSample:
+    """Pixels of one sample: a 2D array (H, W[, 3]) or a SimpleITK 3D image, plus annotations."""
+
+    dim: int
+    image: object
+    layers: list[LabelLayer] = field(default_factory=list)
+    boxes: list[Box] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    photometric: str = ""
+
+
+@dataclass
+class ReadContext:
+    source: Source
+    config: PipelineConfig
+
+    @property
+    def root(self) -> Path:
+        return self.source.root
+
+    def resolve(self, rel: str | Path) -> Path:
+        """Resolve a path from an annotation inside the dataset root, refusing traversal."""
+        p = (self.root / rel).resolve()
+        if not p.is_relative_to(self.root):
+            raise SampleError(Reason.PATH_TRAVERSAL,
+                              f"path '{rel}' points outside the dataset root {self.root}; "
+                              "annotations may only reference files inside the dataset", str(rel))
+        if not p.exists():
+            raise SampleError(Reason.MISSING_FILE,
+                              f"'{rel}' is referenced but does not exist under {self.root}", str(rel))
+        return p
+
+    def rel(self, path: Path) -> str:
+        return path.resolve().relative_to(self.root).as_posix()
+
+    def group_key(self, rel_path: str, column_value: str | None = None) -> str:
+        """The raw group key from the dataset's group rule."""
+        rule = self.source.entry.group_rule
+        if rule.kind == "filename_regex":
+            m = re.search(rule.pattern or "", rel_path)
+            if m:
+                return m.groupdict().get("group") or (m.group(1) if m.groups() else m.group(0))
+            return rel_path
+        if rule.kind == "csv_column" and column_value:
+            return str(column_value)
+        return rel_path
+
+    def check_label(self, label: str, where: str) -> None:
+        if label not in self.source.label_map.names:
+            raise SampleError(Reason.UNKNOWN_LABEL,
+                              f"label '{label}' is not in the label map {self.source.label_map_path.name}; "
+                              "add it there (or list it under 'ignore')", where)
+
+    def sample_row(self, rec: SampleRecord) -> dict[str, object]:
+        e = self.source.entry
+        return {
+            "sample_id": stable_id(e.id, e.format, rec.key),
+            "group_id": salted_hash(f"{e.id}\x1f{rec.group_key}", self.config.id_salt),
+            "name": rec.name,
+            "image_refs": rec.image_refs,
+            "label_ref": rec.label_ref,
+            "dim": e.dimension,
+            "modality": e.modality,
+            "task_type": e.task_type,
+            "labels": rec.labels,
+            "boxes": [b.as_dict() for b in rec.boxes],
+            "label_values": [int(v) for v in rec.label_values],
+            "shape": [int(s) for s in rec.shape],
+            "spacing": [float(s) for s in rec.spacing],
+            "orientation": rec.orientation,
+            "intensity_min": rec.intensity_min,
+            "intensity_max": rec.intensity_max,
+            "reader_meta": json.dumps(rec.meta, sort_keys=True),
+            "dataset_id": e.id,
+            "source_path": rec.source_path,
+            "pipeline_version": PIPELINE_VERSION,
+            "seed": self.config.seed,
+        }
+
+
+class Reader:
+    """Base class: subclasses set ``format`` and ``Options`` and implement scan/load."""
+
+    format: ClassVar[str]
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+    def __init__(self, ctx: ReadContext):
+        self.ctx = ctx
+        self.opts = self.Options.model_validate(ctx.source.entry.options)
+
+    def scan(self) -> Iterator[SampleRecord | Quarantined]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def load(self, row: dict[str, object]) -> LoadedSample:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    # helpers shared by readers -------------------------------------------------------
+    def guarded(self, rel: str, fn, key: str | None = None) -> SampleRecord | Quarantined:
+        """Run ``fn`` for one sample; a SampleError or a decoding failure becomes a quarantine row."""
+        try:
+            return fn()
+        except SampleError as exc:
+            return Quarantined(exc.path or rel, exc.reason, str(exc), key)
+        except (OSError, ValueError, RuntimeError, KeyError, IndexError, TypeError,
+                AttributeError, EOFError) as exc:
+            return Quarantined(rel, Reason.CORRUPT_FILE,
+                               f"could not read '{rel}': {type(exc).__name__}: {exc}", key)
+
+
+def intensity_range(arr: np.ndarray) -> tuple[float, float]:
+    if arr.size == 0:
+        return 0.0, 0.0
+    return float(np.min(arr)), float(np.max(arr))
+
+
+def check_finite(arr: np.ndarray, where: str) -> None:
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        bad = int((~np.isfinite(arr)).sum())
+        raise SampleError(Reason.NON_FINITE,
+                          f"'{where}' has {bad} NaN/Inf values; re-export it without them", where)
+
+
+def present_values(labels: np.ndarray) -> list[int]:
+    """Sorted non-zero label values (bincount is much faster than unique for small ints)."""
+    if labels.dtype.kind in "ui" and labels.size and labels.min() >= 0 and labels.max() < 65536:
+        counts = np.bincount(labels.ravel())
+        return [int(v) for v in np.nonzero(counts)[0] if v != 0]
+    return [int(v) for v in np.unique(labels) if v != 0]

@@ -1,0 +1,166 @@
+"""2D detection readers: COCO JSON, Pascal VOC XML and YOLO txt. Boxes end up in pixel edges
+(x0, y0 inclusive corner, x1, y1 exclusive corner) of the original image."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+from pipelines.imageio import image_size, read_image
+from pipelines.sources.base import (
+    Box, LoadedSample, Quarantined, Reader, Reason, SampleError, SampleRecord,
+)
+
+MIN_BOX_SIDE = 2.0  # px; smaller boxes (e.g. the 1x1 VOC boxes in BCCD) cannot be drawn or seen
+
+
+def check_boxes(boxes: list[Box], width: int, height: int, rel: str) -> tuple[list[Box], list[Quarantined]]:
+    """Keep boxes inside the image and large enough to draw; quarantine the others one by one."""
+    good, bad = [], []
+    for b in boxes:
+        desc = f"box {b.label} [{b.x0:g},{b.y0:g},{b.x1:g},{b.y1:g}] in '{rel}'"
+        if b.x0 < 0 or b.y0 < 0 or b.x1 > width or b.y1 > height or b.x1 <= b.x0 or b.y1 <= b.y0:
+            bad.append(Quarantined(rel, Reason.BOX_OUTSIDE_IMAGE,
+                                   f"{desc} is not inside the {width}x{height} image; fix the annotation"))
+        elif b.x1 - b.x0 < MIN_BOX_SIDE or b.y1 - b.y0 < MIN_BOX_SIDE:
+            bad.append(Quarantined(rel, Reason.BAD_ANNOTATION,
+                                   f"{desc} is degenerate (side < {MIN_BOX_SIDE:g} px); fix or drop it"))
+        else:
+            good.append(b)
+    return good, bad
+
+
+class _DetectionReader(Reader):
+    """Shared scan: subclasses list (image path, boxes) pairs."""
+
+    def annotations(self) -> Iterator[tuple[str, str, list[Box]]]:  # (image ref, annotation file, boxes)
+        raise NotImplementedError
+
+    def _record(self, ref: str, ann: str, boxes: list[Box], out: list[Quarantined]) -> SampleRecord:
+        path = self.ctx.resolve(ref)
+        rel = self.ctx.rel(path)
+        w, h = image_size(path, self.ctx.config.ingest.max_pixels, rel)
+        known = []
+        for b in boxes:
+            try:
+                self.ctx.check_label(b.label, ann)
+                known.append(b)
+            except SampleError as exc:
+                out.append(Quarantined(ann, exc.reason, str(exc)))
+        good, bad = check_boxes(known, w, h, rel)
+        out.extend(bad)
+        if not good:
+            raise SampleError(Reason.BAD_ANNOTATION, f"'{rel}' has no usable box left ({ann})", rel)
+        return SampleRecord(key=rel, name=path.stem, source_path=rel, group_key=self.ctx.group_key(rel),
+                            image_refs=[rel], label_ref=ann, boxes=good,
+                            labels=sorted({b.label for b in good}), shape=[h, w], spacing=[1.0, 1.0])
+
+    def scan(self) -> Iterator[SampleRecord | Quarantined]:
+        try:
+            items = list(self.annotations())
+        except SampleError as exc:
+            yield Quarantined(exc.path, exc.reason, str(exc))
+            return
+        for ref, ann, boxes in items:
+            if isinstance(boxes, Quarantined):
+                yield boxes
+                continue
+            side: list[Quarantined] = []
+            rec = self.guarded(ref, lambda: self._record(ref, ann, boxes, side), ref)
+            yield from side
+            yield rec
+
+    def load(self, row: dict) -> LoadedSample:
+        path = self.ctx.resolve(row["image_refs"][0])
+        return LoadedSample(dim=2, image=read_image(path, self.ctx.config.ingest.max_pixels),
+                            boxes=[Box(**b) for b in row["boxes"]])
+
+
+class CocoReader(_DetectionReader):
+    format = "coco"
+
+    class Options(Reader.Options):
+        file: str
+        image_root: str = "."
+
+    def annotations(self):
+        o = self.opts
+        path = self.ctx.resolve(o.file)
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            cats = {c["id"]: c["name"] for c in doc["categories"]}
+            per_image: dict[int, list[Box]] = defaultdict(list)
+            for a in doc["annotations"]:
+                x, y, w, h = (float(v) for v in a["bbox"])
+                per_image[a["image_id"]].append(Box(cats[a["category_id"]], x, y, x + w, y + h))
+            images = sorted(doc["images"], key=lambda im: im["file_name"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SampleError(Reason.BAD_ANNOTATION, f"COCO file {o.file} is malformed: {exc!r}", o.file) from exc
+        for im in images:
+            yield str(Path(o.image_root) / im["file_name"]), o.file, per_image.get(im["id"], [])
+
+
+class VocReader(_DetectionReader):
+    """Pascal VOC: 1-based inclusive pixel corners, converted to 0-based edges."""
+
+    format = "voc"
+
+    class Options(Reader.Options):
+        annotations: str = "Annotations"
+        images: str = "JPEGImages"
+
+    def annotations(self):
+        ann_dir = self.ctx.resolve(self.opts.annotations)
+        for xml_path in sorted(ann_dir.glob("*.xml")):
+            ann = self.ctx.rel(xml_path)
+            try:
+                root = ET.parse(xml_path).getroot()
+                fname = root.findtext("filename") or f"{xml_path.stem}.jpg"
+                boxes = []
+                for obj in root.iter("object"):
+                    bb = obj.find("bndbox")
+                    boxes.append(Box(obj.findtext("name", "").strip(),
+                                     float(bb.findtext("xmin")) - 1, float(bb.findtext("ymin")) - 1,
+                                     float(bb.findtext("xmax")), float(bb.findtext("ymax"))))
+            except (ET.ParseError, TypeError, ValueError, AttributeError) as exc:
+                yield ann, ann, Quarantined(ann, Reason.BAD_ANNOTATION, f"VOC file '{ann}' is malformed: {exc}")
+                continue
+            yield str(Path(self.opts.images) / fname), ann, boxes
+
+
+class YoloReader(_DetectionReader):
+    """YOLO: one txt per image with 'class cx cy w h' normalized to the image size."""
+
+    format = "yolo"
+
+    class Options(Reader.Options):
+        images: str = "images"
+        labels: str = "labels"
+        classes_file: str = "classes.txt"
+
+    def annotations(self):
+        classes = self.ctx.resolve(self.opts.classes_file).read_text(encoding="utf-8").split("\n")
+        classes = [c.strip() for c in classes if c.strip()]
+        img_dir = self.ctx.resolve(self.opts.images)
+        for img in sorted(p for p in img_dir.iterdir() if p.suffix.lower() in self.ctx.config.ingest.image_extensions):
+            txt = Path(self.opts.labels) / f"{img.stem}.txt"
+            ref = self.ctx.rel(img)
+            try:
+                w, h = image_size(img, self.ctx.config.ingest.max_pixels, ref)
+                lines = self.ctx.resolve(txt).read_text(encoding="utf-8").split("\n")
+                boxes = []
+                for line in filter(None, (ln.strip() for ln in lines)):
+                    c, cx, cy, bw, bh = line.split()
+                    cx, cy, bw, bh = float(cx) * w, float(cy) * h, float(bw) * w, float(bh) * h
+                    boxes.append(Box(classes[int(c)], cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2))
+            except SampleError as exc:
+                yield ref, str(txt), Quarantined(exc.path, exc.reason, str(exc))
+                continue
+            except (ValueError, IndexError) as exc:
+                yield ref, str(txt), Quarantined(str(txt), Reason.BAD_ANNOTATION,
+                                                 f"YOLO file '{txt}' is malformed: {exc}")
+                continue
+            yield ref, str(txt), boxes

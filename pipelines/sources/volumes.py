@@ -1,0 +1,158 @@
+"""3D image + label volumes that SimpleITK reads (NIfTI, NRRD, MHA), in three layouts:
+plain pairs by name rule, Medical Segmentation Decathlon (dataset.json) and nnU-Net raw."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from pipelines.sources.base import (
+    LabelLayer, LoadedSample, Quarantined, Reader, Reason, SampleError, SampleRecord,
+    check_finite, intensity_range, present_values,
+)
+from pipelines.volume import check_grid, orientation_code, read_volume
+
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def case_name(path: Path) -> str:
+    name = path.name
+    for suf in VOLUME_SUFFIXES:
+        if name.endswith(suf):
+            return name[: -len(suf)]
+    return path.stem
+
+
+def scan_volume_pair(reader: Reader, image_ref: str, label_ref: str, name: str,
+                     image: sitk.Image | None = None, extra_refs: list[str] | None = None,
+                     meta: dict | None = None) -> SampleRecord:
+    """Validate one image/label pair and summarize it for raw_samples."""
+    ctx = reader.ctx
+    limit = ctx.config.ingest.max_pixels
+    if image is None:
+        image = read_volume(ctx.resolve(image_ref), image_ref, limit)
+    label = read_volume(ctx.resolve(label_ref), label_ref, limit)
+    check_grid(image, label, image_ref, ctx.config.standardize.grid_tolerance,
+               ctx.config.standardize.canonical_orientation)
+    arr = sitk.GetArrayViewFromImage(image)
+    check_finite(arr, image_ref)
+    lab = sitk.GetArrayViewFromImage(label)
+    if np.issubdtype(lab.dtype, np.floating):
+        if not np.array_equal(lab, np.round(lab)):
+            raise SampleError(Reason.CORRUPT_FILE, f"label '{label_ref}' has non-integer values", label_ref)
+        lab = lab.astype(np.int64)
+    values = present_values(lab)
+    if not values:
+        raise SampleError(Reason.EMPTY_MASK, f"label volume '{label_ref}' has no foreground", label_ref)
+    lm = ctx.source.label_map
+    unknown = [v for v in values if lm.name_of(v) is None]
+    if unknown:
+        raise SampleError(Reason.UNKNOWN_LABEL,
+                          f"label volume '{label_ref}' has value(s) {unknown} the label map does not name; "
+                          "add them under 'values'", label_ref)
+    lo, hi = intensity_range(arr)
+    return SampleRecord(
+        key=image_ref, name=name, source_path=image_ref, group_key=ctx.group_key(image_ref),
+        image_refs=[image_ref] + (extra_refs or []), label_ref=label_ref,
+        labels=sorted({lm.name_of(v) for v in values}), label_values=values,
+        shape=list(image.GetSize()), spacing=list(image.GetSpacing()),
+        orientation=orientation_code(image.GetDirection()), intensity_min=lo, intensity_max=hi,
+        meta=meta or {})
+
+
+def load_volume_pair(reader: Reader, row: dict) -> LoadedSample:
+    ctx = reader.ctx
+    limit = ctx.config.ingest.max_pixels
+    image = read_volume(ctx.resolve(row["image_refs"][0]), row["image_refs"][0], limit)
+    label = read_volume(ctx.resolve(row["label_ref"]), row["label_ref"], limit)
+    names = {int(v): ctx.source.label_map.name_of(v) for v in row["label_values"]}
+    return LoadedSample(dim=3, image=image, layers=[LabelLayer(label, names)])
+
+
+class VolumePairsReader(Reader):
+    """images/<case>.<ext> + labels/<case>.<ext> (names by rule; '_0000' channel suffix stripped)."""
+
+    format = "volume_pairs"
+
+    class Options(Reader.Options):
+        images: str = "images"
+        labels: str = "labels"
+        image_glob: str = "*"
+        case_suffix: str = ""  # stripped from image names to get the case (e.g. "_image")
+        label_name: str = "{case}{ext}"
+
+    def pairs(self) -> Iterator[tuple[str, str, str]]:
+        img_dir = self.ctx.resolve(self.opts.images)
+        glob = getattr(self.opts, "image_glob", "*")
+        suffix = getattr(self.opts, "case_suffix", "")
+        for img in sorted(p for p in img_dir.glob(glob) if p.name.endswith(VOLUME_SUFFIXES)):
+            case = case_name(img)
+            ext = img.name[len(case):]
+            base = case[:-5] if case.endswith("_0000") else case
+            base = base[: -len(suffix)] if suffix and base.endswith(suffix) else base
+            label = str(Path(self.opts.labels) / self.opts.label_name.format(case=base, ext=ext))
+            yield self.ctx.rel(img), label, base
+
+    def scan(self) -> Iterator[SampleRecord | Quarantined]:
+        try:
+            pairs = list(self.pairs())
+        except SampleError as exc:
+            yield Quarantined(exc.path, exc.reason, str(exc))
+            return
+        for image_ref, label_ref, name in pairs:
+            yield self.guarded(image_ref, lambda: scan_volume_pair(self, image_ref, label_ref, name), image_ref)
+
+    def load(self, row: dict) -> LoadedSample:
+        return load_volume_pair(self, row)
+
+
+class MsdReader(VolumePairsReader):
+    """Medical Segmentation Decathlon: dataset.json lists training pairs and label names."""
+
+    format = "msd"
+
+    class Options(Reader.Options):
+        dataset_json: str = "dataset.json"
+
+    def _doc(self) -> dict:
+        return json.loads(self.ctx.resolve(self.opts.dataset_json).read_text(encoding="utf-8"))
+
+    def pairs(self):
+        doc = self._doc()
+        lm = self.ctx.source.label_map
+        for value, name in doc.get("labels", {}).items():
+            if int(value) != 0 and lm.name_of(int(value)) != name:
+                raise SampleError(Reason.UNKNOWN_LABEL,
+                                  f"dataset.json names label {value} '{name}' but the label map says "
+                                  f"'{lm.name_of(int(value))}'; make them agree", self.opts.dataset_json)
+        for item in doc["training"]:
+            img, lab = item["image"].removeprefix("./"), item["label"].removeprefix("./")
+            yield img, lab, case_name(Path(img))
+
+
+class NnUnetReader(VolumePairsReader):
+    """nnU-Net raw: imagesTr/<case>_0000.<ext> + labelsTr/<case>.<ext> (dataset.json v2 labels)."""
+
+    format = "nnunet"
+
+    class Options(Reader.Options):
+        images: str = "imagesTr"
+        labels: str = "labelsTr"
+        label_name: str = "{case}{ext}"
+        dataset_json: str = "dataset.json"
+
+    def pairs(self):
+        doc = json.loads(self.ctx.resolve(self.opts.dataset_json).read_text(encoding="utf-8"))
+        lm = self.ctx.source.label_map
+        for name, value in doc.get("labels", {}).items():
+            if int(value) != 0 and lm.name_of(int(value)) != name:
+                raise SampleError(Reason.UNKNOWN_LABEL,
+                                  f"dataset.json names label {value} '{name}' but the label map says "
+                                  f"'{lm.name_of(int(value))}'; make them agree", self.opts.dataset_json)
+        for img, label, base in super().pairs():
+            if case_name(Path(img)).endswith("_0000"):
+                yield img, label, base

@@ -1,0 +1,70 @@
+"""Where tables and images live under the data root, and how they are written atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file beside ``path`` and rename: readers never see a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_table(table: pa.Table, path: Path) -> Path:
+    """Write a Parquet file atomically with deterministic settings (no timestamps in it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp, compression="zstd", write_statistics=True)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class DataLayout:
+    """The folder layout under the data root (one place that knows every path)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def table(self, name: str, dataset_id: str | None = None) -> Path:
+        """Per-dataset tables live in tables/<name>/<dataset>.parquet, global ones in tables/<name>.parquet."""
+        if dataset_id is None:
+            return self.root / "tables" / f"{name}.parquet"
+        return self.root / "tables" / name / f"{dataset_id}.parquet"
+
+    def quarantine(self, stage: str, dataset_id: str) -> Path:
+        return self.root / "tables" / "quarantine" / stage / f"{dataset_id}.parquet"
+
+    def images(self, dataset_id: str) -> Path:
+        return self.root / "images" / dataset_id
+
+    def read(self, name: str, dataset_id: str | None = None) -> pa.Table:
+        path = self.table(name, dataset_id)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{path} does not exist: materialize the '{name}' asset"
+                + (f" for dataset '{dataset_id}'" if dataset_id else "") + " first"
+            )
+        return pq.read_table(path)

@@ -1,0 +1,64 @@
+"""Shared fixtures: paths to ../shared, the demo sources, and isolated configs/Dagster homes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pipelines.config import PROJECT_ROOT, PipelineConfig
+
+SHARED = (PROJECT_ROOT.parent / "shared" / "datasets").resolve()
+SHARED_REGISTRY = PROJECT_ROOT / "tests" / "shared_registry" / "sources.yaml"
+HAVE_SHARED = SHARED.is_dir()
+needs_shared = pytest.mark.skipif(
+    not HAVE_SHARED, reason=f"real sample datasets not found at {SHARED} (clone with ../shared beside the repo)")
+
+
+@pytest.fixture(scope="session")
+def demo_sources(tmp_path_factory) -> Path:
+    """The demo datasets written once per test session (also used by the demo registry copy)."""
+    from pipelines.demo import prepare_demo_sources
+    out = tmp_path_factory.mktemp("demo") / "demo_sources"
+    return prepare_demo_sources(out)
+
+
+@pytest.fixture(scope="session")
+def demo_registry(demo_sources, tmp_path_factory) -> Path:
+    """The project's sources.yaml rewritten to point at the session's demo sources."""
+    import yaml
+    doc = yaml.safe_load((PROJECT_ROOT / "sources.yaml").read_text())
+    for d in doc["datasets"]:
+        d["root"] = str(demo_sources / Path(d["root"]).name)
+        d["label_map"] = str(PROJECT_ROOT / d["label_map"])
+    path = tmp_path_factory.mktemp("registry") / "sources.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+@pytest.fixture()
+def demo_config(demo_registry, tmp_path) -> PipelineConfig:
+    return PipelineConfig.load(registry=demo_registry, data_root=tmp_path / "data")
+
+
+@pytest.fixture()
+def shared_config(tmp_path) -> PipelineConfig:
+    return PipelineConfig.load(registry=SHARED_REGISTRY, data_root=tmp_path / "data")
+
+
+@pytest.fixture()
+def dagster_home(tmp_path, monkeypatch) -> Path:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return home
+
+
+@pytest.fixture(autouse=True)
+def _isolate_env(monkeypatch):
+    for var in ("MEDBENCH_REGISTRY", "MEDBENCH_DATA_ROOT", "MEDBENCH_SEED", "MEDBENCH_CONFIG"):
+        monkeypatch.delenv(var, raising=False)
+    yield
+    os.environ.pop("MEDBENCH_TEST", None)

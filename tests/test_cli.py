@@ -1,0 +1,34 @@
+"""The medbench command line."""
+
+from __future__ import annotations
+
+import yaml
+from typer.testing import CliRunner
+
+from assets.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_subcommands():
+    res = runner.invoke(app, ["--help"])
+    assert res.exit_code == 0
+    for cmd in ("sources", "build", "demo", "summary"):
+        assert cmd in res.output
+
+
+def test_sources_check_ok_and_scan(demo_registry, tmp_path):
+    res = runner.invoke(app, ["sources", "check", "--registry", str(demo_registry), "--data-root", str(tmp_path),
+                              "--scan"])
+    assert res.exit_code == 0, res.output
+    assert "8 dataset(s) OK" in res.output and "demo_polyp" in res.output
+
+
+def test_sources_check_reports_problems(tmp_path):
+    bad = tmp_path / "sources.yaml"
+    bad.write_text(yaml.safe_dump({"version": 1, "datasets": [
+        {"id": "x_1", "root": "nope", "format": "zip", "modality": "CT", "dimension": 3, "task_type": "seg",
+         "label_map": "nope.yaml", "license": "?"}]}))
+    res = runner.invoke(app, ["sources", "check", "--registry", str(bad)])
+    assert res.exit_code == 1
+    assert "unknown format 'zip'" in res.output and "fix:" in res.output and "x_1" in res.output
