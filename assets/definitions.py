@@ -5,9 +5,10 @@ import dagster as dg
 
 from assets.ingest import raw_samples
 from assets.resources import MedbenchResource
+from assets.standardize import standardized
 from assets.sensors import registry_sensor_factory
 
-PER_DATASET = [raw_samples]
+PER_DATASET = [raw_samples, standardized]
 GLOBAL: list[dg.AssetsDefinition] = []
 ALL_ASSETS = PER_DATASET + GLOBAL
 

@@ -47,9 +47,13 @@ class StandardizeSettings(BaseModel):
     min_region_fraction: float = Field(
         0.00015, description="...or smaller than this share of the slice (SA-Med2D cut ~0.0153%)"
     )
+    min_plane_side: int = Field(
+        16, description="skip an axis whose planes are thinner than this (e.g. coronal cuts of a 3-slice series)"
+    )
     connectivity_3d: Literal[6, 18, 26] = 26
     connectivity_2d: Literal[4, 8] = 8
     resample_isotropic: bool = False
+    workers: int = Field(1, description="processes per dataset partition (memory: one volume each)")
     grid_tolerance: float = Field(1e-3, description="relative tolerance of the image/label grid check")
     mr_percentiles: tuple[float, float] = (0.5, 99.5)
     ct_windows: dict[str, CTWindow] = {

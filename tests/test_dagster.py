@@ -18,7 +18,7 @@ def test_definitions_load_and_validate():
     from assets.definitions import defs
     dg.Definitions.validate_loadable(defs)
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert "raw_samples" in keys
+    assert {"raw_samples", "slices", "regions"} <= keys
     assert defs.resolve_job_def("dataset_job") is not None
 
 
@@ -40,7 +40,18 @@ def test_demo_build_end_to_end(demo_config, dagster_home):
     samples = {p.stem: pq.read_table(p).num_rows for p in (root / "raw_samples").glob("*.parquet")}
     assert samples == {"demo_blood_smear": 8, "demo_ct_abdomen": 3, "demo_ct_dicom": 1, "demo_cxr_findings": 12,
                        "demo_cxr_pneumonia": 16, "demo_derm_npz": 16, "demo_mr_brain": 1, "demo_polyp": 8}
+    slices = {p.stem: pq.read_table(p) for p in (root / "slices").glob("*.parquet")}
+    regions = {p.stem: pq.read_table(p) for p in (root / "regions").glob("*.parquet")}
+    assert set(slices) == set(regions) == set(samples)
+    for ds, t in slices.items():
+        assert t.num_rows > 0, ds
+        for rel in t.column("png_path").to_pylist()[:5]:
+            assert (demo_config.data_root / rel).read_bytes()[:4] == b"\x89PNG"
+    assert {k for t in regions.values() for k in t.column("kind").to_pylist()} == {"image", "box", "mask"}
     instance = dg.DagsterInstance.get()
+    checks = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [dg.AssetCheckKey(dg.AssetKey("regions"), "regions_inside_images")])
+    assert checks, "the regions check ran"
     assert sorted(instance.get_dynamic_partitions("datasets")) == sorted(samples)
     ev = instance.get_latest_materialization_event(dg.AssetKey("raw_samples"))
     assert ev is not None

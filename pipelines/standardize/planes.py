@@ -1,0 +1,41 @@
+"""Slicing a canonical (LPS) volume into display-ready planes.
+
+Arrays from SimpleITK are indexed (z, y, x). In LPS, x grows toward the patient's left,
+y toward posterior and z toward superior. The display convention (radiological) is:
+
+* axial: rows anterior -> posterior, columns patient right -> left (viewer's left = patient right)
+* coronal: rows superior -> inferior, columns patient right -> left
+* sagittal: rows superior -> inferior, columns anterior -> posterior
+
+so a coronal CT slice shows the head end at the top, as a radiologist expects.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+AXIS_DIM = {"axial": 0, "coronal": 1, "sagittal": 2}
+
+
+def plane(volume: np.ndarray, axis: str, index: int) -> np.ndarray:
+    """One display-oriented 2D plane of a (z, y, x) LPS array (a view where possible)."""
+    if axis == "axial":
+        return volume[index]
+    if axis == "coronal":
+        return volume[::-1, index, :]
+    if axis == "sagittal":
+        return volume[::-1, :, index]
+    raise ValueError(f"unknown axis {axis!r}")
+
+
+def plane_spacing(spacing_xyz: tuple[float, float, float], axis: str) -> list[float]:
+    """(column, row) pixel spacing of a plane in mm."""
+    sx, sy, sz = spacing_xyz
+    return {"axial": [sx, sy], "coronal": [sx, sz], "sagittal": [sy, sz]}[axis]
+
+
+def occupied_indices(mask_volume: np.ndarray, axis: str) -> np.ndarray:
+    """Indices along ``axis`` whose plane holds any foreground."""
+    dim = AXIS_DIM[axis]
+    other = tuple(d for d in range(3) if d != dim)
+    return np.nonzero(mask_volume.any(axis=other))[0]

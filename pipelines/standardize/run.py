@@ -1,0 +1,251 @@
+"""Turn raw samples into slices (8-bit RGB PNGs) and regions (one per connected instance).
+
+Memory is bounded by one volume per worker: samples are processed one at a time (or one per
+process with ``workers > 1``) and each writes its PNGs before the next is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import Counter, defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import SimpleITK as sitk
+
+from pipelines import PIPELINE_VERSION
+from pipelines.config import PipelineConfig
+from pipelines.ids import stable_id
+from pipelines.imageio import encode_png
+from pipelines.ingest import quarantine_row, reader_for
+from pipelines.records import QUARANTINE, REGIONS, SLICES, to_table
+from pipelines.registry import Source
+from pipelines.sources.base import LoadedSample, Quarantined, Reason, SampleError
+from pipelines.standardize import intensity
+from pipelines.standardize.planes import occupied_indices, plane, plane_spacing
+from pipelines.standardize.regions import describe, label_instances_2d, label_instances_3d, min_area
+from pipelines.storage import atomic_write_bytes, sha256_bytes
+from pipelines.volume import check_grid, orientation_code, reorient
+
+
+@dataclass
+class SampleOutput:
+    slices: list[dict] = field(default_factory=list)
+    regions: list[dict] = field(default_factory=list)
+    quarantine: list[dict] = field(default_factory=list)
+    dropped_small: int = 0
+
+
+@dataclass
+class StandardizeResult:
+    slices: pa.Table
+    regions: pa.Table
+    quarantine: pa.Table
+    dropped_small: int
+
+    @property
+    def reason_counts(self) -> dict[str, int]:
+        return dict(Counter(self.quarantine.column("reason_code").to_pylist()))
+
+
+class _Writer:
+    """Builds slice and region rows for one sample and writes its PNGs under the staging root."""
+
+    def __init__(self, row: dict, source: Source, config: PipelineConfig, staging: Path, rel_root: str):
+        self.row, self.source, self.config = row, source, config
+        self.staging, self.rel_root = staging, rel_root
+        self.case = f"{row['name']}-{row['sample_id'][:6]}"
+        self.out = SampleOutput()
+
+    def _prov(self) -> dict:
+        return {"dataset_id": self.row["dataset_id"], "source_path": self.row["source_path"],
+                "pipeline_version": PIPELINE_VERSION, "seed": self.config.seed}
+
+    def image(self, rgb: np.ndarray, axis: str, index: int, t: intensity.Transform, orientation: str,
+              original: str, spacing: list[float]) -> str:
+        stem = f"{axis}_{index:04d}" + ("" if t.key in ("identity", "bit_depth", "percentile_clip") else f"_{t.key}")
+        rel = f"{self.rel_root}/{self.case}/{stem}.png"
+        data = encode_png(rgb)
+        atomic_write_bytes(self.staging / self.case / f"{stem}.png", data)
+        image_id = stable_id(self.row["sample_id"], axis, index, t.name, sorted(t.params.items()))
+        self.out.slices.append({
+            "image_id": image_id, "sample_id": self.row["sample_id"], "group_id": self.row["group_id"],
+            "name": f"{self.row['dataset_id']}/{self.case}/{stem}", "modality": self.row["modality"],
+            "axis": axis, "index": index, "orientation": orientation, "original_orientation": original,
+            "spacing": [float(s) for s in spacing], "intensity_transform": t.name,
+            "intensity_params": json.dumps(t.params, sort_keys=True), "width": int(rgb.shape[1]),
+            "height": int(rgb.shape[0]), "png_path": rel, "sha256": sha256_bytes(data), **self._prov()})
+        return image_id
+
+    def region(self, image_id: str, name: str, kind: str, labels: list[str], component: int, width: int,
+               height: int, bbox: list[float], area: int, centroid: list[float], rle: str | None) -> None:
+        x0, y0, x1, y1 = bbox
+        if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+            raise SampleError(Reason.BAD_ANNOTATION, f"region {name} bbox {bbox} is outside its {width}x{height} image")
+        self.out.regions.append({
+            "region_id": stable_id(image_id, kind, tuple(labels), component, tuple(bbox)), "image_id": image_id,
+            "sample_id": self.row["sample_id"], "group_id": self.row["group_id"], "name": name, "kind": kind,
+            "raw_label": ";".join(labels), "labels": labels, "component_index": component, "mask_rle": rle,
+            "area_px": int(area), "area_pct": float(100.0 * area / (width * height)), "bbox": bbox,
+            "centroid": centroid, "width": width, "height": height, **self._prov()})
+
+
+def _window_of(source: Source, label: str) -> str | None:
+    return source.label_map.spec(label).ct_window
+
+
+def _standardize_3d(w: _Writer, loaded: LoadedSample) -> None:
+    cfg = w.config.standardize
+    code = cfg.canonical_orientation
+    original = orientation_code(loaded.image.GetDirection())
+    for layer in loaded.layers:
+        check_grid(loaded.image, layer.data, w.row["source_path"], cfg.grid_tolerance, code)
+    image = reorient(loaded.image, code)
+    layers = [(reorient(layer.data, code), layer.names) for layer in loaded.layers]
+    if cfg.resample_isotropic:
+        image, layers = _isotropic(image, layers)
+    spacing = image.GetSpacing()
+    vol = sitk.GetArrayViewFromImage(image)
+    instances = []
+    for lab_img, names in layers:
+        arr = sitk.GetArrayViewFromImage(lab_img)
+        inst, table = label_instances_3d(np.asarray(arr), names, cfg.connectivity_3d)
+        instances.append((inst, table))
+    transforms: dict[str | None, intensity.Transform] = {}
+
+    def transform_for(label: str) -> intensity.Transform:
+        win = _window_of(w.source, label) if intensity.family(w.row["modality"]) == "ct" else None
+        if win not in transforms:
+            transforms[win] = intensity.choose(w.row["modality"], vol, cfg, win, loaded.photometric)
+        return transforms[win]
+
+    for axis in cfg.axes:
+        if min(plane(vol, axis, 0).shape) < cfg.min_plane_side:
+            continue
+        indices = sorted(set().union(*[occupied_indices(inst > 0, axis).tolist() for inst, _ in instances]))
+        for idx in indices:
+            pending: dict[str, list] = defaultdict(list)
+            for inst, table in instances:
+                pl = plane(inst, axis, idx)
+                h, wd = pl.shape
+                floor = min_area(wd, h, cfg.min_region_pixels, cfg.min_region_fraction)
+                for iid in np.unique(pl):
+                    if iid == 0:
+                        continue
+                    mask = pl == iid
+                    if int(mask.sum()) < floor:
+                        w.out.dropped_small += 1
+                        continue
+                    label, comp = table[int(iid)]
+                    pending[transform_for(label).key].append((label, comp, describe(mask), wd, h))
+            for key, regions in sorted(pending.items()):
+                t = next(t for t in transforms.values() if t.key == key)
+                rgb = t.apply(plane(vol, axis, idx))
+                image_id = w.image(rgb, axis, int(idx), t, code, original, plane_spacing(spacing, axis))
+                for label, comp, shape, wd, h in regions:
+                    name = f"{w.row['dataset_id']}/{w.case}/{axis}_{idx:04d}/{label}/{comp}"
+                    w.region(image_id, name, "mask", [label], comp, wd, h, shape.bbox, shape.area_px,
+                             shape.centroid, shape.rle)
+
+
+def _isotropic(image: sitk.Image, layers: list) -> tuple[sitk.Image, list]:
+    """Resample to the finest spacing on every axis (linear for pixels, nearest for labels)."""
+    sp = min(image.GetSpacing())
+    size = [int(round(n * s / sp)) for n, s in zip(image.GetSize(), image.GetSpacing())]
+
+    def res(img: sitk.Image, interp) -> sitk.Image:
+        return sitk.Resample(img, size, sitk.Transform(), interp, image.GetOrigin(), (sp,) * 3,
+                             image.GetDirection(), 0, img.GetPixelID())
+    return res(image, sitk.sitkLinear), [(res(lab, sitk.sitkNearestNeighbor), n) for lab, n in layers]
+
+
+def _standardize_2d(w: _Writer, loaded: LoadedSample) -> None:
+    cfg = w.config.standardize
+    img = np.asarray(loaded.image)
+    t = intensity.choose(w.row["modality"], img, cfg, None, loaded.photometric) if img.dtype != np.uint8 \
+        else intensity.photographic(img, loaded.photometric)
+    rgb = t.apply(img)
+    h, wd = rgb.shape[:2]
+    task = w.row["task_type"]
+    pending = []
+    if task in ("cls", "mcls"):
+        pending.append(("image", sorted(loaded.labels), 0, [0.0, 0.0, float(wd), float(h)], wd * h,
+                        [wd / 2, h / 2], None))
+    for k, b in enumerate(loaded.boxes):
+        pending.append(("box", [b.label], k + 1, [b.x0, b.y0, b.x1, b.y1], int((b.x1 - b.x0) * (b.y1 - b.y0)),
+                        [(b.x0 + b.x1) / 2, (b.y0 + b.y1) / 2], None))
+    floor = min_area(wd, h, cfg.min_region_pixels, cfg.min_region_fraction)
+    for layer in loaded.layers:
+        inst, table = label_instances_2d(np.asarray(layer.data), layer.names, cfg.connectivity_2d)
+        for iid in sorted(table):
+            mask = inst == iid
+            if int(mask.sum()) < floor:
+                w.out.dropped_small += 1
+                continue
+            label, comp = table[iid]
+            s = describe(mask)
+            pending.append(("mask", [label], comp, s.bbox, s.area_px, s.centroid, s.rle))
+    if not pending:
+        raise SampleError(Reason.EMPTY_MASK, "no region left after the small-mask filter")
+    image_id = w.image(rgb, "2d", 0, t, "", "", [1.0, 1.0])
+    for kind, labels, comp, bbox, area, centroid, rle in pending:
+        name = f"{w.row['dataset_id']}/{w.case}/{kind}/{'+'.join(labels)}/{comp}"
+        w.region(image_id, name, kind, labels, comp, wd, h, bbox, area, centroid, rle)
+
+
+def standardize_sample(row: dict, source: Source, config: PipelineConfig, staging: Path, rel_root: str) -> SampleOutput:
+    """All slices and regions of one sample; a bad sample becomes a quarantine row instead."""
+    w = _Writer(row, source, config, staging, rel_root)
+    try:
+        loaded = reader_for(source, config).load(row)
+        (_standardize_3d if loaded.dim == 3 else _standardize_2d)(w, loaded)
+    except SampleError as exc:
+        shutil.rmtree(staging / w.case, ignore_errors=True)
+        q = Quarantined(exc.path or row["source_path"], exc.reason, str(exc))
+        return SampleOutput(quarantine=[quarantine_row(row["dataset_id"], "standardize", q, config.seed,
+                                                        row["sample_id"])])
+    except (OSError, RuntimeError, ValueError) as exc:
+        shutil.rmtree(staging / w.case, ignore_errors=True)
+        q = Quarantined(row["source_path"], Reason.CORRUPT_FILE, f"could not standardize: {type(exc).__name__}: {exc}")
+        return SampleOutput(quarantine=[quarantine_row(row["dataset_id"], "standardize", q, config.seed,
+                                                        row["sample_id"])])
+    return w.out
+
+
+def _worker(args) -> SampleOutput:
+    return standardize_sample(*args)
+
+
+def standardize_dataset(source: Source, config: PipelineConfig, samples: pa.Table, data_root: Path,
+                        workers: int = 1) -> StandardizeResult:
+    """Write a dataset's PNGs into a staging folder, then swap it in place of the old one."""
+    final = Path(data_root) / "images" / source.id
+    staging = final.parent / f".{source.id}.staging-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    rel_root = f"images/{source.id}"
+    jobs = [(row, source, config, staging, rel_root) for row in samples.to_pylist()]
+    try:
+        if workers > 1 and len(jobs) > 1:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                outputs = list(pool.map(_worker, jobs, chunksize=1))
+        else:
+            outputs = [_worker(j) for j in jobs]
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    old = final.parent / f".{source.id}.old-{os.getpid()}"
+    if final.exists():
+        final.rename(old)
+    staging.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    slices = sorted((s for o in outputs for s in o.slices), key=lambda r: r["image_id"])
+    regions = sorted((r for o in outputs for r in o.regions), key=lambda r: r["region_id"])
+    bad = [q for o in outputs for q in o.quarantine]
+    return StandardizeResult(slices=to_table(slices, SLICES), regions=to_table(regions, REGIONS),
+                             quarantine=to_table(bad, QUARANTINE), dropped_small=sum(o.dropped_small for o in outputs))

@@ -1,0 +1,197 @@
+"""Standardization on real volumes and masks: orientation, windows, components, filters, grids."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pytest
+import SimpleITK as sitk
+import yaml
+
+from pipelines.config import PipelineConfig
+from pipelines.ingest import ingest
+from pipelines.registry import load_registry
+from pipelines.standardize.regions import decode_rle
+from pipelines.standardize.run import standardize_dataset
+from tests.conftest import SHARED, SHARED_REGISTRY, needs_shared
+
+
+def run(cfg: PipelineConfig, ds: str, out: Path, workers: int = 1):
+    src = load_registry(cfg.registry).get(ds)
+    return standardize_dataset(src, cfg, ingest(src, cfg).samples, out, workers=workers)
+
+
+def one_volume_registry(tmp: Path, image: Path, label: Path, values: dict, modality: str = "CT") -> PipelineConfig:
+    root = tmp / "vol"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir(parents=True)
+    shutil.copy(image, root / "images" / image.name)
+    shutil.copy(label, root / "labels" / image.name)
+    (tmp / "lm.yaml").write_text(yaml.safe_dump({"values": values}))
+    (tmp / "sources.yaml").write_text(yaml.safe_dump({"version": 1, "datasets": [{
+        "id": "vol", "root": str(root), "format": "volume_pairs", "modality": modality, "dimension": 3,
+        "task_type": "seg", "label_map": str(tmp / "lm.yaml"), "license": "test"}]}))
+    return PipelineConfig.load(registry=tmp / "sources.yaml", data_root=tmp / "data")
+
+
+def trimmed_label(src: Path, values: dict, dst: Path) -> Path:
+    """A copy of a real label volume keeping only ``values`` (so the label map can stay small)."""
+    labels = sitk.ReadImage(str(src))
+    keep = sitk.GetArrayFromImage(labels)
+    keep[~np.isin(keep, list(values))] = 0
+    out = sitk.GetImageFromArray(keep)
+    out.CopyInformation(labels)
+    sitk.WriteImage(out, str(dst))
+    return dst
+
+
+def regions_of(res, label: str, axis: str) -> list[dict]:
+    sl = {s["image_id"]: s for s in res.slices.to_pylist()}
+    return [dict(r, axis=sl[r["image_id"]]["axis"], index=sl[r["image_id"]]["index"])
+            for r in res.regions.to_pylist() if r["raw_label"] == label and sl[r["image_id"]]["axis"] == axis]
+
+
+def weighted_centroid(regs: list[dict]) -> np.ndarray:
+    w = np.array([r["area_px"] for r in regs], float)
+    return (np.array([r["centroid"] for r in regs]) * w[:, None]).sum(0) / w.sum()
+
+
+@needs_shared
+def test_liver_on_patient_right_and_flipped_copy_identical(tmp_path):
+    """TotalSegmentator CT (RAS on disk) and a copy re-stored as LPI must give the same slices."""
+    img = SHARED / "totalseg_ct_nifti" / "images" / "ct_sm.nii.gz"
+    lab = SHARED / "totalseg_ct_nifti" / "labels" / "ct_sm.nii.gz"
+    values = {1: "spleen", 5: "liver", 2: "kidney_right", 3: "kidney_left"}
+    trimmed = sitk.ReadImage(str(trimmed_label(lab, values, tmp_path / "trim.nii.gz")))
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    a_dir.mkdir()
+    b_dir.mkdir()
+    sitk.WriteImage(sitk.ReadImage(str(img)), str(a_dir / "ct.nii.gz"))
+    sitk.WriteImage(trimmed, str(a_dir / "lab.nii.gz"))
+    # the flipped copy: same anatomy, voxels stored in another order (LPI) with a matching header
+    sitk.WriteImage(sitk.DICOMOrient(sitk.ReadImage(str(img)), "LPI"), str(b_dir / "ct.nii.gz"))
+    sitk.WriteImage(sitk.DICOMOrient(trimmed, "LPI"), str(b_dir / "lab.nii.gz"))
+    res_a = run(one_volume_registry(tmp_path / "ra", a_dir / "ct.nii.gz", a_dir / "lab.nii.gz", values), "vol",
+                tmp_path / "oa")
+    res_b = run(one_volume_registry(tmp_path / "rb", b_dir / "ct.nii.gz", b_dir / "lab.nii.gz", values), "vol",
+                tmp_path / "ob")
+    sa, sb = res_a.slices.to_pylist(), res_b.slices.to_pylist()
+    assert {s["original_orientation"] for s in sa} == {"RAS"} and {s["original_orientation"] for s in sb} == {"LPI"}
+    assert {s["orientation"] for s in sa + sb} == {"LPS"}
+    assert sorted((s["axis"], s["index"], s["sha256"]) for s in sa) == \
+        sorted((s["axis"], s["index"], s["sha256"]) for s in sb)
+    width = sa[0]["width"]
+    liver, spleen = weighted_centroid(regions_of(res_a, "liver", "axial")), \
+        weighted_centroid(regions_of(res_a, "spleen", "axial"))
+    assert liver[0] < width / 2 < spleen[0]  # radiological display: patient right on the viewer's left
+    k_r, k_l = weighted_centroid(regions_of(res_a, "kidney_right", "coronal")), \
+        weighted_centroid(regions_of(res_a, "kidney_left", "coronal"))
+    assert k_r[0] < k_l[0]
+
+
+@needs_shared
+def test_ct_window_applied_exactly(tmp_path):
+    img = SHARED / "totalseg_ct_nifti" / "images" / "ct_sm.nii.gz"
+    lab = SHARED / "totalseg_ct_nifti" / "labels" / "ct_sm.nii.gz"
+    cfg = one_volume_registry(tmp_path, img, trimmed_label(lab, {5: "liver"}, tmp_path / "ct_sm.nii.gz"),
+                              {5: "liver"})
+    res = run(cfg, "vol", tmp_path / "out")
+    s = next(s for s in res.slices.to_pylist() if s["axis"] == "axial")
+    assert s["intensity_transform"] == "ct_window"
+    params = yaml.safe_load(s["intensity_params"])
+    assert (params["level"], params["width"], params["window"]) == (40, 400, "soft_tissue")
+    hu = sitk.GetArrayFromImage(sitk.DICOMOrient(sitk.ReadImage(str(img)), "LPS"))[s["index"]].astype(np.float32)
+    expected = np.clip(np.rint((hu - (-160)) * 255 / 400), 0, 255).astype(np.uint8)
+    png = cv2.imread(str(tmp_path / "out" / s["png_path"]), cv2.IMREAD_GRAYSCALE)
+    assert np.array_equal(png, expected)
+
+
+@needs_shared
+def test_mr_percentile_clipping_recorded(shared_config, tmp_path):
+    res = run(shared_config, "pyradiomics_mr_nifti", tmp_path)
+    params = {s["intensity_params"] for s in res.slices.to_pylist()}
+    assert {s["intensity_transform"] for s in res.slices.to_pylist()} == {"percentile_clip"}
+    assert len(params) == 3  # computed per volume (3 volumes)
+    assert all('"p_high": 99.5' in p and '"p_low": 0.5' in p for p in params)
+
+
+@needs_shared
+def test_2d_component_counts_match_opencv(shared_config, tmp_path):
+    res = run(shared_config, "kvasir_seg", tmp_path)
+    floor = max(shared_config.standardize.min_region_pixels, 0)
+    by_image = {}
+    for r in res.regions.to_pylist():
+        by_image.setdefault(r["source_path"], []).append(r)
+    for path, regs in by_image.items():
+        mask = cv2.imread(str(SHARED / "kvasir_seg_polyp_sample" / path.replace("images/", "masks/")),
+                          cv2.IMREAD_GRAYSCALE) > 127
+        n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+        h, w = mask.shape
+        cut = max(floor, int(np.ceil(shared_config.standardize.min_region_fraction * w * h)))
+        assert len(regs) == int((stats[1:, cv2.CC_STAT_AREA] >= cut).sum()), path
+        for r in regs:  # RLE decodes to one of the components, with the recorded area
+            m = decode_rle(r["mask_rle"])
+            assert m.sum() == r["area_px"] and mask[m].all()
+
+
+@needs_shared
+def test_3d_components_match_direct_count(shared_config, tmp_path):
+    """Instances per label = 3D components that survive on at least one slice (scipy, 26-connectivity)."""
+    from scipy import ndimage
+    res = run(shared_config, "pyradiomics_mr_nifti", tmp_path)
+    lab = sitk.GetArrayFromImage(sitk.ReadImage(str(SHARED / "pyradiomics_mr_tumor" / "labels" / "brain1.nii.gz")))
+    _, n = ndimage.label(lab == 1, structure=np.ones((3, 3, 3)))
+    found = {r["component_index"] for r in res.regions.to_pylist() if r["source_path"] == "images/brain1.nii.gz"}
+    assert 1 <= len(found) <= n and max(found) <= n
+
+
+def test_small_mask_filter(demo_config, tmp_path):
+    loose = run(demo_config, "demo_ct_abdomen", tmp_path / "a")
+    strict_cfg = demo_config.model_copy(update={"standardize": demo_config.standardize.model_copy(
+        update={"min_region_pixels": 200})})
+    strict = run(strict_cfg, "demo_ct_abdomen", tmp_path / "b")
+    assert strict.regions.num_rows < loose.regions.num_rows
+    assert strict.dropped_small > loose.dropped_small
+    assert loose.regions.num_rows + loose.dropped_small == strict.regions.num_rows + strict.dropped_small
+    assert min(strict.regions.column("area_px").to_pylist()) >= 200
+
+
+def test_grid_mismatch_after_ingest_is_quarantined(demo_config, tmp_path):
+    src = load_registry(demo_config.registry).get("demo_ct_abdomen")
+    samples = ingest(src, demo_config).samples
+    root = tmp_path / "copy"
+    shutil.copytree(src.root, root)
+    lab = sitk.ReadImage(str(root / "labels" / "case_002.nii"))
+    lab.SetSpacing((1.6, 1.5, 3.0))
+    sitk.WriteImage(lab, str(root / "labels" / "case_002.nii"))
+    from dataclasses import replace
+    moved = replace(src, root=root)
+    res = standardize_dataset(moved, demo_config, samples, tmp_path / "out")
+    (q,) = res.quarantine.to_pylist()
+    assert q["reason_code"] == "grid_mismatch" and q["stage"] == "standardize" and "spacing" in q["reason"]
+    assert {r["source_path"] for r in res.slices.to_pylist()} == {"images/case_000.nii", "images/case_001.nii"}
+
+
+def test_outputs_deterministic_and_worker_independent(demo_config, tmp_path):
+    a = run(demo_config, "demo_ct_abdomen", tmp_path / "a")
+    b = run(demo_config, "demo_ct_abdomen", tmp_path / "b", workers=2)
+    assert a.slices.equals(b.slices) and a.regions.equals(b.regions)
+    assert all(len(r["labels"]) == 1 for r in a.regions.to_pylist())
+    names = a.slices.column("name").to_pylist()
+    assert all(n.startswith("demo_ct_abdomen/case_") for n in names)
+
+
+def test_every_region_inside_image_and_kinds(demo_config, tmp_path):
+    kinds = {}
+    for ds in ("demo_blood_smear", "demo_cxr_findings", "demo_polyp", "demo_mr_brain"):
+        res = run(demo_config, ds, tmp_path / ds)
+        for r in res.regions.to_pylist():
+            x0, y0, x1, y1 = r["bbox"]
+            assert 0 <= x0 < x1 <= r["width"] and 0 <= y0 < y1 <= r["height"]
+            kinds.setdefault(ds, set()).add(r["kind"])
+    assert kinds == {"demo_blood_smear": {"box"}, "demo_cxr_findings": {"image"}, "demo_polyp": {"mask"},
+                     "demo_mr_brain": {"mask"}}
