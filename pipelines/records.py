@@ -84,7 +84,7 @@ REGIONS = _schema("regions", [
     pa.field("raw_label", pa.string()),
     pa.field("labels", pa.list_(pa.string())),
     pa.field("component_index", pa.int64()),
-    pa.field("mask_rle", pa.string()),
+    pa.field("mask_rle", pa.string()),  # COCO compressed RLE counts of a height x width mask
     pa.field("area_px", pa.int64()),
     pa.field("area_pct", pa.float64()),
     pa.field("bbox", pa.list_(pa.float64())),  # x0, y0, x1, y1 (pixel edges)

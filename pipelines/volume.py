@@ -72,9 +72,10 @@ def check_nifti_payload(path: Path, rel: str) -> None:
         raise SampleError(Reason.CORRUPT_FILE, f"'{rel}' is truncated or corrupt: {exc}", rel) from exc
 
 
-def read_volume(path: Path, rel: str, max_voxels: int) -> sitk.Image:
+def read_volume(path: Path, rel: str, max_voxels: int, verify: bool = True) -> sitk.Image:
+    """Read a volume; ``verify`` streams NIfTI payloads once more (ingest does, later loads skip it)."""
     read_header(path, rel, max_voxels)
-    if path.name.endswith((".nii", ".nii.gz")):
+    if verify and path.name.endswith((".nii", ".nii.gz")):
         check_nifti_payload(path, rel)
     try:
         img = sitk.ReadImage(str(path))

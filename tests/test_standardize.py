@@ -134,7 +134,7 @@ def test_2d_component_counts_match_opencv(shared_config, tmp_path):
         cut = max(floor, int(np.ceil(shared_config.standardize.min_region_fraction * w * h)))
         assert len(regs) == int((stats[1:, cv2.CC_STAT_AREA] >= cut).sum()), path
         for r in regs:  # RLE decodes to one of the components, with the recorded area
-            m = decode_rle(r["mask_rle"])
+            m = decode_rle(r["mask_rle"], r["height"], r["width"])
             assert m.sum() == r["area_px"] and mask[m].all()
 
 

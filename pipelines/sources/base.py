@@ -9,6 +9,7 @@ standardization stage. Readers never raise for bad data; they quarantine it with
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -125,7 +126,8 @@ class ReadContext:
 
     def resolve(self, rel: str | Path) -> Path:
         """Resolve a path from an annotation inside the dataset root, refusing traversal."""
-        p = (self.root / rel).resolve()
+        # normpath, not resolve: '..' may not climb out, but symlinked files inside the root are fine
+        p = Path(os.path.normpath(self.root / rel))
         if not p.is_relative_to(self.root):
             raise SampleError(Reason.PATH_TRAVERSAL,
                               f"path '{rel}' points outside the dataset root {self.root}; "
@@ -136,7 +138,7 @@ class ReadContext:
         return p
 
     def rel(self, path: Path) -> str:
-        return path.resolve().relative_to(self.root).as_posix()
+        return Path(os.path.normpath(path)).relative_to(self.root).as_posix()
 
     def group_key(self, rel_path: str, column_value: str | None = None) -> str:
         """The raw group key from the dataset's group rule."""

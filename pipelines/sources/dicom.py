@@ -166,7 +166,7 @@ class DicomSeriesReader(Reader):
         layers = []
         if row["label_ref"]:
             label = read_volume(self.ctx.resolve(row["label_ref"]), row["label_ref"],
-                                self.ctx.config.ingest.max_pixels)
+                                self.ctx.config.ingest.max_pixels, verify=False)
             names = {int(v): self.ctx.source.label_map.name_of(v) for v in row["label_values"]}
             layers.append(LabelLayer(label, names))
         return LoadedSample(dim=3, image=image, layers=layers, photometric=meta.get("photometric", ""))

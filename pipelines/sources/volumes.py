@@ -67,8 +67,8 @@ def scan_volume_pair(reader: Reader, image_ref: str, label_ref: str, name: str,
 def load_volume_pair(reader: Reader, row: dict) -> LoadedSample:
     ctx = reader.ctx
     limit = ctx.config.ingest.max_pixels
-    image = read_volume(ctx.resolve(row["image_refs"][0]), row["image_refs"][0], limit)
-    label = read_volume(ctx.resolve(row["label_ref"]), row["label_ref"], limit)
+    image = read_volume(ctx.resolve(row["image_refs"][0]), row["image_refs"][0], limit, verify=False)
+    label = read_volume(ctx.resolve(row["label_ref"]), row["label_ref"], limit, verify=False)
     names = {int(v): ctx.source.label_map.name_of(v) for v in row["label_values"]}
     return LoadedSample(dim=3, image=image, layers=[LabelLayer(label, names)])
 

@@ -28,7 +28,9 @@ from pipelines.registry import Source
 from pipelines.sources.base import LoadedSample, Quarantined, Reason, SampleError
 from pipelines.standardize import intensity
 from pipelines.standardize.planes import occupied_indices, plane, plane_spacing
-from pipelines.standardize.regions import describe, label_instances_2d, label_instances_3d, min_area
+from pipelines.standardize.regions import (
+    describe, describe_plane, label_instances_2d, label_instances_3d, min_area,
+)
 from pipelines.storage import atomic_write_bytes, sha256_bytes
 from pipelines.volume import check_grid, orientation_code, reorient
 
@@ -134,15 +136,14 @@ def _standardize_3d(w: _Writer, loaded: LoadedSample) -> None:
                 pl = plane(inst, axis, idx)
                 h, wd = pl.shape
                 floor = min_area(wd, h, cfg.min_region_pixels, cfg.min_region_fraction)
-                for iid in np.unique(pl):
-                    if iid == 0:
-                        continue
-                    mask = pl == iid
-                    if int(mask.sum()) < floor:
-                        w.out.dropped_small += 1
-                        continue
-                    label, comp = table[int(iid)]
-                    pending[transform_for(label).key].append((label, comp, describe(mask), wd, h))
+                ids = np.unique(pl)
+                ids = ids[ids > 0]
+                areas = np.bincount(pl.ravel(), minlength=int(ids.max()) + 1)[ids] if ids.size else ids
+                keep = ids[areas >= floor]
+                w.out.dropped_small += int(ids.size - keep.size)
+                for iid, shape in zip(keep.tolist(), describe_plane(np.ascontiguousarray(pl), keep)):
+                    label, comp = table[iid]
+                    pending[transform_for(label).key].append((label, comp, shape, wd, h))
             for key, regions in sorted(pending.items()):
                 t = next(t for t in transforms.values() if t.key == key)
                 rgb = t.apply(plane(vol, axis, idx))
