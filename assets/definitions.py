@@ -4,11 +4,12 @@
 import dagster as dg
 
 from assets.ingest import raw_samples
+from assets.render import prompted_images, review_sheets
 from assets.resources import MedbenchResource
 from assets.standardize import standardized
 from assets.sensors import registry_sensor_factory
 
-PER_DATASET = [raw_samples, standardized]
+PER_DATASET = [raw_samples, standardized, prompted_images, review_sheets]
 GLOBAL: list[dg.AssetsDefinition] = []
 ALL_ASSETS = PER_DATASET + GLOBAL
 

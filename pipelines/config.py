@@ -66,6 +66,24 @@ class StandardizeSettings(BaseModel):
     default_ct_window: str = "soft_tissue"
 
 
+class RenderSettings(BaseModel):
+    """How visual prompts are drawn (defaults close to GMAI-MMBench: red, ~0.3 alpha fill, opaque lines)."""
+
+    color: tuple[int, int, int] = (255, 0, 0)
+    alt_color: tuple[int, int, int] = (0, 255, 0)
+    alpha: float = 0.3
+    line_fraction: float = Field(0.006, description="line thickness as a share of the image's shorter side")
+    min_thickness: int = 1
+    red_surroundings_ratio: float = Field(
+        1.25, description="surroundings count as red when mean R exceeds both G and B by this factor")
+    scope: Literal["label", "instance", "both"] = Field(
+        "label", description="draw all components of a label together, each instance alone, or both")
+    min_visible_side: int = Field(3, description="boxes/masks thinner than this (px) are flagged, not drawn")
+    border_band_fraction: float = Field(0.01, description="regions lying wholly in this edge band (at least 4 px) are flagged")
+    sheet_items: int = 24
+    sheet_thumb: int = 160
+
+
 class PipelineConfig(BaseModel):
     """Everything a run needs to know; hashed into the outputs' provenance."""
 
@@ -80,6 +98,7 @@ class PipelineConfig(BaseModel):
     )
     ingest: IngestSettings = IngestSettings()
     standardize: StandardizeSettings = StandardizeSettings()
+    render: RenderSettings = RenderSettings()
 
     @classmethod
     def load(cls, config_file: str | Path | None = None, **overrides: object) -> "PipelineConfig":

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from pipelines.sources.base import Reason, SampleError
+from pipelines.errors import Reason, SampleError
 
 Image.MAX_IMAGE_PIXELS = None  # we enforce our own, configurable limit before decoding
 

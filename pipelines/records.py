@@ -111,11 +111,20 @@ LABEL_VOCAB = _schema("label_vocab", [
 
 PROMPTED_IMAGES = _schema("prompted_images", [
     pa.field("prompt_id", pa.string(), nullable=False),
-    pa.field("region_id", pa.string(), nullable=False),
+    pa.field("region_id", pa.string(), nullable=False),  # the instance, or the label group's id
+    pa.field("member_region_ids", pa.list_(pa.string())),
+    pa.field("image_id", pa.string(), nullable=False),
+    pa.field("sample_id", pa.string(), nullable=False),
+    pa.field("group_id", pa.string(), nullable=False),
+    pa.field("scope", pa.string()),  # image | label | instance
+    pa.field("labels", pa.list_(pa.string())),
     pa.field("twin_id", pa.string()),
-    pa.field("granularity", pa.string()),
+    pa.field("granularity", pa.string()),  # image | box | mask | contour
     pa.field("render_params", pa.string()),
+    pa.field("flag", pa.string()),  # empty, or why it was not drawn (too_small, border_only)
     pa.field("png_path", pa.string()),
+    pa.field("width", pa.int64()),
+    pa.field("height", pa.int64()),
 ])
 
 QUESTION_TEMPLATES = _schema("question_templates", [

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -42,6 +44,25 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+@contextmanager
+def staged_dir(final: Path):
+    """Yield a staging folder; on success it replaces ``final`` whole, on error it is removed."""
+    final = Path(final)
+    staging = final.parent / f".{final.name}.staging-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    old = final.parent / f".{final.name}.old-{os.getpid()}"
+    if final.exists():
+        final.rename(old)
+    staging.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 class DataLayout:
     """The folder layout under the data root (one place that knows every path)."""
 
@@ -59,6 +80,12 @@ class DataLayout:
 
     def images(self, dataset_id: str) -> Path:
         return self.root / "images" / dataset_id
+
+    def prompts(self, dataset_id: str) -> Path:
+        return self.root / "prompts" / dataset_id
+
+    def review_sheet(self, dataset_id: str) -> Path:
+        return self.root / "review" / f"{dataset_id}.png"
 
     def read(self, name: str, dataset_id: str | None = None) -> pa.Table:
         path = self.table(name, dataset_id)

@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
-from pipelines.sources.base import Reason, SampleError
+from pipelines.errors import Reason, SampleError
 
 
 @dataclass(frozen=True)

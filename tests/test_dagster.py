@@ -18,7 +18,7 @@ def test_definitions_load_and_validate():
     from assets.definitions import defs
     dg.Definitions.validate_loadable(defs)
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert {"raw_samples", "slices", "regions"} <= keys
+    assert {"raw_samples", "slices", "regions", "prompted_images", "review_sheets"} <= keys
     assert defs.resolve_job_def("dataset_job") is not None
 
 
@@ -48,7 +48,16 @@ def test_demo_build_end_to_end(demo_config, dagster_home):
         for rel in t.column("png_path").to_pylist()[:5]:
             assert (demo_config.data_root / rel).read_bytes()[:4] == b"\x89PNG"
     assert {k for t in regions.values() for k in t.column("kind").to_pylist()} == {"image", "box", "mask"}
+    prompts = {p.stem: pq.read_table(p) for p in (root / "prompted_images").glob("*.parquet")}
+    assert set(prompts) == set(samples)
+    assert {g for t in prompts.values() for g in t.column("granularity").to_pylist()} == \
+        {"image", "box", "mask", "contour"}
+    for ds in samples:
+        assert (demo_config.data_root / "review" / f"{ds}.png").read_bytes()[:4] == b"\x89PNG"
     instance = dg.DagsterInstance.get()
+    sheet_ev = instance.get_latest_materialization_event(dg.AssetKey("review_sheets"))
+    md = sheet_ev.asset_materialization.metadata["sheet"].value
+    assert md.startswith("![contact sheet") and "data:image/png;base64," in md
     checks = instance.event_log_storage.get_latest_asset_check_execution_by_key(
         [dg.AssetCheckKey(dg.AssetKey("regions"), "regions_inside_images")])
     assert checks, "the regions check ran"

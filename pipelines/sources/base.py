@@ -13,7 +13,6 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import ClassVar
 
@@ -23,35 +22,8 @@ from pydantic import BaseModel, ConfigDict
 from pipelines import PIPELINE_VERSION
 from pipelines.config import PipelineConfig
 from pipelines.ids import salted_hash, stable_id
+from pipelines.errors import Reason, SampleError
 from pipelines.registry import Source
-
-
-class Reason(str, Enum):
-    """Quarantine reason codes (stable strings: tests and users filter on them)."""
-
-    CORRUPT_FILE = "corrupt_file"
-    MISSING_FILE = "missing_file"
-    PATH_TRAVERSAL = "path_traversal"
-    TOO_MANY_PIXELS = "too_many_pixels"
-    NON_FINITE = "non_finite_values"
-    GRID_MISMATCH = "grid_mismatch"
-    EMPTY_MASK = "empty_mask"
-    BOX_OUTSIDE_IMAGE = "box_outside_image"
-    UNKNOWN_LABEL = "unknown_label"
-    DUPLICATE_SAMPLE = "duplicate_sample"
-    REFERENCED_IMAGES_MISSING = "referenced_images_missing"
-    EMPTY_ROI = "empty_roi"
-    BAD_ANNOTATION = "bad_annotation"
-    NO_SAMPLES = "no_samples"
-
-
-class SampleError(Exception):
-    """Raised inside a reader for one bad sample; turned into a quarantine row by the caller."""
-
-    def __init__(self, reason: Reason, message: str, path: str = ""):
-        super().__init__(message)
-        self.reason = reason
-        self.path = path
 
 
 @dataclass

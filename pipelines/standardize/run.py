@@ -7,7 +7,6 @@ process with ``workers > 1``) and each writes its PNGs before the next is loaded
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
@@ -31,7 +30,7 @@ from pipelines.standardize.planes import occupied_indices, plane, plane_spacing
 from pipelines.standardize.regions import (
     describe, describe_plane, label_instances_2d, label_instances_3d, min_area,
 )
-from pipelines.storage import atomic_write_bytes, sha256_bytes
+from pipelines.storage import DataLayout, atomic_write_bytes, sha256_bytes, staged_dir
 from pipelines.volume import check_grid, orientation_code, reorient
 
 
@@ -225,26 +224,14 @@ def _worker(args) -> SampleOutput:
 def standardize_dataset(source: Source, config: PipelineConfig, samples: pa.Table, data_root: Path,
                         workers: int = 1) -> StandardizeResult:
     """Write a dataset's PNGs into a staging folder, then swap it in place of the old one."""
-    final = Path(data_root) / "images" / source.id
-    staging = final.parent / f".{source.id}.staging-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
     rel_root = f"images/{source.id}"
-    jobs = [(row, source, config, staging, rel_root) for row in samples.to_pylist()]
-    try:
+    with staged_dir(DataLayout(data_root).images(source.id)) as staging:
+        jobs = [(row, source, config, staging, rel_root) for row in samples.to_pylist()]
         if workers > 1 and len(jobs) > 1:
             with ProcessPoolExecutor(max_workers=workers) as pool:
                 outputs = list(pool.map(_worker, jobs, chunksize=1))
         else:
             outputs = [_worker(j) for j in jobs]
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    old = final.parent / f".{source.id}.old-{os.getpid()}"
-    if final.exists():
-        final.rename(old)
-    staging.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
     slices = sorted((s for o in outputs for s in o.slices), key=lambda r: r["image_id"])
     regions = sorted((r for o in outputs for r in o.regions), key=lambda r: r["region_id"])
     bad = [q for o in outputs for q in o.quarantine]
