@@ -201,6 +201,19 @@ def check_finite(arr: np.ndarray, where: str) -> None:
                           f"'{where}' has {bad} NaN/Inf values; re-export it without them", where)
 
 
+def named_values(labels: np.ndarray, ctx: "ReadContext", ref: str, what: str) -> list[int]:
+    """Non-zero values of a label array, each of which the label map must name."""
+    values = present_values(labels)
+    if not values:
+        raise SampleError(Reason.EMPTY_MASK, f"{what} '{ref}' has no foreground", ref)
+    unknown = [v for v in values if ctx.source.label_map.name_of(v) is None]
+    if unknown:
+        raise SampleError(Reason.UNKNOWN_LABEL,
+                          f"{what} '{ref}' has value(s) {unknown} that the label map does not name; "
+                          "add them under 'values'", ref)
+    return values
+
+
 def present_values(labels: np.ndarray) -> list[int]:
     """Sorted non-zero label values (bincount is much faster than unique for small ints)."""
     if labels.dtype.kind in "ui" and labels.size and labels.min() >= 0 and labels.max() < 65536:

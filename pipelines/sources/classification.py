@@ -27,7 +27,16 @@ def _image_record(reader: Reader, path: Path, labels: list[str], key: str, group
                         spacing=[1.0, 1.0], intensity_min=lo, intensity_max=hi, meta=meta or {})
 
 
-class ImageFolderReader(Reader):
+class _ImageFileReader(Reader):
+    """Readers whose sample is one image file with image-level labels."""
+
+    def load(self, row: dict) -> LoadedSample:
+        path = self.ctx.resolve(row["image_refs"][0])
+        return LoadedSample(dim=2, image=read_image(path, self.ctx.config.ingest.max_pixels),
+                            labels=list(row["labels"]))
+
+
+class ImageFolderReader(_ImageFileReader):
     """root/<class name>/<image>: the folder name is the label."""
 
     format = "image_folder"
@@ -42,13 +51,8 @@ class ImageFolderReader(Reader):
                 yield self.guarded(rel, lambda: _image_record(
                     self, path, [cls_dir.name], rel, self.ctx.group_key(rel)), rel)
 
-    def load(self, row: dict) -> LoadedSample:
-        path = self.ctx.resolve(row["image_refs"][0])
-        return LoadedSample(dim=2, image=read_image(path, self.ctx.config.ingest.max_pixels),
-                            labels=list(row["labels"]))
 
-
-class CsvManifestReader(Reader):
+class CsvManifestReader(_ImageFileReader):
     """A CSV/TSV listing image paths with one label column, a delimited list, or 0/1 columns."""
 
     format = "csv_manifest"
@@ -95,11 +99,6 @@ class CsvManifestReader(Reader):
                 return _image_record(self, path, labels, rel, self.ctx.group_key(rel, gval),
                                      {"manifest_row": int(i) + 2})
             yield self.guarded(ref, one, ref)
-
-    def load(self, row: dict) -> LoadedSample:
-        path = self.ctx.resolve(row["image_refs"][0])
-        return LoadedSample(dim=2, image=read_image(path, self.ctx.config.ingest.max_pixels),
-                            labels=list(row["labels"]))
 
 
 class NpzReader(Reader):

@@ -177,6 +177,12 @@ def _image_index(headers: list[Header]) -> dict[str, Header]:
             if h.get("Modality") in IMAGE_MODALITIES and h.get("SOPInstanceUID")}
 
 
+def _objects_of(reader: Reader, modality: str) -> tuple[list[Quarantined], list[Header], dict[str, Header]]:
+    """Unreadable files, the SEG/RTSTRUCT objects of the dataset, and its images by SOPInstanceUID."""
+    headers, bad = index_headers(reader, reader.opts.pattern)
+    return bad, [h for h in headers if h.get("Modality") == modality], _image_index(headers)
+
+
 def _slice_lookup(members: list[Header]) -> tuple[np.ndarray, float]:
     pos = np.array([h.position for h in members])
     step = float(np.median(np.diff(pos))) if len(pos) > 1 else 1.0
@@ -192,12 +198,10 @@ class DicomSegReader(Reader):
         pattern: str = "**/*"
 
     def scan(self) -> Iterator[SampleRecord | Quarantined]:
-        headers, bad = index_headers(self, self.opts.pattern)
+        bad, objects, images = _objects_of(self, "SEG")
         yield from bad
-        images = _image_index(headers)
-        for h in headers:
-            if h.get("Modality") == "SEG":
-                yield self.guarded(h.rel, lambda h=h: self._record(h, images), h.rel)
+        for h in objects:
+            yield self.guarded(h.rel, lambda: self._record(h, images), h.rel)
 
     def _referenced(self, seg_rel: str, images: dict[str, Header]) -> tuple[pydicom.Dataset, list[Header]]:
         seg = pydicom.dcmread(self.ctx.resolve(seg_rel))
@@ -273,15 +277,13 @@ class RtStructReader(Reader):
         pattern: str = "**/*"
 
     def scan(self) -> Iterator[SampleRecord | Quarantined]:
-        headers, bad = index_headers(self, self.opts.pattern)
+        bad, objects, images = _objects_of(self, "RTSTRUCT")
         yield from bad
-        images = _image_index(headers)
-        for h in headers:
-            if h.get("Modality") == "RTSTRUCT":
-                side: list[Quarantined] = []
-                rec = self.guarded(h.rel, lambda h=h: self._record(h, images, side), h.rel)
-                yield from side
-                yield rec
+        for h in objects:
+            side: list[Quarantined] = []
+            rec = self.guarded(h.rel, lambda: self._record(h, images, side), h.rel)
+            yield from side
+            yield rec
 
     def _plan(self, rs: pydicom.Dataset, images: dict[str, Header], rel: str,
               side: list[Quarantined] | None) -> tuple[list[Header], dict[int, str]]:

@@ -10,7 +10,7 @@ import numpy as np
 from pipelines.imageio import read_image, read_mask
 from pipelines.sources.base import (
     LabelLayer, LoadedSample, Quarantined, Reader, Reason, SampleError, SampleRecord,
-    intensity_range, present_values,
+    intensity_range, named_values,
 )
 
 
@@ -43,15 +43,8 @@ class MaskPairsReader(Reader):
             raise SampleError(Reason.GRID_MISMATCH,
                               f"mask '{mask_ref}' is {mask.shape[1]}x{mask.shape[0]} but image '{rel}' is "
                               f"{image.shape[1]}x{image.shape[0]}; masks must have the image's size", rel)
-        values = present_values(mask)
-        if not values:
-            raise SampleError(Reason.EMPTY_MASK, f"mask '{mask_ref}' has no foreground", mask_ref)
+        values = named_values(mask, ctx, mask_ref, "mask")
         lm = ctx.source.label_map
-        unknown = [v for v in values if lm.name_of(v) is None]
-        if unknown:
-            raise SampleError(Reason.UNKNOWN_LABEL,
-                              f"mask '{mask_ref}' has value(s) {unknown} that the label map does not name; "
-                              "add them under 'values'", mask_ref)
         lo, hi = intensity_range(image)
         return SampleRecord(key=rel, name=img.stem, source_path=rel, group_key=ctx.group_key(rel),
                             image_refs=[rel], label_ref=ctx.rel(mpath),

@@ -12,7 +12,7 @@ import SimpleITK as sitk
 
 from pipelines.sources.base import (
     LabelLayer, LoadedSample, Quarantined, Reader, Reason, SampleError, SampleRecord,
-    check_finite, intensity_range, present_values,
+    check_finite, intensity_range, named_values,
 )
 from pipelines.volume import check_grid, orientation_code, read_volume
 
@@ -45,15 +45,8 @@ def scan_volume_pair(reader: Reader, image_ref: str, label_ref: str, name: str,
         if not np.array_equal(lab, np.round(lab)):
             raise SampleError(Reason.CORRUPT_FILE, f"label '{label_ref}' has non-integer values", label_ref)
         lab = lab.astype(np.int64)
-    values = present_values(lab)
-    if not values:
-        raise SampleError(Reason.EMPTY_MASK, f"label volume '{label_ref}' has no foreground", label_ref)
+    values = named_values(lab, ctx, label_ref, "label volume")
     lm = ctx.source.label_map
-    unknown = [v for v in values if lm.name_of(v) is None]
-    if unknown:
-        raise SampleError(Reason.UNKNOWN_LABEL,
-                          f"label volume '{label_ref}' has value(s) {unknown} the label map does not name; "
-                          "add them under 'values'", label_ref)
     lo, hi = intensity_range(arr)
     return SampleRecord(
         key=image_ref, name=name, source_path=image_ref, group_key=ctx.group_key(image_ref),
@@ -110,6 +103,21 @@ class VolumePairsReader(Reader):
         return load_volume_pair(self, row)
 
 
+def json_labels(reader: Reader) -> dict:
+    return json.loads(reader.ctx.resolve(reader.opts.dataset_json).read_text(encoding="utf-8")).get("labels", {})
+
+
+def dataset_json(reader: Reader, labels: dict[int, str]) -> dict:
+    """Check that dataset.json's label names agree with the label map; return the document."""
+    lm = reader.ctx.source.label_map
+    for value, name in labels.items():
+        if value != 0 and lm.name_of(value) != name:
+            raise SampleError(Reason.UNKNOWN_LABEL,
+                              f"dataset.json names label {value} '{name}' but the label map says "
+                              f"'{lm.name_of(value)}'; make them agree", reader.opts.dataset_json)
+    return json.loads(reader.ctx.resolve(reader.opts.dataset_json).read_text(encoding="utf-8"))
+
+
 class MsdReader(VolumePairsReader):
     """Medical Segmentation Decathlon: dataset.json lists training pairs and label names."""
 
@@ -118,17 +126,8 @@ class MsdReader(VolumePairsReader):
     class Options(Reader.Options):
         dataset_json: str = "dataset.json"
 
-    def _doc(self) -> dict:
-        return json.loads(self.ctx.resolve(self.opts.dataset_json).read_text(encoding="utf-8"))
-
     def pairs(self):
-        doc = self._doc()
-        lm = self.ctx.source.label_map
-        for value, name in doc.get("labels", {}).items():
-            if int(value) != 0 and lm.name_of(int(value)) != name:
-                raise SampleError(Reason.UNKNOWN_LABEL,
-                                  f"dataset.json names label {value} '{name}' but the label map says "
-                                  f"'{lm.name_of(int(value))}'; make them agree", self.opts.dataset_json)
+        doc = dataset_json(self, {int(v): n for v, n in json_labels(self).items()})
         for item in doc["training"]:
             img, lab = item["image"].removeprefix("./"), item["label"].removeprefix("./")
             yield img, lab, case_name(Path(img))
@@ -146,13 +145,7 @@ class NnUnetReader(VolumePairsReader):
         dataset_json: str = "dataset.json"
 
     def pairs(self):
-        doc = json.loads(self.ctx.resolve(self.opts.dataset_json).read_text(encoding="utf-8"))
-        lm = self.ctx.source.label_map
-        for name, value in doc.get("labels", {}).items():
-            if int(value) != 0 and lm.name_of(int(value)) != name:
-                raise SampleError(Reason.UNKNOWN_LABEL,
-                                  f"dataset.json names label {value} '{name}' but the label map says "
-                                  f"'{lm.name_of(int(value))}'; make them agree", self.opts.dataset_json)
+        dataset_json(self, {int(v): n for n, v in json_labels(self).items()})
         for img, label, base in super().pairs():
             if case_name(Path(img)).endswith("_0000"):
                 yield img, label, base

@@ -12,10 +12,11 @@ STRUCTURES_3D = {6: 1, 18: 2, 26: 3}
 STRUCTURES_2D = {4: 1, 8: 2}
 
 
-def label_instances_3d(labels: np.ndarray, names: dict[int, str], connectivity: int) -> tuple[np.ndarray, dict[int, tuple[str, int]]]:
-    """One int32 volume of instance ids (3D connected components per label value) and
-    id -> (label name, component index). Labeling is done inside each label's bounding box."""
-    structure = ndimage.generate_binary_structure(3, STRUCTURES_3D[connectivity])
+def label_instances(labels: np.ndarray, names: dict[int, str], connectivity: int) -> tuple[np.ndarray, dict[int, tuple[str, int]]]:
+    """One int32 array of instance ids (connected components per label value, 2D or 3D) and
+    id -> (label name, component index). Each label is labelled inside its bounding box only."""
+    structures = STRUCTURES_3D if labels.ndim == 3 else STRUCTURES_2D
+    structure = ndimage.generate_binary_structure(labels.ndim, structures[connectivity])
     inst = np.zeros(labels.shape, np.int32)
     table: dict[int, tuple[str, int]] = {}
     boxes = ndimage.find_objects(labels.astype(np.int32, copy=False)) if labels.max() > 0 else []
@@ -25,26 +26,9 @@ def label_instances_3d(labels: np.ndarray, names: dict[int, str], connectivity: 
             continue
         box = boxes[value - 1]
         comp, n = ndimage.label(labels[box] == value, structure=structure)
-        if n == 0:
-            continue
         view = inst[box]
         fg = comp > 0
         view[fg] = comp[fg] + (next_id - 1)
-        for c in range(1, n + 1):
-            table[next_id + c - 1] = (names[value], c)
-        next_id += n
-    return inst, table
-
-
-def label_instances_2d(labels: np.ndarray, names: dict[int, str], connectivity: int) -> tuple[np.ndarray, dict[int, tuple[str, int]]]:
-    structure = ndimage.generate_binary_structure(2, STRUCTURES_2D[connectivity])
-    inst = np.zeros(labels.shape, np.int32)
-    table: dict[int, tuple[str, int]] = {}
-    next_id = 1
-    for value in sorted(names):
-        comp, n = ndimage.label(labels == value, structure=structure)
-        fg = comp > 0
-        inst[fg] = comp[fg] + (next_id - 1)
         for c in range(1, n + 1):
             table[next_id + c - 1] = (names[value], c)
         next_id += n

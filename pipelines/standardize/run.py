@@ -28,7 +28,7 @@ from pipelines.sources.base import LoadedSample, Quarantined, Reason, SampleErro
 from pipelines.standardize import intensity
 from pipelines.standardize.planes import occupied_indices, plane, plane_spacing
 from pipelines.standardize.regions import (
-    describe, describe_plane, label_instances_2d, label_instances_3d, min_area,
+    describe, describe_plane, label_instances, min_area,
 )
 from pipelines.storage import DataLayout, atomic_write_bytes, sha256_bytes, staged_dir
 from pipelines.volume import check_grid, orientation_code, reorient
@@ -115,7 +115,7 @@ def _standardize_3d(w: _Writer, loaded: LoadedSample) -> None:
     instances = []
     for lab_img, names in layers:
         arr = sitk.GetArrayViewFromImage(lab_img)
-        inst, table = label_instances_3d(np.asarray(arr), names, cfg.connectivity_3d)
+        inst, table = label_instances(np.asarray(arr), names, cfg.connectivity_3d)
         instances.append((inst, table))
     transforms: dict[str | None, intensity.Transform] = {}
 
@@ -181,7 +181,7 @@ def _standardize_2d(w: _Writer, loaded: LoadedSample) -> None:
                         [(b.x0 + b.x1) / 2, (b.y0 + b.y1) / 2], None))
     floor = min_area(wd, h, cfg.min_region_pixels, cfg.min_region_fraction)
     for layer in loaded.layers:
-        inst, table = label_instances_2d(np.asarray(layer.data), layer.names, cfg.connectivity_2d)
+        inst, table = label_instances(np.asarray(layer.data), layer.names, cfg.connectivity_2d)
         for iid in sorted(table):
             mask = inst == iid
             if int(mask.sum()) < floor:
