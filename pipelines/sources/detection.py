@@ -15,12 +15,16 @@ from pipelines.sources.base import (
 )
 
 MIN_BOX_SIDE = 2.0  # px; smaller boxes (e.g. the 1x1 VOC boxes in BCCD) cannot be drawn or seen
+EDGE_TOLERANCE = 0.5  # px; normalized (YOLO) coordinates round slightly past the edge: clamp those
 
 
 def check_boxes(boxes: list[Box], width: int, height: int, rel: str) -> tuple[list[Box], list[Quarantined]]:
     """Keep boxes inside the image and large enough to draw; quarantine the others one by one."""
     good, bad = [], []
     for b in boxes:
+        if -EDGE_TOLERANCE <= b.x0 < 0 or -EDGE_TOLERANCE <= b.y0 < 0 or width < b.x1 <= width + EDGE_TOLERANCE \
+                or height < b.y1 <= height + EDGE_TOLERANCE:
+            b = Box(b.label, max(b.x0, 0.0), max(b.y0, 0.0), min(b.x1, float(width)), min(b.y1, float(height)))
         desc = f"box {b.label} [{b.x0:g},{b.y0:g},{b.x1:g},{b.y1:g}] in '{rel}'"
         if b.x0 < 0 or b.y0 < 0 or b.x1 > width or b.y1 > height or b.x1 <= b.x0 or b.y1 <= b.y0:
             bad.append(Quarantined(rel, Reason.BOX_OUTSIDE_IMAGE,
