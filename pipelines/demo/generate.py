@@ -19,7 +19,6 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import SimpleITK as sitk
-from nibabel.testing import data_path as nib_data
 from pydicom.data import get_testdata_file
 from scipy import ndimage
 
@@ -88,7 +87,7 @@ def write_ct_phantoms(out: Path, rng: np.random.Generator, n: int = 3) -> None:
 
 def write_mr_anatomical(out: Path) -> None:
     """nibabel's real anatomical MR volume and a brain mask derived by thresholding it."""
-    src = Path(nib_data) / "anatomical.nii"
+    src = Path(nib.__file__).parent / "tests" / "data" / "anatomical.nii"  # nibabel.testing needs pytest
     img = nib.load(src)
     data = np.asarray(img.dataobj).astype(np.float32)
     mask = data > np.percentile(data, 60)
