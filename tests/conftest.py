@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -61,4 +60,3 @@ def _isolate_env(monkeypatch):
     for var in ("MEDBENCH_REGISTRY", "MEDBENCH_DATA_ROOT", "MEDBENCH_SEED", "MEDBENCH_CONFIG"):
         monkeypatch.delenv(var, raising=False)
     yield
-    os.environ.pop("MEDBENCH_TEST", None)

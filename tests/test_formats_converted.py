@@ -8,7 +8,6 @@ import json
 import shutil
 import xml.etree.ElementTree as ET
 
-import pytest
 import SimpleITK as sitk
 import yaml
 

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pyarrow as pa
-import pytest
 import SimpleITK as sitk
 import yaml
 
@@ -17,7 +15,7 @@ from pipelines.ingest import ingest
 from pipelines.registry import load_registry
 from pipelines.standardize.regions import decode_rle
 from pipelines.standardize.run import standardize_dataset
-from tests.conftest import SHARED, SHARED_REGISTRY, needs_shared
+from tests.conftest import SHARED, needs_shared
 
 
 def run(cfg: PipelineConfig, ds: str, out: Path, workers: int = 1):

@@ -23,7 +23,7 @@ from pipelines.sources.base import (
     LabelLayer, LoadedSample, Quarantined, Reader, Reason, SampleError, SampleRecord,
     check_finite, intensity_range, present_values,
 )
-from pipelines.volume import check_grid, orientation_code, read_volume
+from pipelines.volume import orientation_code, read_volume
 
 TAGS = [
     "Modality", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "FrameOfReferenceUID",
