@@ -52,13 +52,6 @@ def decode_rle(counts: str, height: int, width: int) -> np.ndarray:
     return cocomask.decode({"size": [height, width], "counts": counts.encode("ascii")}).astype(bool)
 
 
-def describe(mask: np.ndarray) -> RegionShape:
-    ys, xs = np.nonzero(mask)
-    return RegionShape(area_px=int(xs.size),
-                       bbox=[float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)],
-                       centroid=[float(xs.mean()), float(ys.mean())], rle=encode_rle(mask))
-
-
 def describe_plane(plane: np.ndarray, ids: np.ndarray) -> list[RegionShape]:
     """Describe several instances of one integer plane at once (vectorized area, bbox,
     centroid; one batched RLE call) - the per-slice hot path of 3D standardization."""
@@ -82,6 +75,19 @@ def describe_plane(plane: np.ndarray, ids: np.ndarray) -> list[RegionShape]:
                         centroid=[float(cx[k]), float(cy[k])],
                         rle=rles[k]["counts"].decode("ascii"))
             for k in range(ids.size)]
+
+
+def describe_instances(plane: np.ndarray, floor: int) -> tuple[list[tuple[int, RegionShape]], int]:
+    """(instance id, shape) for every instance of an integer plane with at least ``floor`` pixels,
+    and how many smaller ones were dropped."""
+    ids = np.unique(plane)
+    ids = ids[ids > 0]
+    if ids.size == 0:
+        return [], 0
+    areas = np.bincount(plane.ravel(), minlength=int(ids.max()) + 1)[ids]
+    keep = ids[areas >= floor]
+    shapes = describe_plane(np.ascontiguousarray(plane), keep)
+    return list(zip(keep.tolist(), shapes)), int(ids.size - keep.size)
 
 
 def min_area(width: int, height: int, min_pixels: int, min_fraction: float) -> int:

@@ -28,7 +28,7 @@ from pipelines.sources.base import LoadedSample, Quarantined, Reason, SampleErro
 from pipelines.standardize import intensity
 from pipelines.standardize.planes import occupied_indices, plane, plane_spacing
 from pipelines.standardize.regions import (
-    describe, describe_plane, label_instances, min_area,
+    describe_instances, label_instances, min_area,
 )
 from pipelines.storage import DataLayout, atomic_write_bytes, sha256_bytes, staged_dir
 from pipelines.volume import check_grid, orientation_code, reorient
@@ -104,10 +104,10 @@ def _standardize_3d(w: _Writer, loaded: LoadedSample) -> None:
     cfg = w.config.standardize
     code = cfg.canonical_orientation
     original = orientation_code(loaded.image.GetDirection())
-    for layer in loaded.layers:
-        check_grid(loaded.image, layer.data, w.row["source_path"], cfg.grid_tolerance, code)
     image = reorient(loaded.image, code)
     layers = [(reorient(layer.data, code), layer.names) for layer in loaded.layers]
+    for lab_img, _ in layers:  # both already canonical: check_grid's own reorientation is a no-op
+        check_grid(image, lab_img, w.row["source_path"], cfg.grid_tolerance, code)
     if cfg.resample_isotropic:
         image, layers = _isotropic(image, layers)
     spacing = image.GetSpacing()
@@ -135,12 +135,9 @@ def _standardize_3d(w: _Writer, loaded: LoadedSample) -> None:
                 pl = plane(inst, axis, idx)
                 h, wd = pl.shape
                 floor = min_area(wd, h, cfg.min_region_pixels, cfg.min_region_fraction)
-                ids = np.unique(pl)
-                ids = ids[ids > 0]
-                areas = np.bincount(pl.ravel(), minlength=int(ids.max()) + 1)[ids] if ids.size else ids
-                keep = ids[areas >= floor]
-                w.out.dropped_small += int(ids.size - keep.size)
-                for iid, shape in zip(keep.tolist(), describe_plane(np.ascontiguousarray(pl), keep)):
+                kept, dropped = describe_instances(pl, floor)
+                w.out.dropped_small += dropped
+                for iid, shape in kept:
                     label, comp = table[iid]
                     pending[transform_for(label).key].append((label, comp, shape, wd, h))
             for key, regions in sorted(pending.items()):
@@ -182,14 +179,11 @@ def _standardize_2d(w: _Writer, loaded: LoadedSample) -> None:
     floor = min_area(wd, h, cfg.min_region_pixels, cfg.min_region_fraction)
     for layer in loaded.layers:
         inst, table = label_instances(np.asarray(layer.data), layer.names, cfg.connectivity_2d)
-        for iid in sorted(table):
-            mask = inst == iid
-            if int(mask.sum()) < floor:
-                w.out.dropped_small += 1
-                continue
+        kept, dropped = describe_instances(inst, floor)
+        w.out.dropped_small += dropped
+        for iid, shape in kept:
             label, comp = table[iid]
-            s = describe(mask)
-            pending.append(("mask", [label], comp, s.bbox, s.area_px, s.centroid, s.rle))
+            pending.append(("mask", [label], comp, shape.bbox, shape.area_px, shape.centroid, shape.rle))
     if not pending:
         raise SampleError(Reason.EMPTY_MASK, "no region left after the small-mask filter")
     image_id = w.image(rgb, "2d", 0, t, "", "", [1.0, 1.0])
