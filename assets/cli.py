@@ -16,6 +16,8 @@ sources_app = typer.Typer(help="Inspect and validate the source registry.", no_a
 demo_app = typer.Typer(help="The bundled demo datasets.", no_args_is_help=True)
 app.add_typer(sources_app, name="sources")
 app.add_typer(demo_app, name="demo")
+vocab_app = typer.Typer(help="The MeSH label vocabulary.", no_args_is_help=True)
+app.add_typer(vocab_app, name="vocab")
 console = Console()
 
 RegistryOpt = Annotated[Path | None, typer.Option("--registry", "-r", help="registry YAML (env MEDBENCH_REGISTRY)")]
@@ -95,6 +97,38 @@ def dagster_home():
     """Create the project's embedded Dagster home (.dagster/) and print its path."""
     from assets.build import ensure_dagster_home
     print(ensure_dagster_home())
+
+
+@vocab_app.command("subset")
+def vocab_subset(mesh_dir: Annotated[Path, typer.Option(help="folder with the full MeSH *terms*/*trees* tables")],
+                 out: Annotated[Path, typer.Option(help="where the subset goes")] = PROJECT_ROOT / "mesh_vocab",
+                 version: str = "2024"):
+    """Regenerate the shipped MeSH subset (branches A, B, C, E plus every curated descriptor)."""
+    from pipelines.vocab.curated import load_curated
+    from pipelines.vocab.subset import build_subset
+    extra = {c.mesh_id for c in load_curated(out).concepts if c.mesh_id}
+    manifest = build_subset(mesh_dir, out, version=version, extra_ids=extra)
+    console.print(f"{manifest['descriptors']} descriptors written to {out}")
+
+
+@vocab_app.command("check")
+def vocab_check(registry: RegistryOpt = None, config: ConfigOpt = None, data_root: DataRootOpt = None):
+    """Validate curated MeSH mappings (mesh_vocab/ and every label map) against the MeSH tables."""
+    from pipelines.vocab.build import DatasetLabels, pin_problems
+    from pipelines.vocab.curated import load_curated
+    from pipelines.vocab.mesh import load_mesh
+    cfg = _config(config, registry, data_root)
+    mesh = load_mesh(cfg.vocab.mesh_source)
+    reg = load_registry(cfg.registry)
+    problems = load_curated(cfg.vocab.curated_dir).problems(mesh)
+    for ds in reg.ids:
+        src = reg.get(ds)
+        problems += pin_problems(DatasetLabels(ds, src.entry.modality, src.entry.task_type, src.label_map,
+                                               str(src.label_map_path), {}), mesh)
+    for p in problems:
+        console.print(p, style="red", markup=False, highlight=False)
+    console.print(f"MeSH {mesh.version}: {len(mesh.descriptors)} descriptors; {len(problems)} problem(s)")
+    raise typer.Exit(1 if problems else 0)
 
 
 if __name__ == "__main__":

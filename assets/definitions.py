@@ -8,9 +8,10 @@ from assets.render import prompted_images, review_sheets
 from assets.resources import MedbenchResource
 from assets.standardize import standardized
 from assets.sensors import registry_sensor_factory
+from assets.vocab import label_vocab, lexical_tree_export
 
 PER_DATASET = [raw_samples, standardized, prompted_images, review_sheets]
-GLOBAL: list[dg.AssetsDefinition] = []
+GLOBAL: list[dg.AssetsDefinition] = [label_vocab, lexical_tree_export]
 ALL_ASSETS = PER_DATASET + GLOBAL
 
 dataset_job = dg.define_asset_job("dataset_job", selection=dg.AssetSelection.assets(*PER_DATASET),

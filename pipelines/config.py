@@ -84,6 +84,14 @@ class RenderSettings(BaseModel):
     sheet_thumb: int = 160
 
 
+class VocabSettings(BaseModel):
+    """Where MeSH and the curated vocabulary files come from."""
+
+    mesh_source: Path | None = Field(
+        None, description="folder of MeSH *terms*/*trees* tables or NLM descYYYY.xml; default: mesh_vocab/ subset")
+    curated_dir: Path | None = Field(None, description="folder of abbreviations/concepts/spelling/tagging YAML")
+
+
 class PipelineConfig(BaseModel):
     """Everything a run needs to know; hashed into the outputs' provenance."""
 
@@ -99,6 +107,7 @@ class PipelineConfig(BaseModel):
     ingest: IngestSettings = IngestSettings()
     standardize: StandardizeSettings = StandardizeSettings()
     render: RenderSettings = RenderSettings()
+    vocab: VocabSettings = VocabSettings()
 
     @classmethod
     def load(cls, config_file: str | Path | None = None, **overrides: object) -> "PipelineConfig":

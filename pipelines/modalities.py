@@ -33,3 +33,25 @@ MODALITIES: dict[str, Family] = {
 
 def family(modality: str) -> Family:
     return MODALITIES[modality]
+
+
+# Our modality name -> the string GMAI-MMBench used for it (its spellings kept for comparability;
+# ours fix the odd ones, e.g. 'UltraSound'). Modalities GMAI never had map to the nearest of its own.
+GMAI_MODALITY: dict[str, str] = {
+    "CT": "CT", "CTA": "CTA", "MRI": "MRI", "T1 weighted MRI": "T1 weighted MRI",
+    "T1 contrast-enhanced MRI": "T1ce MRI", "T2 weighted MRI": "T2 weighted MRI", "FLAIR MRI": "FLAIR MRI",
+    "ADC MRI": "ADC MRI", "DWI MRI": "DWI MRI", "PET": "PET", "X-ray": "X-ray", "Mammography": "X-ray",
+    "Ultrasound": "UltraSound", "Endoscopy": "Endoscopy", "Dermoscopy": "Dermoscopy",
+    "Fundus Photography": "Fundus Photography", "OCT": "OCT", "Histopathology": "Histopathology",
+    "Microscopy": "Microscopy", "Electron Microscopy": "Microscopy",
+}
+
+# Coarser groups for question templates: wording that suits every modality of a group
+QUESTION_FAMILY: dict[str, str] = {
+    "CT": "radiology", "CTA": "radiology", "MRI": "radiology", "T1 weighted MRI": "radiology",
+    "T1 contrast-enhanced MRI": "radiology", "T2 weighted MRI": "radiology", "FLAIR MRI": "radiology",
+    "ADC MRI": "radiology", "DWI MRI": "radiology", "PET": "radiology", "X-ray": "radiology",
+    "Mammography": "radiology", "Ultrasound": "radiology", "Endoscopy": "endoscopy",
+    "Dermoscopy": "photography", "Fundus Photography": "photography", "OCT": "photography",
+    "Histopathology": "microscopy", "Microscopy": "microscopy", "Electron Microscopy": "microscopy",
+}

@@ -95,18 +95,24 @@ REGIONS = _schema("regions", [
 
 LABEL_VOCAB = _schema("label_vocab", [
     pa.field("raw_label", pa.string(), nullable=False),
-    pa.field("canonical_label", pa.string()),
+    pa.field("canonical_label", pa.string(), nullable=False),
+    pa.field("status", pa.string(), nullable=False),  # mesh | no_mesh | accepted | unresolved
     pa.field("mesh_id", pa.string()),
-    pa.field("unresolved_reason", pa.string()),
+    pa.field("mesh_name", pa.string()),
     pa.field("tree_numbers", pa.list_(pa.string())),
+    pa.field("reason", pa.string()),  # why there is no MeSH id, or why the label is unresolved
     pa.field("rules_fired", pa.list_(pa.string())),
     pa.field("laterality", pa.string()),
     pa.field("semantic_type", pa.string()),
     pa.field("task", pa.string()),
     pa.field("department", pa.string()),
     pa.field("modality", pa.string()),
+    pa.field("gmai_modality", pa.string()),
+    pa.field("task_type", pa.string()),
     pa.field("granularities", pa.list_(pa.string())),
-    pa.field("tag_origin", pa.string()),
+    pa.field("regions", pa.int64()),
+    pa.field("tag_origin", pa.string()),  # JSON: tag -> rule that decided it
+    pa.field("tag_issues", pa.list_(pa.string())),
 ])
 
 PROMPTED_IMAGES = _schema("prompted_images", [

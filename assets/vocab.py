@@ -1,0 +1,102 @@
+"""label_vocab (MeSH-normalized, tagged labels of every dataset) and the lexical tree export."""
+
+import json
+from collections import Counter
+from itertools import combinations
+
+import dagster as dg
+
+from assets.ingest import markdown_counts
+from assets.resources import MedbenchResource
+from pipelines.storage import atomic_write_bytes, atomic_write_table
+from pipelines.vocab.build import DatasetLabels, build_vocab, kinds_by_label
+from pipelines.vocab.curated import load_curated
+from pipelines.vocab.hierarchy import Hierarchy
+from pipelines.vocab.mesh import load_mesh
+from pipelines.vocab.tree import lexical_tree, tree_html, tree_json
+
+
+def _datasets(medbench: MedbenchResource) -> list[DatasetLabels]:
+    out = []
+    for ds in medbench.sources.ids:
+        path = medbench.layout.table("regions", ds)
+        if not path.exists():
+            continue
+        src = medbench.sources.get(ds)
+        out.append(DatasetLabels(ds, src.entry.modality, src.entry.task_type, src.label_map,
+                                 str(src.label_map_path.relative_to(medbench.sources.path.parent))
+                                 if src.label_map_path.is_relative_to(medbench.sources.path.parent)
+                                 else str(src.label_map_path),
+                                 kinds_by_label(medbench.layout.read("regions", ds))))
+    return out
+
+
+def related_pairs(vocab) -> list[tuple[str, str, str, str]]:
+    """(dataset, label a, label b, relation) for canonical labels of one dataset that overlap in meaning."""
+    hierarchy = Hierarchy.from_vocab(vocab)
+    out = []
+    for ds, group in vocab.groupby("dataset_id"):
+        labels = sorted(set(group["canonical_label"]))
+        for a, b in combinations(labels, 2):
+            rel = hierarchy.relation(a, b)
+            if rel != "unrelated":
+                out.append((ds, a, b, rel))
+    return out
+
+
+@dg.asset(
+    group_name="vocabulary", deps=["regions"],
+    check_specs=[
+        dg.AssetCheckSpec("unresolved_labels", asset="label_vocab", blocking=True,
+                          description="labels with neither a MeSH descriptor nor a reason (label maps may accept them)"),
+        dg.AssetCheckSpec("overlapping_labels", asset="label_vocab",
+                          description="canonical labels of one dataset that are synonyms, ancestor/descendant, or differ only in form"),
+        dg.AssetCheckSpec("tag_issues", asset="label_vocab",
+                          description="labels whose task, department or semantic type is missing or conflicting"),
+    ],
+    description="Every raw label of every dataset, normalized against MeSH and tagged (task, department, modality, granularity).",
+)
+def label_vocab(context: dg.AssetExecutionContext, medbench: MedbenchResource):
+    cfg = medbench.config
+    mesh = load_mesh(cfg.vocab.mesh_source)
+    table = build_vocab(_datasets(medbench), mesh, load_curated(cfg.vocab.curated_dir), cfg.seed)
+    path = atomic_write_table(table, medbench.layout.table("label_vocab"))
+    df = table.to_pandas()
+    unresolved = df[df["status"] == "unresolved"]
+    pairs = related_pairs(df)
+    issues = df[df["tag_issues"].map(len) > 0]
+    rules = [r for rs in df["rules_fired"] for r in rs]
+    return dg.MaterializeResult(
+        metadata={"raw_labels": len(df), "canonical_labels": df["canonical_label"].nunique(),
+                  "mesh_version": mesh.version,
+                  "by_status": dg.MetadataValue.md(markdown_counts(df["status"].value_counts().to_dict(), "status")),
+                  "rules_fired": dg.MetadataValue.md(markdown_counts(Counter(rules), "rule")),
+                  "path": dg.MetadataValue.path(str(path))},
+        check_results=[
+            dg.AssetCheckResult(check_name="unresolved_labels", passed=unresolved.empty,
+                                metadata={"unresolved": len(unresolved), "labels": dg.MetadataValue.json(
+                                    [f"{r.dataset_id}: {r.raw_label}" for r in unresolved.itertuples()])}),
+            dg.AssetCheckResult(check_name="overlapping_labels", passed=not pairs,
+                                severity=dg.AssetCheckSeverity.WARN,
+                                metadata={"pairs": len(pairs), "examples": dg.MetadataValue.json(
+                                    [" / ".join(p) for p in pairs[:50]])}),
+            dg.AssetCheckResult(check_name="tag_issues", passed=issues.empty, severity=dg.AssetCheckSeverity.WARN,
+                                metadata={"labels": len(issues), "issues": dg.MetadataValue.json(
+                                    [f"{r.dataset_id}: {r.raw_label}: {'; '.join(r.tag_issues)}"
+                                     for r in issues.itertuples()][:100])}),
+        ])
+
+
+@dg.asset(group_name="vocabulary", deps=[label_vocab],
+          description="Lexical tree of the vocabulary (task/department/granularity -> modality -> labels) as JSON and HTML.")
+def lexical_tree_export(context: dg.AssetExecutionContext, medbench: MedbenchResource) -> dg.MaterializeResult:
+    vocab = medbench.layout.read("label_vocab").to_pandas()
+    tree = lexical_tree(vocab, label="canonical_label", weight="regions")
+    out = medbench.layout.root / "lexical_tree"
+    atomic_write_bytes(out / "vocabulary_tree.json", tree_json(tree))
+    atomic_write_bytes(out / "vocabulary_tree.html", tree_html(tree, "medbench vocabulary: lexical tree"))
+    return dg.MaterializeResult(metadata={
+        "tasks": len(tree["task"]), "departments": len(tree["department"]),
+        "json": dg.MetadataValue.path(str(out / "vocabulary_tree.json")),
+        "html": dg.MetadataValue.path(str(out / "vocabulary_tree.html")),
+        "tree": dg.MetadataValue.json(json.loads(tree_json(tree)))})

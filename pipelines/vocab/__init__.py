@@ -1,0 +1,1 @@
+"""Label vocabulary: MeSH lookup, normalization rules, hierarchy relations, tagging, lexical tree."""

@@ -1,0 +1,88 @@
+"""Build the label_vocab table: one row per (dataset, raw label) seen in the regions of that dataset."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from pipelines import PIPELINE_VERSION
+from pipelines.label_maps import LabelMap
+from pipelines.modalities import GMAI_MODALITY
+from pipelines.records import LABEL_VOCAB, to_table
+from pipelines.vocab.curated import Curated
+from pipelines.vocab.mesh import MeshVocab
+from pipelines.vocab.normalize import Normalizer, Pin
+from pipelines.vocab.tagging import Hints, Suggest, Tagger
+from pipelines.vocab.taxonomy import KIND_GRANULARITIES
+
+
+class VocabError(ValueError):
+    pass
+
+
+@dataclass
+class DatasetLabels:
+    """What the vocabulary needs to know about one dataset."""
+
+    dataset_id: str
+    modality: str
+    task_type: str
+    label_map: LabelMap
+    label_map_path: str
+    kinds: dict[str, Counter]  # raw label -> Counter of region kinds (image/box/mask)
+
+
+def pin_problems(ds: DatasetLabels, mesh: MeshVocab) -> list[str]:
+    """Label-map MeSH pins that do not exist or do not carry their stated name."""
+    out = []
+    for label, spec in ds.label_map.labels.items():
+        if spec and spec.mesh_id and (err := mesh.check_id(spec.mesh_id, spec.mesh_name)):
+            out.append(f"{ds.label_map_path}, label {label!r}: {err}")
+    return out
+
+
+def build_vocab(datasets: list[DatasetLabels], mesh: MeshVocab, curated: Curated, seed: int,
+                suggest: Suggest | None = None, suggest_origin: str = "llm") -> pa.Table:
+    problems = curated.problems(mesh) + [p for ds in datasets for p in pin_problems(ds, mesh)]
+    if problems:
+        raise VocabError("curated MeSH mappings fail validation:\n  " + "\n  ".join(problems)
+                         + "\nfix the id or the name (look it up in MeSH " + mesh.version + ")")
+    normalizer = Normalizer(mesh, curated)
+    tagger = Tagger(curated.tagging, suggest, suggest_origin)
+    rows = []
+    for ds in sorted(datasets, key=lambda d: d.dataset_id):
+        lm = ds.label_map
+        defaults = Hints(lm.semantic_type, lm.task, lm.department)
+        for raw in sorted(ds.kinds):
+            spec = lm.spec(raw)
+            pin = Pin(spec.canonical, spec.mesh_id, spec.mesh_name, spec.no_mesh, spec.accept, spec.semantic_type)
+            res = normalizer.resolve(raw, lm.context, pin)
+            tags = tagger.tag(res, ds.modality, Hints(spec.semantic_type, spec.task, spec.department), defaults)
+            grans = sorted({g for kind in ds.kinds[raw] for g in KIND_GRANULARITIES.get(kind, ())})
+            desc = mesh.get(res.mesh_id) if res.mesh_id else None
+            rows.append({
+                "raw_label": raw, "canonical_label": res.canonical_label, "status": res.status,
+                "mesh_id": res.mesh_id, "mesh_name": desc.name if desc else None,
+                "tree_numbers": list(res.tree_numbers), "reason": res.reason, "rules_fired": res.rules,
+                "laterality": res.side, "semantic_type": tags.semantic_type, "task": tags.task,
+                "department": tags.department, "modality": ds.modality,
+                "gmai_modality": GMAI_MODALITY.get(ds.modality, ds.modality), "task_type": ds.task_type,
+                "granularities": grans, "regions": int(sum(ds.kinds[raw].values())),
+                "tag_origin": json.dumps(tags.origin, sort_keys=True), "tag_issues": tags.issues,
+                "dataset_id": ds.dataset_id, "source_path": ds.label_map_path,
+                "pipeline_version": PIPELINE_VERSION, "seed": seed,
+            })
+    return to_table(rows, LABEL_VOCAB)
+
+
+def kinds_by_label(regions: pa.Table) -> dict[str, Counter]:
+    """Raw label -> region kinds, from a regions table (multi-label images count each label)."""
+    out: dict[str, Counter] = defaultdict(Counter)
+    for kind, raw, labels in zip(regions.column("kind").to_pylist(), regions.column("raw_label").to_pylist(),
+                                 regions.column("labels").to_pylist()):
+        for label in (labels or ([raw] if raw else [])):
+            out[label][kind] += 1
+    return dict(out)

@@ -1,0 +1,61 @@
+"""Relations between canonical labels from MeSH tree numbers (used to forbid 'also correct' distractors)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import pandas as pd
+
+from pipelines.vocab.text import form_key
+
+Relation = Literal["same", "synonym", "ancestor", "descendant", "unrelated"]
+
+
+@dataclass(frozen=True)
+class Node:
+    label: str
+    mesh_id: str | None
+    tree_numbers: tuple[str, ...]
+
+
+def _is_under(child: str, parent: str) -> bool:
+    return child.startswith(parent + ".")
+
+
+def relation_of(a: Node, b: Node) -> Relation:
+    """How ``a`` relates to ``b``: 'ancestor' means a is broader than b (Neoplasms vs Liver Neoplasms)."""
+    if a.label == b.label:
+        return "same"
+    if form_key(a.label) == form_key(b.label) or (a.mesh_id and a.mesh_id == b.mesh_id):
+        return "synonym"
+    if any(_is_under(tb, ta) for ta in a.tree_numbers for tb in b.tree_numbers):
+        return "ancestor"
+    if any(_is_under(ta, tb) for ta in a.tree_numbers for tb in b.tree_numbers):
+        return "descendant"
+    return "unrelated"
+
+
+class Hierarchy:
+    """Canonical label -> MeSH node, built from the label_vocab table."""
+
+    def __init__(self, nodes: dict[str, Node]):
+        self.nodes = nodes
+
+    @classmethod
+    def from_vocab(cls, vocab: pd.DataFrame) -> "Hierarchy":
+        nodes: dict[str, Node] = {}
+        for row in vocab.drop_duplicates("canonical_label").itertuples(index=False):
+            nodes[row.canonical_label] = Node(row.canonical_label, row.mesh_id or None,
+                                              tuple(row.tree_numbers if row.tree_numbers is not None else ()))
+        return cls(nodes)
+
+    def node(self, label: str) -> Node:
+        return self.nodes.get(label) or Node(label, None, ())
+
+    def relation(self, a: str, b: str) -> Relation:
+        return relation_of(self.node(a), self.node(b))
+
+    def compatible_distractor(self, answer: str, option: str) -> bool:
+        """False when ``option`` would also be a correct answer (synonym, ancestor or descendant)."""
+        return self.relation(answer, option) == "unrelated"
