@@ -5,13 +5,14 @@ import dagster as dg
 
 from assets.ingest import raw_samples
 from assets.render import prompted_images, review_sheets
-from assets.resources import MedbenchResource
+from assets.questions import option_pools, qa_candidates, question_templates
+from assets.resources import LLMResource, MedbenchResource
 from assets.standardize import standardized
 from assets.sensors import registry_sensor_factory
 from assets.vocab import label_vocab, lexical_tree_export
 
 PER_DATASET = [raw_samples, standardized, prompted_images, review_sheets]
-GLOBAL: list[dg.AssetsDefinition] = [label_vocab, lexical_tree_export]
+GLOBAL: list[dg.AssetsDefinition] = [label_vocab, lexical_tree_export, question_templates, option_pools, qa_candidates]
 ALL_ASSETS = PER_DATASET + GLOBAL
 
 dataset_job = dg.define_asset_job("dataset_job", selection=dg.AssetSelection.assets(*PER_DATASET),
@@ -21,5 +22,5 @@ defs = dg.Definitions(
     assets=ALL_ASSETS,
     jobs=[dataset_job],
     sensors=[registry_sensor_factory(dataset_job)],
-    resources={"medbench": MedbenchResource()},
+    resources={"medbench": MedbenchResource(), "llm": LLMResource()},
 )

@@ -30,3 +30,17 @@ class MedbenchResource(dg.ConfigurableResource):
     @property
     def layout(self) -> DataLayout:
         return DataLayout(self.config.data_root)
+
+
+class LLMResource(dg.ConfigurableResource):
+    """The OpenAI-compatible client (our own: dagster-openai has no base URL). Empty fields use config.llm."""
+
+    base_url: str = ""
+    model: str = ""
+    api_key: str = ""
+
+    def client(self, config: PipelineConfig):
+        from pipelines.questions.llm import LLMClient
+        settings = config.llm.model_copy(update={k: v for k, v in (("base_url", self.base_url),
+                                                                   ("model", self.model)) if v})
+        return LLMClient(settings, api_key=self.api_key or None)

@@ -7,7 +7,9 @@ from itertools import combinations
 import dagster as dg
 
 from assets.ingest import markdown_counts
-from assets.resources import MedbenchResource
+from assets.resources import LLMResource, MedbenchResource
+from pipelines.questions.llm import usage_summary
+from pipelines.vocab.llm_tags import llm_suggester
 from pipelines.storage import atomic_write_bytes, atomic_write_table
 from pipelines.vocab.build import DatasetLabels, build_vocab, kinds_by_label
 from pipelines.vocab.curated import load_curated
@@ -56,10 +58,13 @@ def related_pairs(vocab) -> list[tuple[str, str, str, str]]:
     ],
     description="Every raw label of every dataset, normalized against MeSH and tagged (task, department, modality, granularity).",
 )
-def label_vocab(context: dg.AssetExecutionContext, medbench: MedbenchResource):
+def label_vocab(context: dg.AssetExecutionContext, medbench: MedbenchResource, llm: LLMResource):
     cfg = medbench.config
     mesh = load_mesh(cfg.vocab.mesh_source)
-    table = build_vocab(_datasets(medbench), mesh, load_curated(cfg.vocab.curated_dir), cfg.seed)
+    client, calls = llm.client(cfg), []
+    suggest = llm_suggester(client, calls) if client.api_key and cfg.questions.use_llm else None
+    table = build_vocab(_datasets(medbench), mesh, load_curated(cfg.vocab.curated_dir), cfg.seed,
+                        suggest=suggest, suggest_origin=f"llm:{client.model}")
     path = atomic_write_table(table, medbench.layout.table("label_vocab"))
     df = table.to_pandas()
     unresolved = df[df["status"] == "unresolved"]
@@ -68,7 +73,7 @@ def label_vocab(context: dg.AssetExecutionContext, medbench: MedbenchResource):
     rules = [r for rs in df["rules_fired"] for r in rs]
     return dg.MaterializeResult(
         metadata={"raw_labels": len(df), "canonical_labels": df["canonical_label"].nunique(),
-                  "mesh_version": mesh.version,
+                  "mesh_version": mesh.version, "llm_tag_calls": usage_summary(calls)["requests"],
                   "by_status": dg.MetadataValue.md(markdown_counts(df["status"].value_counts().to_dict(), "status")),
                   "rules_fired": dg.MetadataValue.md(markdown_counts(Counter(rules), "rule")),
                   "path": dg.MetadataValue.path(str(path))},

@@ -92,6 +92,34 @@ class VocabSettings(BaseModel):
     curated_dir: Path | None = Field(None, description="folder of abbreviations/concepts/spelling/tagging YAML")
 
 
+class LLMSettings(BaseModel):
+    """The OpenAI-compatible endpoint used for question templates and tag suggestions."""
+
+    model: str = "gpt-4o"
+    base_url: str | None = Field(None, description="any OpenAI-compatible server; default: the SDK's (api.openai.com)")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the key (never in files)")
+    timeout_s: float = 60.0
+    max_retries: int = Field(4, description="retries on 429/5xx/connection errors, with the SDK's exponential backoff")
+    max_concurrency: int = 4
+    temperature: float = 0.7
+    cache_dir: Path = PROJECT_ROOT / "data" / "llm_cache"
+    price_input_per_mtok: float = Field(2.50, description="USD per million prompt tokens (for cost metadata)")
+    price_output_per_mtok: float = Field(10.00, description="USD per million completion tokens")
+
+
+class QuestionSettings(BaseModel):
+    """Template generation and option sampling (GMAI-MMBench's procedure, with its count rule repaired)."""
+
+    labels_per_combination: int = 10
+    templates_per_label: int = 10
+    use_llm: bool = Field(True, description="ask the LLM when a key is set; the offline bank is always available")
+    near_duplicate_ratio: float = Field(90.0, description="rapidfuzz token-sort ratio above which two templates are one")
+    max_distractors: int = 4
+    fixed_distractors: int | None = Field(None, description="use exactly this many distractors (when the pool allows)")
+    counting: bool = Field(True, description="ask counting questions on detection datasets")
+    max_count_options: int = 4
+
+
 class PipelineConfig(BaseModel):
     """Everything a run needs to know; hashed into the outputs' provenance."""
 
@@ -108,6 +136,8 @@ class PipelineConfig(BaseModel):
     standardize: StandardizeSettings = StandardizeSettings()
     render: RenderSettings = RenderSettings()
     vocab: VocabSettings = VocabSettings()
+    llm: LLMSettings = LLMSettings()
+    questions: QuestionSettings = QuestionSettings()
 
     @classmethod
     def load(cls, config_file: str | Path | None = None, **overrides: object) -> "PipelineConfig":

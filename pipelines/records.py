@@ -136,29 +136,41 @@ PROMPTED_IMAGES = _schema("prompted_images", [
 QUESTION_TEMPLATES = _schema("question_templates", [
     pa.field("template_id", pa.string(), nullable=False),
     pa.field("task", pa.string()),
-    pa.field("granularity", pa.string()),
-    pa.field("modality_family", pa.string()),
+    pa.field("granularity", pa.string()),  # image | box | mask (mask templates also serve contour twins)
+    pa.field("modality_family", pa.string()),  # a QUESTION_FAMILY, or 'any' for bank templates
     pa.field("semantic_type", pa.string()),
     pa.field("text", pa.string()),
-    pa.field("origin", pa.string()),
+    pa.field("origin", pa.string()),  # bank | llm:<model>
+    pa.field("prompt_hash", pa.string()),
     pa.field("validation", pa.list_(pa.string())),
-    pa.field("review_status", pa.string()),
+    pa.field("review_status", pa.string()),  # auto_accepted | accepted | needs_review | rejected
 ])
 
 QA_ITEMS = _schema("qa_items", [
     pa.field("index", pa.int64()),
+    pa.field("item_id", pa.string(), nullable=False),
+    pa.field("unit_id", pa.string()),  # twins (mask/contour of one region) share it
     pa.field("question", pa.string()),
     pa.field("A", pa.string()), pa.field("B", pa.string()), pa.field("C", pa.string()),
     pa.field("D", pa.string()), pa.field("E", pa.string()),
-    pa.field("answer", pa.string()),
+    pa.field("answer", pa.string()),  # one letter, or letters joined by ',' when multi_answer
     pa.field("answer_label", pa.string()),
+    pa.field("multi_answer", pa.bool_()),
+    pa.field("n_options", pa.int64()),
     pa.field("clinical_vqa_task", pa.string()),
     pa.field("department", pa.string()),
     pa.field("perceptual_granularity", pa.string()),
+    pa.field("granularity", pa.string()),
     pa.field("modality", pa.string()),
+    pa.field("gmai_modality", pa.string()),
     pa.field("original_task", pa.string()),
-    pa.field("patient_id", pa.string()),
-    pa.field("image", pa.string()),
+    pa.field("semantic_type", pa.string()),
+    pa.field("group_id", pa.string()),
+    pa.field("image_id", pa.string()),
+    pa.field("prompt_id", pa.string()),
+    pa.field("image_path", pa.string()),
+    pa.field("template_id", pa.string()),
+    pa.field("pool_size", pa.int64()),
     pa.field("split", pa.string()),
 ])
 

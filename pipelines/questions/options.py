@@ -1,0 +1,73 @@
+"""Option pools and distractor sampling (GMAI-MMBench's rules plus the guards its release lacked)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from pipelines.config import QuestionSettings
+from pipelines.questions.validate import granularity_group
+from pipelines.vocab.hierarchy import Hierarchy
+
+
+@dataclass(frozen=True)
+class PoolKey:
+    scope: str  # 'dataset:<id>' for image-level pools, 'shared' for region-level ones
+    modality: str
+    task: str
+    granularity: str
+
+
+def build_pools(vocab: pd.DataFrame) -> dict[PoolKey, list[str]]:
+    """Image level: the other categories of the same dataset (same task and modality).
+    Region level: one pool per (modality, task, granularity) shared by all datasets."""
+    pools: dict[PoolKey, set[str]] = defaultdict(set)
+    for row in vocab.itertuples(index=False):
+        if not row.task or row.status == "unresolved":
+            continue
+        for g in {granularity_group(g) for g in row.granularities}:
+            scope = f"dataset:{row.dataset_id}" if g == "image" else "shared"
+            pools[PoolKey(scope, row.modality, row.task, g)].add(row.canonical_label)
+    return {k: sorted(v) for k, v in pools.items()}
+
+
+def pool_key(dataset_id: str, modality: str, task: str, granularity: str) -> PoolKey:
+    g = granularity_group(granularity)
+    return PoolKey(f"dataset:{dataset_id}" if g == "image" else "shared", modality, task, g)
+
+
+def distractor_candidates(answers: list[str], present: set[str], pool: list[str], hierarchy: Hierarchy) -> list[str]:
+    """Pool labels that are certainly wrong: not an answer, not present in the image/region, and not a
+    synonym, ancestor or descendant (or a mere spelling variant) of any answer."""
+    return [lab for lab in pool
+            if lab not in answers and lab not in present
+            and all(hierarchy.compatible_distractor(a, lab) for a in answers)]
+
+
+def n_distractors(rng: np.random.Generator, available: int, q: QuestionSettings) -> int:
+    """randint(1, min(max, |pool|)) distractors, the evident intent of the paper's garbled rule; or a fixed count."""
+    top = min(q.max_distractors, available)
+    if q.fixed_distractors is not None:
+        return min(q.fixed_distractors, top)
+    return int(rng.integers(1, top + 1))
+
+
+def count_options(rng: np.random.Generator, count: int, q: QuestionSettings) -> list[str]:
+    """Numbers near the true count (never negative), as strings; the true count is included."""
+    near = [c for c in range(max(0, count - 4), count + 5) if c != count]
+    n = n_distractors(rng, len(near), QuestionSettings(max_distractors=q.max_count_options,
+                                                       fixed_distractors=q.fixed_distractors))
+    picked = sorted(rng.choice(near, n, replace=False).tolist())
+    return [str(count)] + [str(c) for c in picked]
+
+
+def pools_table(pools: dict[PoolKey, list[str]]) -> pd.DataFrame:
+    return pd.DataFrame([{"scope": k.scope, "modality": k.modality, "task": k.task, "granularity": k.granularity,
+                          "labels": v, "size": len(v)} for k, v in sorted(pools.items(), key=lambda kv: tuple(vars(kv[0]).values()))])
+
+
+def pools_from_table(df: pd.DataFrame) -> dict[PoolKey, list[str]]:
+    return {PoolKey(r.scope, r.modality, r.task, r.granularity): list(r.labels) for r in df.itertuples(index=False)}
