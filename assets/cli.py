@@ -131,5 +131,54 @@ def vocab_check(registry: RegistryOpt = None, config: ConfigOpt = None, data_roo
     raise typer.Exit(1 if problems else 0)
 
 
+templates_app = typer.Typer(help="Question templates: review what validation could not decide.", no_args_is_help=True)
+app.add_typer(templates_app, name="templates")
+
+
+@templates_app.command("review")
+def templates_review(config: ConfigOpt = None, data_root: DataRootOpt = None,
+                     reviews: Annotated[Path | None, typer.Option(help="decision file (default templates/reviews.yaml)")] = None):
+    """Go through templates marked needs_review; decisions are saved in the repo and win on the next run."""
+    from pipelines.questions.templates import REVIEWS_PATH, load_reviews, pending, save_review
+    from pipelines.storage import DataLayout
+    cfg = _config(config, None, data_root)
+    path = reviews or REVIEWS_PATH
+    table = DataLayout(cfg.data_root).read("question_templates").to_pandas()
+    done = load_reviews(path)
+    todo = pending(table)
+    todo = todo[~todo["template_id"].isin(done)]
+    console.print(f"{len(todo)} template(s) need review")
+    for row in todo.itertuples(index=False):
+        console.print(f"\n[bold]{row.text}[/bold]\n  {row.task} / {row.granularity} / {row.modality_family} "
+                      f"({row.origin})\n  flags: {'; '.join(row.validation)}", highlight=False)
+        choice = typer.prompt("[a]ccept, [r]eject, [s]kip, [q]uit", default="s").strip().lower()[:1]
+        if choice == "q":
+            break
+        if choice in ("a", "r"):
+            note = typer.prompt("note", default="")
+            save_review(row.template_id, "accepted" if choice == "a" else "rejected", note, path)
+    console.print(f"decisions in {path}; re-materialize question_templates to apply them")
+
+
+@app.command("select")
+def select_cmd(table: Annotated[Path, typer.Argument(help="a benchmark or qa_candidates Parquet file")],
+               out: Annotated[Path, typer.Option(help="where the selected rows go (.parquet or .tsv)")],
+               task: Annotated[list[str] | None, typer.Option(help="clinical VQA task (repeatable)")] = None,
+               department: Annotated[list[str] | None, typer.Option()] = None,
+               modality: Annotated[list[str] | None, typer.Option()] = None,
+               granularity: Annotated[list[str] | None, typer.Option(help="e.g. 'Mask level'")] = None):
+    """Write a sub-benchmark: the rows matching every given tag."""
+    import pandas as pd
+    from pipelines.vocab.tree import select
+    df = pd.read_parquet(table)
+    sub = select(df, task=task or (), department=department or (), modality=modality or (), granularity=granularity or ())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".tsv":
+        sub.drop(columns=[c for c in ("image",) if c in sub.columns]).to_csv(out, sep="\t", index=False)
+    else:
+        sub.to_parquet(out, index=False)
+    console.print(f"{len(sub)} of {len(df)} rows -> {out}")
+
+
 if __name__ == "__main__":
     app()
