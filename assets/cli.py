@@ -69,7 +69,8 @@ def build(select: Annotated[list[str] | None, typer.Option("--select", "-s", hel
           dataset: Annotated[list[str] | None, typer.Option("--dataset", "-d", help="dataset id(s); default all")] = None,
           registry: RegistryOpt = None, config: ConfigOpt = None, data_root: DataRootOpt = None):
     """Materialize assets with Dagster (no UI), then print a summary."""
-    from assets.build import build as run_build, export_config_env
+    from assets.build import build as run_build
+    from assets.build import export_config_env
     cfg = _config(config, registry, data_root)
     try:
         load_registry(cfg.registry)
@@ -139,7 +140,12 @@ app.add_typer(templates_app, name="templates")
 def templates_review(config: ConfigOpt = None, data_root: DataRootOpt = None,
                      reviews: Annotated[Path | None, typer.Option(help="decision file (default templates/reviews.yaml)")] = None):
     """Go through templates marked needs_review; decisions are saved in the repo and win on the next run."""
-    from pipelines.questions.templates import REVIEWS_PATH, load_reviews, pending, save_review
+    from pipelines.questions.templates import (
+        REVIEWS_PATH,
+        load_reviews,
+        pending,
+        save_review,
+    )
     from pipelines.storage import DataLayout
     cfg = _config(config, None, data_root)
     path = reviews or REVIEWS_PATH
@@ -169,6 +175,7 @@ def select_cmd(table: Annotated[Path, typer.Argument(help="a benchmark or qa_can
                granularity: Annotated[list[str] | None, typer.Option(help="e.g. 'Mask level'")] = None):
     """Write a sub-benchmark: the rows matching every given tag."""
     import pandas as pd
+
     from pipelines.vocab.tree import select
     df = pd.read_parquet(table)
     sub = select(df, task=task or (), department=department or (), modality=modality or (), granularity=granularity or ())

@@ -1,18 +1,16 @@
 """question_templates, option_pools and qa_candidates (with the item-quality checks)."""
 
-from collections import Counter
 
 import dagster as dg
-import pandas as pd
 
 from assets.ingest import markdown_counts
 from assets.resources import LLMResource, MedbenchResource
 from pipelines.questions.assemble import DatasetInputs, assemble
+from pipelines.questions.audit import item_checks
 from pipelines.questions.llm import usage_summary
 from pipelines.questions.options import build_pools, pools_from_table, pools_table
 from pipelines.questions.templates import generate_templates
 from pipelines.questions.validate import load_cues
-from pipelines.questions.audit import item_checks
 from pipelines.storage import atomic_write_table
 
 

@@ -9,11 +9,11 @@ import dagster as dg
 from assets.ingest import markdown_counts
 from assets.resources import LLMResource, MedbenchResource
 from pipelines.questions.llm import usage_summary
-from pipelines.vocab.llm_tags import llm_suggester
 from pipelines.storage import atomic_write_bytes, atomic_write_table
 from pipelines.vocab.build import DatasetLabels, build_vocab, kinds_by_label
 from pipelines.vocab.curated import load_curated
 from pipelines.vocab.hierarchy import Hierarchy
+from pipelines.vocab.llm_tags import llm_suggester
 from pipelines.vocab.mesh import load_mesh
 from pipelines.vocab.tree import lexical_tree, tree_html, tree_json
 

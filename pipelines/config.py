@@ -120,6 +120,17 @@ class QuestionSettings(BaseModel):
     max_count_options: int = 4
 
 
+class BenchmarkSettings(BaseModel):
+    """Selection, splits and exports (GMAI-MMBench: 30 per answer, 4,550 val / 21,281 test)."""
+
+    per_answer_cap: int = Field(30, description="most units per answer label within its task and granularity")
+    val_fraction: float = Field(0.176, description="share of items in val (GMAI-MMBench: 4550/25831)")
+    near_duplicate_bits: int = Field(4, description="pHash Hamming distance at or under which two images are one")
+    max_shard_bytes: int = Field(500_000_000, description="Parquet shard size limit")
+    name: str = "medbench"
+    text_only_confidence: float = Field(0.75, description="flag items a text-only prior answers this confidently")
+
+
 class PipelineConfig(BaseModel):
     """Everything a run needs to know; hashed into the outputs' provenance."""
 
@@ -138,6 +149,7 @@ class PipelineConfig(BaseModel):
     vocab: VocabSettings = VocabSettings()
     llm: LLMSettings = LLMSettings()
     questions: QuestionSettings = QuestionSettings()
+    benchmark: BenchmarkSettings = BenchmarkSettings()
 
     @classmethod
     def load(cls, config_file: str | Path | None = None, **overrides: object) -> "PipelineConfig":

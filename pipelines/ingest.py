@@ -12,7 +12,13 @@ from pipelines.config import PipelineConfig
 from pipelines.records import QUARANTINE, RAW_SAMPLES, to_table
 from pipelines.registry import Source
 from pipelines.sources import READERS
-from pipelines.sources.base import Quarantined, ReadContext, Reader, Reason, SampleRecord
+from pipelines.sources.base import (
+    Quarantined,
+    ReadContext,
+    Reader,
+    Reason,
+    SampleRecord,
+)
 
 
 @dataclass

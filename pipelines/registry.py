@@ -115,7 +115,9 @@ def _resolve(base: Path, p: Path) -> Path:
 
 def load_registry(path: str | Path) -> Registry:
     """Parse and validate a registry; raise :class:`RegistryError` listing every problem."""
-    from pipelines.sources import READERS  # local import: readers import the registry types
+    from pipelines.sources import (
+        READERS,  # local import: readers import the registry types
+    )
 
     path = Path(path).resolve()
     problems: list[Problem] = []

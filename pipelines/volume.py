@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-
-import zlib
 
 import nibabel as nib
 import numpy as np

@@ -187,6 +187,7 @@ def test_volume_bad_inputs(volumes):
 def test_dicom_bad_inputs(tmp_path):
     """A truncated DICOM file, a header-corrupted one, and a SEG whose images are missing."""
     from pydicom.data import get_testdata_file
+
     from tests.conftest import HAVE_SHARED, SHARED
     root = tmp_path / "dcm"
     (root / "series").mkdir(parents=True)

@@ -35,7 +35,7 @@ def test_demo_build_end_to_end(demo_config, dagster_home):
     from assets.build import build, export_config_env
     export_config_env(demo_config, None)
     report = build(demo_config, log=lambda m: None)
-    assert report.failed == [] and len(report.succeeded) == 8
+    assert report.failed == [] and len(report.succeeded) == 9  # 8 dataset partitions + the global stages
     root = demo_config.data_root / "tables"
     samples = {p.stem: pq.read_table(p).num_rows for p in (root / "raw_samples").glob("*.parquet")}
     assert samples == {"demo_blood_smear": 8, "demo_ct_abdomen": 3, "demo_ct_dicom": 1, "demo_cxr_findings": 12,
@@ -62,6 +62,11 @@ def test_demo_build_end_to_end(demo_config, dagster_home):
         [dg.AssetCheckKey(dg.AssetKey("regions"), "regions_inside_images")])
     assert checks, "the regions check ran"
     assert sorted(instance.get_dynamic_partitions("datasets")) == sorted(samples)
+    vocab = pq.read_table(root / "label_vocab.parquet").to_pandas()
+    assert set(vocab["dataset_id"]) == set(samples) and (vocab["status"] != "unresolved").all()
+    assert (demo_config.data_root / "lexical_tree" / "vocabulary_tree.html").exists()
+    qa = pq.read_table(root / "qa_candidates.parquet").to_pandas()
+    assert set(qa["granularity"]) == {"image", "box", "mask", "contour"} and qa["multi_answer"].any()
     ev = instance.get_latest_materialization_event(dg.AssetKey("raw_samples"))
     assert ev is not None
     # a re-run writes byte-identical tables
@@ -73,7 +78,9 @@ def test_demo_build_end_to_end(demo_config, dagster_home):
 
 def test_sensor_adds_partitions_and_reruns_only_changed(demo_registry, tmp_path, monkeypatch, demo_sources):
     import shutil
+
     import yaml
+
     from assets.definitions import defs
     # a private copy of two demo datasets so the test can change one of them
     doc = yaml.safe_load(demo_registry.read_text())

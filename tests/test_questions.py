@@ -12,9 +12,20 @@ import pytest
 from pipelines.config import LLMSettings, PipelineConfig, QuestionSettings
 from pipelines.questions.assemble import assign_letters
 from pipelines.questions.llm import LLMClient, LLMResponseError
-from pipelines.questions.options import count_options, distractor_candidates, n_distractors
+from pipelines.questions.options import (
+    count_options,
+    distractor_candidates,
+    n_distractors,
+)
 from pipelines.questions.templates import generate_templates, load_reviews, save_review
-from pipelines.questions.validate import Candidate, fill, load_cues, review_status, to_placeholder, validate
+from pipelines.questions.validate import (
+    Candidate,
+    fill,
+    load_cues,
+    review_status,
+    to_placeholder,
+    validate,
+)
 from pipelines.storage import atomic_write_table
 from pipelines.vocab.hierarchy import Hierarchy
 from tests.openai_server import OpenAIServer
@@ -209,3 +220,22 @@ def test_letters_balanced_per_option_count():
         shares = Counter(u["answer"] for u in group)
         assert max(shares.values()) - min(shares.values()) <= 1
         assert all(u["ordered"]["ABC".index(u["answer"])] == "ans" for u in group)
+
+
+def test_llm_tag_suggestion_is_recorded_as_such(tmp_path):
+    """A label no rule can tag gets the LLM's pick (through the cached client), marked with its origin."""
+    from pipelines.vocab.curated import load_curated
+    from pipelines.vocab.llm_tags import llm_suggester
+    from pipelines.vocab.normalize import Resolution
+    from pipelines.vocab.tagging import Hints, Tagger
+
+    def reply(body):
+        schema = body["response_format"]["json_schema"]["schema"]
+        return json.dumps({"value": schema["properties"]["value"]["enum"][0]})
+
+    with OpenAIServer(reply) as srv:
+        calls = []
+        tagger = Tagger(load_curated().tagging, llm_suggester(client_for(srv, tmp_path), calls), "llm:gpt-4o")
+        tags = tagger.tag(Resolution("zork", "zork"), "CT", Hints(), Hints())
+        assert tags.semantic_type == "organ" and tags.origin["semantic_type"] == "llm:gpt-4o"
+        assert len(srv.requests) == 3 and len(calls) == 3

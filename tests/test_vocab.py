@@ -6,7 +6,6 @@ import csv
 import gzip
 import json
 from collections import Counter
-from pathlib import Path
 
 import pandas as pd
 import pytest

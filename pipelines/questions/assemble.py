@@ -12,8 +12,13 @@ from pipelines import PIPELINE_VERSION
 from pipelines.config import PipelineConfig
 from pipelines.ids import derived_rng, stable_id
 from pipelines.modalities import GMAI_MODALITY, QUESTION_FAMILY
-from pipelines.questions.options import (build_pools, count_options, distractor_candidates, n_distractors,
-                                         pool_key)
+from pipelines.questions.options import (
+    build_pools,
+    count_options,
+    distractor_candidates,
+    n_distractors,
+    pool_key,
+)
 from pipelines.questions.validate import fill, granularity_group
 from pipelines.records import QA_ITEMS, to_table
 from pipelines.vocab.hierarchy import Hierarchy
@@ -94,12 +99,15 @@ def assemble(inputs: list[DatasetInputs], vocab: pd.DataFrame, templates: pd.Dat
     units: list[dict] = []
 
     def make_unit(ds: DatasetInputs, unit_id: str, rows: list[dict], answers: list[str], present: set[str],
-                  tags, granularity: str, count: int | None = None, target: str | None = None) -> None:
+                  tags, granularity: str, count: int | None = None, target: str | None = None,
+                  singular: str | None = None) -> None:
         answer_label = f"the number of {target}: {count}" if count is not None else ";".join(answers)
         rng = derived_rng(seed, "item", unit_id)
         family = QUESTION_FAMILY.get(ds.modality, "other")
-        if count is not None:
-            options, pool_size, task = count_options(rng, count, q), None, "Counting"
+        if count is not None:  # '3 platelets': text, so TSV readers never turn options into floats
+            options = [f"{n} {target if int(n) != 1 else singular}" for n in count_options(rng, count, q)]
+            pool_size, task = None, "Counting"
+            answers = options[:1]
         else:
             task = tags.task
             pool = pools.get(pool_key(ds.dataset_id, ds.modality, task, granularity), [])
@@ -174,7 +182,8 @@ def assemble(inputs: list[DatasetInputs], vocab: pd.DataFrame, templates: pd.Dat
                            png_path=ds.slice_png[image_id], original_task=f"DET_{int(dims.get(base['sample_id'], 2))}D")
                 tags = entry._replace(task="Counting", semantic_type="count")
                 make_unit(ds, stable_id(seed, ds.dataset_id, "count", image_id, raw), [row], [str(int(count))], set(),
-                          tags, "image", count=int(count), target=_plural(entry.canonical_label))
+                          tags, "image", count=int(count), target=_plural(entry.canonical_label),
+                          singular=entry.canonical_label)
     assign_letters(units, seed)
     out = []
     for u in units:

@@ -15,8 +15,15 @@ from pipelines.config import PipelineConfig
 from pipelines.ids import derived_rng, stable_id
 from pipelines.modalities import GMAI_MODALITY, QUESTION_FAMILY
 from pipelines.questions.llm import CallRecord, LLMClient, LLMUnavailable
-from pipelines.questions.validate import (TEMPLATE_DIR, Candidate, Cues, granularity_group, review_status,
-                                          to_placeholder, validate)
+from pipelines.questions.validate import (
+    TEMPLATE_DIR,
+    Candidate,
+    Cues,
+    granularity_group,
+    review_status,
+    to_placeholder,
+    validate,
+)
 from pipelines.records import QUESTION_TEMPLATES, to_table
 
 BANK_PATH = TEMPLATE_DIR / "bank.yaml"

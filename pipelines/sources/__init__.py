@@ -1,7 +1,11 @@
 """One reader per source format, chosen by the registry's ``format`` field."""
 
 from pipelines.sources.base import Reader
-from pipelines.sources.classification import CsvManifestReader, ImageFolderReader, NpzReader
+from pipelines.sources.classification import (
+    CsvManifestReader,
+    ImageFolderReader,
+    NpzReader,
+)
 from pipelines.sources.detection import CocoReader, VocReader, YoloReader
 from pipelines.sources.dicom import DicomSegReader, DicomSeriesReader, RtStructReader
 from pipelines.sources.mask_pairs import MaskPairsReader

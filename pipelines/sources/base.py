@@ -21,8 +21,8 @@ from pydantic import BaseModel, ConfigDict
 
 from pipelines import PIPELINE_VERSION
 from pipelines.config import PipelineConfig
-from pipelines.ids import salted_hash, stable_id
 from pipelines.errors import Reason, SampleError
+from pipelines.ids import salted_hash, stable_id
 from pipelines.registry import Source
 
 

@@ -10,7 +10,13 @@ import pandas as pd
 
 from pipelines.imageio import read_image
 from pipelines.sources.base import (
-    LoadedSample, Quarantined, Reader, Reason, SampleError, SampleRecord, intensity_range,
+    LoadedSample,
+    Quarantined,
+    Reader,
+    Reason,
+    SampleError,
+    SampleRecord,
+    intensity_range,
 )
 
 

@@ -11,7 +11,13 @@ from pathlib import Path
 
 from pipelines.imageio import image_size, read_image
 from pipelines.sources.base import (
-    Box, LoadedSample, Quarantined, Reader, Reason, SampleError, SampleRecord,
+    Box,
+    LoadedSample,
+    Quarantined,
+    Reader,
+    Reason,
+    SampleError,
+    SampleRecord,
 )
 
 MIN_BOX_SIDE = 2.0  # px; smaller boxes (e.g. the 1x1 VOC boxes in BCCD) cannot be drawn or seen

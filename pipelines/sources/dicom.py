@@ -20,8 +20,16 @@ from pydicom.errors import InvalidDicomError
 
 from pipelines.ids import stable_id
 from pipelines.sources.base import (
-    LabelLayer, LoadedSample, Quarantined, Reader, Reason, SampleError, SampleRecord,
-    check_finite, intensity_range, present_values,
+    LabelLayer,
+    LoadedSample,
+    Quarantined,
+    Reader,
+    Reason,
+    SampleError,
+    SampleRecord,
+    check_finite,
+    intensity_range,
+    present_values,
 )
 from pipelines.volume import orientation_code, read_volume
 

@@ -9,8 +9,15 @@ import numpy as np
 
 from pipelines.imageio import read_image, read_mask
 from pipelines.sources.base import (
-    LabelLayer, LoadedSample, Quarantined, Reader, Reason, SampleError, SampleRecord,
-    intensity_range, named_values,
+    LabelLayer,
+    LoadedSample,
+    Quarantined,
+    Reader,
+    Reason,
+    SampleError,
+    SampleRecord,
+    intensity_range,
+    named_values,
 )
 
 

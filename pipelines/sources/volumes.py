@@ -11,8 +11,16 @@ import numpy as np
 import SimpleITK as sitk
 
 from pipelines.sources.base import (
-    LabelLayer, LoadedSample, Quarantined, Reader, Reason, SampleError, SampleRecord,
-    check_finite, intensity_range, named_values,
+    LabelLayer,
+    LoadedSample,
+    Quarantined,
+    Reader,
+    Reason,
+    SampleError,
+    SampleRecord,
+    check_finite,
+    intensity_range,
+    named_values,
 )
 from pipelines.volume import check_grid, orientation_code, read_volume
 

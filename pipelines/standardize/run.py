@@ -28,7 +28,9 @@ from pipelines.sources.base import LoadedSample, Quarantined, Reason, SampleErro
 from pipelines.standardize import intensity
 from pipelines.standardize.planes import occupied_indices, plane, plane_spacing
 from pipelines.standardize.regions import (
-    describe_instances, label_instances, min_area,
+    describe_instances,
+    label_instances,
+    min_area,
 )
 from pipelines.storage import DataLayout, atomic_write_bytes, sha256_bytes, staged_dir
 from pipelines.volume import check_grid, orientation_code, reorient

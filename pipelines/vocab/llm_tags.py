@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from pipelines.questions.llm import CallRecord, LLMClient, LLMResponseError, LLMUnavailable
+from pipelines.questions.llm import (
+    CallRecord,
+    LLMClient,
+    LLMResponseError,
+    LLMUnavailable,
+)
 
 
 def llm_suggester(client: LLMClient, records: list[CallRecord]):

@@ -13,7 +13,13 @@ from rapidfuzz import fuzz, process
 
 from pipelines.vocab.curated import Concept, Curated
 from pipelines.vocab.mesh import MeshVocab
-from pipelines.vocab.text import display_name, form_key, inflections, singulars, split_side
+from pipelines.vocab.text import (
+    display_name,
+    form_key,
+    inflections,
+    singulars,
+    split_side,
+)
 
 FUZZY_CUTOFF = 92.0
 FUZZY_MIN_LENGTH = 6

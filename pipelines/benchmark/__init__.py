@@ -1,0 +1,1 @@
+"""Benchmark: balanced diverse selection, disjoint splits, validity audit."""

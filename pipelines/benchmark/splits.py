@@ -1,0 +1,52 @@
+"""val/test split disjoint by group (patient, volume or source image); twins share a group."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from pipelines.ids import stable_id
+
+
+def assign_splits(items: pd.DataFrame, val_fraction: float, seed: int) -> pd.Series:
+    """Split per dataset: groups in seeded-hash order go to val until its share of the dataset's
+    items reaches ``val_fraction``; a dataset with two or more groups gets at least one in each split."""
+    split = pd.Series("test", index=items.index, dtype=object)
+    for ds, part in items.groupby("dataset_id", sort=True):
+        sizes = part.groupby("group_id").size()
+        order = sorted(sizes.index, key=lambda g: stable_id(seed, "split", ds, g))
+        target = val_fraction * len(part)
+        val_groups, n_val = [], 0
+        for g in order:
+            if n_val >= target or (len(order) > 1 and len(val_groups) == len(order) - 1):
+                break
+            val_groups.append(g)
+            n_val += int(sizes[g])
+        if len(order) > 1 and not val_groups:
+            val_groups = order[:1]
+        split[part.index[part["group_id"].isin(val_groups)]] = "val"
+    return split
+
+
+def reletter(items: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Re-place correct options after selection so each split's letters stay balanced (twins alike)."""
+    from pipelines.questions.assemble import LETTERS, assign_letters
+    out = items.copy()
+    for split, part in out.groupby("split"):
+        units = []
+        for uid, rows in part.groupby("unit_id", sort=True):
+            r = rows.iloc[0]
+            if r["multi_answer"]:
+                continue
+            opts = [r[c] for c in LETTERS if isinstance(r[c], str)]
+            correct = r[r["answer"]]
+            units.append({"unit_id": f"{split}:{uid}", "uid": uid, "multi": False,
+                          "options": [correct] + [o for o in opts if o != correct]})
+        assign_letters(units, seed)
+        index_of = part.groupby("unit_id").groups
+        for u in units:
+            idx = index_of[u["uid"]]
+            padded = u["ordered"] + [None] * (len(LETTERS) - len(u["ordered"]))
+            for c, v in zip(LETTERS, padded):
+                out.loc[idx, c] = v
+            out.loc[idx, "answer"] = u["answer"]
+    return out

@@ -1,0 +1,1 @@
+"""Exports of the benchmark: Hugging Face Parquet, VLMEvalKit TSV, lexical tree, summary charts."""

@@ -1,0 +1,85 @@
+"""Hugging Face-style Parquet: images embedded as datasets Image values, shards by size, a dataset card."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import datasets
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.storage import atomic_write_bytes
+
+# public columns; the test split's `answer` is empty (its key is written apart)
+COLUMNS = ["index", "question", "A", "B", "C", "D", "E", "answer", "multi_answer", "clinical_vqa_task", "department",
+           "perceptual_granularity", "modality", "gmai_modality", "original_task", "dataset_id", "group_id", "split"]
+FEATURES = datasets.Features({
+    "image": datasets.Image(), "index": datasets.Value("int64"),
+    **{c: datasets.Value("string") for c in COLUMNS if c not in ("index", "multi_answer")},
+    "multi_answer": datasets.Value("bool")})
+
+
+def _table(rows: pd.DataFrame, data_root: Path) -> pa.Table:
+    images = [{"bytes": (data_root / p).read_bytes(), "path": f"{iid}.png"}
+              for p, iid in zip(rows["image_path"], rows["item_id"])]
+    public = rows[COLUMNS].copy()
+    public.loc[public["split"] == "test", "answer"] = None
+    public = public.astype(object).where(public.notna(), None)
+    data = {"image": images, **{c: public[c].tolist() for c in COLUMNS}}
+    return pa.Table.from_pydict({k: data[k] for k in FEATURES}, schema=FEATURES.arrow_schema)
+
+
+def _bytes(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd", row_group_size=256)
+    return buf.getvalue()
+
+
+def write_parquet(bench: pd.DataFrame, data_root: Path, out_dir: Path, max_shard_bytes: int) -> list[Path]:
+    """Write data/{split}-NNNNN-of-NNNNN.parquet (sharded by image bytes) and README.md with configs."""
+    written = []
+    for split in ("val", "test"):
+        rows = bench[bench["split"] == split].sort_values("index")
+        shards, current, size = [], [], 0
+        for i, p in zip(rows.index, rows["image_path"]):
+            n = (data_root / p).stat().st_size + 1024
+            if current and size + n > max_shard_bytes:
+                shards.append(current)
+                current, size = [], 0
+            current.append(i)
+            size += n
+        shards.append(current)
+        for k, idx in enumerate(shards):
+            path = out_dir / "data" / f"{split}-{k:05d}-of-{len(shards):05d}.parquet"
+            atomic_write_bytes(path, _bytes(_table(rows.loc[idx], data_root)))
+            written.append(path)
+    card = dataset_card(bench)
+    atomic_write_bytes(out_dir / "README.md", card.encode("utf-8"))
+    return written + [out_dir / "README.md"]
+
+
+def answer_key(bench: pd.DataFrame, out_dir: Path) -> Path:
+    """The test answers, kept apart from the public files (never uploaded with them)."""
+    test = bench[bench["split"] == "test"][["index", "item_id", "answer", "answer_label", "multi_answer"]]
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(test.sort_values("index"), preserve_index=False), buf, compression="zstd")
+    path = out_dir / "private" / "test_answer_key.parquet"
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def dataset_card(bench: pd.DataFrame) -> str:
+    import yaml
+    meta = {"configs": [{"config_name": "default", "data_files": [
+        {"split": s, "path": f"data/{s}-*.parquet"} for s in ("val", "test")]}],
+        "dataset_info": {"features": [{"name": k, "dtype": "image" if k == "image" else
+                                       ("int64" if k == "index" else "bool" if k == "multi_answer" else "string")}
+                                      for k in FEATURES]},
+        "task_categories": ["visual-question-answering"], "language": ["en"]}
+    counts = bench["split"].value_counts()
+    return ("---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n\n"
+            "# medbench benchmark\n\nMultiple-choice medical VQA items built by medbench (GMAI-MMBench format). "
+            f"val: {counts.get('val', 0)} items, test: {counts.get('test', 0)} items. The test split carries no answers; "
+            "the answer key is kept separately by the maintainers.\n")

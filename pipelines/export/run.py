@@ -1,0 +1,41 @@
+"""Write every export of the benchmark and a manifest with per-file checksums."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from pipelines import PIPELINE_VERSION
+from pipelines.config import PipelineConfig
+from pipelines.export.parquet import answer_key, write_parquet
+from pipelines.export.summary import summary
+from pipelines.export.tsv import write_tsv
+from pipelines.storage import atomic_write_bytes, staged_dir
+from pipelines.vocab.tree import lexical_tree, tree_html, tree_json
+
+
+def export_all(bench: pd.DataFrame, figures: dict, data_root: Path, out_dir: Path, config: PipelineConfig) -> dict:
+    """Build everything in a staging folder and swap it in whole: no half-written export is ever visible."""
+    with staged_dir(out_dir) as stage:
+        write_parquet(bench, data_root, stage, config.benchmark.max_shard_bytes)
+        answer_key(bench, stage)
+        write_tsv(bench, data_root, stage, config.benchmark.name)
+        tree = lexical_tree(bench, label="answer_label")
+        atomic_write_bytes(stage / "lexical_tree.json", tree_json(tree))
+        atomic_write_bytes(stage / "lexical_tree.html", tree_html(tree, "medbench benchmark: lexical tree"))
+        text, charts = summary(bench, figures)
+        atomic_write_bytes(stage / "summary" / "summary.md", text.encode("utf-8"))
+        for name, png in charts.items():
+            atomic_write_bytes(stage / "summary" / name, png)
+        files = {}
+        for path in sorted(p for p in stage.rglob("*") if p.is_file()):
+            data = path.read_bytes()
+            files[path.relative_to(stage).as_posix()] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        manifest = {"pipeline_version": PIPELINE_VERSION, "config_fingerprint": config.fingerprint(),
+                    "seed": config.seed, "items": len(bench),
+                    "splits": {s: int((bench["split"] == s).sum()) for s in ("val", "test")}, "files": files}
+        atomic_write_bytes(stage / "manifest.json", (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
+    return manifest

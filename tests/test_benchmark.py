@@ -1,0 +1,164 @@
+"""The benchmark on the demo data: caps, diversity, disjoint splits, exports round-trip, stable checksums."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from pipelines.config import PipelineConfig
+
+
+@pytest.fixture(scope="module")
+def built(demo_registry, tmp_path_factory):
+    import os
+    root = tmp_path_factory.mktemp("bench")
+    home = root / "dagster_home"
+    home.mkdir()
+    from pipelines.config import PROJECT_ROOT
+    (home / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())
+    old = {k: os.environ.get(k) for k in ("DAGSTER_HOME", "MEDBENCH_REGISTRY", "MEDBENCH_DATA_ROOT", "OPENAI_API_KEY")}
+    os.environ["DAGSTER_HOME"] = str(home)
+    os.environ.pop("OPENAI_API_KEY", None)
+    cfg = PipelineConfig.load(registry=demo_registry, data_root=root / "data")
+    from assets.build import build, export_config_env
+    export_config_env(cfg, None)
+    report = build(cfg, log=lambda m: None)
+    yield cfg, report
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def _bench(cfg) -> pd.DataFrame:
+    return pd.read_parquet(cfg.data_root / "tables" / "benchmark.parquet")
+
+
+@pytest.mark.slow
+def test_build_succeeds_and_caps_hold(built):
+    cfg, report = built
+    assert report.failed == []
+    bench = _bench(cfg)
+    cands = pd.read_parquet(cfg.data_root / "tables" / "qa_candidates.parquet")
+    assert 0 < len(bench) < len(cands)
+    units = bench.drop_duplicates("unit_id").assign(g=lambda d: d["granularity"].replace({"contour": "mask"}))
+    per_answer = units.groupby(["clinical_vqa_task", "g", "answer_label"]).size()
+    assert per_answer.max() <= cfg.benchmark.per_answer_cap
+    assert (per_answer == cfg.benchmark.per_answer_cap).any()  # the cap bit somewhere
+    assert set(bench["granularity"]) == {"image", "box", "mask", "contour"}
+    twins = bench[bench["granularity"].isin(["mask", "contour"])].groupby("unit_id")
+    assert (twins.size() == 2).all() and (twins["question"].nunique() == 1).all() and (twins["A"].nunique() == 1).all()
+    assert (twins["split"].nunique() == 1).all()
+    assert bench["index"].is_unique
+
+
+@pytest.mark.slow
+def test_splits_disjoint_by_group(built):
+    bench = _bench(built[0])
+    assert (bench.groupby("group_id")["split"].nunique() == 1).all()
+    assert (bench.groupby("image_id")["split"].nunique() == 1).all()
+    assert set(bench["split"]) == {"val", "test"}
+
+
+@pytest.mark.slow
+def test_selection_is_more_diverse_than_random(built):
+    from pipelines.benchmark.select import build_units, farthest_point, spread
+    cfg = built[0]
+    cands = pd.read_parquet(cfg.data_root / "tables" / "qa_candidates.parquet")
+    slices = pd.concat([pd.read_parquet(p) for p in (cfg.data_root / "tables" / "slices").glob("*.parquet")])
+    group = cands[(cands["answer_label"] == "liver") & (cands["granularity"] == "mask")]
+    units = list(build_units(group, slices, cfg.data_root).values())
+    assert len(units) > 60
+    chosen = spread(farthest_point(units, 30, cfg.seed))
+    rng = np.random.default_rng(0)
+    randoms = [spread([units[i] for i in rng.choice(len(units), 30, replace=False)]) for _ in range(20)]
+    assert chosen > max(randoms)
+
+
+@pytest.mark.slow
+def test_parquet_round_trip_with_datasets(built):
+    import datasets
+    cfg = built[0]
+    out = cfg.data_root / "benchmark"
+    ds = datasets.load_dataset(str(out))
+    bench = _bench(cfg).set_index("index")
+    assert ds["val"].num_rows + ds["test"].num_rows == len(bench)
+    row = ds["val"][0]
+    src = np.asarray(Image.open(cfg.data_root / bench.loc[row["index"], "image_path"]).convert("RGB"))
+    assert np.array_equal(np.asarray(row["image"].convert("RGB")), src)
+    assert all(a is None for a in ds["test"]["answer"])  # the public test file carries no answer
+    assert "answer_label" not in ds["test"].column_names and "category" not in ds["test"].column_names
+    key = pd.read_parquet(out / "private" / "test_answer_key.parquet")
+    assert len(key) == ds["test"].num_rows and key["answer"].notna().all()
+    df = pd.read_parquet(out / "data")
+    assert len(df) == len(bench)
+
+
+@pytest.mark.slow
+def test_vlmevalkit_tsv_contract(built):
+    cfg = built[0]
+    tsv = cfg.data_root / "benchmark" / "tsv"
+    bench = _bench(cfg).set_index("index")
+    val = pd.read_csv(tsv / "medbench_VAL.tsv", sep="\t")  # VLMEvalKit reads with pandas defaults
+    test = pd.read_csv(tsv / "medbench_TEST.tsv", sep="\t")
+    assert "answer" in val.columns and "answer" not in test.columns
+    for frame in (val, test):
+        assert frame["index"].is_unique
+        for col in ("category", "clinical VQA task", "department", "perceptual granularity"):
+            assert frame[col].notna().all()
+        opts = frame[list("ABCDE")]
+        n = opts.notna().sum(axis=1)
+        assert ((n >= 2) & (n <= 5)).all()
+        # contiguous from A: no NaN before a filled letter
+        assert all(list(r.notna()) == sorted(r.notna(), reverse=True) for _, r in opts.iterrows())
+    for _, r in val.iterrows():
+        assert isinstance(r[r["answer"]], str) and r[r["answer"]] == bench.loc[r["index"], r["answer"]]
+        img = Image.open(io.BytesIO(base64.b64decode(r["image"])))
+        assert np.array_equal(np.asarray(img.convert("RGB")),
+                              np.asarray(Image.open(cfg.data_root / bench.loc[r["index"], "image_path"]).convert("RGB")))
+    assert (test["category"] == test["clinical VQA task"]).all()  # category never holds the answer text
+    multi = pd.read_csv(tsv / "medbench_MULTI_VAL.tsv", sep="\t")
+    assert multi["answer"].str.contains(",").all()
+
+
+def test_na_like_options_survive_pandas():
+    from pipelines.export.tsv import safe_option
+    frame = pd.DataFrame({"A": [safe_option("None")], "B": [safe_option("NA")], "C": [safe_option("nan")]})
+    back = pd.read_csv(io.StringIO(frame.to_csv(sep="\t", index=False)), sep="\t")
+    assert back.notna().all().all()
+
+
+@pytest.mark.slow
+def test_exports_are_checksummed_and_stable(built):
+    cfg = built[0]
+    from assets.build import build
+    manifest1 = json.loads((cfg.data_root / "benchmark" / "manifest.json").read_text())
+    report = build(cfg, select=["benchmark", "benchmark_exports"], log=lambda m: None)
+    assert report.failed == []
+    manifest2 = json.loads((cfg.data_root / "benchmark" / "manifest.json").read_text())
+    assert manifest1 == manifest2
+    import hashlib
+    for rel, meta in manifest2["files"].items():
+        assert hashlib.sha256((cfg.data_root / "benchmark" / rel).read_bytes()).hexdigest() == meta["sha256"]
+    assert manifest2["config_fingerprint"] == cfg.fingerprint()
+
+
+@pytest.mark.slow
+def test_audit_checks_ran_in_dagster(built):
+    import dagster as dg
+    instance = dg.DagsterInstance.get()
+    keys = [dg.AssetCheckKey(dg.AssetKey(a), n) for a, n in
+            [("benchmark", "split_disjoint"), ("benchmark", "no_related_option"), ("benchmark", "no_cross_modality_option"),
+             ("label_vocab", "unresolved_labels"), ("qa_candidates", "duplicate_options"),
+             ("qa_candidates", "answer_among_distractors"), ("qa_candidates", "stem_contains_option")]]
+    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
+    assert set(latest) == set(keys)
+    for key, record in latest.items():
+        assert record.event.asset_check_evaluation.passed, key
