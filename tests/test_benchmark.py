@@ -138,7 +138,8 @@ def test_na_like_options_survive_pandas():
 @pytest.mark.slow
 def test_exports_are_checksummed_and_stable(built):
     cfg = built[0]
-    from assets.build import build
+    from assets.build import build, export_config_env
+    export_config_env(cfg, None)  # the autouse fixture clears MEDBENCH_* between tests
     manifest1 = json.loads((cfg.data_root / "benchmark" / "manifest.json").read_text())
     report = build(cfg, select=["benchmark", "benchmark_exports"], log=lambda m: None)
     assert report.failed == []
