@@ -4,6 +4,7 @@ import base64
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
 
 from assets.resources import MedbenchResource
 from pipelines.benchmark.audit import audit
@@ -34,7 +35,7 @@ def benchmark(context: dg.AssetExecutionContext, medbench: MedbenchResource):
     vocab = layout.read("label_vocab").to_pandas()
     outcomes, figures = audit(bench, vocab, cfg.seed, cfg.benchmark.text_only_confidence)
     flagged = pd.DataFrame({"unit_id": figures["text_only_flagged"]})
-    atomic_write_table(dg_free_table(flagged), layout.table("benchmark_text_only_flags"))
+    atomic_write_table(pa.Table.from_pandas(flagged, preserve_index=False), layout.table("benchmark_text_only_flags"))
     return dg.MaterializeResult(
         metadata={**{k: v for k, v in stats.items()}, "path": dg.MetadataValue.path(str(path)),
                   "analytic_chance": round(figures["analytic_chance"], 4), "random_guess": round(figures["random_guess"], 4),
@@ -44,11 +45,6 @@ def benchmark(context: dg.AssetExecutionContext, medbench: MedbenchResource):
             severity=dg.AssetCheckSeverity.WARN if o.warn_only else dg.AssetCheckSeverity.ERROR,
             metadata={k: dg.MetadataValue.md(v) if isinstance(v, str) and "|" in v else v for k, v in o.metadata.items()})
             for o in outcomes])
-
-
-def dg_free_table(df: pd.DataFrame):
-    import pyarrow as pa
-    return pa.Table.from_pandas(df, preserve_index=False)
 
 
 @dg.asset(group_name="benchmark", deps=[benchmark],
