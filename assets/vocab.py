@@ -2,7 +2,6 @@
 
 import json
 from collections import Counter
-from itertools import combinations
 
 import dagster as dg
 
@@ -12,7 +11,7 @@ from pipelines.questions.llm import usage_summary
 from pipelines.storage import atomic_write_bytes, atomic_write_table
 from pipelines.vocab.build import DatasetLabels, build_vocab, kinds_by_label
 from pipelines.vocab.curated import load_curated
-from pipelines.vocab.hierarchy import Hierarchy
+from pipelines.vocab.hierarchy import related_pairs
 from pipelines.vocab.llm_tags import llm_suggester
 from pipelines.vocab.mesh import load_mesh
 from pipelines.vocab.tree import lexical_tree, tree_html, tree_json
@@ -30,19 +29,6 @@ def _datasets(medbench: MedbenchResource) -> list[DatasetLabels]:
                                  if src.label_map_path.is_relative_to(medbench.sources.path.parent)
                                  else str(src.label_map_path),
                                  kinds_by_label(medbench.layout.read("regions", ds))))
-    return out
-
-
-def related_pairs(vocab) -> list[tuple[str, str, str, str]]:
-    """(dataset, label a, label b, relation) for canonical labels of one dataset that overlap in meaning."""
-    hierarchy = Hierarchy.from_vocab(vocab)
-    out = []
-    for ds, group in vocab.groupby("dataset_id"):
-        labels = sorted(set(group["canonical_label"]))
-        for a, b in combinations(labels, 2):
-            rel = hierarchy.relation(a, b)
-            if rel != "unrelated":
-                out.append((ds, a, b, rel))
     return out
 
 

@@ -211,3 +211,12 @@ def test_all_shared_dataset_labels_resolve_or_are_accepted(shared_config):
     assert (t["status"] == "mesh").mean() > 0.7
     resolved = t[t["status"] != "accepted"]
     assert resolved["task"].notna().all() and resolved["department"].notna().all()
+
+
+def test_related_pairs_reports_overlaps_within_a_dataset():
+    from pipelines.vocab.hierarchy import related_pairs
+    vocab = pd.DataFrame({"dataset_id": ["a", "a", "a", "b"],
+                          "canonical_label": ["tumor", "liver tumor", "liver", "tumor"],
+                          "mesh_id": ["D009369", "D008113", "D008099", "D009369"],
+                          "tree_numbers": [["C04"], ["C04.588.274.623"], ["A03.620"], ["C04"]]})
+    assert related_pairs(vocab) == [("a", "liver tumor", "tumor", "descendant")]

@@ -67,9 +67,8 @@ def farthest_point(units: list[Unit], k: int, seed: int) -> list[Unit]:
     while len(chosen) < k:
         i = int(np.argmax(best))  # first maximum: seeded order breaks ties
         chosen.append(order[i])
-        best = np.minimum(best, [distance(order[i], u) for u in order])
-        for c in chosen:
-            best[order.index(c)] = -1
+        best = np.minimum(best, [distance(order[i], u) for u in order])  # chosen ones stay at -1
+        best[i] = -1
     return chosen
 
 

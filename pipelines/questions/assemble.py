@@ -140,11 +140,9 @@ def assemble(inputs: list[DatasetInputs], vocab: pd.DataFrame, templates: pd.Dat
         dims = dict(zip(ds.samples["sample_id"], ds.samples["dim"]))
         prompts = ds.prompts[(ds.prompts["flag"].fillna("") == "")]
         skipped["flagged_prompt"] += int(len(ds.prompts) - len(prompts))
-        region_labels = {}
-        if "member_region_ids" in prompts:
-            rl = dict(zip(ds.regions["region_id"], ds.regions["labels"]))
-            region_labels = {p: {lab for rid in m for lab in (rl.get(rid) if rl.get(rid) is not None else [])}
-                             for p, m in zip(prompts["prompt_id"], prompts["member_region_ids"])}
+        rl = dict(zip(ds.regions["region_id"], ds.regions["labels"]))
+        region_labels = {p: {lab for rid in m for lab in (rl.get(rid) if rl.get(rid) is not None else [])}
+                         for p, m in zip(prompts["prompt_id"], prompts["member_region_ids"])}
         groups: dict[str, list[dict]] = defaultdict(list)
         for row in prompts.to_dict("records"):
             groups[row["twin_id"] if isinstance(row["twin_id"], str) and row["twin_id"] else row["prompt_id"]].append(row)

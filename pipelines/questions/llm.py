@@ -67,10 +67,17 @@ class LLMClient:
     def _cache_path(self, key: str) -> Path:
         return self.cache_dir / key[:2] / f"{key}.json"
 
+    def require_key(self) -> None:
+        """Raise LLMUnavailable (with what to set) when no key is configured."""
+        self._sdk()
+
+    def _params(self, schema_name: str, schema: dict) -> dict:
+        return {"temperature": self.settings.temperature, "response_format": {
+            "type": "json_schema", "json_schema": {"name": schema_name, "schema": schema, "strict": True}}}
+
     def complete_json(self, messages: list[dict], schema_name: str, schema: dict) -> tuple[dict, CallRecord]:
         """One chat completion constrained to ``schema``; served from the cache when possible."""
-        params = {"temperature": self.settings.temperature, "response_format": {
-            "type": "json_schema", "json_schema": {"name": schema_name, "schema": schema, "strict": True}}}
+        params = self._params(schema_name, schema)
         key = request_hash(self.model, messages, params)
         path = self._cache_path(key)
         if path.exists():
@@ -107,7 +114,8 @@ class LLMClient:
             except LLMResponseError as exc:
                 if on_error:
                     on_error(exc)
-                return None, CallRecord(request_hash(self.model, messages, {}), self.model, False, error=str(exc))
+                key = request_hash(self.model, messages, self._params(name, schema))
+                return None, CallRecord(key, self.model, False, error=str(exc))
 
         with ThreadPoolExecutor(max_workers=max(1, self.settings.max_concurrency)) as pool:
             return list(pool.map(one, requests))

@@ -142,7 +142,7 @@ def generate_templates(vocab: pd.DataFrame, config: PipelineConfig, cues: Cues, 
                                  "question_templates", SCHEMA))
                 meta.append((combo, modality))
         try:
-            client._sdk()
+            client.require_key()
             results = client.map_json(requests, on_error=lambda e: run.notes.append(str(e)))
         except LLMUnavailable as exc:
             run.notes.append(str(exc))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import combinations
 from typing import Literal
 
 import pandas as pd
@@ -59,3 +60,16 @@ class Hierarchy:
     def compatible_distractor(self, answer: str, option: str) -> bool:
         """False when ``option`` would also be a correct answer (synonym, ancestor or descendant)."""
         return self.relation(answer, option) == "unrelated"
+
+
+def related_pairs(vocab) -> list[tuple[str, str, str, str]]:
+    """(dataset, label a, label b, relation) for canonical labels of one dataset that overlap in meaning."""
+    hierarchy = Hierarchy.from_vocab(vocab)
+    out = []
+    for ds, group in vocab.groupby("dataset_id"):
+        labels = sorted(set(group["canonical_label"]))
+        for a, b in combinations(labels, 2):
+            rel = hierarchy.relation(a, b)
+            if rel != "unrelated":
+                out.append((ds, a, b, rel))
+    return out

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from pipelines.vocab.curated import TaggingRules
 from pipelines.vocab.normalize import Resolution
+from pipelines.vocab.taxonomy import DEPARTMENTS, SEMANTIC_TYPES, TASKS
 
 # (label, field, allowed values, context) -> a value or None; wraps the LLM client
 Suggest = Callable[[str, str, tuple[str, ...], dict], "str | None"]
@@ -58,8 +59,6 @@ class Tagger:
     def tag(self, res: Resolution, modality: str, pin: Hints, dataset: Hints) -> Tags:
         tags = Tags()
         ctx = {"modality": modality, "mesh_id": res.mesh_id, "tree_numbers": list(res.tree_numbers)}
-        from pipelines.vocab.taxonomy import DEPARTMENTS, SEMANTIC_TYPES, TASKS
-
         tags.semantic_type = self._decide(tags, "semantic_type", res.canonical_label, [
             ("label_map", [pin.semantic_type] if pin.semantic_type else []),
             ("concept", [res.semantic_type] if res.semantic_type else []),
