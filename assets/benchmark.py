@@ -1,4 +1,5 @@
-"""benchmark (selection, splits, validity audit as checks) and benchmark_exports (Parquet, TSV, tree, summary)."""
+"""benchmark (selection, items for the selected units, splits, audit) and benchmark_exports (Parquet, TSV,
+tree, summary), with a check that reads the exported files back."""
 
 import base64
 import json
@@ -7,14 +8,19 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
+from assets.gates import opt_outs
+from assets.ingest import markdown_counts
 from assets.resources import MedbenchResource
 from pipelines.benchmark.audit import audit
 from pipelines.benchmark.build import build_benchmark
+from pipelines.questions.audit import item_checks
+from pipelines.questions.options import pools_from_table
 from pipelines.storage import atomic_write_bytes, atomic_write_table
 
 SUMMARY_FIGURES = ("analytic_chance", "random_guess", "text_only_accuracy", "text_only_flagged_units")
-BLOCKING = ["split_disjoint", "no_related_option", "no_cross_modality_option"]
-ADVISORY = ["letter_balance", "baselines"]
+BLOCKING = ["split_disjoint", "no_related_option", "no_cross_modality_option", "duplicate_options",
+            "answer_among_distractors", "stem_contains_option"]
+ADVISORY = ["letter_balance", "baselines", "pool_too_small"]
 
 
 def audit_path(layout):
@@ -22,54 +28,78 @@ def audit_path(layout):
     return layout.table("benchmark_audit").with_suffix(".json")
 
 
-def _slices(medbench: MedbenchResource) -> pd.DataFrame:
-    frames = [medbench.layout.read("slices", ds).to_pandas()[["image_id", "sample_id", "axis", "index"]]
-              for ds in medbench.sources.ids if medbench.layout.table("slices", ds).exists()]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["image_id", "sample_id", "axis", "index"])
+def _severity(warn_only: bool) -> dg.AssetCheckSeverity:
+    return dg.AssetCheckSeverity.WARN if warn_only else dg.AssetCheckSeverity.ERROR
 
 
 @dg.asset(
-    group_name="benchmark", deps=["qa_candidates"],
+    group_name="select", deps=["candidate_gates", "qa_candidates", "question_templates", "option_pools", "label_vocab"],
     check_specs=[dg.AssetCheckSpec(n, asset="benchmark", blocking=True) for n in BLOCKING]
     + [dg.AssetCheckSpec(n, asset="benchmark") for n in ADVISORY],
-    description="At most N items per answer, chosen for diversity; val/test disjoint by patient/volume; audited.")
+    description="Gated candidates -> at most N units per answer, chosen for diversity; items built for the "
+                "selected units only; val/test disjoint by patient/volume; audited.")
 def benchmark(context: dg.AssetExecutionContext, medbench: MedbenchResource):
     cfg, layout = medbench.config, medbench.layout
     candidates = layout.read("qa_candidates").to_pandas()
-    table, stats = build_benchmark(candidates, _slices(medbench), layout.root, cfg)
+    verdicts = layout.read("gate_verdicts").to_pandas()
+    vocab = layout.read("label_vocab").to_pandas()
+    templates = layout.read("question_templates").to_pandas()
+    pools = pools_from_table(layout.read("option_pools").to_pandas())
+    table, stats, skipped = build_benchmark(candidates, verdicts, vocab, templates, pools, cfg)
     path = atomic_write_table(table, layout.table("benchmark"))
     bench = table.to_pandas()
-    vocab = layout.read("label_vocab").to_pandas()
     outcomes, figures = audit(bench, vocab, cfg.seed, cfg.benchmark.text_only_confidence)
+    items = {o.name: o for o in item_checks(bench, skipped)}
+    outcomes += [items[n] for n in ("duplicate_options", "answer_among_distractors", "stem_contains_option",
+                                    "pool_too_small")]
     flagged = pd.DataFrame({"unit_id": figures["text_only_flagged"]})
     atomic_write_table(pa.Table.from_pandas(flagged, preserve_index=False), layout.table("benchmark_text_only_flags"))
     atomic_write_bytes(audit_path(layout), json.dumps(
         {k: v for k, v in figures.items() if k in SUMMARY_FIGURES}, sort_keys=True).encode())
     return dg.MaterializeResult(
-        metadata={**{k: v for k, v in stats.items()}, "path": dg.MetadataValue.path(str(path)),
+        metadata={**stats, "not_built": dg.MetadataValue.md(markdown_counts(dict(skipped), "reason")),
+                  "path": dg.MetadataValue.path(str(path)),
                   "analytic_chance": round(figures["analytic_chance"], 4), "random_guess": round(figures["random_guess"], 4),
                   "text_only_accuracy": round(figures["text_only_accuracy"], 4)},
         check_results=[dg.AssetCheckResult(
-            check_name=o.name, passed=o.passed,
-            severity=dg.AssetCheckSeverity.WARN if o.warn_only else dg.AssetCheckSeverity.ERROR,
+            check_name=o.name, passed=o.passed, severity=_severity(o.warn_only),
             metadata={k: dg.MetadataValue.md(v) if isinstance(v, str) and "|" in v else v for k, v in o.metadata.items()})
             for o in outcomes])
 
 
-@dg.asset(group_name="benchmark", deps=[benchmark],
+def with_images(medbench: MedbenchResource) -> pd.DataFrame:
+    """The benchmark with each item's rendered image path (rendering comes after selection)."""
+    bench = medbench.layout.read("benchmark").to_pandas()
+    rendered = medbench.layout.read("rendered_items").to_pandas()[["item_id", "image_path"]]
+    return bench.drop(columns="image_path").merge(rendered, on="item_id", how="left")
+
+
+@dg.asset(group_name="export", deps=["rendered_items"],
+          check_specs=[dg.AssetCheckSpec("exported_images_readable", asset="benchmark_exports", blocking=True,
+                                         description="every image in the exported Parquet and TSV files, decoded "
+                                                     "again, passes the size/aspect gates and shows its mark")],
           description="Parquet (datasets Image column, sharded), VLMEvalKit TSVs, lexical tree, summary charts, manifest.")
-def benchmark_exports(context: dg.AssetExecutionContext, medbench: MedbenchResource) -> dg.MaterializeResult:
+def benchmark_exports(context: dg.AssetExecutionContext, medbench: MedbenchResource):
     from pipelines.export.run import export_all
+    from pipelines.export.verify import verify_exports
     cfg, layout = medbench.config, medbench.layout
-    bench = layout.read("benchmark").to_pandas()
+    bench = with_images(medbench)
+    missing = bench["image_path"].isna()
+    if missing.any():
+        raise dg.Failure(f"{int(missing.sum())} benchmark items have no rendered image: materialize rendered_items")
     figures = json.loads(audit_path(layout).read_text())
     out = layout.root / "benchmark"
     manifest = export_all(bench, figures, layout.root, out, cfg)
+    report = verify_exports(out, cfg, opt_outs(medbench))
     md = (out / "summary" / "summary.md").read_text()
     for name in sorted(p.name for p in (out / "summary").glob("*.png")):
         b64 = base64.b64encode((out / "summary" / name).read_bytes()).decode()
         md = md.replace(f"]({name})", f"](data:image/png;base64,{b64})")
-    return dg.MaterializeResult(metadata={
-        "files": len(manifest["files"]), "val": manifest["splits"]["val"], "test": manifest["splits"]["test"],
-        "out": dg.MetadataValue.path(str(out)), "summary": dg.MetadataValue.md(md),
-        "manifest": dg.MetadataValue.json({k: v["sha256"][:16] for k, v in manifest["files"].items()})})
+    return dg.MaterializeResult(
+        metadata={"files": len(manifest["files"]), "val": manifest["splits"]["val"], "test": manifest["splits"]["test"],
+                  "out": dg.MetadataValue.path(str(out)), "summary": dg.MetadataValue.md(md),
+                  "manifest": dg.MetadataValue.json({k: v["sha256"][:16] for k, v in manifest["files"].items()})},
+        check_results=[dg.AssetCheckResult(
+            check_name="exported_images_readable", passed=not report["problems"],
+            metadata={"images_read": report["images"], "problems": dg.MetadataValue.json(report["problems"]),
+                      "examples": dg.MetadataValue.md("\n".join(f"- {e}" for e in report["examples"]) or "-")})])

@@ -4,17 +4,19 @@
 import dagster as dg
 
 from assets.benchmark import benchmark, benchmark_exports
+from assets.gates import candidate_gates
 from assets.ingest import raw_samples
 from assets.questions import option_pools, qa_candidates, question_templates
-from assets.render import prompted_images, review_sheets
+from assets.render import rendered_items, review_sheets
 from assets.resources import LLMResource, MedbenchResource
 from assets.sensors import registry_sensor_factory
 from assets.standardize import standardized
 from assets.vocab import label_vocab, lexical_tree_export
 
-PER_DATASET = [raw_samples, standardized, prompted_images, review_sheets]
+# The flow: describe (per dataset, rows only) -> candidates -> gate -> select -> render -> export.
+PER_DATASET = [raw_samples, standardized]
 GLOBAL: list[dg.AssetsDefinition] = [label_vocab, lexical_tree_export, question_templates, option_pools, qa_candidates,
-                                     benchmark, benchmark_exports]
+                                     candidate_gates, benchmark, rendered_items, review_sheets, benchmark_exports]
 ALL_ASSETS = PER_DATASET + GLOBAL
 
 dataset_job = dg.define_asset_job("dataset_job", selection=dg.AssetSelection.assets(*PER_DATASET),

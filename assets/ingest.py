@@ -19,7 +19,7 @@ def markdown_counts(counts: dict[str, int], header: str = "reason") -> str:
 
 @dg.asset(
     partitions_def=datasets_partitions,
-    group_name="per_dataset",
+    group_name="ingest",
     check_specs=[dg.AssetCheckSpec("ingest_quarantine", asset="raw_samples",
                                    description="bad input files quarantined while reading the dataset")],
     description="One row per sample of a source dataset, with what its reader found.",

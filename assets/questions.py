@@ -1,12 +1,11 @@
-"""question_templates, option_pools and qa_candidates (with the item-quality checks)."""
+"""question_templates, option_pools and qa_candidates (rows only: nothing is drawn before selection)."""
 
 
 import dagster as dg
 
 from assets.ingest import markdown_counts
 from assets.resources import LLMResource, MedbenchResource
-from pipelines.questions.assemble import DatasetInputs, assemble
-from pipelines.questions.audit import item_checks
+from pipelines.questions.candidates import DatasetRows, build_candidates
 from pipelines.questions.llm import usage_summary
 from pipelines.questions.options import build_pools, pools_from_table, pools_table
 from pipelines.questions.templates import generate_templates
@@ -47,38 +46,49 @@ def option_pools(context: dg.AssetExecutionContext, medbench: MedbenchResource) 
                                           "small_pools": int((table.column("size").to_numpy() < 2).sum())})
 
 
-CHECKS = ["pool_too_small", "duplicate_options", "answer_among_distractors", "letter_balance", "stem_contains_option"]
+def dataset_rows(medbench: MedbenchResource) -> list[DatasetRows]:
+    """The described rows of every registered dataset that has been described."""
+    layout, out = medbench.layout, []
+    for ds in medbench.sources.ids:
+        if not layout.table("regions", ds).exists():
+            continue
+        e = medbench.sources.get(ds).entry
+        out.append(DatasetRows(ds, e.modality, e.task_type, layout.read("slices", ds).to_pandas(),
+                               layout.read("regions", ds).to_pandas(),
+                               layout.read("raw_samples", ds).to_pandas()[["sample_id", "dim"]]))
+    return out
 
 
 @dg.asset(
-    group_name="questions", deps=[question_templates, option_pools, "prompted_images"],
-    check_specs=[dg.AssetCheckSpec(name, asset="qa_candidates") for name in CHECKS],
-    description="Every multiple-choice item the prompted images allow, before selection.")
+    group_name="questions", deps=[question_templates, option_pools, "regions"],
+    check_specs=[dg.AssetCheckSpec("pool_too_small", asset="qa_candidates",
+                                   description="regions whose label has no certainly-wrong option in its pool"),
+                 dg.AssetCheckSpec("datasets_without_candidates", asset="qa_candidates",
+                                   description="described datasets that yield no candidate at all, with the reasons")],
+    description="Every question the described regions allow, as rows with display geometry (no pixels).")
 def qa_candidates(context: dg.AssetExecutionContext, medbench: MedbenchResource):
     cfg, layout = medbench.config, medbench.layout
     vocab = layout.read("label_vocab").to_pandas()
     templates = layout.read("question_templates").to_pandas()
     pools = pools_from_table(layout.read("option_pools").to_pandas())
-    inputs = []
-    for ds in medbench.sources.ids:
-        if not layout.table("prompted_images", ds).exists():
-            continue
-        e = medbench.sources.get(ds).entry
-        slices = layout.read("slices", ds).to_pandas()
-        inputs.append(DatasetInputs(ds, e.modality, e.task_type, layout.read("prompted_images", ds).to_pandas(),
-                                    layout.read("regions", ds).to_pandas(),
-                                    layout.read("raw_samples", ds).to_pandas()[["sample_id", "dim"]],
-                                    dict(zip(slices["image_id"], slices["png_path"]))))
-    result = assemble(inputs, vocab, templates, cfg, pools)
+    rows = dataset_rows(medbench)
+    result = build_candidates(rows, vocab, templates, pools, cfg)
     path = atomic_write_table(result.table, layout.table("qa_candidates"))
-    df = result.table.to_pandas()
-    checks = item_checks(df, skipped=result.skipped)
+    df = result.table.select(["unit_id", "dataset_id", "granularity", "clinical_vqa_task"]).to_pandas()
+    per_ds = df.groupby("dataset_id")["unit_id"].nunique().to_dict()
+    empty = {d.dataset_id: dict(result.skipped_by_dataset.get(d.dataset_id, {})) for d in rows
+             if not per_ds.get(d.dataset_id)}
     return dg.MaterializeResult(
-        metadata={"items": len(df), "skipped": dg.MetadataValue.md(markdown_counts(result.skipped, "reason")),
+        metadata={"items": len(df), "units": int(df["unit_id"].nunique()),
+                  "skipped": dg.MetadataValue.md(markdown_counts(result.skipped, "reason")),
+                  "units_by_dataset": dg.MetadataValue.md(markdown_counts(per_ds, "dataset")),
                   "by_granularity": dg.MetadataValue.md(markdown_counts(df["granularity"].value_counts().to_dict(), "granularity")),
                   "by_task": dg.MetadataValue.md(markdown_counts(df["clinical_vqa_task"].value_counts().to_dict(), "task")),
-                  "multi_answer": int(df["multi_answer"].sum()), "path": dg.MetadataValue.path(str(path))},
-        check_results=[dg.AssetCheckResult(check_name=c.name, passed=c.passed, severity=dg.AssetCheckSeverity.WARN
-                                           if c.warn_only else dg.AssetCheckSeverity.ERROR,
-                                           metadata={k: dg.MetadataValue.md(v) if isinstance(v, str) else v
-                                                     for k, v in c.metadata.items()}) for c in checks])
+                  "path": dg.MetadataValue.path(str(path))},
+        check_results=[
+            dg.AssetCheckResult(check_name="pool_too_small", passed=not result.skipped.get("pool_too_small"),
+                                severity=dg.AssetCheckSeverity.WARN,
+                                metadata={"items_skipped": int(result.skipped.get("pool_too_small", 0))}),
+            dg.AssetCheckResult(check_name="datasets_without_candidates", passed=not empty,
+                                severity=dg.AssetCheckSeverity.WARN,
+                                metadata={"datasets": dg.MetadataValue.json(empty)})])

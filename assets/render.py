@@ -1,47 +1,57 @@
-"""prompted_images (box / mask / contour renderings) and per-dataset review sheets."""
+"""rendered_items (PNGs of the selected items only) and the per-dataset review sheets."""
 
 import base64
-from collections import Counter
 
 import dagster as dg
+import pandas as pd
 
-from assets.ingest import markdown_counts
-from assets.partitions import datasets_partitions
 from assets.resources import MedbenchResource
-from pipelines.render import render_dataset
-from pipelines.review import contact_sheet
+from pipelines.render.items import DatasetTables, render_items
+from pipelines.render.review import contact_sheet
 from pipelines.storage import atomic_write_bytes, atomic_write_table
 
 
-@dg.asset(
-    partitions_def=datasets_partitions, group_name="per_dataset", deps=["regions"],
-    check_specs=[dg.AssetCheckSpec("unrenderable_regions", asset="prompted_images",
-                                   description="regions too small to see or lying in the edge band (not drawn)")],
-    description="The image each question will show, per region and perceptual granularity.",
-)
-def prompted_images(context: dg.AssetExecutionContext, medbench: MedbenchResource):
-    ds = context.partition_key
-    layout = medbench.layout
-    table = render_dataset(ds, layout.read("slices", ds), layout.read("regions", ds), medbench.config, layout.root)
-    path = atomic_write_table(table, layout.table("prompted_images", ds))
-    flags = Counter(f for f in table.column("flag").to_pylist() if f)
-    grans = Counter(table.column("granularity").to_pylist())
+@dg.asset(group_name="render", deps=["benchmark"],
+          check_specs=[dg.AssetCheckSpec("every_item_rendered", asset="rendered_items", blocking=True,
+                                         description="every benchmark item has exactly one PNG on disk, at its "
+                                                     "recorded display size")],
+          description="The image each selected item shows: its plane re-decoded from the source, at display "
+                      "geometry, with the box/mask/contour drawn. Nothing else is rendered.")
+def rendered_items(context: dg.AssetExecutionContext, medbench: MedbenchResource):
+    cfg, layout = medbench.config, medbench.layout
+    bench = layout.read("benchmark").to_pandas()
+    cands = layout.read("qa_candidates").select(
+        ["item_id", "member_region_ids", "image_width", "image_height"]).to_pandas()
+    tables = {ds: DatasetTables(medbench.sources.get(ds), layout.read("raw_samples", ds).to_pandas(),
+                                layout.read("slices", ds).to_pandas(), layout.read("regions", ds).to_pandas())
+              for ds in sorted(set(bench["dataset_id"]))}
+    table = render_items(bench, cands, tables, cfg, layout.root / "rendered")
+    path = atomic_write_table(table, layout.table("rendered_items"))
+    got = table.to_pandas().merge(cands, on="item_id")
+    wrong_size = int(((got["width"] != got["image_width"]) | (got["height"] != got["image_height"])).sum())
+    missing = sorted(set(bench["item_id"]) - set(got["item_id"]))
+    absent = [p for p in got["image_path"] if not (layout.root / p).is_file()]
     return dg.MaterializeResult(
-        metadata={"prompts": table.num_rows, "by_granularity": dg.MetadataValue.md(markdown_counts(grans, "granularity")),
-                  "flagged": sum(flags.values()), "path": dg.MetadataValue.path(str(path))},
+        metadata={"pngs": table.num_rows, "bytes": int(sum((layout.root / p).stat().st_size for p in got["image_path"])),
+                  "path": dg.MetadataValue.path(str(path)), "folder": dg.MetadataValue.path(str(layout.root / "rendered"))},
         check_results=[dg.AssetCheckResult(
-            check_name="unrenderable_regions", passed=not flags, severity=dg.AssetCheckSeverity.WARN,
-            metadata={"flagged": sum(flags.values()), "by_flag": dg.MetadataValue.md(markdown_counts(flags, "flag"))})])
+            check_name="every_item_rendered", passed=not missing and not absent and wrong_size == 0,
+            metadata={"items_without_png": len(missing), "files_missing": len(absent), "wrong_size": wrong_size})])
 
 
-@dg.asset(partitions_def=datasets_partitions, group_name="per_dataset", deps=[prompted_images],
-          description="A contact sheet of seeded random rendered items, to check overlay alignment by eye.")
+@dg.asset(group_name="render", deps=[rendered_items],
+          description="One contact sheet per dataset of seeded random benchmark items, to check marks by eye.")
 def review_sheets(context: dg.AssetExecutionContext, medbench: MedbenchResource) -> dg.MaterializeResult:
-    ds = context.partition_key
-    layout = medbench.layout
-    png, n = contact_sheet(ds, layout.read("prompted_images", ds), medbench.config, layout.root)
-    path = layout.review_sheet(ds)
-    atomic_write_bytes(path, png)
-    preview = f"![contact sheet of {ds}](data:image/png;base64,{base64.b64encode(png).decode()})"
-    return dg.MaterializeResult(metadata={"tiles": n, "path": dg.MetadataValue.path(str(path)),
-                                          "sheet": dg.MetadataValue.md(preview)})
+    cfg, layout = medbench.config, medbench.layout
+    bench = layout.read("benchmark").to_pandas()[["item_id", "dataset_id", "answer_label", "granularity"]]
+    items = bench.merge(layout.read("rendered_items").to_pandas()[["item_id", "image_path"]], on="item_id")
+    items["caption"] = items["answer_label"].str.slice(0, 18) + " | " + items["granularity"]
+    previews, tiles = [], 0
+    for ds, part in items.groupby("dataset_id", sort=True):
+        png, n = contact_sheet(ds, part.to_dict("records"), cfg, layout.root)
+        atomic_write_bytes(layout.review_sheet(ds), png)
+        tiles += n
+        previews.append(f"### {ds}\n![contact sheet of {ds}](data:image/png;base64,{base64.b64encode(png).decode()})")
+    return dg.MaterializeResult(metadata={"sheets": len(previews), "tiles": tiles,
+                                          "folder": dg.MetadataValue.path(str(layout.root / "review")),
+                                          "sheets_preview": dg.MetadataValue.md("\n\n".join(previews) or "-")})

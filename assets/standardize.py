@@ -1,4 +1,5 @@
-"""slices + regions: SA-Med2D-style 2D RGB slices and one region per connected instance."""
+"""slices + regions (describe): every plane and connected instance as rows, with display geometry, pHash
+and contrast computed in memory; PNGs only when standardize.write_pngs is 'all'."""
 
 from collections import Counter
 
@@ -14,9 +15,10 @@ from pipelines.storage import atomic_write_table
 
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec("slices", deps=["raw_samples"], group_name="per_dataset",
-                     description="2D RGB PNG slices (canonical orientation, recorded intensity transform)."),
-        dg.AssetSpec("regions", deps=["slices"], group_name="per_dataset",
+        dg.AssetSpec("slices", deps=["raw_samples"], group_name="describe",
+                     description="One row per 2D plane: canonical orientation, intensity transform, spacing, display "
+                                 "size, pHash, contrast (no PNG unless standardize.write_pngs: all)."),
+        dg.AssetSpec("regions", deps=["slices"], group_name="describe",
                      description="One row per connected instance (mask RLE), box or whole image."),
     ],
     partitions_def=datasets_partitions,
@@ -42,7 +44,7 @@ def standardized(context: dg.AssetExecutionContext, medbench: MedbenchResource):
     yield dg.MaterializeResult(asset_key="slices", metadata={
         "slices": res.slices.num_rows, "by_axis": dg.MetadataValue.md(markdown_counts(by_axis, "axis")),
         "quarantined": res.quarantine.num_rows, "path": dg.MetadataValue.path(str(spath)),
-        "images": dg.MetadataValue.path(str(layout.images(dataset_id)))})
+        "pngs_written": sum(1 for p in res.slices.column("png_path").to_pylist() if p)})
     yield dg.MaterializeResult(asset_key="regions", metadata={
         "regions": res.regions.num_rows, "by_kind": dg.MetadataValue.md(markdown_counts(by_kind, "kind")),
         "dropped_small_masks": res.dropped_small, "path": dg.MetadataValue.path(str(rpath))})

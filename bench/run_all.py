@@ -1,6 +1,8 @@
 """Run every benchmark (make bench)."""
 
-from bench import standardize_bench
+from bench import scale_bench, select_bench, standardize_bench
 
 if __name__ == "__main__":
     standardize_bench.main([])
+    select_bench.main([])
+    scale_bench.main([])

@@ -112,7 +112,8 @@ def standardize_all(registry: Path, out: Path, workers: int) -> tuple[float, lis
 
 
 def baseline_seconds(registry: Path, out: Path, results: list) -> float:
-    """Decode every image+label volume once and PNG-encode every emitted slice once."""
+    """Decode every image+label volume once and PNG-encode every emitted slice once (describe emits none
+    unless standardize.write_pngs is 'all')."""
     reg = load_registry(registry)
     t = time.perf_counter()
     for ds in reg.ids:
@@ -120,7 +121,7 @@ def baseline_seconds(registry: Path, out: Path, results: list) -> float:
             sitk.GetArrayViewFromImage(sitk.ReadImage(str(img)))
             sitk.GetArrayViewFromImage(sitk.ReadImage(str(reg.get(ds).root / "labels" / img.name)))
     decode = time.perf_counter() - t
-    arrays = [cv2.imread(str(out / p)) for r in results for p in r.slices.column("png_path").to_pylist()]
+    arrays = [cv2.imread(str(out / p)) for r in results for p in r.slices.column("png_path").to_pylist() if p]
     t = time.perf_counter()
     for a in arrays:
         cv2.imencode(".png", a, [cv2.IMWRITE_PNG_COMPRESSION, 3])

@@ -64,6 +64,33 @@ class StandardizeSettings(BaseModel):
         "liver": CTWindow(level=60, width=160),
     }
     default_ct_window: str = "soft_tissue"
+    write_pngs: Literal["none", "all"] = Field(
+        "none", description="'all' also writes every described slice as a PNG (the full SA-Med2D-style corpus); "
+                            "by default only the selected items are rendered")
+
+
+class DisplaySettings(BaseModel):
+    """How a stored plane becomes the image a reader sees (square pixels, bounded size)."""
+
+    max_image_side: int = Field(1024, description="longer sides are downscaled to this with area interpolation")
+
+
+class GateSettings(BaseModel):
+    """Readability rules applied to candidates before selection; each drop is counted per rule and dataset.
+
+    Defaults were chosen by viewing real items from ../shared: below 64 px a CT plane or X-ray is a blur of a
+    few organs' worth of pixels; strips beyond 3:1 are thin-slab coronal/sagittal cuts; marks under 48 display
+    pixels (about 7x7) or 0.1 % of the image are dots a reader cannot tell from noise."""
+
+    min_image_side: int = Field(64, description="shorter display side (px, after square-pixel resampling)")
+    max_aspect: float = Field(3.0, description="longer/shorter display side")
+    min_mark_pixels: int = Field(48, description="display pixels the marked structure covers")
+    min_mark_fraction: float = Field(0.001, description="share of the display image the marked structure covers")
+    min_mark_side: int = Field(4, description="shorter side of the mark's box in display px")
+    border_band_fraction: float = Field(
+        0.01, description="a mark lying wholly in this edge band (at least 4 px) is not shown")
+    min_pixel_std: float = Field(2.0, description="an image whose grey levels vary less than this is blank")
+    majority_warn: float = Field(0.5, description="a gate's check warns when it drops more than this share of a dataset")
 
 
 class RenderSettings(BaseModel):
@@ -78,8 +105,6 @@ class RenderSettings(BaseModel):
         1.25, description="surroundings count as red when mean R exceeds both G and B by this factor")
     scope: Literal["label", "instance", "both"] = Field(
         "label", description="draw all components of a label together, each instance alone, or both")
-    min_visible_side: int = Field(3, description="boxes/masks thinner than this (px) are flagged, not drawn")
-    border_band_fraction: float = Field(0.01, description="regions lying wholly in this edge band (at least 4 px) are flagged")
     sheet_items: int = 24
     sheet_thumb: int = 160
 
@@ -128,6 +153,7 @@ class BenchmarkSettings(BaseModel):
     near_duplicate_bits: int = Field(4, description="pHash Hamming distance at or under which two images are one")
     max_shard_bytes: int = Field(500_000_000, description="Parquet shard size limit")
     name: str = "medbench"
+    render_workers: int = Field(1, description="processes rendering the selected items (memory: one volume each)")
     text_only_confidence: float = Field(0.75, description="flag items a text-only prior answers this confidently")
 
 
@@ -145,6 +171,8 @@ class PipelineConfig(BaseModel):
     )
     ingest: IngestSettings = IngestSettings()
     standardize: StandardizeSettings = StandardizeSettings()
+    display: DisplaySettings = DisplaySettings()
+    gates: GateSettings = GateSettings()
     render: RenderSettings = RenderSettings()
     vocab: VocabSettings = VocabSettings()
     llm: LLMSettings = LLMSettings()

@@ -70,8 +70,12 @@ SLICES = _schema("slices", [
     pa.field("intensity_params", pa.string()),
     pa.field("width", pa.int64()),
     pa.field("height", pa.int64()),
-    pa.field("png_path", pa.string()),
-    pa.field("sha256", pa.string()),
+    pa.field("display_width", pa.int64()),  # after square-pixel resampling and the size bound
+    pa.field("display_height", pa.int64()),
+    pa.field("phash", pa.string()),  # 64-bit DCT pHash of the in-memory 8-bit plane, hex
+    pa.field("contrast", pa.float64()),  # std of grey levels (near 0: blank)
+    pa.field("png_path", pa.string()),  # empty unless standardize.write_pngs is 'all'
+    pa.field("sha256", pa.string()),  # of the 8-bit RGB pixels (exact duplicates share it)
 ])
 
 REGIONS = _schema("regions", [
@@ -115,22 +119,58 @@ LABEL_VOCAB = _schema("label_vocab", [
     pa.field("tag_issues", pa.list_(pa.string())),
 ])
 
-PROMPTED_IMAGES = _schema("prompted_images", [
+CANDIDATES = _schema("qa_candidates", [
+    pa.field("unit_id", pa.string(), nullable=False),  # one question; mask/contour twins share it
+    pa.field("item_id", pa.string(), nullable=False),
     pa.field("prompt_id", pa.string(), nullable=False),
-    pa.field("region_id", pa.string(), nullable=False),  # the instance, or the label group's id
+    pa.field("target_id", pa.string()),  # the instance, the label group, the box or the image region
     pa.field("member_region_ids", pa.list_(pa.string())),
     pa.field("image_id", pa.string(), nullable=False),
     pa.field("sample_id", pa.string(), nullable=False),
     pa.field("group_id", pa.string(), nullable=False),
     pa.field("scope", pa.string()),  # image | label | instance
-    pa.field("labels", pa.list_(pa.string())),
-    pa.field("twin_id", pa.string()),
     pa.field("granularity", pa.string()),  # image | box | mask | contour
-    pa.field("render_params", pa.string()),
-    pa.field("flag", pa.string()),  # empty, or why it was not drawn (too_small, border_only)
-    pa.field("png_path", pa.string()),
+    pa.field("labels", pa.list_(pa.string())),  # raw labels
+    pa.field("answers", pa.list_(pa.string())),  # canonical answer(s), or the count
+    pa.field("answer_label", pa.string()),
+    pa.field("count", pa.int64()),  # counting questions only
+    pa.field("count_label", pa.string()),
+    pa.field("clinical_vqa_task", pa.string()),
+    pa.field("department", pa.string()),
+    pa.field("semantic_type", pa.string()),
+    pa.field("modality", pa.string()),
+    pa.field("gmai_modality", pa.string()),
+    pa.field("question_family", pa.string()),
+    pa.field("original_task", pa.string()),
+    pa.field("pool_size", pa.int64()),
+    pa.field("distractors_available", pa.int64()),
+    pa.field("axis", pa.string()),
+    pa.field("slice_index", pa.int64()),
+    pa.field("position", pa.float64()),  # 0..1 along the axis; 0.5 for 2D images
+    pa.field("phash", pa.string()),
+    pa.field("contrast", pa.float64()),
+    pa.field("image_width", pa.int64()),  # display geometry of the image the item will show
+    pa.field("image_height", pa.int64()),
+    pa.field("mark_pixels", pa.float64()),  # display pixels of the marked structure (null: no mark)
+    pa.field("mark_fraction", pa.float64()),
+    pa.field("mark_min_side", pa.float64()),
+    pa.field("mark_bbox", pa.list_(pa.float64())),  # display px
+    pa.field("border_only", pa.bool_()),
+])
+
+GATE_VERDICTS = _schema("gate_verdicts", [
+    pa.field("unit_id", pa.string(), nullable=False),
+    pa.field("gate", pa.string(), nullable=False),  # '' passed, else the first rule it failed
+    pa.field("failed", pa.list_(pa.string())),  # every rule it failed
+])
+
+RENDERED_ITEMS = _schema("rendered_items", [
+    pa.field("item_id", pa.string(), nullable=False),
+    pa.field("image_path", pa.string(), nullable=False),  # relative to the data root
     pa.field("width", pa.int64()),
     pa.field("height", pa.int64()),
+    pa.field("render_params", pa.string()),  # JSON: colour, alpha/thickness, display scale, red surroundings
+    pa.field("sha256", pa.string()),
 ])
 
 QUESTION_TEMPLATES = _schema("question_templates", [
@@ -193,9 +233,10 @@ SCHEMAS: dict[str, pa.Schema] = {
     "slices": SLICES,
     "regions": REGIONS,
     "label_vocab": LABEL_VOCAB,
-    "prompted_images": PROMPTED_IMAGES,
     "question_templates": QUESTION_TEMPLATES,
-    "qa_candidates": QA_ITEMS,
+    "qa_candidates": CANDIDATES,
+    "gate_verdicts": GATE_VERDICTS,
+    "rendered_items": RENDERED_ITEMS,
     "benchmark": QA_ITEMS,
     "roi_annotations": ROI_ANNOTATIONS,
 }

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pipelines.gates import RULE_NAMES
 from pipelines.label_maps import LabelMap, LabelMapError, load_label_map
 from pipelines.modalities import MODALITIES
 
@@ -48,6 +49,7 @@ class SourceEntry(BaseModel):
     license: str
     group_rule: GroupRule = GroupRule()
     options: dict[str, Any] = {}
+    readability_opt_out: list[str] = []  # gate rules (pipelines.gates.RULE_NAMES) this dataset is exempt from
     notes: str = ""
 
 
@@ -159,6 +161,10 @@ def load_registry(path: str | Path) -> Registry:
         if entry.modality not in MODALITIES:
             problems.append(Problem(path, name, f"unknown modality '{entry.modality}'",
                                     f"use one of: {', '.join(sorted(MODALITIES))}"))
+        unknown_rules = sorted(set(entry.readability_opt_out) - set(RULE_NAMES))
+        if unknown_rules:
+            problems.append(Problem(path, name, f"readability_opt_out names unknown rules {unknown_rules}",
+                                    f"use rule names from: {', '.join(RULE_NAMES)}"))
         root = _resolve(base, entry.root)
         if not root.is_dir():
             problems.append(Problem(path, name, f"root folder {root} does not exist",

@@ -38,7 +38,10 @@ def built(demo_registry, tmp_path_factory):
 
 
 def _bench(cfg) -> pd.DataFrame:
-    return pd.read_parquet(cfg.data_root / "tables" / "benchmark.parquet")
+    """The selected items with the image each one was rendered to (rendering comes after selection)."""
+    bench = pd.read_parquet(cfg.data_root / "tables" / "benchmark.parquet")
+    rendered = pd.read_parquet(cfg.data_root / "tables" / "rendered_items.parquet")[["item_id", "image_path"]]
+    return bench.drop(columns="image_path").merge(rendered, on="item_id", how="left")
 
 
 @pytest.mark.slow
@@ -69,16 +72,16 @@ def test_splits_disjoint_by_group(built):
 
 @pytest.mark.slow
 def test_selection_is_more_diverse_than_random(built):
-    from pipelines.benchmark.select import build_units, farthest_point, spread
+    from pipelines.benchmark.select import Features, farthest_point, seeded_order, spread, unit_frame
     cfg = built[0]
     cands = pd.read_parquet(cfg.data_root / "tables" / "qa_candidates.parquet")
-    slices = pd.concat([pd.read_parquet(p) for p in (cfg.data_root / "tables" / "slices").glob("*.parquet")])
-    group = cands[(cands["answer_label"] == "liver") & (cands["granularity"] == "mask")]
-    units = list(build_units(group, slices, cfg.data_root).values())
-    assert len(units) > 60
-    chosen = spread(farthest_point(units, 30, cfg.seed))
+    group = unit_frame(cands[(cands["answer_label"] == "liver") & (cands["granularity"] == "mask")])
+    group = group.iloc[np.argsort(seeded_order(group["unit_id"], cfg.seed, "fps"), kind="stable")]
+    f = Features(group)
+    assert len(f) > 60
+    chosen = spread(f, farthest_point(f, 30))
     rng = np.random.default_rng(0)
-    randoms = [spread([units[i] for i in rng.choice(len(units), 30, replace=False)]) for _ in range(20)]
+    randoms = [spread(f, sorted(rng.choice(len(f), 30, replace=False).tolist())) for _ in range(20)]
     assert chosen > max(randoms)
 
 
@@ -154,11 +157,15 @@ def test_exports_are_checksummed_and_stable(built):
 @pytest.mark.slow
 def test_audit_checks_ran_in_dagster(built):
     import dagster as dg
+
+    from pipelines.gates import RULE_NAMES
     instance = dg.DagsterInstance.get()
     keys = [dg.AssetCheckKey(dg.AssetKey(a), n) for a, n in
             [("benchmark", "split_disjoint"), ("benchmark", "no_related_option"), ("benchmark", "no_cross_modality_option"),
-             ("label_vocab", "unresolved_labels"), ("qa_candidates", "duplicate_options"),
-             ("qa_candidates", "answer_among_distractors"), ("qa_candidates", "stem_contains_option")]]
+             ("label_vocab", "unresolved_labels"), ("benchmark", "duplicate_options"),
+             ("benchmark", "answer_among_distractors"), ("benchmark", "stem_contains_option"),
+             ("rendered_items", "every_item_rendered"), ("benchmark_exports", "exported_images_readable")]
+            + [("candidate_gates", f"gate_{r}") for r in RULE_NAMES]]
     latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
     assert set(latest) == set(keys)
     for key, record in latest.items():

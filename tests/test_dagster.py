@@ -18,7 +18,12 @@ def test_definitions_load_and_validate():
     from assets.definitions import defs
     dg.Definitions.validate_loadable(defs)
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert {"raw_samples", "slices", "regions", "prompted_images", "review_sheets"} <= keys
+    assert {"raw_samples", "slices", "regions", "qa_candidates", "candidate_gates", "benchmark", "rendered_items",
+            "review_sheets", "benchmark_exports"} <= keys
+    groups = {k.to_user_string(): g for k, g in defs.resolve_asset_graph().get_all_asset_keys_to_group_names().items()} \
+        if hasattr(defs.resolve_asset_graph(), "get_all_asset_keys_to_group_names") else None
+    if groups:
+        assert groups["slices"] == "describe" and groups["candidate_gates"] == "gate" and groups["benchmark"] == "select"
     assert defs.resolve_job_def("dataset_job") is not None
 
 
@@ -45,19 +50,23 @@ def test_demo_build_end_to_end(demo_config, dagster_home):
     assert set(slices) == set(regions) == set(samples)
     for ds, t in slices.items():
         assert t.num_rows > 0, ds
-        for rel in t.column("png_path").to_pylist()[:5]:
-            assert (demo_config.data_root / rel).read_bytes()[:4] == b"\x89PNG"
+        assert set(t.column("png_path").to_pylist()) == {""}  # describe writes rows, not PNGs
     assert {k for t in regions.values() for k in t.column("kind").to_pylist()} == {"image", "box", "mask"}
-    prompts = {p.stem: pq.read_table(p) for p in (root / "prompted_images").glob("*.parquet")}
-    assert set(prompts) == set(samples)
-    assert {g for t in prompts.values() for g in t.column("granularity").to_pylist()} == \
-        {"image", "box", "mask", "contour"}
-    for ds in samples:
-        assert (demo_config.data_root / "review" / f"{ds}.png").read_bytes()[:4] == b"\x89PNG"
+    # PNGs exist only for what is exported (plus one review sheet per dataset with items)
+    bench = pq.read_table(root / "benchmark.parquet").to_pandas()
+    rendered = pq.read_table(root / "rendered_items.parquet").to_pandas()
+    assert set(rendered["item_id"]) == set(bench["item_id"])
+    assert {g for g in bench["granularity"]} == {"image", "box", "mask", "contour"}
+    pngs = [p for p in demo_config.data_root.rglob("*.png") if "benchmark" not in p.parts]
+    sheets = sorted((demo_config.data_root / "review").glob("*.png"))
+    assert len(sheets) == bench["dataset_id"].nunique()
+    assert len(pngs) <= 1.2 * len(bench) + len(sheets)
+    for rel in rendered["image_path"]:
+        assert (demo_config.data_root / rel).read_bytes()[:4] == b"\x89PNG"
     instance = dg.DagsterInstance.get()
     sheet_ev = instance.get_latest_materialization_event(dg.AssetKey("review_sheets"))
-    md = sheet_ev.asset_materialization.metadata["sheet"].value
-    assert md.startswith("![contact sheet") and "data:image/png;base64," in md
+    md = sheet_ev.asset_materialization.metadata["sheets_preview"].value
+    assert "![contact sheet" in md and "data:image/png;base64," in md
     checks = instance.event_log_storage.get_latest_asset_check_execution_by_key(
         [dg.AssetCheckKey(dg.AssetKey("regions"), "regions_inside_images")])
     assert checks, "the regions check ran"
@@ -66,7 +75,7 @@ def test_demo_build_end_to_end(demo_config, dagster_home):
     assert set(vocab["dataset_id"]) == set(samples) and (vocab["status"] != "unresolved").all()
     assert (demo_config.data_root / "lexical_tree" / "vocabulary_tree.html").exists()
     qa = pq.read_table(root / "qa_candidates.parquet").to_pandas()
-    assert set(qa["granularity"]) == {"image", "box", "mask", "contour"} and qa["multi_answer"].any()
+    assert set(qa["granularity"]) == {"image", "box", "mask", "contour"} and (qa["answers"].map(len) > 1).any()
     ev = instance.get_latest_materialization_event(dg.AssetKey("raw_samples"))
     assert ev is not None
     # a re-run writes byte-identical tables

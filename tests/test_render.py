@@ -8,51 +8,85 @@ import cv2
 import numpy as np
 import pytest
 
+import pandas as pd
+
 from pipelines.config import PipelineConfig
 from pipelines.ingest import ingest
+from pipelines.questions.candidates import targets
 from pipelines.registry import load_registry
-from pipelines.render import box_ring, contour_ring, render_dataset, thickness
-from pipelines.review import contact_sheet
+from pipelines.render.draw import box_ring, contour_ring, thickness
+from pipelines.render.items import DatasetTables, render_items
+from pipelines.render.review import contact_sheet
+from pipelines.standardize.display import display_size, mask_to_display, to_display
 from pipelines.standardize.regions import decode_rle
-from pipelines.standardize.run import standardize_dataset
+from pipelines.standardize.run import SamplePlanes, standardize_dataset
+from pipelines.vocab.taxonomy import KIND_GRANULARITIES
 from tests.conftest import HAVE_SHARED
 
 
 def build(cfg: PipelineConfig, ds: str, limit: int | None = None):
+    """Describe a dataset, then render every target at every granularity (no selection): the render
+    step's output for all of it, and the rows it came from."""
     src = load_registry(cfg.registry).get(ds)
     samples = ingest(src, cfg).samples
-    std = standardize_dataset(src, cfg, samples.slice(0, limit) if limit else samples, cfg.data_root)
-    return std, render_dataset(ds, std.slices, std.regions, cfg, cfg.data_root)
+    samples = samples.slice(0, limit) if limit else samples
+    std = standardize_dataset(src, cfg, samples, cfg.data_root)
+    t = targets(std.regions.to_pandas(), cfg.render.scope)
+    items = pd.DataFrame([{"item_id": f"{r.target_id}_{g}", "dataset_id": ds, "image_id": r.image_id,
+                           "granularity": g, "member_region_ids": list(r.member_region_ids), "scope": r.scope}
+                          for r in t.itertuples() for g in KIND_GRANULARITIES[r.kind]])
+    tables = {ds: DatasetTables(src, samples.to_pandas(), std.slices.to_pandas(), std.regions.to_pandas())}
+    rendered = render_items(items, items, tables, cfg, cfg.data_root / "rendered")
+    return std, items.merge(rendered.to_pandas(), on="item_id"), samples
 
 
 def rgb(cfg, rel):
     return cv2.cvtColor(cv2.imread(str(cfg.data_root / rel)), cv2.COLOR_BGR2RGB)
 
 
-def check_pixels(cfg: PipelineConfig, std, prompts) -> dict[str, int]:
+def base_images(cfg: PipelineConfig, ds: str, std, samples) -> dict[str, np.ndarray]:
+    """The unmarked display image of every slice, re-derived independently of the render step."""
+    src = load_registry(cfg.registry).get(ds)
+    out = {}
+    by_sample = {r["sample_id"]: r for r in samples.to_pylist()}
+    for sample_id, part in std.slices.to_pandas().groupby("sample_id"):
+        planes = SamplePlanes(by_sample[sample_id], src, cfg)
+        for sl in part.to_dict("records"):
+            geo = display_size(sl["width"], sl["height"], sl["spacing"], cfg.display.max_image_side)
+            out[sl["image_id"]] = to_display(planes.rgb(sl), geo)
+    return out
+
+
+def check_pixels(cfg: PipelineConfig, ds: str, std, prompts: pd.DataFrame, samples) -> dict[str, int]:
     """Every drawn pixel is where the region says, and nothing else changed."""
     regions = {r["region_id"]: r for r in std.regions.to_pylist()}
     slices = {s["image_id"]: s for s in std.slices.to_pylist()}
+    bases = base_images(cfg, ds, std, samples)
     seen: dict[str, int] = {}
-    for p in prompts.to_pylist():
-        if p["granularity"] == "image" or not p["png_path"]:
+    for p in prompts.to_dict("records"):
+        base = bases[p["image_id"]].astype(int)
+        out = rgb(cfg, p["image_path"]).astype(int)
+        assert out.shape == base.shape
+        if p["granularity"] == "image":
+            assert (out == base).all()
             continue
-        base = rgb(cfg, slices[p["image_id"]]["png_path"]).astype(int)
-        out = rgb(cfg, p["png_path"]).astype(int)
         members = [regions[m] for m in p["member_region_ids"]]
         h, w = base.shape[:2]
+        sl = slices[p["image_id"]]
+        geo = display_size(sl["width"], sl["height"], sl["spacing"], cfg.display.max_image_side)
         params = json.loads(p["render_params"])
         color = np.array(params["color"])
         changed = (out != base).any(axis=2)
         if p["granularity"] == "box":
             (m,) = members
-            ring = box_ring((h, w), m["bbox"], thickness(w, h, cfg.render))
+            ring = box_ring((h, w), geo.box(m["bbox"]), thickness(w, h, cfg.render))
             assert (out[ring] == color).all()
             assert not changed[~ring].any()
         else:
-            mask = np.zeros((h, w), bool)
+            stored = np.zeros((sl["height"], sl["width"]), bool)
             for m in members:
-                mask |= decode_rle(m["mask_rle"], m["height"], m["width"])
+                stored |= decode_rle(m["mask_rle"], m["height"], m["width"])
+            mask = mask_to_display(stored, geo)
             if p["granularity"] == "mask":
                 expected = np.clip(np.rint(base[mask] * 0.7 + color * 0.3), 0, 255)
                 assert np.abs(out[mask] - expected).max() <= 0  # exact fill inside
@@ -68,83 +102,60 @@ def check_pixels(cfg: PipelineConfig, std, prompts) -> dict[str, int]:
 def test_demo_overlays_pixel_exact(demo_config):
     for ds, grans in (("demo_polyp", {"mask", "contour"}), ("demo_blood_smear", {"box"}),
                       ("demo_ct_abdomen", {"mask", "contour"})):
-        std, prompts = build(demo_config, ds)
-        assert set(check_pixels(demo_config, std, prompts)) == grans
+        std, prompts, samples = build(demo_config, ds)
+        assert set(check_pixels(demo_config, ds, std, prompts, samples)) == grans
 
 
 @pytest.mark.skipif(not HAVE_SHARED, reason="needs ../shared/datasets")
 def test_real_masks_and_boxes_pixel_exact(shared_config):
     for ds in ("kvasir_seg", "isbi2012_em", "pyradiomics_mr_nifti"):
-        std, prompts = build(shared_config, ds)
-        seen = check_pixels(shared_config, std, prompts)
+        std, prompts, samples = build(shared_config, ds)
+        seen = check_pixels(shared_config, ds, std, prompts, samples)
         assert seen["mask"] == seen["contour"] > 0
-    std, prompts = build(shared_config, "bccd_voc", limit=4)
-    assert prompts.num_rows == std.regions.num_rows  # every box region rendered or flagged
-    assert check_pixels(shared_config, std, prompts)["box"] == std.regions.num_rows
+    std, prompts, samples = build(shared_config, "bccd_voc", limit=4)
+    assert len(prompts) == std.regions.num_rows  # every box region rendered
+    assert check_pixels(shared_config, "bccd_voc", std, prompts, samples)["box"] == std.regions.num_rows
 
 
 def test_colour_choice_on_red_images(demo_config):
-    _, polyp = build(demo_config, "demo_polyp")
-    _, ct = build(demo_config, "demo_ct_abdomen")
-    polyp_params = [json.loads(p["render_params"]) for p in polyp.to_pylist()]
-    ct_params = [json.loads(p["render_params"]) for p in ct.to_pylist()]
+    _, polyp, _ = build(demo_config, "demo_polyp")
+    _, ct, _ = build(demo_config, "demo_ct_abdomen")
+    polyp_params = [json.loads(p) for p in polyp["render_params"]]
+    ct_params = [json.loads(p) for p in ct["render_params"]]
     assert all(p["red_surroundings"] and p["color"] == [0, 255, 0] for p in polyp_params)
     assert all(not p["red_surroundings"] and p["color"] == [255, 0, 0] for p in ct_params)
 
 
-def test_twins_and_label_scope(demo_config):
-    std, prompts = build(demo_config, "demo_polyp")
-    rows = prompts.to_pylist()
-    by_twin: dict[str, set] = {}
-    for p in rows:
-        by_twin.setdefault(p["twin_id"], set()).add(p["granularity"])
-    assert all(g == {"mask", "contour"} for g in by_twin.values())
-    multi = [p for p in rows if len(p["member_region_ids"]) > 1]
-    assert multi and all(p["scope"] == "label" for p in multi)  # blobs of one label drawn together
+def test_label_scope_groups_components(demo_config):
+    std, prompts, _ = build(demo_config, "demo_polyp")
+    multi = prompts[prompts["member_region_ids"].map(len) > 1]
+    assert len(multi) and (multi["scope"] == "label").all()  # blobs of one label drawn together
     n_groups = len({(r["image_id"], r["raw_label"]) for r in std.regions.to_pylist()})
-    assert len(by_twin) == n_groups
+    assert prompts["item_id"].str.rsplit("_", n=1).str[0].nunique() == n_groups
     inst_cfg = demo_config.model_copy(update={"render": demo_config.render.model_copy(update={"scope": "instance"})})
-    _, per_instance = build(inst_cfg, "demo_polyp")
-    assert per_instance.num_rows == 2 * std.regions.num_rows
-    _, boxes = build(demo_config, "demo_blood_smear")
-    assert set(boxes.column("twin_id").to_pylist()) == {None}
+    _, per_instance, _ = build(inst_cfg, "demo_polyp")
+    assert len(per_instance) == 2 * std.regions.num_rows
 
 
-def test_flags_instead_of_useless_renders(demo_config, tmp_path):
-    std, _ = build(demo_config, "demo_polyp")
-    region = std.regions.to_pylist()[0]
-    w, h = region["width"], region["height"]
-    from pipelines.standardize.regions import encode_rle
-    def with_mask(mask):
-        ys, xs = np.nonzero(mask)
-        return {**region, "region_id": f"r{mask.sum()}", "mask_rle": encode_rle(mask), "area_px": int(mask.sum()),
-                "bbox": [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]}
-    thin = np.zeros((h, w), bool)
-    thin[40:90, 60:62] = True  # 2 px wide
-    edge = np.zeros((h, w), bool)
-    edge[20:60, w - 1:] = True  # a sliver on the right edge
-    import pyarrow as pa
-
-    def flags_of(mask):
-        table = pa.Table.from_pylist([with_mask(mask)], schema=std.regions.schema)
-        rows = render_dataset("demo_polyp", std.slices, table, demo_config, demo_config.data_root).to_pylist()
-        assert all(p["png_path"] == "" for p in rows)
-        return {p["flag"] for p in rows}
-    assert flags_of(thin) == {"too_small"}
-    edge2 = np.zeros((h, w), bool)
-    edge2[20:60, w - 3:] = True  # 3 px wide (visible) but wholly in the edge band
-    assert flags_of(edge2) == {"border_only"}
-    ok = np.zeros((h, w), bool)
-    ok[40:60, 40:60] = True
-    table = pa.Table.from_pylist([with_mask(ok)], schema=std.regions.schema)
-    rows = render_dataset("demo_polyp", std.slices, table, demo_config, demo_config.data_root).to_pylist()
-    assert {p["flag"] for p in rows} == {""} and all(p["png_path"] for p in rows)
+def test_display_geometry_square_pixels_and_size_bound():
+    geo = display_size(512, 20, [0.98, 2.0], 1024)  # a thin-slab DICOM coronal plane
+    assert (geo.width, geo.height) == (512, 41)
+    geo = display_size(3024, 4032, [1.0, 1.0], 1024)  # a phone-sized X-ray
+    assert (geo.width, geo.height) == (768, 1024)
+    img = np.zeros((4032, 3024, 3), np.uint8)
+    img[1000:3000, 500:2500] = 200
+    small = to_display(img, geo)
+    assert small.shape == (1024, 768, 3) and small[260:755, 130:630].min() == 200 and small[:250].max() == 0
+    mask = np.zeros((4032, 3024), bool)
+    mask[1000:3000, 500:2500] = True
+    assert abs(mask_to_display(mask, geo).sum() - mask.sum() * geo.scale_x * geo.scale_y) < 2000
 
 
 def test_contact_sheet_deterministic(demo_config):
-    _, prompts = build(demo_config, "demo_ct_abdomen")
-    a, n = contact_sheet("demo_ct_abdomen", prompts, demo_config, demo_config.data_root)
-    b, _ = contact_sheet("demo_ct_abdomen", prompts, demo_config, demo_config.data_root)
+    _, prompts, _ = build(demo_config, "demo_ct_abdomen")
+    items = [{"image_path": p, "caption": g} for p, g in zip(prompts["image_path"], prompts["granularity"])]
+    a, n = contact_sheet("demo_ct_abdomen", items, demo_config, demo_config.data_root)
+    b, _ = contact_sheet("demo_ct_abdomen", list(reversed(items)), demo_config, demo_config.data_root)
     assert a == b and n == demo_config.render.sheet_items
     img = cv2.imdecode(np.frombuffer(a, np.uint8), cv2.IMREAD_COLOR)
     assert img.shape[1] == 6 * (demo_config.render.sheet_thumb + 2)

@@ -23,7 +23,8 @@ def run(cfg: PipelineConfig, ds: str, out: Path, workers: int = 1):
     return standardize_dataset(src, cfg, ingest(src, cfg).samples, out, workers=workers)
 
 
-def one_volume_registry(tmp: Path, image: Path, label: Path, values: dict, modality: str = "CT") -> PipelineConfig:
+def one_volume_registry(tmp: Path, image: Path, label: Path, values: dict, modality: str = "CT",
+                        **overrides) -> PipelineConfig:
     root = tmp / "vol"
     (root / "images").mkdir(parents=True)
     (root / "labels").mkdir(parents=True)
@@ -33,7 +34,7 @@ def one_volume_registry(tmp: Path, image: Path, label: Path, values: dict, modal
     (tmp / "sources.yaml").write_text(yaml.safe_dump({"version": 1, "datasets": [{
         "id": "vol", "root": str(root), "format": "volume_pairs", "modality": modality, "dimension": 3,
         "task_type": "seg", "label_map": str(tmp / "lm.yaml"), "license": "test"}]}))
-    return PipelineConfig.load(registry=tmp / "sources.yaml", data_root=tmp / "data")
+    return PipelineConfig.load(registry=tmp / "sources.yaml", data_root=tmp / "data", **overrides)
 
 
 def trimmed_label(src: Path, values: dict, dst: Path) -> Path:
@@ -96,8 +97,9 @@ def test_ct_window_applied_exactly(tmp_path):
     img = SHARED / "totalseg_ct_nifti" / "images" / "ct_sm.nii.gz"
     lab = SHARED / "totalseg_ct_nifti" / "labels" / "ct_sm.nii.gz"
     cfg = one_volume_registry(tmp_path, img, trimmed_label(lab, {5: "liver"}, tmp_path / "ct_sm.nii.gz"),
-                              {5: "liver"})
+                              {5: "liver"}, standardize={"write_pngs": "all"})  # the full slice corpus
     res = run(cfg, "vol", tmp_path / "out")
+    assert all(s["png_path"] for s in res.slices.to_pylist())
     s = next(s for s in res.slices.to_pylist() if s["axis"] == "axial")
     assert s["intensity_transform"] == "ct_window"
     params = yaml.safe_load(s["intensity_params"])
@@ -193,3 +195,26 @@ def test_every_region_inside_image_and_kinds(demo_config, tmp_path):
             kinds.setdefault(ds, set()).add(r["kind"])
     assert kinds == {"demo_blood_smear": {"box"}, "demo_cxr_findings": {"image"}, "demo_polyp": {"mask"},
                      "demo_mr_brain": {"mask"}}
+
+
+@needs_shared
+def test_describe_records_display_geometry_phash_and_no_png(shared_config, tmp_path):
+    """DICOM coronal planes (0.98 x 2.0 mm pixels) are described at square-pixel display size; nothing
+    is written to disk; the pHash is the one ImageHash gives for the same 8-bit plane."""
+    import imagehash
+    from PIL import Image
+
+    from pipelines.standardize.run import SamplePlanes
+    src = load_registry(shared_config.registry).get("totalseg_ct_dicom")
+    samples = ingest(src, shared_config).samples
+    res = standardize_dataset(src, shared_config, samples, tmp_path / "out")
+    assert not list((tmp_path / "out").rglob("*.png"))
+    rows = res.slices.to_pylist()
+    cor = next(s for s in rows if s["axis"] == "coronal")
+    sx, sy = cor["spacing"]
+    assert sy > 1.5 * sx  # thicker slices than pixels
+    assert cor["display_width"] == cor["width"]
+    assert abs(cor["display_height"] - cor["height"] * sy / sx) <= 1
+    planes = SamplePlanes(samples.to_pylist()[0], src, shared_config)
+    rgb = planes.rgb(cor)  # re-decoded and checked against the recorded sha256
+    assert cor["phash"] == str(imagehash.phash(Image.fromarray(rgb).convert("L")))

@@ -3,108 +3,168 @@
 A unit is one question: an image-level or box item, or a mask/contour twin pair. Within each
 (task, granularity group, answer) the units are de-duplicated by perceptual hash and picked by
 greedy farthest-point sampling from a seeded start, so the same inputs give the same selection.
+
+Both steps are array code and neither compares all pairs: near-duplicates are found by
+multi-index hashing (a hash within ``b`` bits of another equals it exactly on at least one of
+``b + 1`` bit chunks, so only hashes sharing a chunk are compared), and farthest-point sampling
+updates one distance vector per pick (k x n work for k picks from n units).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+import hashlib
 
-import imagehash
 import numpy as np
 import pandas as pd
-from PIL import Image
 
-from pipelines.ids import stable_id
 from pipelines.questions.validate import granularity_group
 
 WEIGHTS = {"dataset": 1.0, "group": 1.0, "axis": 0.5, "position": 0.5, "appearance": 1.0}
+UNIT_COLUMNS = ["unit_id", "dataset_id", "group_id", "axis", "position", "phash", "clinical_vqa_task",
+                "granularity", "answer_label"]
 
 
-@dataclass
-class Unit:
-    unit_id: str
-    dataset_id: str
-    group_id: str
-    axis: str
-    position: float  # slice index / depth along the axis, 0..1; 0.5 for 2D images
-    phash: int
+def hashes(hex_values) -> np.ndarray:
+    """16-hex-digit pHashes as uint64 (missing ones as 0)."""
+    return np.array([int(h, 16) if isinstance(h, str) and h else 0 for h in hex_values], dtype=np.uint64)
 
 
-def phash_of(path: Path) -> int:
-    with Image.open(path) as im:
-        return int(str(imagehash.phash(im.convert("L"))), 16)
+def popcount(x: np.ndarray) -> np.ndarray:
+    return np.bitwise_count(x).astype(np.int64)
 
 
-def hamming(a: int, b: int) -> int:
-    return (a ^ b).bit_count()
+def _chunks(bits: int) -> list[tuple[int, int]]:
+    """(shift, width) of ``bits + 1`` chunks covering the 64 bits."""
+    n = bits + 1
+    edges = np.linspace(0, 64, n + 1).round().astype(int)
+    return [(int(a), int(b - a)) for a, b in zip(edges[:-1], edges[1:])]
 
 
-def distance(a: Unit, b: Unit) -> float:
-    return (WEIGHTS["dataset"] * (a.dataset_id != b.dataset_id) + WEIGHTS["group"] * (a.group_id != b.group_id)
-            + WEIGHTS["axis"] * (a.axis != b.axis) + WEIGHTS["position"] * abs(a.position - b.position)
-            + WEIGHTS["appearance"] * hamming(a.phash, b.phash) / 64)
+def near_duplicate_pairs(h: np.ndarray, bits: int) -> np.ndarray:
+    """All (i, j), i < j, with Hamming(h[i], h[j]) <= bits, as an (m, 2) array (distinct hashes assumed)."""
+    found = []
+    for shift, width in _chunks(bits):
+        key = (h >> np.uint64(shift)) & np.uint64((1 << width) - 1)
+        order = np.argsort(key, kind="stable")
+        ks = key[order]
+        starts = np.r_[0, np.flatnonzero(ks[1:] != ks[:-1]) + 1]
+        lengths = np.diff(np.r_[starts, len(ks)])
+        left = np.repeat(starts + lengths, lengths) - np.arange(len(ks)) - 1  # partners after each, same run
+        active = np.flatnonzero(left >= 1)
+        d = 1
+        while active.size:
+            a, b = order[active], order[active + d]
+            close = popcount(h[a] ^ h[b]) <= bits
+            if close.any():
+                found.append(np.stack([np.minimum(a, b)[close], np.maximum(a, b)[close]], axis=1))
+            d += 1
+            active = active[left[active] >= d]
+    if not found:
+        return np.zeros((0, 2), np.int64)
+    return np.unique(np.concatenate(found), axis=0)
 
 
-def dedupe(units: list[Unit], bits: int) -> tuple[list[Unit], int]:
-    """Drop units whose image is a near-duplicate (pHash within ``bits``) of an earlier one."""
-    kept: list[Unit] = []
-    for u in units:
-        if any(hamming(u.phash, k.phash) <= bits for k in kept):
-            continue
-        kept.append(u)
-    return kept, len(units) - len(kept)
+def dedupe(h: np.ndarray, bits: int) -> np.ndarray:
+    """Keep-mask over units in the given order: a unit is dropped when its hash is within ``bits`` of an
+    earlier *kept* unit (the greedy rule, without comparing all pairs)."""
+    keep = np.ones(len(h), bool)
+    if len(h) < 2:
+        return keep
+    _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
+    keep[first[inverse] != np.arange(len(h))] = False  # exact repeats follow their first occurrence
+    reps = np.sort(first)
+    pairs = near_duplicate_pairs(h[reps], bits)
+    if len(pairs):
+        pairs = reps[pairs]
+        pairs = pairs[np.lexsort((pairs[:, 0], pairs[:, 1]))]  # by the later unit: earlier ones are final
+        for i, j in pairs.tolist():
+            if keep[i] and keep[j]:
+                keep[j] = False
+    return keep
 
 
-def farthest_point(units: list[Unit], k: int, seed: int) -> list[Unit]:
-    """Greedy max-min selection; start and ties follow a seeded hash order."""
-    order = sorted(units, key=lambda u: stable_id(seed, "fps", u.unit_id))
-    if len(order) <= k:
-        return order
-    chosen = [order[0]]
-    best = np.array([distance(order[0], u) for u in order])
-    best[0] = -1
+class Features:
+    """The diversity features of a set of units as arrays (categorical columns as integer codes)."""
+
+    def __init__(self, units: pd.DataFrame):
+        self.dataset = pd.factorize(units["dataset_id"])[0]
+        self.group = pd.factorize(units["group_id"])[0]
+        self.axis = pd.factorize(units["axis"])[0]
+        self.position = units["position"].to_numpy(float)
+        self.hash = hashes(units["phash"])
+
+    def subset(self, idx: np.ndarray) -> "Features":
+        out = object.__new__(Features)
+        for name in ("dataset", "group", "axis", "position", "hash"):
+            setattr(out, name, getattr(self, name)[idx])
+        return out
+
+    def __len__(self) -> int:
+        return len(self.position)
+
+    def distance_to(self, i: int, idx: np.ndarray | slice = slice(None)) -> np.ndarray:
+        return (WEIGHTS["dataset"] * (self.dataset[idx] != self.dataset[i])
+                + WEIGHTS["group"] * (self.group[idx] != self.group[i])
+                + WEIGHTS["axis"] * (self.axis[idx] != self.axis[i])
+                + WEIGHTS["position"] * np.abs(self.position[idx] - self.position[i])
+                + WEIGHTS["appearance"] * popcount(self.hash[idx] ^ self.hash[i]) / 64.0)
+
+
+def farthest_point(f: Features, k: int) -> list[int]:
+    """Greedy max-min selection over units already in seeded order (the first is the start; ties go
+    to the earliest)."""
+    n = len(f)
+    if n <= k:
+        return list(range(n))
+    chosen = [0]
+    best = f.distance_to(0)
+    best[0] = -1.0
     while len(chosen) < k:
-        i = int(np.argmax(best))  # first maximum: seeded order breaks ties
-        chosen.append(order[i])
-        best = np.minimum(best, [distance(order[i], u) for u in order])  # chosen ones stay at -1
-        best[i] = -1
+        i = int(np.argmax(best))
+        chosen.append(i)
+        best = np.minimum(best, f.distance_to(i))  # chosen ones stay at -1
+        best[i] = -1.0
     return chosen
 
 
-def spread(units: list[Unit]) -> float:
+def spread(f: Features, idx: list[int]) -> float:
     """Mean pairwise distance of a set of units (the diversity the selection maximizes)."""
-    if len(units) < 2:
+    if len(idx) < 2:
         return 0.0
-    d = [distance(a, b) for i, a in enumerate(units) for b in units[i + 1:]]
-    return float(np.mean(d))
+    arr = np.asarray(idx)
+    return float(np.mean([f.distance_to(i, arr[arr > i]).mean() for i in idx[:-1] if (arr > i).any()]))
 
 
-def build_units(items: pd.DataFrame, slices: pd.DataFrame, data_root: Path) -> dict[str, Unit]:
-    """One Unit per unit_id, described by its first item's image (the mask rendering for twins)."""
-    if len(slices):
-        slices = slices.assign(depth=slices.groupby(["sample_id", "axis"])["index"].transform("max") + 1)
-    meta = slices.set_index("image_id")[["axis", "index", "depth"]].to_dict("index") if len(slices) else {}
-    first = items.sort_values(["unit_id", "granularity"]).drop_duplicates("unit_id")
-    out = {}
-    for r in first.itertuples(index=False):
-        m = meta.get(r.image_id, {"axis": "2d", "index": 0, "depth": 1})
-        pos = 0.5 if not m["depth"] or m["depth"] <= 1 else m["index"] / max(m["depth"] - 1, 1)
-        out[r.unit_id] = Unit(r.unit_id, r.dataset_id, r.group_id, str(m["axis"]), float(pos),
-                              phash_of(data_root / r.image_path))
-    return out
+def unit_frame(items: pd.DataFrame) -> pd.DataFrame:
+    """One row per unit (its first item) with the columns selection reads."""
+    return items.sort_values(["unit_id", "granularity"]).drop_duplicates("unit_id")[UNIT_COLUMNS]
 
 
-def select_units(items: pd.DataFrame, units: dict[str, Unit], cap: int, bits: int, seed: int) -> tuple[set[str], dict]:
+def seeded_order(ids: pd.Series, seed: int, purpose: str) -> np.ndarray:
+    """A reproducible pseudo-random sort key per id (64-bit BLAKE2b of seed, purpose and id)."""
+    prefix = f"{seed}\x1f{purpose}\x1f".encode()
+    return np.array([int.from_bytes(hashlib.blake2b(prefix + u.encode(), digest_size=8).digest(), "big")
+                     for u in ids], dtype=np.uint64)
+
+
+def select_units(units: pd.DataFrame, cap: int, bits: int, seed: int) -> tuple[set[str], dict]:
     """Unit ids kept, and counts (groups, capped groups, near-duplicates dropped)."""
-    keep: set[str] = set()
     stats = {"answer_groups": 0, "capped_groups": 0, "near_duplicates": 0}
-    key = items.assign(g=items["granularity"].map(granularity_group))
-    for _, group in key.drop_duplicates("unit_id").groupby(["clinical_vqa_task", "g", "answer_label"], sort=True):
-        members = sorted((units[u] for u in group["unit_id"]), key=lambda u: stable_id(seed, "dedupe", u.unit_id))
-        members, dropped = dedupe(members, bits)
-        stats["near_duplicates"] += dropped
+    if units.empty:
+        return set(), stats
+    ids = units["unit_id"].to_numpy()
+    feats = Features(units)
+    dedupe_key, fps_key = seeded_order(units["unit_id"], seed, "dedupe"), seeded_order(units["unit_id"], seed, "fps")
+    group = pd.MultiIndex.from_arrays([units["clinical_vqa_task"], units["granularity"].map(granularity_group),
+                                       units["answer_label"]]).factorize(sort=True)[0]
+    order = np.lexsort((dedupe_key, group))  # by answer group, then the seeded de-duplication order
+    bounds = np.flatnonzero(np.diff(group[order])) + 1
+    keep: list[str] = []
+    for members in np.split(order, bounds):
+        kept = members[dedupe(feats.hash[members], bits)]
+        stats["near_duplicates"] += len(members) - len(kept)
         stats["answer_groups"] += 1
-        stats["capped_groups"] += len(members) > cap
-        keep.update(u.unit_id for u in farthest_point(members, cap, seed))
-    return keep, stats
+        stats["capped_groups"] += len(kept) > cap
+        kept = kept[np.argsort(fps_key[kept], kind="stable")]
+        keep.extend(ids[kept[farthest_point(feats.subset(kept), cap)]])
+    return set(keep), stats

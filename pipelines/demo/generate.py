@@ -152,15 +152,18 @@ def write_cxr_multilabel(out: Path, rng: np.random.Generator, n: int = 12) -> No
     (out / "manifest.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
 
 
-def write_derm_npz(out: Path, rng: np.random.Generator, n: int = 16) -> None:
-    """MedMNIST-like 32x32 RGB dermoscopy phantoms; 0 nevus (round, even), 1 melanoma (irregular)."""
+def write_derm_npz(out: Path, rng: np.random.Generator, n: int = 16, size: int = 64) -> None:
+    """MedMNIST+-like 64x64 RGB dermoscopy phantoms (the 28x28 originals are below the readability gate);
+    0 nevus (round, even), 1 melanoma (irregular)."""
     imgs, labels = [], []
-    yy, xx = np.mgrid[:32, :32]
+    yy, xx = np.mgrid[:size, :size]
+    k = size / 32
     for i in range(n):
         y = i % 2
-        base = np.stack([np.full((32, 32), 210), np.full((32, 32), 170), np.full((32, 32), 150)], -1).astype(float)
-        r = 7 + rng.uniform(0, 3) + (rng.normal(0, 2.2, (32, 32)) if y else 0)
-        lesion = (xx - 16) ** 2 + (yy - 16) ** 2 <= r ** 2
+        base = np.stack([np.full((size, size), 210), np.full((size, size), 170), np.full((size, size), 150)],
+                        -1).astype(float)
+        r = k * (7 + rng.uniform(0, 3) + (rng.normal(0, 2.2, (size, size)) if y else 0))
+        lesion = (xx - size / 2) ** 2 + (yy - size / 2) ** 2 <= r ** 2
         colour = np.array([90, 55, 40]) if not y else np.array([60, 35, 45]) + rng.uniform(-20, 20, 3)
         base[lesion] = colour
         imgs.append(np.clip(base + rng.normal(0, 5, base.shape), 0, 255).astype(np.uint8))

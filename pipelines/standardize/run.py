@@ -1,7 +1,10 @@
-"""Turn raw samples into slices (8-bit RGB PNGs) and regions (one per connected instance).
+"""Describe raw samples as rows: slices (8-bit planes) and regions (one per connected instance).
 
+Each plane is windowed in memory and described by its display geometry, perceptual hash and
+contrast; no PNG is written unless ``standardize.write_pngs`` is 'all' (the full SA-Med2D-style
+corpus). The selected items are rendered later from the same planes (:func:`canonical_volume`).
 Memory is bounded by one volume per worker: samples are processed one at a time (or one per
-process with ``workers > 1``) and each writes its PNGs before the next is loaded.
+process with ``workers > 1``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import pyarrow as pa
 import SimpleITK as sitk
 
 from pipelines import PIPELINE_VERSION
-from pipelines.config import PipelineConfig
+from pipelines.config import PipelineConfig, StandardizeSettings
 from pipelines.ids import stable_id
 from pipelines.imageio import encode_png
 from pipelines.ingest import quarantine_row, reader_for
@@ -26,6 +29,7 @@ from pipelines.records import QUARANTINE, REGIONS, SLICES, to_table
 from pipelines.registry import Source
 from pipelines.sources.base import LoadedSample, Quarantined, Reason, SampleError
 from pipelines.standardize import intensity
+from pipelines.standardize.display import contrast, display_size, phash_hex
 from pipelines.standardize.planes import occupied_indices, plane, plane_spacing
 from pipelines.standardize.regions import (
     describe_instances,
@@ -72,9 +76,11 @@ class _Writer:
     def image(self, rgb: np.ndarray, axis: str, index: int, t: intensity.Transform, orientation: str,
               original: str, spacing: list[float]) -> str:
         stem = f"{axis}_{index:04d}" + ("" if t.key in ("identity", "bit_depth", "percentile_clip") else f"_{t.key}")
-        rel = f"{self.rel_root}/{self.case}/{stem}.png"
-        data = encode_png(rgb)
-        atomic_write_bytes(self.staging / self.case / f"{stem}.png", data)
+        rel = ""
+        if self.config.standardize.write_pngs == "all":
+            rel = f"{self.rel_root}/{self.case}/{stem}.png"
+            atomic_write_bytes(self.staging / self.case / f"{stem}.png", encode_png(rgb))
+        geo = display_size(rgb.shape[1], rgb.shape[0], spacing, self.config.display.max_image_side)
         image_id = stable_id(self.row["sample_id"], axis, index, t.name, sorted(t.params.items()))
         self.out.slices.append({
             "image_id": image_id, "sample_id": self.row["sample_id"], "group_id": self.row["group_id"],
@@ -82,7 +88,9 @@ class _Writer:
             "axis": axis, "index": index, "orientation": orientation, "original_orientation": original,
             "spacing": [float(s) for s in spacing], "intensity_transform": t.name,
             "intensity_params": json.dumps(t.params, sort_keys=True), "width": int(rgb.shape[1]),
-            "height": int(rgb.shape[0]), "png_path": rel, "sha256": sha256_bytes(data), **self._prov()})
+            "height": int(rgb.shape[0]), "display_width": geo.width, "display_height": geo.height,
+            "phash": phash_hex(rgb), "contrast": round(contrast(rgb), 3), "png_path": rel,
+            "sha256": sha256_bytes(rgb.tobytes()), **self._prov()})
         return image_id
 
     def region(self, image_id: str, name: str, kind: str, labels: list[str], component: int, width: int,
@@ -102,20 +110,41 @@ def _window_of(source: Source, label: str) -> str | None:
     return source.label_map.spec(label).ct_window
 
 
-def _standardize_3d(w: _Writer, loaded: LoadedSample) -> None:
-    cfg = w.config.standardize
+@dataclass
+class CanonicalVolume:
+    """A sample's image and label layers reoriented to the canonical code (and resampled if asked)."""
+
+    image: sitk.Image
+    layers: list[tuple[sitk.Image, dict]]
+    code: str
+    original: str
+
+    @property
+    def array(self) -> np.ndarray:
+        return sitk.GetArrayViewFromImage(self.image)
+
+
+def canonical_volume(loaded: LoadedSample, cfg: StandardizeSettings, source_path: str) -> CanonicalVolume:
+    """Reorient (no interpolation) and check that image and label grids agree; shared by describe and render."""
     code = cfg.canonical_orientation
     original = orientation_code(loaded.image.GetDirection())
     image = reorient(loaded.image, code)
     layers = [(reorient(layer.data, code), layer.names) for layer in loaded.layers]
     for lab_img, _ in layers:  # both already canonical: check_grid's own reorientation is a no-op
-        check_grid(image, lab_img, w.row["source_path"], cfg.grid_tolerance, code)
+        check_grid(image, lab_img, source_path, cfg.grid_tolerance, code)
     if cfg.resample_isotropic:
         image, layers = _isotropic(image, layers)
-    spacing = image.GetSpacing()
-    vol = sitk.GetArrayViewFromImage(image)
+    return CanonicalVolume(image, layers, code, original)
+
+
+def _standardize_3d(w: _Writer, loaded: LoadedSample) -> None:
+    cfg = w.config.standardize
+    canon = canonical_volume(loaded, cfg, w.row["source_path"])
+    code, original = canon.code, canon.original
+    spacing = canon.image.GetSpacing()
+    vol = canon.array
     instances = []
-    for lab_img, names in layers:
+    for lab_img, names in canon.layers:
         arr = sitk.GetArrayViewFromImage(lab_img)
         inst, table = label_instances(np.asarray(arr), names, cfg.connectivity_3d)
         instances.append((inst, table))
@@ -211,6 +240,31 @@ def standardize_sample(row: dict, source: Source, config: PipelineConfig, stagin
         return SampleOutput(quarantine=[quarantine_row(row["dataset_id"], "standardize", q, config.seed,
                                                         row["sample_id"])])
     return w.out
+
+
+class SamplePlanes:
+    """One sample re-decoded to give back the exact 8-bit planes its slice rows describe (render time).
+
+    The pixels are checked against the sha256 recorded at describe time: a source file that changed
+    since then is an error naming the dataset to re-describe, never a silently different image."""
+
+    def __init__(self, row: dict, source: Source, config: PipelineConfig):
+        self.row, self.config = row, config
+        self.loaded = reader_for(source, config).load(row)
+        self.canon = canonical_volume(self.loaded, config.standardize, row["source_path"]) \
+            if self.loaded.dim == 3 else None
+
+    def rgb(self, sl: dict) -> np.ndarray:
+        t = intensity.Transform(sl["intensity_transform"], json.loads(sl["intensity_params"]))
+        arr = plane(self.canon.array, sl["axis"], int(sl["index"])) if self.canon is not None \
+            else np.asarray(self.loaded.image)
+        rgb = t.apply(arr)
+        if sha256_bytes(rgb.tobytes()) != sl["sha256"]:
+            raise SampleError(Reason.CORRUPT_FILE,
+                              f"{self.row['source_path']}: plane {sl['axis']}/{sl['index']} differs from the one "
+                              f"described; the source changed since: re-materialize slices/regions for dataset "
+                              f"'{self.row['dataset_id']}'", self.row["source_path"])
+        return rgb
 
 
 def _worker(args) -> SampleOutput:

@@ -1,5 +1,5 @@
-"""Contact sheets: a seeded sample of rendered prompts in a grid, so a curator can check at a
-glance that overlays sit on their structures (the visual check GMAI-MMBench did by hand)."""
+"""Contact sheets: a seeded sample of a dataset's rendered benchmark items in a grid, so a curator can
+check at a glance that marks sit on their structures (the visual check GMAI-MMBench did by hand)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pyarrow as pa
 
 from pipelines.config import PipelineConfig
 from pipelines.ids import derived_rng
@@ -26,15 +25,15 @@ def _thumb(path: Path, size: int, caption: str) -> np.ndarray:
     return tile
 
 
-def contact_sheet(dataset_id: str, prompts: pa.Table, config: PipelineConfig, data_root: Path) -> tuple[bytes, int]:
-    """PNG bytes of the sheet and the number of tiles (rendered prompts only, seeded choice)."""
-    rows = [r for r in prompts.to_pylist() if r["png_path"]]
+def contact_sheet(dataset_id: str, items: list[dict], config: PipelineConfig, data_root: Path) -> tuple[bytes, int]:
+    """PNG bytes of the sheet and the number of tiles. ``items`` carry ``image_path`` and ``caption``;
+    the choice of tiles is seeded, so the same items give the same sheet."""
+    items = sorted(items, key=lambda r: r["image_path"])
     rng = derived_rng(config.seed, "review", dataset_id)
-    n = min(config.render.sheet_items, len(rows))
-    picked = [rows[i] for i in sorted(rng.choice(len(rows), size=n, replace=False))] if n else []
+    n = min(config.render.sheet_items, len(items))
+    picked = [items[i] for i in sorted(rng.choice(len(items), size=n, replace=False))] if n else []
     size = config.render.sheet_thumb
-    tiles = [_thumb(data_root / r["png_path"], size, f"{'+'.join(r['labels'])} | {r['granularity']}")
-             for r in picked]
+    tiles = [_thumb(data_root / r["image_path"], size, r["caption"]) for r in picked]
     cols = 6
     grid_rows = max(1, -(-len(tiles) // cols))
     sheet = np.full((grid_rows * (size + 20), cols * (size + 2), 3), 16, np.uint8)

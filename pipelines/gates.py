@@ -1,0 +1,97 @@
+"""Readability gates: named rules a candidate must pass before it may be selected.
+
+Every rule reads the display geometry recorded at describe time (the image exactly as it will be
+written), so a gate never needs a PNG. A unit is dropped under the first rule it fails (in
+``RULES`` order, so the per-rule counts add up to the drops) and every rule it fails is kept too.
+A registry entry may opt a dataset out of named rules (``readability_opt_out``); that is recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from pipelines.config import GateSettings
+from pipelines.records import GATE_VERDICTS
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    explains: str
+    fails: Callable[[pd.DataFrame, GateSettings], np.ndarray]
+
+
+def _short(df: pd.DataFrame) -> np.ndarray:
+    return np.minimum(df["image_width"], df["image_height"]).to_numpy(float)
+
+
+def _has_mark(df: pd.DataFrame) -> np.ndarray:
+    return df["mark_pixels"].notna().to_numpy()
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("image_too_small", "shorter display side under gates.min_image_side",
+         lambda df, g: _short(df) < g.min_image_side),
+    Rule("image_too_elongated", "display aspect ratio over gates.max_aspect",
+         lambda df, g: np.maximum(df["image_width"], df["image_height"]).to_numpy(float)
+         > g.max_aspect * _short(df)),
+    Rule("blank_image", "grey-level spread under gates.min_pixel_std",
+         lambda df, g: df["contrast"].to_numpy(float) < g.min_pixel_std),
+    Rule("mark_too_small", "mark under gates.min_mark_pixels display pixels or gates.min_mark_fraction of the image",
+         lambda df, g: _has_mark(df) & ((df["mark_pixels"].fillna(0).to_numpy() < g.min_mark_pixels)
+                                        | (df["mark_fraction"].fillna(0).to_numpy() < g.min_mark_fraction))),
+    Rule("mark_too_thin", "mark's box thinner than gates.min_mark_side display px",
+         lambda df, g: _has_mark(df) & (df["mark_min_side"].fillna(0).to_numpy() < g.min_mark_side)),
+    Rule("mark_on_border", "mark lying wholly in the image's edge band",
+         lambda df, g: _has_mark(df) & df["border_only"].fillna(False).to_numpy(bool)),
+)
+RULE_NAMES = tuple(r.name for r in RULES)
+
+
+@dataclass
+class GateResult:
+    verdicts: pa.Table  # unit_id, gate, failed
+    drops: pd.DataFrame  # dataset_id, rule, dropped, units (per dataset, per rule)
+    opted_out: dict[str, list[str]]
+
+
+def apply_gates(candidates: pd.DataFrame, settings: GateSettings,
+                opt_outs: dict[str, list[str]] | None = None) -> GateResult:
+    """One verdict per unit (twins share geometry: the first item stands for the unit)."""
+    opt_outs = {k: v for k, v in (opt_outs or {}).items() if v}
+    units = candidates.drop_duplicates("unit_id").sort_values("unit_id").reset_index(drop=True)
+    failing = {}
+    for rule in RULES:
+        bad = rule.fails(units, settings) if len(units) else np.zeros(0, bool)
+        exempt = units["dataset_id"].map(lambda d, n=rule.name: n in opt_outs.get(d, [])).to_numpy(bool) \
+            if len(units) else np.zeros(0, bool)
+        failing[rule.name] = bad & ~exempt
+    failed = [[n for n in RULE_NAMES if failing[n][i]] for i in range(len(units))]
+    gate = [f[0] if f else "" for f in failed]
+    verdicts = pa.Table.from_pydict({"unit_id": units["unit_id"].tolist(), "gate": gate, "failed": failed,
+                                     "dataset_id": units["dataset_id"].tolist(),
+                                     "source_path": units["source_path"].tolist(),
+                                     "pipeline_version": units["pipeline_version"].tolist(),
+                                     "seed": units["seed"].tolist()}, schema=GATE_VERDICTS)
+    frame = pd.DataFrame({"dataset_id": units["dataset_id"], "gate": gate})
+    rows = []
+    for ds, part in frame.groupby("dataset_id", sort=True):
+        for name in RULE_NAMES:
+            rows.append({"dataset_id": ds, "rule": name, "dropped": int((part["gate"] == name).sum()),
+                         "units": len(part), "opted_out": name in opt_outs.get(ds, [])})
+    drops = pd.DataFrame(rows, columns=["dataset_id", "rule", "dropped", "units", "opted_out"])
+    return GateResult(verdicts, drops, opt_outs)
+
+
+def below_gate_datasets(drops: pd.DataFrame, share: float) -> dict[str, dict[str, float]]:
+    """Datasets that lose more than ``share`` of their units to one rule: rule -> share lost."""
+    out: dict[str, dict[str, float]] = {}
+    for r in drops.itertuples(index=False):
+        if r.units and r.dropped / r.units > share:
+            out.setdefault(r.dataset_id, {})[r.rule] = round(r.dropped / r.units, 4)
+    return out

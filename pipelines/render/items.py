@@ -1,0 +1,128 @@
+"""Render the selected items only: re-decode each source sample once, cut the planes its items show,
+bring them to display geometry, draw the marks, write one PNG per item.
+
+Work is grouped by sample, so memory is bounded by one volume per worker (``benchmark.render_workers``
+processes). Files go to a staging folder swapped in whole, so a failed run leaves the previous
+rendering untouched.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from pipelines import PIPELINE_VERSION
+from pipelines.config import PipelineConfig
+from pipelines.imageio import encode_png
+from pipelines.records import RENDERED_ITEMS, to_table
+from pipelines.registry import Source
+from pipelines.render.draw import draw_prompt
+from pipelines.standardize.display import display_size, mask_to_display, to_display
+from pipelines.standardize.regions import decode_rle
+from pipelines.standardize.run import SamplePlanes
+from pipelines.storage import atomic_write_bytes, sha256_bytes, staged_dir
+
+
+@dataclass
+class SampleJob:
+    """Everything needed to render the items of one source sample."""
+
+    sample: dict  # the raw_samples row (what the reader needs)
+    source: Source
+    slices: dict[str, dict]  # image_id -> slice row
+    items: list[dict]  # item_id, granularity, image_id, members (region rows: kind, bbox, mask_rle, ...)
+    staging: Path
+    rel_root: str
+
+
+def _mark(members: list[dict], granularity: str, geo) -> tuple[np.ndarray | None, list[float] | None]:
+    """The display mask (mask/contour) or display box (box) of an item's target."""
+    if granularity in ("mask", "contour"):
+        m0 = members[0]
+        stored = np.zeros((m0["height"], m0["width"]), bool)
+        for m in members:
+            stored |= decode_rle(m["mask_rle"], m["height"], m["width"])
+        mask = mask_to_display(stored, geo)
+        if not mask.any():
+            raise ValueError(f"mark of {m0['name']} vanishes at display size; the gates should have dropped it")
+        return mask, None
+    if granularity == "box":
+        b = np.array([m["bbox"] for m in members])
+        return None, geo.box([b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()])
+    return None, None
+
+
+def render_sample(job: SampleJob, config: PipelineConfig) -> list[dict]:
+    """Rows of RENDERED_ITEMS for one sample's items (PNG files written under the staging folder)."""
+    planes = SamplePlanes(job.sample, job.source, config)
+    by_image: dict[str, list[dict]] = defaultdict(list)
+    for it in job.items:
+        by_image[it["image_id"]].append(it)
+    rows = []
+    for image_id in sorted(by_image):
+        sl = job.slices[image_id]
+        geo = display_size(sl["width"], sl["height"], sl["spacing"], config.display.max_image_side)
+        shown = to_display(planes.rgb(sl), geo)
+        for it in sorted(by_image[image_id], key=lambda r: r["item_id"]):
+            mask, box = _mark(it["members"], it["granularity"], geo)
+            img, params = draw_prompt(shown, it["granularity"], config.render, mask=mask, bbox=box)
+            params["display_scale"] = [round(geo.scale_x, 6), round(geo.scale_y, 6)]
+            data = encode_png(img)
+            name = f"{it['item_id']}.png"
+            atomic_write_bytes(job.staging / job.source.id / name, data)
+            rows.append({"item_id": it["item_id"], "image_path": f"{job.rel_root}/{job.source.id}/{name}",
+                         "width": int(img.shape[1]), "height": int(img.shape[0]),
+                         "render_params": json.dumps(params, sort_keys=True), "sha256": sha256_bytes(data),
+                         "dataset_id": job.source.id, "source_path": job.sample["source_path"],
+                         "pipeline_version": PIPELINE_VERSION, "seed": config.seed})
+    return rows
+
+
+def _run(args: tuple[SampleJob, PipelineConfig]) -> list[dict]:
+    return render_sample(*args)
+
+
+@dataclass
+class DatasetTables:
+    """A dataset's described rows, as the render step needs them."""
+
+    source: Source
+    samples: pd.DataFrame
+    slices: pd.DataFrame
+    regions: pd.DataFrame
+
+
+def render_items(items: pd.DataFrame, candidates: pd.DataFrame, datasets: dict[str, DatasetTables],
+                 config: PipelineConfig, out_dir: Path, rel_root: str = "rendered") -> pa.Table:
+    """Render every benchmark item (``items``: item_id, dataset_id, image_id, granularity) into ``out_dir``."""
+    members_of = dict(zip(candidates["item_id"], candidates["member_region_ids"]))
+    jobs: list[SampleJob] = []
+    with staged_dir(out_dir) as staging:
+        for ds, part in items.groupby("dataset_id", sort=True):
+            t = datasets[ds]
+            slices = t.slices.set_index("image_id", drop=False)
+            regions = t.regions.set_index("region_id", drop=False)
+            samples = t.samples.set_index("sample_id", drop=False)
+            part = part.assign(sample_id=slices.loc[part["image_id"], "sample_id"].to_numpy())
+            for sample_id, its in part.groupby("sample_id", sort=True):
+                needed = slices.loc[sorted(set(its["image_id"]))]
+                work = [{"item_id": r.item_id, "granularity": r.granularity, "image_id": r.image_id,
+                         "members": [regions.loc[m].to_dict() for m in members_of[r.item_id]]}
+                        for r in its.itertuples(index=False)]
+                jobs.append(SampleJob(samples.loc[sample_id].to_dict(), t.source,
+                                      {i: row.to_dict() for i, row in needed.iterrows()}, work, staging, rel_root))
+        workers = config.benchmark.render_workers
+        if workers > 1 and len(jobs) > 1:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                outputs = list(pool.map(_run, [(j, config) for j in jobs], chunksize=1))
+        else:
+            outputs = [render_sample(j, config) for j in jobs]
+    rows = sorted((r for out in outputs for r in out), key=lambda r: r["item_id"])
+    return to_table(rows, RENDERED_ITEMS)
