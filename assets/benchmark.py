@@ -40,7 +40,7 @@ def _severity(warn_only: bool) -> dg.AssetCheckSeverity:
                 "selected units only; val/test disjoint by patient/volume; audited.")
 def benchmark(context: dg.AssetExecutionContext, medbench: MedbenchResource):
     cfg, layout = medbench.config, medbench.layout
-    candidates = layout.read("qa_candidates").to_pandas()
+    candidates = layout.table("qa_candidates")
     verdicts = layout.read("gate_verdicts").to_pandas()
     vocab = layout.read("label_vocab").to_pandas()
     templates = layout.read("question_templates").to_pandas()

@@ -40,7 +40,7 @@ def sources_check(registry: RegistryOpt = None, config: ConfigOpt = None, data_r
         console.print(f"[red]{exc}[/red]", markup=False, highlight=False)
         raise typer.Exit(1) from exc
     table = Table(title=f"{reg.path} — {len(reg.ids)} dataset(s) OK")
-    for col in ("id", "format", "modality", "dim", "task", "samples", "quarantined"):
+    for col in ("id", "format", "modality", "dim", "task", "samples", "quarantined", "gated out (last build)"):
         table.add_column(col)
     summary = summarize(cfg.data_root, reg.ids)
     for ds in reg.ids:
@@ -51,8 +51,11 @@ def sources_check(registry: RegistryOpt = None, config: ConfigOpt = None, data_r
             res = ingest(reg.get(ds), cfg)
             samples = res.samples.num_rows
             quarantined = ", ".join(f"{k}={v}" for k, v in sorted(res.reason_counts.items())) or "0"
-        table.add_row(ds, e.format, e.modality, str(e.dimension), e.task_type, str(samples), quarantined)
+        table.add_row(ds, e.format, e.modality, str(e.dimension), e.task_type, str(samples), quarantined,
+                      summary.gate_text(ds))
     console.print(table)
+    for line in summary.gate_warnings():
+        console.print(line, markup=False, highlight=False, style="yellow")
 
 
 @demo_app.command("prepare")

@@ -25,7 +25,7 @@ def candidate_gates(context: dg.AssetExecutionContext, medbench: MedbenchResourc
     cfg, layout = medbench.config, medbench.layout
     cols = ["unit_id", "granularity", "dataset_id", "image_width", "image_height", "contrast", "mark_pixels",
             "mark_fraction", "mark_min_side", "border_only", "source_path", "pipeline_version", "seed"]
-    cands = layout.read("qa_candidates").select(cols).to_pandas()
+    cands = layout.read("qa_candidates", columns=cols).to_pandas()
     res = apply_gates(cands, cfg.gates, opt_outs(medbench))
     path = atomic_write_table(res.verdicts, layout.table("gate_verdicts"))
     atomic_write_table(pa.Table.from_pandas(res.drops, preserve_index=False), layout.table("gate_drops"))

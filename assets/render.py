@@ -20,8 +20,8 @@ from pipelines.storage import atomic_write_bytes, atomic_write_table
 def rendered_items(context: dg.AssetExecutionContext, medbench: MedbenchResource):
     cfg, layout = medbench.config, medbench.layout
     bench = layout.read("benchmark").to_pandas()
-    cands = layout.read("qa_candidates").select(
-        ["item_id", "member_region_ids", "image_width", "image_height"]).to_pandas()
+    cands = layout.read(
+        "qa_candidates", columns=["item_id", "member_region_ids", "image_width", "image_height"]).to_pandas()
     tables = {ds: DatasetTables(medbench.sources.get(ds), layout.read("raw_samples", ds).to_pandas(),
                                 layout.read("slices", ds).to_pandas(), layout.read("regions", ds).to_pandas())
               for ds in sorted(set(bench["dataset_id"]))}

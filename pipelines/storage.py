@@ -87,11 +87,11 @@ class DataLayout:
     def review_sheet(self, dataset_id: str) -> Path:
         return self.root / "review" / f"{dataset_id}.png"
 
-    def read(self, name: str, dataset_id: str | None = None) -> pa.Table:
+    def read(self, name: str, dataset_id: str | None = None, columns: list[str] | None = None) -> pa.Table:
         path = self.table(name, dataset_id)
         if not path.exists():
             raise FileNotFoundError(
                 f"{path} does not exist: materialize the '{name}' asset"
                 + (f" for dataset '{dataset_id}'" if dataset_id else "") + " first"
             )
-        return pq.read_table(path)
+        return pq.read_table(path, columns=columns)

@@ -17,6 +17,22 @@ class Summary:
     samples: dict[str, int] = field(default_factory=dict)
     quarantine: dict[str, Counter] = field(default_factory=dict)
     tables: dict[str, int] = field(default_factory=dict)
+    gated: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)  # dataset -> rule -> (dropped, units)
+
+    def gate_text(self, ds: str) -> str:
+        """'image_too_small 624/624' style, or '-' when nothing was gated out (or not built yet)."""
+        rules = self.gated.get(ds, {})
+        return ", ".join(f"{r} {d}/{u}" for r, (d, u) in sorted(rules.items())) or "-"
+
+    def gate_warnings(self) -> list[str]:
+        """Datasets that lost every candidate unit to the readability gates: a user must know."""
+        out = []
+        for ds, rules in sorted(self.gated.items()):
+            units = max((u for _, u in rules.values()), default=0)
+            if units and sum(d for d, _ in rules.values()) == units:
+                out.append(f"  {ds}: all {units} candidate units fail the readability gates ({self.gate_text(ds)}); "
+                           "see README 'Readability gates' (readability_opt_out exempts a dataset explicitly)")
+        return out
 
     def quarantine_text(self, ds: str) -> str:
         c = self.quarantine.get(ds)
@@ -30,6 +46,14 @@ class Summary:
                      f"quarantined: {sum(sum(c.values()) for c in self.quarantine.values())}")
         for name, n in self.tables.items():
             lines.append(f"  {name}: {n} rows  ({self.root / 'tables' / name})")
+        gated = [f"  {ds}: {self.gate_text(ds)}" for ds in sorted(self.gated) if self.gated[ds]]
+        if gated:
+            lines.append("readability gates (units dropped / candidate units):")
+            lines += gated
+        warnings = self.gate_warnings()
+        if warnings:
+            lines.append("datasets with no readable item:")
+            lines += warnings
         return "\n".join(lines)
 
 
@@ -50,6 +74,11 @@ def summarize(data_root: Path, dataset_ids: list[str]) -> Summary:
             s.quarantine[ds] = Counter()
             for f in files:
                 s.quarantine[ds].update(pq.read_table(f, columns=["reason_code"]).column(0).to_pylist())
+    drops = layout.table("gate_drops")
+    if drops.exists():
+        for r in pq.read_table(drops).to_pylist():
+            if r["dataset_id"] in dataset_ids and r["dropped"]:
+                s.gated.setdefault(r["dataset_id"], {})[r["rule"]] = (r["dropped"], r["units"])
     tables = layout.root / "tables"
     if tables.exists():
         for d in sorted(p for p in tables.iterdir() if p.is_dir() and p.name != "quarantine"):

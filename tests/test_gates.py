@@ -180,3 +180,7 @@ def test_shared_benchmark_exports_pass_every_gate(shared_config, dagster_home, t
     assert drops.loc[("pneumoniamnist_csv", "image_too_small"), "dropped"] == \
         drops.loc[("pneumoniamnist_csv", "image_too_small"), "units"] > 0  # 28x28 X-rays
     assert drops.loc[("totalseg_ct_dicom", "image_too_small"), "dropped"] > 0  # 20-slice coronal/sagittal strips
+    from pipelines.registry import load_registry
+    from pipelines.summary import summarize
+    text = summarize(cfg.data_root, load_registry(cfg.registry).ids).render()
+    assert "pneumoniamnist_csv: all 624 candidate units fail the readability gates" in text

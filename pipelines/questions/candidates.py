@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from pipelines import PIPELINE_VERSION
 from pipelines.config import PipelineConfig
-from pipelines.ids import stable_id
+from pipelines.ids import stable_id, stable_ids
 from pipelines.modalities import GMAI_MODALITY, QUESTION_FAMILY
 from pipelines.questions.options import PoolKey, distractor_candidates, pool_key
 from pipelines.questions.picker import TemplatePicker
@@ -57,26 +57,36 @@ def targets(regions: pd.DataFrame, scope: str) -> pd.DataFrame:
             "x0", "y0", "x1", "y1", "area_px"]
     if regions.empty:
         return pd.DataFrame(columns=cols)
-    r = regions.assign(x0=regions["bbox"].str[0], y0=regions["bbox"].str[1], x1=regions["bbox"].str[2],
-                       y1=regions["bbox"].str[3])
-    single = r[r["kind"] != "mask"].assign(scope=np.where(r.loc[r["kind"] != "mask", "kind"] == "image", "image", "instance"))
-    out = [single.assign(target_id=single["region_id"], member_region_ids=single["region_id"].map(lambda x: [x]))]
-    masks = r[r["kind"] == "mask"].sort_values(["image_id", "raw_label", "component_index"])
+    bbox = np.array(regions["bbox"].tolist(), float).reshape(-1, 4)
+    r = regions.assign(x0=bbox[:, 0], y0=bbox[:, 1], x1=bbox[:, 2], y1=bbox[:, 3])
+    alone = r["kind"] != "mask"
+    single = r[alone].assign(scope=np.where(r.loc[alone, "kind"] == "image", "image", "instance"),
+                             target_id=r.loc[alone, "region_id"],
+                             member_region_ids=[[x] for x in r.loc[alone, "region_id"]])
+    out = [single]
+    masks = r[~alone].sort_values(["image_id", "raw_label", "component_index"], kind="stable")
     if not masks.empty:
-        g = masks.groupby(["image_id", "raw_label"], sort=True)
-        agg = g.agg(x0=("x0", "min"), y0=("y0", "min"), x1=("x1", "max"), y1=("y1", "max"), area_px=("area_px", "sum"),
-                    n=("region_id", "size"), member_region_ids=("region_id", list), labels=("labels", "first"),
-                    kind=("kind", "first")).reset_index()
-        one = agg["n"] == 1
+        same = (masks["image_id"].to_numpy()[1:] == masks["image_id"].to_numpy()[:-1]) & \
+               (masks["raw_label"].to_numpy()[1:] == masks["raw_label"].to_numpy()[:-1])
+        bounds = np.flatnonzero(~same) + 1
+        starts = np.r_[0, bounds]
+        code = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(masks)]))
+        members = [m.tolist() for m in np.split(masks["region_id"].to_numpy(), bounds)]
+        agg = masks.iloc[starts][["image_id", "raw_label", "labels", "kind"]].reset_index(drop=True)
+        num = masks[["x0", "y0", "x1", "y1", "area_px"]].groupby(code)
+        agg = agg.assign(x0=num["x0"].min().to_numpy(), y0=num["y0"].min().to_numpy(), x1=num["x1"].max().to_numpy(),
+                         y1=num["y1"].max().to_numpy(), area_px=num["area_px"].sum().to_numpy(),
+                         member_region_ids=members)
+        one = np.array([len(m) == 1 for m in members], bool)
         if scope in ("label", "both"):
             grouped = agg[~one].assign(scope="label")
             grouped["target_id"] = [stable_id("label-group", *m) for m in grouped["member_region_ids"]]
             out.append(grouped)
-        out.append(agg[one].assign(scope="instance", target_id=agg.loc[one, "member_region_ids"].str[0]))
+        out.append(agg[one].assign(scope="instance", target_id=[m[0] for m in agg.loc[one, "member_region_ids"]]))
         if scope in ("instance", "both"):
-            multi = masks[masks.groupby(["image_id", "raw_label"])["region_id"].transform("size") > 1]
+            multi = masks[~one[code]]
             out.append(multi.assign(scope="instance", target_id=multi["region_id"],
-                                    member_region_ids=multi["region_id"].map(lambda x: [x])))
+                                    member_region_ids=[[x] for x in multi["region_id"]]))
     return pd.concat([o[cols] for o in out], ignore_index=True)
 
 
@@ -128,92 +138,116 @@ def plural(label: str) -> str:
 
 def _slice_frame(slices: pd.DataFrame) -> pd.DataFrame:
     """Per image: display geometry and the diversity features (axis, relative position, pHash)."""
-    s = slices.copy()
+    s = slices[["image_id", "sample_id", "group_id", "source_path", "axis", "index", "width", "height",
+                "display_width", "display_height", "phash", "contrast"]].copy()
     s["depth"] = s.groupby(["sample_id", "axis"])["index"].transform("max") + 1
     s["position"] = np.where(s["depth"] <= 1, 0.5, s["index"] / np.maximum(s["depth"] - 1, 1))
-    s["sx"] = s["display_width"] / s["width"]
-    s["sy"] = s["display_height"] / s["height"]
-    return s.set_index("image_id")
+    return s
 
 
-def dataset_candidates(ds: DatasetRows, elig: Eligibility, config: PipelineConfig, skipped: Counter) -> list[dict]:
-    """Item rows of one dataset (twins as two rows sharing a unit id)."""
-    seed, gates = config.seed, config.gates
+def _marks(df: pd.DataFrame, gates) -> pd.DataFrame:
+    """Display-pixel geometry of each target's mark (null for whole-image items)."""
+    sx, sy = df["display_width"] / df["width"], df["display_height"] / df["height"]
+    dw, dh = df["display_width"].astype(float), df["display_height"].astype(float)
+    x0, y0, x1, y1 = df["x0"] * sx, df["y0"] * sy, df["x1"] * sx, df["y1"] * sy
+    has = (df["kind"] != "image").to_numpy() & df["x0"].notna().to_numpy()
+    px = df["area_px"].astype(float) * sx * sy
+    bx, by = np.maximum(4.0, gates.border_band_fraction * dw), np.maximum(4.0, gates.border_band_fraction * dh)
+    border = (x1 <= bx) | (x0 >= dw - bx) | (y1 <= by) | (y0 >= dh - by)
+    bbox = [[a, b, c, d] for a, b, c, d in zip(x0, y0, x1, y1)]
+    return pd.DataFrame({
+        "mark_pixels": np.where(has, px, np.nan), "mark_fraction": np.where(has, px / (dw * dh), np.nan),
+        "mark_min_side": np.where(has, np.minimum(x1 - x0, y1 - y0), np.nan),
+        "mark_bbox": [b if h else None for b, h in zip(bbox, has)], "border_only": np.where(has, border, False)},
+        index=df.index)
+
+
+def _ids(df: pd.DataFrame, seed: int, dataset_id: str) -> pd.DataFrame:
+    """unit, prompt and item ids: stable hashes of the target (twins share the unit)."""
+    key = ["\x1e".join(k) for k in df["unit_key"]]
+    unit_id = stable_ids([seed] * len(df), [dataset_id] * len(df), key)
+    target = [k if t is None else t for k, t in zip(key, df["target_id"])]
+    prompt = stable_ids(target, df["granularity"])
+    item = stable_ids(unit_id, prompt, df["granularity"])
+    return df.assign(unit_id=unit_id, prompt_id=prompt, item_id=item)
+
+
+def _resolve_all(frame: pd.DataFrame, ds: DatasetRows, elig: Eligibility, skipped: Counter,
+                 counting: bool = False) -> pd.DataFrame:
+    """Join each target's eligibility (decided once per distinct label set) and drop what cannot be built,
+    counting it per reason (once per item a target would have given)."""
+    keys = list(zip(frame["lab_key"], frame["granularity"]))
+    cache = {k: elig.resolve(ds, k[0], k[1], counting) for k in set(keys)}
+    res = [cache[k] for k in keys]
+    reason = pd.Series([r[0] for r in res], index=frame.index)
+    for why, n in frame.groupby(reason)["n_items"].sum().items():
+        if why:
+            skipped[why] += int(n)
+    entry = [r[1] for r in res]
+    frame = frame.assign(
+        reason=reason, clinical_vqa_task=[e.task if e is not None else None for e in entry],
+        department=[e.department if e is not None else None for e in entry],
+        semantic_type=[e.semantic_type if e is not None else None for e in entry],
+        canonical=[e.canonical_label if e is not None else None for e in entry],
+        answers=[list(r[2]) for r in res], pool_size=[r[3] for r in res], distractors_available=[r[4] for r in res])
+    return frame[frame["reason"] == ""]
+
+
+def dataset_candidates(ds: DatasetRows, elig: Eligibility, config: PipelineConfig, skipped: Counter) -> pd.DataFrame:
+    """Item rows of one dataset (twins as two rows sharing a unit id), built column-wise."""
     if ds.slices.empty or ds.regions.empty:
-        return []
+        return pd.DataFrame(columns=CANDIDATES.names)
     sl = _slice_frame(ds.slices)
     dims = dict(zip(ds.samples["sample_id"], ds.samples["dim"]))
-    first_region = ds.regions.drop_duplicates("image_id").set_index("image_id")
-    rows: list[dict] = []
-
-    def emit(unit_key: tuple, target: dict | None, image_id: str, granularities: tuple[str, ...], labels: tuple,
-             resolved: tuple, count: int | None = None, count_label: str | None = None) -> None:
-        reason, entry, answers, pool_size, n_avail = resolved
-        if reason:
-            skipped[reason] += len(granularities)
-            return
-        s = sl.loc[image_id]
-        base = first_region.loc[image_id]
-        dw, dh = int(s["display_width"]), int(s["display_height"])
-        mark = {"mark_pixels": None, "mark_fraction": None, "mark_min_side": None, "mark_bbox": None,
-                "border_only": False}
-        if target is not None and target["kind"] != "image":
-            bx = [target["x0"] * s["sx"], target["y0"] * s["sy"], target["x1"] * s["sx"], target["y1"] * s["sy"]]
-            px = float(target["area_px"] * s["sx"] * s["sy"])
-            band_x, band_y = max(4.0, gates.border_band_fraction * dw), max(4.0, gates.border_band_fraction * dh)
-            mark = {"mark_pixels": px, "mark_fraction": px / (dw * dh), "mark_min_side": min(bx[2] - bx[0], bx[3] - bx[1]),
-                    "mark_bbox": bx, "border_only": bool(bx[2] <= band_x or bx[0] >= dw - band_x
-                                                         or bx[3] <= band_y or bx[1] >= dh - band_y)}
-        unit_id = stable_id(seed, ds.dataset_id, *unit_key)
-        task = entry.task
-        original = f"{ds.task_type.upper()}_{int(dims.get(base['sample_id'], 2))}D"
-        for gran in granularities:
-            prompt_id = stable_id(*unit_key) if count is not None else stable_id(target["target_id"], gran)
-            rows.append({
-                "unit_id": unit_id, "item_id": stable_id(unit_id, prompt_id, gran), "prompt_id": prompt_id,
-                "target_id": target["target_id"] if target is not None else None,
-                "member_region_ids": list(target["member_region_ids"]) if target is not None else [],
-                "image_id": image_id, "sample_id": base["sample_id"], "group_id": base["group_id"],
-                "scope": target["scope"] if target is not None else "image", "granularity": gran,
-                "labels": list(labels), "answers": answers if count is None else [str(count)],
-                "answer_label": f"the number of {plural(count_label)}: {count}" if count is not None else ";".join(answers),
-                "count": count, "count_label": count_label, "clinical_vqa_task": task,
-                "department": entry.department, "semantic_type": entry.semantic_type, "modality": ds.modality,
-                "gmai_modality": GMAI_MODALITY.get(ds.modality, ds.modality),
-                "question_family": QUESTION_FAMILY.get(ds.modality, "other"), "original_task": original,
-                "pool_size": pool_size, "distractors_available": n_avail, "axis": s["axis"],
-                "slice_index": int(s["index"]), "position": float(s["position"]), "phash": s["phash"],
-                "contrast": float(s["contrast"]), "image_width": dw, "image_height": dh, **mark,
-                "dataset_id": ds.dataset_id, "source_path": base["source_path"],
-                "pipeline_version": PIPELINE_VERSION, "seed": seed})
-
-    for t in targets(ds.regions, config.render.scope).to_dict("records"):
-        labels = tuple(t["labels"])
-        grans = KIND_GRANULARITIES[t["kind"]]
-        key = (stable_id("twin", t["target_id"]),) if t["kind"] == "mask" else (t["target_id"],)
-        emit(key, t, t["image_id"], grans, labels, elig.resolve(ds, labels, grans[0]))
+    t = targets(ds.regions, config.render.scope)
+    t = t.assign(lab_key=t["labels"].map(tuple), granularity=t["kind"].map(lambda k: KIND_GRANULARITIES[k][0]),
+                 n_items=t["kind"].map(lambda k: len(KIND_GRANULARITIES[k])),
+                 unit_key=[("twin", i) if k == "mask" else (i,) for i, k in zip(t["target_id"], t["kind"])],
+                 count=None, count_label=None)
+    frames = [_resolve_all(t, ds, elig, skipped)]
     if ds.task_type == "det" and config.questions.counting:
         boxes = ds.regions[ds.regions["kind"] == "box"]
-        for (image_id, raw), n in boxes.groupby(["image_id", "raw_label"]).size().items():
-            resolved = elig.resolve(ds, (raw,), "image", counting=True)
-            canonical = resolved[1].canonical_label if resolved[1] is not None else raw
-            emit(("count", image_id, raw), None, image_id, ("image",), (raw,), resolved, int(n), canonical)
-    return rows
+        c = boxes.groupby(["image_id", "raw_label"]).size().rename("count").reset_index()
+        c = c.assign(lab_key=c["raw_label"].map(lambda r: (r,)), labels=c["raw_label"].map(lambda r: [r]),
+                     granularity="image", n_items=1, kind="image", target_id=None, member_region_ids=[[]] * len(c),
+                     scope="image", unit_key=[("count", i, r) for i, r in zip(c["image_id"], c["raw_label"])],
+                     x0=np.nan, y0=np.nan, x1=np.nan, y1=np.nan, area_px=np.nan)
+        c = _resolve_all(c, ds, elig, skipped, counting=True)
+        frames.append(c.assign(count_label=c["canonical"].where(c["canonical"].notna(), c["raw_label"]),
+                               answers=[[str(int(n))] for n in c["count"]]))
+    df = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else frames[0]
+    if df.empty:
+        return pd.DataFrame(columns=CANDIDATES.names)
+    df = df.merge(sl, on="image_id", how="left")
+    df = pd.concat([df, _marks(df, config.gates)], axis=1)
+    df["answer_label"] = [f"the number of {plural(cl)}: {int(n)}" if isinstance(cl, str) and pd.notna(n) else ";".join(a)
+                          for cl, n, a in zip(df["count_label"], df["count"], df["answers"])]
+    twins = df["kind"] == "mask"
+    df = pd.concat([df, df[twins].assign(granularity="contour")], ignore_index=True)
+    df = _ids(df, config.seed, ds.dataset_id)
+    df = df.rename(columns={"index": "slice_index", "display_width": "image_width", "display_height": "image_height"})
+    return df.assign(
+        modality=ds.modality, gmai_modality=GMAI_MODALITY.get(ds.modality, ds.modality),
+        question_family=QUESTION_FAMILY.get(ds.modality, "other"),
+        original_task=[f"{ds.task_type.upper()}_{int(dims.get(s, 2))}D" for s in df["sample_id"]],
+        dataset_id=ds.dataset_id, pipeline_version=PIPELINE_VERSION, seed=config.seed,
+        count=df["count"].astype("Int64"))[CANDIDATES.names]
 
 
 def build_candidates(datasets: list[DatasetRows], vocab: pd.DataFrame, templates: pd.DataFrame,
                      pools: dict[PoolKey, list[str]], config: PipelineConfig) -> CandidateSet:
     """Every candidate item of every dataset, sorted by item id (deterministic)."""
     elig = Eligibility(vocab, pools, TemplatePicker(templates))
-    rows: list[dict] = []
+    frames: list[pd.DataFrame] = []
     total: Counter = Counter()
     per_ds: dict[str, Counter] = {}
     for ds in sorted(datasets, key=lambda d: d.dataset_id):
         skipped: Counter = Counter()
-        rows.extend(dataset_candidates(ds, elig, config, skipped))
+        frames.append(dataset_candidates(ds, elig, config, skipped))
         per_ds[ds.dataset_id] = skipped
         total.update(skipped)
-    df = pd.DataFrame(rows, columns=CANDIDATES.names)
+    frames = [f for f in frames if len(f)]
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CANDIDATES.names)
     df = df.sort_values("item_id", kind="stable").reset_index(drop=True)
     table = pa.Table.from_pandas(df, schema=CANDIDATES, preserve_index=False)
     return CandidateSet(table, total, per_ds)

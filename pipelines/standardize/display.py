@@ -62,11 +62,11 @@ def grey(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if rgb.ndim == 3 else rgb
 
 
-def phash_hex(rgb: np.ndarray) -> str:
-    """64-bit perceptual hash of an 8-bit plane (ImageHash's DCT pHash), as 16 hex digits."""
-    return str(imagehash.phash(Image.fromarray(np.ascontiguousarray(grey(rgb)))))
+def phash_hex(pixels: np.ndarray) -> str:
+    """64-bit perceptual hash of an 8-bit plane, grey or RGB (ImageHash's DCT pHash), as 16 hex digits."""
+    return str(imagehash.phash(Image.fromarray(np.ascontiguousarray(grey(pixels)))))
 
 
-def contrast(rgb: np.ndarray) -> float:
+def contrast(pixels: np.ndarray) -> float:
     """Standard deviation of the grey levels: near 0 means a blank image."""
-    return float(grey(rgb).std())
+    return float(grey(pixels).std())

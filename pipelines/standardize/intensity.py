@@ -24,6 +24,11 @@ class Transform:
 
     def apply(self, arr: np.ndarray) -> np.ndarray:
         """Map one 2D plane (or an RGB image) to uint8 (H, W, 3)."""
+        return to_rgb(self.apply_plane(arr))
+
+    def apply_plane(self, arr: np.ndarray) -> np.ndarray:
+        """Map one 2D plane (or an RGB image) to uint8, keeping its channels (grey stays 2D: cheaper to
+        describe, and the bytes the recorded sha256 covers)."""
         if self.name == "identity":
             out = arr.astype(np.uint8, copy=False)
         else:
@@ -32,9 +37,12 @@ class Transform:
             out = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
         if self.params.get("invert"):
             out = 255 - out
-        if out.ndim == 2:
-            out = np.repeat(out[:, :, None], 3, axis=2)
         return np.ascontiguousarray(out)
+
+
+def to_rgb(pixels: np.ndarray) -> np.ndarray:
+    """(H, W) grey or (H, W, 3) uint8 as (H, W, 3)."""
+    return np.ascontiguousarray(np.repeat(pixels[:, :, None], 3, axis=2)) if pixels.ndim == 2 else pixels
 
 
 def ct_window(name: str, settings: StandardizeSettings) -> Transform:

@@ -73,24 +73,24 @@ class _Writer:
         return {"dataset_id": self.row["dataset_id"], "source_path": self.row["source_path"],
                 "pipeline_version": PIPELINE_VERSION, "seed": self.config.seed}
 
-    def image(self, rgb: np.ndarray, axis: str, index: int, t: intensity.Transform, orientation: str,
+    def image(self, pixels: np.ndarray, axis: str, index: int, t: intensity.Transform, orientation: str,
               original: str, spacing: list[float]) -> str:
         stem = f"{axis}_{index:04d}" + ("" if t.key in ("identity", "bit_depth", "percentile_clip") else f"_{t.key}")
         rel = ""
         if self.config.standardize.write_pngs == "all":
             rel = f"{self.rel_root}/{self.case}/{stem}.png"
-            atomic_write_bytes(self.staging / self.case / f"{stem}.png", encode_png(rgb))
-        geo = display_size(rgb.shape[1], rgb.shape[0], spacing, self.config.display.max_image_side)
+            atomic_write_bytes(self.staging / self.case / f"{stem}.png", encode_png(intensity.to_rgb(pixels)))
+        geo = display_size(pixels.shape[1], pixels.shape[0], spacing, self.config.display.max_image_side)
         image_id = stable_id(self.row["sample_id"], axis, index, t.name, sorted(t.params.items()))
         self.out.slices.append({
             "image_id": image_id, "sample_id": self.row["sample_id"], "group_id": self.row["group_id"],
             "name": f"{self.row['dataset_id']}/{self.case}/{stem}", "modality": self.row["modality"],
             "axis": axis, "index": index, "orientation": orientation, "original_orientation": original,
             "spacing": [float(s) for s in spacing], "intensity_transform": t.name,
-            "intensity_params": json.dumps(t.params, sort_keys=True), "width": int(rgb.shape[1]),
-            "height": int(rgb.shape[0]), "display_width": geo.width, "display_height": geo.height,
-            "phash": phash_hex(rgb), "contrast": round(contrast(rgb), 3), "png_path": rel,
-            "sha256": sha256_bytes(rgb.tobytes()), **self._prov()})
+            "intensity_params": json.dumps(t.params, sort_keys=True), "width": int(pixels.shape[1]),
+            "height": int(pixels.shape[0]), "display_width": geo.width, "display_height": geo.height,
+            "phash": phash_hex(pixels), "contrast": round(contrast(pixels), 3), "png_path": rel,
+            "sha256": sha256_bytes(pixels.tobytes()), **self._prov()})
         return image_id
 
     def region(self, image_id: str, name: str, kind: str, labels: list[str], component: int, width: int,
@@ -173,8 +173,7 @@ def _standardize_3d(w: _Writer, loaded: LoadedSample) -> None:
                     pending[transform_for(label).key].append((label, comp, shape, wd, h))
             for key, regions in sorted(pending.items()):
                 t = next(t for t in transforms.values() if t.key == key)
-                rgb = t.apply(plane(vol, axis, idx))
-                image_id = w.image(rgb, axis, int(idx), t, code, original, plane_spacing(spacing, axis))
+                image_id = w.image(t.apply_plane(plane(vol, axis, idx)), axis, int(idx), t, code, original, plane_spacing(spacing, axis))
                 for label, comp, shape, wd, h in regions:
                     name = f"{w.row['dataset_id']}/{w.case}/{axis}_{idx:04d}/{label}/{comp}"
                     w.region(image_id, name, "mask", [label], comp, wd, h, shape.bbox, shape.area_px,
@@ -197,8 +196,8 @@ def _standardize_2d(w: _Writer, loaded: LoadedSample) -> None:
     img = np.asarray(loaded.image)
     t = intensity.choose(w.row["modality"], img, cfg, None, loaded.photometric) if img.dtype != np.uint8 \
         else intensity.photographic(img, loaded.photometric)
-    rgb = t.apply(img)
-    h, wd = rgb.shape[:2]
+    pixels = t.apply_plane(img)
+    h, wd = pixels.shape[:2]
     task = w.row["task_type"]
     pending = []
     if task in ("cls", "mcls"):
@@ -217,7 +216,7 @@ def _standardize_2d(w: _Writer, loaded: LoadedSample) -> None:
             pending.append(("mask", [label], comp, shape.bbox, shape.area_px, shape.centroid, shape.rle))
     if not pending:
         raise SampleError(Reason.EMPTY_MASK, "no region left after the small-mask filter")
-    image_id = w.image(rgb, "2d", 0, t, "", "", [1.0, 1.0])
+    image_id = w.image(pixels, "2d", 0, t, "", "", [1.0, 1.0])
     for kind, labels, comp, bbox, area, centroid, rle in pending:
         name = f"{w.row['dataset_id']}/{w.case}/{kind}/{'+'.join(labels)}/{comp}"
         w.region(image_id, name, kind, labels, comp, wd, h, bbox, area, centroid, rle)
@@ -258,13 +257,13 @@ class SamplePlanes:
         t = intensity.Transform(sl["intensity_transform"], json.loads(sl["intensity_params"]))
         arr = plane(self.canon.array, sl["axis"], int(sl["index"])) if self.canon is not None \
             else np.asarray(self.loaded.image)
-        rgb = t.apply(arr)
-        if sha256_bytes(rgb.tobytes()) != sl["sha256"]:
+        pixels = t.apply_plane(arr)
+        if sha256_bytes(pixels.tobytes()) != sl["sha256"]:
             raise SampleError(Reason.CORRUPT_FILE,
                               f"{self.row['source_path']}: plane {sl['axis']}/{sl['index']} differs from the one "
                               f"described; the source changed since: re-materialize slices/regions for dataset "
                               f"'{self.row['dataset_id']}'", self.row["source_path"])
-        return rgb
+        return intensity.to_rgb(pixels)
 
 
 def _worker(args) -> SampleOutput:
