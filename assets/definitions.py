@@ -5,6 +5,7 @@ import dagster as dg
 
 from assets.benchmark import benchmark, benchmark_exports
 from assets.ingest import raw_samples
+from assets.publish import hub_push
 from assets.questions import option_pools, qa_candidates, question_templates
 from assets.render import prompted_images, review_sheets
 from assets.resources import LLMResource, MedbenchResource
@@ -15,7 +16,8 @@ from assets.vocab import label_vocab, lexical_tree_export
 PER_DATASET = [raw_samples, standardized, prompted_images, review_sheets]
 GLOBAL: list[dg.AssetsDefinition] = [label_vocab, lexical_tree_export, question_templates, option_pools, qa_candidates,
                                      benchmark, benchmark_exports]
-ALL_ASSETS = PER_DATASET + GLOBAL
+PUBLISH: list[dg.AssetsDefinition] = [hub_push]  # opt-in: never part of a default build
+ALL_ASSETS = PER_DATASET + GLOBAL + PUBLISH
 
 dataset_job = dg.define_asset_job("dataset_job", selection=dg.AssetSelection.assets(*PER_DATASET),
                                   description="All per-dataset stages for one dataset partition.")
