@@ -132,6 +132,13 @@ def roi_files(folder: Path | None) -> dict[str, list[Path]]:
     return {s: f for s, f in found.items() if f}
 
 
+def split_info(split: str, files: list[Path], rows: int | None = None) -> dict:
+    """name, num_bytes (uncompressed Arrow size from the Parquet footers) and num_examples of one split."""
+    metas = [pq.read_metadata(p) for p in files]
+    n_bytes = sum(m.row_group(i).total_byte_size for m in metas for i in range(m.num_row_groups))
+    return {"name": split, "num_bytes": n_bytes, "num_examples": sum(m.num_rows for m in metas) if metas else rows or 0}
+
+
 def roi_config(folder: Path | None) -> tuple[dict, dict] | None:
     """The `roi_annotations` config and its dataset_info entry (features from the Parquet schema), if present."""
     files = roi_files(folder)
@@ -142,8 +149,7 @@ def roi_config(folder: Path | None) -> tuple[dict, dict] | None:
     config = {"config_name": "roi_annotations",
               "data_files": [{"split": s, "path": f"{ROI_FOLDER}/{s}-*.parquet"} for s in files]}
     info = {"config_name": "roi_annotations", "features": features._to_yaml_list(),
-            "splits": [{"name": s, "num_examples": sum(pq.read_metadata(p).num_rows for p in ps)}
-                       for s, ps in files.items()]}
+            "splits": [split_info(s, ps) for s, ps in files.items()]}
     return config, info
 
 
@@ -179,7 +185,8 @@ def build_card(bench: pd.DataFrame, figures: dict, registry: Registry | None, fe
     splits = {s: int((bench["split"] == s).sum()) for s in SPLITS}
     configs = [{"config_name": "default", "data_files": [{"split": s, "path": f"data/{s}-*.parquet"} for s in SPLITS]}]
     infos = [{"config_name": "default", "features": features._to_yaml_list(),
-              "splits": [{"name": s, "num_examples": n} for s, n in splits.items()]}]
+              "splits": [split_info(s, sorted((folder / "data").glob(f"{s}-*.parquet")) if folder else [], n)
+                         for s, n in splits.items()]}]
     roi = roi_config(folder)
     if roi:
         configs.append(roi[0])
