@@ -179,6 +179,6 @@ class PipelineConfig(BaseModel):
         return cls.model_validate(data)
 
     def fingerprint(self) -> str:
-        """Short hash of the settings that change outputs (paths excluded)."""
+        """Short hash of the settings that change outputs (paths and publishing excluded)."""
         payload = self.model_dump(mode="json", exclude={"registry", "data_root", "publish"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]

@@ -10,11 +10,11 @@ import pandas as pd
 
 from pipelines import PIPELINE_VERSION
 from pipelines.config import PipelineConfig
-from pipelines.registry import load_registry
 from pipelines.export.card import build_card
 from pipelines.export.parquet import FEATURES, answer_key, write_parquet
 from pipelines.export.summary import summary
 from pipelines.export.tsv import write_tsv
+from pipelines.registry import load_registry
 from pipelines.storage import atomic_write_bytes, staged_dir
 from pipelines.vocab.tree import lexical_tree, tree_html, tree_json
 
