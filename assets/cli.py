@@ -213,7 +213,7 @@ def push(repo_id: Annotated[str | None, typer.Option("--repo-id", help="ORG/NAME
     status = {**{p: "would upload" if dry_run else "upload" for p in report.uploaded},
               **{p: "unchanged" for p in report.unchanged}}
     for f in report.files:
-        table.add_row(f.path_in_repo, str(len(f.content)), status.get(f.path_in_repo, "-"))
+        table.add_row(f.path_in_repo, str(f.size), status.get(f.path_in_repo, "-"))
     for p in report.deleted:
         table.add_row(p, "-", "delete (stale)")
     console.print(table)

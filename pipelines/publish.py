@@ -16,12 +16,12 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TypeVar
 
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, DatasetCard, HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError, RemoteEntryNotFoundError
-from huggingface_hub.utils.sha import git_hash
 
 from pipelines import PIPELINE_VERSION
 from pipelines.config import PublishSettings
@@ -43,16 +43,41 @@ class PublishError(RuntimeError):
 
 @dataclass(frozen=True)
 class LocalFile:
+    """A file to publish: read from `source` in chunks (shards can be large), or given as `data` (card, manifest)."""
+
     path_in_repo: str
-    content: bytes
+    source: Path | None = None
+    data: bytes | None = None
 
-    @property
+    def chunks(self, size: int = 1 << 20):
+        if self.data is not None:
+            yield self.data
+            return
+        with open(self.source, "rb") as fh:
+            while block := fh.read(size):
+                yield block
+
+    @cached_property
+    def size(self) -> int:
+        return len(self.data) if self.data is not None else self.source.stat().st_size
+
+    @cached_property
     def sha256(self) -> str:
-        return hashlib.sha256(self.content).hexdigest()
+        h = hashlib.sha256()
+        for block in self.chunks():
+            h.update(block)
+        return h.hexdigest()
 
-    @property
+    @cached_property
     def blob_id(self) -> str:
-        return git_hash(self.content)
+        """The git blob id (what the Hub reports for files not stored in LFS)."""
+        h = hashlib.sha1(f"blob {self.size}\0".encode())
+        for block in self.chunks():
+            h.update(block)
+        return h.hexdigest()
+
+    def upload(self) -> str | bytes:
+        return self.data if self.data is not None else str(self.source)
 
 
 @dataclass
@@ -111,12 +136,12 @@ def plan_files(folder: Path) -> list[LocalFile]:
     chosen = [r for r in rels if _allowed(r)]
     files = []
     for rel in chosen:
-        content = (folder / rel).read_bytes()
         if rel == "README.md":
-            content = card_with_roi(content, folder)
+            files.append(LocalFile(rel, data=card_with_roi((folder / rel).read_bytes(), folder)))
         elif rel == "manifest.json":
-            content = public_manifest(json.loads(content), set(chosen))
-        files.append(LocalFile(rel, content))
+            files.append(LocalFile(rel, data=public_manifest(json.loads((folder / rel).read_text()), set(chosen))))
+        else:
+            files.append(LocalFile(rel, source=folder / rel))
     assert not any(f.path_in_repo.startswith("private/") for f in files)
     return files
 
@@ -207,7 +232,7 @@ class Publisher:
         report.uploaded = [f.path_in_repo for f in changed]
         if not changed and not report.deleted:
             return report
-        ops = [CommitOperationAdd(path_in_repo=f.path_in_repo, path_or_fileobj=f.content) for f in changed]
+        ops = [CommitOperationAdd(path_in_repo=f.path_in_repo, path_or_fileobj=f.upload()) for f in changed]
         ops += [CommitOperationDelete(path_in_repo=p) for p in report.deleted]
         description = (f"{len(changed)} file(s) added or updated, {len(report.deleted)} removed, "
                        f"{len(report.unchanged)} unchanged.")

@@ -286,3 +286,15 @@ def test_card_for_shared_registry_lists_licences_and_warnings(tmp_path):
         assert heading in text
     assert "| analytic chance | 0.3333 |" in text and "| groups in both splits | 0 |" in text
     assert "load_dataset" in text and "VLMEvalKit" in text and "2408.03361" in text
+
+
+def test_local_file_ids_match_the_hub_algorithms(tmp_path):
+    import hashlib
+
+    from huggingface_hub.utils.sha import git_hash
+
+    from pipelines.publish import LocalFile
+    data = bytes(range(256)) * 5000  # several read chunks
+    (tmp_path / "f.bin").write_bytes(data)
+    for f in (LocalFile("f.bin", source=tmp_path / "f.bin"), LocalFile("f.bin", data=data)):
+        assert f.blob_id == git_hash(data) and f.sha256 == hashlib.sha256(data).hexdigest() and f.size == len(data)
