@@ -298,3 +298,21 @@ def test_local_file_ids_match_the_hub_algorithms(tmp_path):
     (tmp_path / "f.bin").write_bytes(data)
     for f in (LocalFile("f.bin", source=tmp_path / "f.bin"), LocalFile("f.bin", data=data)):
         assert f.blob_id == git_hash(data) and f.sha256 == hashlib.sha256(data).hexdigest() and f.size == len(data)
+
+
+def test_cli_push_then_up_to_date_and_redacted_failure(folder, hub, tmp_path):
+    from typer.testing import CliRunner
+
+    from assets.cli import app
+    args = ["push", "--repo-id", REPO, "--folder", str(folder)]
+    first = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert first.exit_code == 0, first.output
+    assert f"commit {hub.commits(REPO)[0].oid}" in first.output
+    second = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert second.exit_code == 0 and "up to date: nothing to commit" in second.output
+    (folder / "summary" / "summary.md").write_text("changed\n")
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"publish": {"max_retries": 0}}))
+    hub.fail("POST", "/commit/", 500, times=1, echo_auth=True)
+    failed = CliRunner().invoke(app, [*args, "--config", str(config)], env={"COLUMNS": "200"})
+    assert failed.exit_code == 1 and "commit failed" in failed.output and TOKEN not in failed.output
