@@ -316,3 +316,16 @@ def test_cli_push_then_up_to_date_and_redacted_failure(folder, hub, tmp_path):
     hub.fail("POST", "/commit/", 500, times=1, echo_auth=True)
     failed = CliRunner().invoke(app, [*args, "--config", str(config)], env={"COLUMNS": "200"})
     assert failed.exit_code == 1 and "commit failed" in failed.output and TOKEN not in failed.output
+
+
+@needs_shared
+def test_card_names_registered_sources_without_items(tmp_path):
+    from pipelines.export.card import build_card
+    from pipelines.export.parquet import FEATURES
+    from pipelines.registry import load_registry
+    registry = load_registry(SHARED_REGISTRY)
+    bench = synthetic_bench(tmp_path, ["bccd_voc", "totalseg_ct_nifti"], n=6)
+    card = build_card(bench, FIGURES, registry, FEATURES, "abc123", folder=None)
+    assert card.data.license == "apache-2.0"  # only sources with items decide the licence
+    assert "Licence warning" not in card.text
+    assert "`kvasir_seg` (research-only (Kvasir-SEG terms))" in card.text

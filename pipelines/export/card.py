@@ -199,11 +199,13 @@ def build_card(bench: pd.DataFrame, figures: dict, registry: Registry | None, fe
         source_datasets=["extended|" + ds for ds, *_ in sources],
         tags=["medical", "benchmark", "gmai-mmbench", "vqa", *[m.lower().replace(" ", "-") for m in modalities]],
         configs=configs, dataset_info=infos, **card_licence(licences))
-    body = _body(bench, figures, sources, licences, splits, name, config_fingerprint, roi is not None)
+    used = set(bench["dataset_id"])
+    unused = [(ds, registry.get(ds).entry.license) for ds in registry.ids if ds not in used] if registry else []
+    body = _body(bench, figures, sources, licences, splits, name, config_fingerprint, roi is not None, unused)
     return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
 
 
-def _body(bench, figures, sources, licences, splits, name, fingerprint, has_roi) -> str:
+def _body(bench, figures, sources, licences, splits, name, fingerprint, has_roi, unused) -> str:
     warn = [s for s in licences if s.restriction]
     lines = [f"# {name}", "",
              f"Multiple-choice medical VQA items in the GMAI-MMBench format, built by medbench {PIPELINE_VERSION} "
@@ -217,6 +219,9 @@ def _body(bench, figures, sources, licences, splits, name, fingerprint, has_roi)
               "|---|---|---|---:|---|---|"]
     lines += [f"| {ds} | {m} | {t} | {n} | {lic} | {cite or 'not recorded'} |" for ds, m, t, lic, cite, n in sources]
     lines += ["", "The card's `license` field is the most restrictive of these; each item keeps its source's terms.", ""]
+    if unused:
+        lines += ["Registered sources that contributed no item to this build (their terms do not apply to it): "
+                  + "; ".join(f"`{ds}` ({lic})" for ds, lic in unused) + ".", ""]
     lines += ["## Construction", "",
               "Following GMAI-MMBench: each source's labels (classification, detection boxes, segmentation masks) are "
               "mapped to MeSH-backed canonical names and tagged with a clinical VQA task, department, modality and "
