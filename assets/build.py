@@ -7,7 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.definitions import ALL_ASSETS, GLOBAL, PER_DATASET, defs
+from assets.definitions import ALL_ASSETS, GLOBAL, PER_DATASET, PUBLISH, defs
 from assets.partitions import datasets_partitions
 from pipelines.config import PROJECT_ROOT, PipelineConfig
 from pipelines.registry import load_registry
@@ -68,7 +68,7 @@ def build(config: PipelineConfig, select: list[str] | None = None, datasets: lis
         res = dg.materialize(ALL_ASSETS, selection=per_keys, partition_key=ds, instance=instance,
                              resources=resources, raise_on_error=False, run_config=QUIET, tags={"medbench/dataset": ds})
         (report.succeeded if res.success else report.failed).append(ds)
-    global_keys = _keys(GLOBAL, select)
+    global_keys = _keys(GLOBAL, select) + (_keys(PUBLISH, select) if select else [])  # publishing only on request
     if global_keys and not report.failed:
         log(f"materializing {', '.join(k.to_user_string() for k in global_keys)}")
         res = dg.materialize(ALL_ASSETS, selection=global_keys, instance=instance, resources=resources,

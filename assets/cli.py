@@ -190,5 +190,41 @@ def select_cmd(table: Annotated[Path, typer.Argument(help="a benchmark or qa_can
     console.print(f"{len(sub)} of {len(df)} rows -> {out}")
 
 
+@app.command()
+def push(repo_id: Annotated[str | None, typer.Option("--repo-id", help="ORG/NAME (default: publish.repo_id)")] = None,
+         private: Annotated[bool | None, typer.Option("--private/--public", help="visibility of a new repo")] = None,
+         revision: Annotated[str | None, typer.Option(help="branch to commit to (default: publish.revision)")] = None,
+         dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would be uploaded; contact nothing")] = False,
+         folder: Annotated[Path | None, typer.Option(help="export folder (default: DATA_ROOT/benchmark)")] = None,
+         config: ConfigOpt = None, data_root: DataRootOpt = None):
+    """Publish the benchmark export to a Hugging Face dataset repo (token: HF_TOKEN or `hf auth login`)."""
+    from pipelines.publish import Publisher, PublishError
+    cfg = _config(config, None, data_root)
+    repo = repo_id or cfg.publish.repo_id
+    if not repo:
+        console.print("no repository: pass --repo-id ORG/NAME or set publish.repo_id in the config", style="red")
+        raise typer.Exit(2)
+    try:
+        report = Publisher(cfg.publish, log=lambda m: console.print(m, markup=False, highlight=False)).push(
+            folder or cfg.data_root / "benchmark", repo, private=private, revision=revision, dry_run=dry_run)
+    except PublishError as exc:
+        console.print(str(exc), style="red", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    table = Table(title=f"{report.repo_id}@{report.revision}" + (" (dry run: nothing sent)" if dry_run else ""))
+    for col in ("file", "bytes", "status"):
+        table.add_column(col)
+    status = {**{p: "would upload" if dry_run else "upload" for p in report.uploaded},
+              **{p: "unchanged" for p in report.unchanged}}
+    for f in report.files:
+        table.add_row(f.path_in_repo, str(f.size), status.get(f.path_in_repo, "-"))
+    for p in report.deleted:
+        table.add_row(p, "-", "delete (stale)")
+    console.print(table)
+    console.print(f"commit message: {report.commit_message}", markup=False, highlight=False)
+    if not dry_run:
+        console.print(f"commit {report.commit_oid}" if report.commit_oid else "up to date: nothing to commit",
+                      markup=False, highlight=False)
+
+
 if __name__ == "__main__":
     app()

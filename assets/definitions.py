@@ -6,6 +6,7 @@ import dagster as dg
 from assets.benchmark import benchmark, benchmark_exports
 from assets.gates import candidate_gates
 from assets.ingest import raw_samples
+from assets.publish import hub_push
 from assets.questions import option_pools, qa_candidates, question_templates
 from assets.render import rendered_items, review_sheets
 from assets.resources import LLMResource, MedbenchResource
@@ -17,7 +18,8 @@ from assets.vocab import label_vocab, lexical_tree_export
 PER_DATASET = [raw_samples, standardized]
 GLOBAL: list[dg.AssetsDefinition] = [label_vocab, lexical_tree_export, question_templates, option_pools, qa_candidates,
                                      candidate_gates, benchmark, rendered_items, review_sheets, benchmark_exports]
-ALL_ASSETS = PER_DATASET + GLOBAL
+PUBLISH: list[dg.AssetsDefinition] = [hub_push]  # opt-in: never part of a default build
+ALL_ASSETS = PER_DATASET + GLOBAL + PUBLISH
 
 dataset_job = dg.define_asset_job("dataset_job", selection=dg.AssetSelection.assets(*PER_DATASET),
                                   description="All per-dataset stages for one dataset partition.")

@@ -157,6 +157,17 @@ class BenchmarkSettings(BaseModel):
     text_only_confidence: float = Field(0.75, description="flag items a text-only prior answers this confidently")
 
 
+class PublishSettings(BaseModel):
+    """Publishing the exported benchmark to the Hugging Face Hub (opt-in: nothing is pushed without a repo id)."""
+
+    repo_id: str | None = Field(None, description="ORG/NAME of the dataset repository; unset: hub_push is skipped")
+    private: bool = Field(False, description="create the repository private (an existing one keeps its visibility)")
+    revision: str = Field("main", description="branch to commit to (created from main when missing)")
+    endpoint: str | None = Field(None, description="Hub URL; default HF_ENDPOINT or https://huggingface.co")
+    max_retries: int = Field(5, description="retries on 429/5xx and connection errors")
+    backoff_s: float = Field(1.0, description="first wait between retries; doubles each time (capped at 30 s)")
+
+
 class PipelineConfig(BaseModel):
     """Everything a run needs to know; hashed into the outputs' provenance."""
 
@@ -178,6 +189,7 @@ class PipelineConfig(BaseModel):
     llm: LLMSettings = LLMSettings()
     questions: QuestionSettings = QuestionSettings()
     benchmark: BenchmarkSettings = BenchmarkSettings()
+    publish: PublishSettings = PublishSettings()
 
     @classmethod
     def load(cls, config_file: str | Path | None = None, **overrides: object) -> "PipelineConfig":
@@ -195,6 +207,6 @@ class PipelineConfig(BaseModel):
         return cls.model_validate(data)
 
     def fingerprint(self) -> str:
-        """Short hash of the settings that change outputs (paths excluded)."""
-        payload = self.model_dump(mode="json", exclude={"registry", "data_root"})
+        """Short hash of the settings that change outputs (paths and publishing excluded)."""
+        payload = self.model_dump(mode="json", exclude={"registry", "data_root", "publish"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]

@@ -38,7 +38,7 @@ def _bytes(table: pa.Table) -> bytes:
 
 
 def write_parquet(bench: pd.DataFrame, data_root: Path, out_dir: Path, max_shard_bytes: int) -> list[Path]:
-    """Write data/{split}-NNNNN-of-NNNNN.parquet (sharded by image bytes) and README.md with configs."""
+    """Write data/{split}-NNNNN-of-NNNNN.parquet, sharded by image bytes (the card is export/card.py's)."""
     written = []
     for split in ("val", "test"):
         rows = bench[bench["split"] == split].sort_values("index")
@@ -55,9 +55,7 @@ def write_parquet(bench: pd.DataFrame, data_root: Path, out_dir: Path, max_shard
             path = out_dir / "data" / f"{split}-{k:05d}-of-{len(shards):05d}.parquet"
             atomic_write_bytes(path, _bytes(_table(rows.loc[idx], data_root)))
             written.append(path)
-    card = dataset_card(bench)
-    atomic_write_bytes(out_dir / "README.md", card.encode("utf-8"))
-    return written + [out_dir / "README.md"]
+    return written
 
 
 def answer_key(bench: pd.DataFrame, out_dir: Path) -> Path:
@@ -68,18 +66,3 @@ def answer_key(bench: pd.DataFrame, out_dir: Path) -> Path:
     path = out_dir / "private" / "test_answer_key.parquet"
     atomic_write_bytes(path, buf.getvalue())
     return path
-
-
-def dataset_card(bench: pd.DataFrame) -> str:
-    import yaml
-    meta = {"configs": [{"config_name": "default", "data_files": [
-        {"split": s, "path": f"data/{s}-*.parquet"} for s in ("val", "test")]}],
-        "dataset_info": {"features": [{"name": k, "dtype": "image" if k == "image" else
-                                       ("int64" if k == "index" else "bool" if k == "multi_answer" else "string")}
-                                      for k in FEATURES]},
-        "task_categories": ["visual-question-answering"], "language": ["en"]}
-    counts = bench["split"].value_counts()
-    return ("---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n\n"
-            "# medbench benchmark\n\nMultiple-choice medical VQA items built by medbench (GMAI-MMBench format). "
-            f"val: {counts.get('val', 0)} items, test: {counts.get('test', 0)} items. The test split carries no answers; "
-            "the answer key is kept separately by the maintainers.\n")

@@ -10,9 +10,11 @@ import pandas as pd
 
 from pipelines import PIPELINE_VERSION
 from pipelines.config import PipelineConfig
-from pipelines.export.parquet import answer_key, write_parquet
+from pipelines.export.card import build_card
+from pipelines.export.parquet import FEATURES, answer_key, write_parquet
 from pipelines.export.summary import summary
 from pipelines.export.tsv import write_tsv
+from pipelines.registry import load_registry
 from pipelines.storage import atomic_write_bytes, staged_dir
 from pipelines.vocab.tree import lexical_tree, tree_html, tree_json
 
@@ -22,6 +24,9 @@ def export_all(bench: pd.DataFrame, figures: dict, data_root: Path, out_dir: Pat
     with staged_dir(out_dir) as stage:
         write_parquet(bench, data_root, stage, config.benchmark.max_shard_bytes)
         answer_key(bench, stage)
+        card = build_card(bench, figures, load_registry(config.registry), FEATURES, config.fingerprint(),
+                          config.benchmark.name, folder=stage)
+        atomic_write_bytes(stage / "README.md", str(card).encode("utf-8"))
         write_tsv(bench, data_root, stage, config.benchmark.name)
         tree = lexical_tree(bench, label="answer_label")
         atomic_write_bytes(stage / "lexical_tree.json", tree_json(tree))
