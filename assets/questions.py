@@ -11,6 +11,7 @@ from pipelines.questions.llm import usage_summary
 from pipelines.questions.options import build_pools, pools_from_table, pools_table
 from pipelines.questions.templates import generate_templates
 from pipelines.questions.validate import load_cues
+from pipelines.vocab.frame import vocab_frame
 from pipelines.storage import atomic_write_table
 
 
@@ -56,7 +57,7 @@ CHECKS = ["pool_too_small", "duplicate_options", "answer_among_distractors", "le
     description="Every multiple-choice item the prompted images allow, before selection.")
 def qa_candidates(context: dg.AssetExecutionContext, medbench: MedbenchResource):
     cfg, layout = medbench.config, medbench.layout
-    vocab = layout.read("label_vocab").to_pandas()
+    vocab = vocab_frame(layout.read("label_vocab"))
     templates = layout.read("question_templates").to_pandas()
     pools = pools_from_table(layout.read("option_pools").to_pandas())
     inputs = []

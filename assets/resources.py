@@ -25,7 +25,7 @@ class MedbenchResource(dg.ConfigurableResource):
 
     @cached_property
     def sources(self) -> Registry:
-        return load_registry(self.config.registry)
+        return load_registry(self.config.registry, self.config.standardize.ct_windows)
 
     @property
     def layout(self) -> DataLayout:
