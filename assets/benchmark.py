@@ -24,7 +24,7 @@ def audit_path(layout):
 
 def _slices(medbench: MedbenchResource) -> pd.DataFrame:
     frames = [medbench.layout.read("slices", ds).to_pandas()[["image_id", "sample_id", "axis", "index"]]
-              for ds in medbench.sources.ids if medbench.layout.table("slices", ds).exists()]
+              for ds in medbench.dataset_ids if medbench.layout.table("slices", ds).exists()]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["image_id", "sample_id", "axis", "index"])
 
 

@@ -20,7 +20,7 @@ from pipelines.storage import atomic_write_table
 def question_templates(context: dg.AssetExecutionContext, medbench: MedbenchResource, llm: LLMResource):
     cfg = medbench.config
     vocab = medbench.layout.read("label_vocab").to_pandas()
-    counting = {ds for ds in medbench.sources.ids if medbench.sources.get(ds).entry.task_type == "det"}
+    counting = {ds for ds in medbench.dataset_ids if medbench.sources.get(ds).entry.task_type == "det"}
     run = generate_templates(vocab, cfg, load_cues(), llm.client(cfg), counting if cfg.questions.counting else set())
     path = atomic_write_table(run.table, medbench.layout.table("question_templates"))
     df = run.table.to_pandas()
@@ -61,7 +61,7 @@ def qa_candidates(context: dg.AssetExecutionContext, medbench: MedbenchResource)
     templates = layout.read("question_templates").to_pandas()
     pools = pools_from_table(layout.read("option_pools").to_pandas())
     inputs = []
-    for ds in medbench.sources.ids:
+    for ds in medbench.dataset_ids:
         if not layout.table("prompted_images", ds).exists():
             continue
         e = medbench.sources.get(ds).entry

@@ -90,6 +90,8 @@ class VocabSettings(BaseModel):
     mesh_source: Path | None = Field(
         None, description="folder of MeSH *terms*/*trees* tables or NLM descYYYY.xml; default: mesh_vocab/ subset")
     curated_dir: Path | None = Field(None, description="folder of abbreviations/concepts/spelling/tagging YAML")
+    strict_labels: bool = Field(False, description="an unresolved label stops the run (MEDBENCH_STRICT=1, "
+                                "`medbench build --strict`); by default its items are left out")
 
 
 class LLMSettings(BaseModel):

@@ -66,7 +66,13 @@ def count_options(rng: np.random.Generator, count: int, q: QuestionSettings) -> 
     return [str(count)] + [str(c) for c in picked]
 
 
+POOL_COLUMNS = ["scope", "modality", "task", "granularity", "labels", "size"]
+
+
 def pools_table(pools: dict[PoolKey, list[str]]) -> pd.DataFrame:
+    """One row per pool; an empty frame keeps its columns (every label may be left out)."""
+    if not pools:
+        return pd.DataFrame({c: pd.Series(dtype="int64" if c == "size" else object) for c in POOL_COLUMNS})
     return pd.DataFrame([{"scope": k.scope, "modality": k.modality, "task": k.task, "granularity": k.granularity,
                           "labels": v, "size": len(v)} for k, v in sorted(pools.items(), key=lambda kv: tuple(vars(kv[0]).values()))])
 
