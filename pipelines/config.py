@@ -34,6 +34,7 @@ class IngestSettings(BaseModel):
 
     max_pixels: int = Field(200_000_000, description="largest decoded image/volume, in voxels")
     image_extensions: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+    allow_external_symlinks: bool = Field(False, description="accept symlinks whose target is outside the dataset root")
 
 
 class StandardizeSettings(BaseModel):
