@@ -11,6 +11,7 @@ from assets.resources import MedbenchResource
 from pipelines.benchmark.audit import audit
 from pipelines.benchmark.build import build_benchmark
 from pipelines.storage import atomic_write_bytes, atomic_write_table
+from pipelines.vocab.frame import vocab_frame
 
 SUMMARY_FIGURES = ("analytic_chance", "random_guess", "text_only_accuracy", "text_only_flagged_units")
 BLOCKING = ["split_disjoint", "no_related_option", "no_cross_modality_option"]
@@ -39,7 +40,7 @@ def benchmark(context: dg.AssetExecutionContext, medbench: MedbenchResource):
     table, stats = build_benchmark(candidates, _slices(medbench), layout.root, cfg)
     path = atomic_write_table(table, layout.table("benchmark"))
     bench = table.to_pandas()
-    vocab = layout.read("label_vocab").to_pandas()
+    vocab = vocab_frame(layout.read("label_vocab"))
     outcomes, figures = audit(bench, vocab, cfg.seed, cfg.benchmark.text_only_confidence)
     flagged = pd.DataFrame({"unit_id": figures["text_only_flagged"]})
     atomic_write_table(pa.Table.from_pandas(flagged, preserve_index=False), layout.table("benchmark_text_only_flags"))

@@ -61,7 +61,7 @@ app.add_typer(sources_app, name="sources")
 app.add_typer(demo_app, name="demo")
 vocab_app = typer.Typer(help="The MeSH label vocabulary.", no_args_is_help=True)
 app.add_typer(vocab_app, name="vocab")
-console = Console()
+console = Console(soft_wrap=True)  # long paths and reasons are never cut or re-wrapped
 
 RegistryOpt = Annotated[Path | None, typer.Option("--registry", "-r", help="registry YAML (env MEDBENCH_REGISTRY)")]
 DataRootOpt = Annotated[Path | None, typer.Option("--data-root", help="output folder (env MEDBENCH_DATA_ROOT)")]
@@ -207,6 +207,41 @@ def vocab_check(registry: RegistryOpt = None, config: ConfigOpt = None, data_roo
         console.print(p, style="red", markup=False, highlight=False)
     console.print(f"MeSH {mesh.version}: {len(mesh.descriptors)} descriptors; {len(problems)} problem(s)")
     raise typer.Exit(1 if problems else 0)
+
+
+labels_app = typer.Typer(help="Label maps: write a first one from the data.", no_args_is_help=True)
+app.add_typer(labels_app, name="labels")
+
+
+@labels_app.command("init")
+def labels_init(dataset: Annotated[str, typer.Option("--dataset", "-d", help="the dataset id in the registry")],
+                registry: RegistryOpt = None, config: ConfigOpt = None, data_root: DataRootOpt = None,
+                names: Annotated[Path | None, typer.Option(help="JSON/YAML of value -> name (default: the "
+                                                           "dataset's dataset.json or labels.json)")] = None,
+                value: Annotated[list[str] | None, typer.Option(help="name an integer value: 1=lung (repeatable)")] = None,
+                force: Annotated[bool, typer.Option(help="overwrite an existing label map")] = False):
+    """Scan a registered dataset and write its label map (the file its entry's `label_map` names), with the
+    vocabulary's suggestion for each label and TODO markers for what needs a decision."""
+    from pipelines.label_init import render, scan
+    from pipelines.storage import atomic_write_bytes
+    cfg = _config(config, registry, data_root)
+    pairs = {}
+    for item in value or []:
+        key, sep, name = item.partition("=")
+        if not sep or not key.strip().isdigit() or not name.strip():
+            raise UserError(f"--value {item!r}: write VALUE=NAME, e.g. --value 1=lung")
+        pairs[int(key)] = name.strip()
+    entry, path, found = scan(cfg.registry, dataset, cfg, names, pairs)
+    if path.exists() and not force:
+        raise UserError(f"{path} exists; pass --force to overwrite it")
+    text = render(entry, found, cfg)
+    atomic_write_bytes(path, text.encode())
+    todo = text.splitlines()[3]
+    console.print(f"{path}: {len(found.labels)} label(s), {len(found.values)} value(s) from {found.samples} "
+                  f"sample(s) {todo.lstrip('# ')}", highlight=False, markup=False)
+    if found.quarantined:
+        console.print("quarantined while scanning: " + ", ".join(f"{k}={v}" for k, v in sorted(found.quarantined.items())),
+                      highlight=False, markup=False)
 
 
 templates_app = typer.Typer(help="Question templates: review what validation could not decide.", no_args_is_help=True)

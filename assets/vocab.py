@@ -12,6 +12,7 @@ from pipelines.questions.llm import usage_summary
 from pipelines.storage import atomic_write_bytes, atomic_write_table
 from pipelines.vocab.build import DatasetLabels, build_vocab, kinds_by_label, unresolved_names
 from pipelines.vocab.curated import load_curated
+from pipelines.vocab.frame import vocab_frame
 from pipelines.vocab.hierarchy import related_pairs
 from pipelines.vocab.llm_tags import llm_suggester
 from pipelines.vocab.mesh import load_mesh
@@ -99,7 +100,7 @@ def label_vocab(context: dg.AssetExecutionContext, medbench: MedbenchResource, l
 @dg.asset(group_name="vocabulary", deps=[label_vocab],
           description="Lexical tree of the vocabulary (task/department/granularity -> modality -> labels) as JSON and HTML.")
 def lexical_tree_export(context: dg.AssetExecutionContext, medbench: MedbenchResource) -> dg.MaterializeResult:
-    vocab = medbench.layout.read("label_vocab").to_pandas()
+    vocab = vocab_frame(medbench.layout.read("label_vocab"))
     tree = lexical_tree(vocab, label="canonical_label", weight="regions")
     out = medbench.layout.root / "lexical_tree"
     atomic_write_bytes(out / "vocabulary_tree.json", tree_json(tree))
