@@ -158,3 +158,20 @@ def test_cli_version_and_untruncated_plain_check(demo_registry, tmp_path):
     assert res.exit_code == 0
     assert "[red]" not in res.output and "…" not in res.output
     assert "demo_cxr_pneumonia\timage_folder\tX-ray" in res.output
+
+
+def test_runs_left_started_by_a_killed_build_are_marked_failed(dagster_home):
+    import dagster as dg
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    from assets.build import mark_orphan_runs
+    instance = dg.DagsterInstance.get()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    runs = {pid: instance.add_run(DagsterRun(job_name="__ephemeral_asset_job__", run_id=f"{i:08d}-0000-0000-0000-000000000000",
+                                             status=dg.DagsterRunStatus.STARTED,
+                                             tags={"medbench/build": "1", "medbench/pid": pid}))
+            for i, pid in enumerate((dead, str(os.getpid())))}
+    assert mark_orphan_runs(instance) == 1
+    assert instance.get_run_by_id(runs[dead].run_id).status == dg.DagsterRunStatus.FAILURE
+    assert instance.get_run_by_id(runs[str(os.getpid())].run_id).status == dg.DagsterRunStatus.STARTED
