@@ -16,6 +16,7 @@ from pipelines.benchmark.build import build_benchmark
 from pipelines.questions.audit import item_checks
 from pipelines.questions.options import pools_from_table
 from pipelines.storage import atomic_write_bytes, atomic_write_table
+from pipelines.vocab.frame import vocab_frame
 
 SUMMARY_FIGURES = ("analytic_chance", "random_guess", "text_only_accuracy", "text_only_flagged_units")
 BLOCKING = ["split_disjoint", "no_related_option", "no_cross_modality_option", "duplicate_options",
@@ -42,7 +43,7 @@ def benchmark(context: dg.AssetExecutionContext, medbench: MedbenchResource):
     cfg, layout = medbench.config, medbench.layout
     candidates = layout.table("qa_candidates")
     verdicts = layout.read("gate_verdicts").to_pandas()
-    vocab = layout.read("label_vocab").to_pandas()
+    vocab = vocab_frame(layout.read("label_vocab"))
     templates = layout.read("question_templates").to_pandas()
     pools = pools_from_table(layout.read("option_pools").to_pandas())
     table, stats, skipped = build_benchmark(candidates, verdicts, vocab, templates, pools, cfg)

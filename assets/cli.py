@@ -1,24 +1,67 @@
-"""The `medbench` command line: validate sources, prepare the demo, build assets, summarize."""
+"""The `medbench` command line: validate sources, prepare the demo, build assets, summarize.
+
+User mistakes (a missing file, a bad registry, an unknown asset) end with a one-line error and
+exit code 1, never a traceback; see `UserErrorGroup`.
+"""
 
 from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
+from pydantic import ValidationError
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.core import TyperGroup
 
+from pipelines import __version__
 from pipelines.config import PROJECT_ROOT, PipelineConfig
+from pipelines.housekeeping import BuildLocked
+from pipelines.label_maps import LabelMapError
 from pipelines.registry import RegistryError, load_registry
 from pipelines.summary import summarize
 
-app = typer.Typer(help="Build a GMAI-MMBench-style medical VQA benchmark with Dagster.", no_args_is_help=True)
+
+class UserError(Exception):
+    """A mistake the user can fix from the message alone."""
+
+
+USER_ERRORS = (UserError, RegistryError, LabelMapError, BuildLocked, ValidationError, yaml.YAMLError, OSError)
+
+
+class UserErrorGroup(TyperGroup):
+    """Turns user errors raised by any subcommand into `error: ...` on stderr and exit code 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except USER_ERRORS as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(help="Build a GMAI-MMBench-style medical VQA benchmark with Dagster.", no_args_is_help=True,
+                  cls=UserErrorGroup)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"medbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="print the version and exit")] = False):
+    """Build a GMAI-MMBench-style medical VQA benchmark with Dagster."""
 sources_app = typer.Typer(help="Inspect and validate the source registry.", no_args_is_help=True)
 demo_app = typer.Typer(help="The bundled demo datasets.", no_args_is_help=True)
 app.add_typer(sources_app, name="sources")
 app.add_typer(demo_app, name="demo")
 vocab_app = typer.Typer(help="The MeSH label vocabulary.", no_args_is_help=True)
 app.add_typer(vocab_app, name="vocab")
-console = Console()
+console = Console(soft_wrap=True)  # long paths and reasons are never cut or re-wrapped
 
 RegistryOpt = Annotated[Path | None, typer.Option("--registry", "-r", help="registry YAML (env MEDBENCH_REGISTRY)")]
 DataRootOpt = Annotated[Path | None, typer.Option("--data-root", help="output folder (env MEDBENCH_DATA_ROOT)")]
@@ -35,13 +78,15 @@ def sources_check(registry: RegistryOpt = None, config: ConfigOpt = None, data_r
     """Validate the registry; show each dataset and its quarantine counts."""
     cfg = _config(config, registry, data_root)
     try:
-        reg = load_registry(cfg.registry)
+        reg = load_registry(cfg.registry, cfg.standardize.ct_windows)
     except RegistryError as exc:
-        console.print(f"[red]{exc}[/red]", markup=False, highlight=False)
+        console.print(str(exc), style="red", markup=False, highlight=False)
         raise typer.Exit(1) from exc
-    table = Table(title=f"{reg.path} — {len(reg.ids)} dataset(s) OK")
-    for col in ("id", "format", "modality", "dim", "task", "samples", "quarantined", "gated out (last build)"):
-        table.add_column(col)
+    title = f"{reg.path} — {len(reg.ids)} dataset(s) OK"
+    table = Table(title=title)
+    columns = ("id", "format", "modality", "dim", "task", "samples", "quarantined", "gated out (last build)")
+    for col in columns:
+        table.add_column(col, overflow="fold", no_wrap=False)
     summary = summarize(cfg.data_root, reg.ids)
     for ds in reg.ids:
         e = reg.get(ds).entry
@@ -53,9 +98,20 @@ def sources_check(registry: RegistryOpt = None, config: ConfigOpt = None, data_r
             quarantined = ", ".join(f"{k}={v}" for k, v in sorted(res.reason_counts.items())) or "0"
         table.add_row(ds, e.format, e.modality, str(e.dimension), e.task_type, str(samples), quarantined,
                       summary.gate_text(ds))
-    console.print(table)
+    print_table(table, title, columns)
     for line in summary.gate_warnings():
         console.print(line, markup=False, highlight=False, style="yellow")
+
+
+def print_table(table: Table, title: str, columns: tuple[str, ...]) -> None:
+    """A rich table on a terminal; plain tab-separated lines (nothing cut) when piped or captured."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    typer.echo(title)
+    typer.echo("\t".join(columns))
+    for row in zip(*(c.cells for c in table.columns)):
+        typer.echo("\t".join(str(v) for v in row))
 
 
 @demo_app.command("prepare")
@@ -70,22 +126,43 @@ def demo_prepare(force: Annotated[bool, typer.Option(help="rewrite even if prese
 @app.command()
 def build(select: Annotated[list[str] | None, typer.Option("--select", "-s", help="asset name(s); default all")] = None,
           dataset: Annotated[list[str] | None, typer.Option("--dataset", "-d", help="dataset id(s); default all")] = None,
-          registry: RegistryOpt = None, config: ConfigOpt = None, data_root: DataRootOpt = None):
+          registry: RegistryOpt = None, config: ConfigOpt = None, data_root: DataRootOpt = None,
+          strict: Annotated[bool, typer.Option(help="an unresolved label stops the run (vocab.strict_labels)")] = False):
     """Materialize assets with Dagster (no UI), then print a summary."""
+    from assets.build import BuildError, check_request, export_config_env, planned_steps
     from assets.build import build as run_build
-    from assets.build import export_config_env
     cfg = _config(config, registry, data_root)
     try:
-        load_registry(cfg.registry)
+        reg = load_registry(cfg.registry, cfg.standardize.ct_windows)
     except RegistryError as exc:
         console.print(str(exc), markup=False, highlight=False, style="red")
         raise typer.Exit(1) from exc
-    export_config_env(cfg, str(config) if config else None)
-    report = run_build(cfg, select=select, datasets=dataset, log=lambda m: console.print(m, highlight=False))
-    console.print(summarize(cfg.data_root, load_registry(cfg.registry).ids).render(), highlight=False)
+    try:
+        check_request(reg.ids, select, dataset)
+    except BuildError as exc:
+        raise UserError(str(exc)) from None
+    export_config_env(cfg, str(config) if config else None, strict=strict)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
+        task = progress.add_task("building", total=planned_steps(reg.ids, select, dataset))
+
+        def step(label: str) -> None:
+            if progress.tasks[task].description != "building":
+                progress.advance(task)
+            progress.update(task, description=label)
+
+        try:
+            report = run_build(cfg, select=select, datasets=dataset, step=step,
+                               log=lambda m: progress.console.print(m, highlight=False, markup=False))
+        except BuildLocked as exc:
+            raise UserError(str(exc)) from None
+        progress.update(task, completed=progress.tasks[task].total, description="done")
+    console.print(summarize(cfg.data_root, reg.ids).render(), highlight=False, markup=False)
     if report.failed:
-        console.print(f"[red]failed: {', '.join(report.failed)}[/red] (details in the Dagster run logs; "
-                      "`make dev` opens the UI)")
+        for name in report.failed:
+            console.print(f"failed: {name}: {report.reasons.get(name, '?')}", style="red", markup=False,
+                          highlight=False)
+        console.print("details in the Dagster run logs (`make dev` opens the UI)", highlight=False)
         raise typer.Exit(1)
 
 
@@ -93,7 +170,7 @@ def build(select: Annotated[list[str] | None, typer.Option("--select", "-s", hel
 def summary(registry: RegistryOpt = None, config: ConfigOpt = None, data_root: DataRootOpt = None):
     """Print where the outputs are and what they hold."""
     cfg = _config(config, registry, data_root)
-    console.print(summarize(cfg.data_root, load_registry(cfg.registry).ids).render(), highlight=False)
+    console.print(summarize(cfg.data_root, load_registry(cfg.registry).ids).render(), highlight=False, markup=False)
 
 
 @app.command("dagster-home")
@@ -133,6 +210,41 @@ def vocab_check(registry: RegistryOpt = None, config: ConfigOpt = None, data_roo
         console.print(p, style="red", markup=False, highlight=False)
     console.print(f"MeSH {mesh.version}: {len(mesh.descriptors)} descriptors; {len(problems)} problem(s)")
     raise typer.Exit(1 if problems else 0)
+
+
+labels_app = typer.Typer(help="Label maps: write a first one from the data.", no_args_is_help=True)
+app.add_typer(labels_app, name="labels")
+
+
+@labels_app.command("init")
+def labels_init(dataset: Annotated[str, typer.Option("--dataset", "-d", help="the dataset id in the registry")],
+                registry: RegistryOpt = None, config: ConfigOpt = None, data_root: DataRootOpt = None,
+                names: Annotated[Path | None, typer.Option(help="JSON/YAML of value -> name (default: the "
+                                                           "dataset's dataset.json or labels.json)")] = None,
+                value: Annotated[list[str] | None, typer.Option(help="name an integer value: 1=lung (repeatable)")] = None,
+                force: Annotated[bool, typer.Option(help="overwrite an existing label map")] = False):
+    """Scan a registered dataset and write its label map (the file its entry's `label_map` names), with the
+    vocabulary's suggestion for each label and TODO markers for what needs a decision."""
+    from pipelines.label_init import render, scan
+    from pipelines.storage import atomic_write_bytes
+    cfg = _config(config, registry, data_root)
+    pairs = {}
+    for item in value or []:
+        key, sep, name = item.partition("=")
+        if not sep or not key.strip().isdigit() or not name.strip():
+            raise UserError(f"--value {item!r}: write VALUE=NAME, e.g. --value 1=lung")
+        pairs[int(key)] = name.strip()
+    entry, path, found = scan(cfg.registry, dataset, cfg, names, pairs)
+    if path.exists() and not force:
+        raise UserError(f"{path} exists; pass --force to overwrite it")
+    text = render(entry, found, cfg)
+    atomic_write_bytes(path, text.encode())
+    todo = text.splitlines()[3]
+    console.print(f"{path}: {len(found.labels)} label(s), {len(found.values)} value(s) from {found.samples} "
+                  f"sample(s) {todo.lstrip('# ')}", highlight=False, markup=False)
+    if found.quarantined:
+        console.print("quarantined while scanning: " + ", ".join(f"{k}={v}" for k, v in sorted(found.quarantined.items())),
+                      highlight=False, markup=False)
 
 
 templates_app = typer.Typer(help="Question templates: review what validation could not decide.", no_args_is_help=True)
@@ -180,6 +292,9 @@ def select_cmd(table: Annotated[Path, typer.Argument(help="a benchmark or qa_can
     import pandas as pd
 
     from pipelines.vocab.tree import select
+    if not table.is_file():
+        raise UserError(f"{table} does not exist; give a benchmark or qa_candidates Parquet file "
+                        "(e.g. data/tables/benchmark.parquet)")
     df = pd.read_parquet(table)
     sub = select(df, task=task or (), department=department or (), modality=modality or (), granularity=granularity or ())
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -11,14 +11,15 @@ from pipelines.questions.options import build_pools, pools_from_table, pools_tab
 from pipelines.questions.templates import generate_templates
 from pipelines.questions.validate import load_cues
 from pipelines.storage import atomic_write_table
+from pipelines.vocab.frame import vocab_frame
 
 
 @dg.asset(group_name="questions", deps=["label_vocab"],
           description="Question templates: the reviewed offline bank plus GPT-4o candidates (cached), validated.")
 def question_templates(context: dg.AssetExecutionContext, medbench: MedbenchResource, llm: LLMResource):
     cfg = medbench.config
-    vocab = medbench.layout.read("label_vocab").to_pandas()
-    counting = {ds for ds in medbench.sources.ids if medbench.sources.get(ds).entry.task_type == "det"}
+    vocab = vocab_frame(medbench.layout.read("label_vocab"))
+    counting = {ds for ds in medbench.dataset_ids if medbench.sources.get(ds).entry.task_type == "det"}
     run = generate_templates(vocab, cfg, load_cues(), llm.client(cfg), counting if cfg.questions.counting else set())
     path = atomic_write_table(run.table, medbench.layout.table("question_templates"))
     df = run.table.to_pandas()
@@ -39,7 +40,7 @@ def question_templates(context: dg.AssetExecutionContext, medbench: MedbenchReso
           description="Option pools: per dataset for image-level items, shared per (modality, task, granularity) for regions.")
 def option_pools(context: dg.AssetExecutionContext, medbench: MedbenchResource) -> dg.MaterializeResult:
     import pyarrow as pa
-    vocab = medbench.layout.read("label_vocab").to_pandas()
+    vocab = vocab_frame(medbench.layout.read("label_vocab"))
     table = pa.Table.from_pandas(pools_table(build_pools(vocab)), preserve_index=False)
     path = atomic_write_table(table, medbench.layout.table("option_pools"))
     return dg.MaterializeResult(metadata={"pools": table.num_rows, "path": dg.MetadataValue.path(str(path)),
@@ -49,7 +50,7 @@ def option_pools(context: dg.AssetExecutionContext, medbench: MedbenchResource) 
 def dataset_rows(medbench: MedbenchResource) -> list[DatasetRows]:
     """The described rows of every registered dataset that has been described."""
     layout, out = medbench.layout, []
-    for ds in medbench.sources.ids:
+    for ds in medbench.dataset_ids:
         if not layout.table("regions", ds).exists():
             continue
         e = medbench.sources.get(ds).entry
@@ -68,7 +69,7 @@ def dataset_rows(medbench: MedbenchResource) -> list[DatasetRows]:
     description="Every question the described regions allow, as rows with display geometry (no pixels).")
 def qa_candidates(context: dg.AssetExecutionContext, medbench: MedbenchResource):
     cfg, layout = medbench.config, medbench.layout
-    vocab = layout.read("label_vocab").to_pandas()
+    vocab = vocab_frame(layout.read("label_vocab"))
     templates = layout.read("question_templates").to_pandas()
     pools = pools_from_table(layout.read("option_pools").to_pandas())
     rows = dataset_rows(medbench)

@@ -7,6 +7,7 @@ import dagster as dg
 
 from pipelines.config import PipelineConfig
 from pipelines.registry import Registry, load_registry
+from pipelines.run_state import usable
 from pipelines.storage import DataLayout
 
 
@@ -25,7 +26,12 @@ class MedbenchResource(dg.ConfigurableResource):
 
     @cached_property
     def sources(self) -> Registry:
-        return load_registry(self.config.registry)
+        return load_registry(self.config.registry, self.config.standardize.ct_windows)
+
+    @property
+    def dataset_ids(self) -> list[str]:
+        """Registered datasets minus those whose last build failed (their tables may be stale)."""
+        return usable(self.sources.ids, self.config.data_root)
 
     @property
     def layout(self) -> DataLayout:

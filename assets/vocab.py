@@ -1,6 +1,7 @@
 """label_vocab (MeSH-normalized, tagged labels of every dataset) and the lexical tree export."""
 
 import json
+import os
 from collections import Counter
 
 import dagster as dg
@@ -9,8 +10,9 @@ from assets.ingest import markdown_counts
 from assets.resources import LLMResource, MedbenchResource
 from pipelines.questions.llm import usage_summary
 from pipelines.storage import atomic_write_bytes, atomic_write_table
-from pipelines.vocab.build import DatasetLabels, build_vocab, kinds_by_label
+from pipelines.vocab.build import DatasetLabels, build_vocab, kinds_by_label, unresolved_names
 from pipelines.vocab.curated import load_curated
+from pipelines.vocab.frame import vocab_frame
 from pipelines.vocab.hierarchy import related_pairs
 from pipelines.vocab.llm_tags import llm_suggester
 from pipelines.vocab.mesh import load_mesh
@@ -19,7 +21,7 @@ from pipelines.vocab.tree import lexical_tree, tree_html, tree_json
 
 def _datasets(medbench: MedbenchResource) -> list[DatasetLabels]:
     out = []
-    for ds in medbench.sources.ids:
+    for ds in medbench.dataset_ids:
         path = medbench.layout.table("regions", ds)
         if not path.exists():
             continue
@@ -32,11 +34,30 @@ def _datasets(medbench: MedbenchResource) -> list[DatasetLabels]:
     return out
 
 
+def strict_labels(cfg) -> bool:
+    return cfg.vocab.strict_labels or os.environ.get("MEDBENCH_STRICT", "") in ("1", "true", "yes")
+
+
+def unresolved_check(unresolved, strict: bool) -> dg.AssetCheckResult:
+    """Fails naming every unresolved label; blocks the downstream stages only when strict."""
+    names = unresolved_names(unresolved)
+    if names:
+        action = "run stopped (strict)" if strict else "their items are left out"
+        description = f"{len(names)} unresolved label(s), {action}: " + "; ".join(names[:20])
+    else:
+        description = "every label resolved"
+    return dg.AssetCheckResult(
+        check_name="unresolved_labels", passed=not names, description=description,
+        severity=dg.AssetCheckSeverity.ERROR if strict else dg.AssetCheckSeverity.WARN,
+        metadata={"unresolved": len(names), "strict": strict, "labels": dg.MetadataValue.json(names)})
+
+
 @dg.asset(
     group_name="vocabulary", deps=["regions"],
     check_specs=[
         dg.AssetCheckSpec("unresolved_labels", asset="label_vocab", blocking=True,
-                          description="labels with neither a MeSH descriptor nor a reason (label maps may accept them)"),
+                          description="labels with neither a MeSH descriptor nor a reason (label maps may accept "
+                                      "them); their items are left out, and with --strict the run stops"),
         dg.AssetCheckSpec("overlapping_labels", asset="label_vocab",
                           description="canonical labels of one dataset that are synonyms, ancestor/descendant, or differ only in form"),
         dg.AssetCheckSpec("tag_issues", asset="label_vocab",
@@ -64,9 +85,7 @@ def label_vocab(context: dg.AssetExecutionContext, medbench: MedbenchResource, l
                   "rules_fired": dg.MetadataValue.md(markdown_counts(Counter(rules), "rule")),
                   "path": dg.MetadataValue.path(str(path))},
         check_results=[
-            dg.AssetCheckResult(check_name="unresolved_labels", passed=unresolved.empty,
-                                metadata={"unresolved": len(unresolved), "labels": dg.MetadataValue.json(
-                                    [f"{r.dataset_id}: {r.raw_label}" for r in unresolved.itertuples()])}),
+            unresolved_check(unresolved, strict_labels(cfg)),
             dg.AssetCheckResult(check_name="overlapping_labels", passed=not pairs,
                                 severity=dg.AssetCheckSeverity.WARN,
                                 metadata={"pairs": len(pairs), "examples": dg.MetadataValue.json(
@@ -81,7 +100,7 @@ def label_vocab(context: dg.AssetExecutionContext, medbench: MedbenchResource, l
 @dg.asset(group_name="vocabulary", deps=[label_vocab],
           description="Lexical tree of the vocabulary (task/department/granularity -> modality -> labels) as JSON and HTML.")
 def lexical_tree_export(context: dg.AssetExecutionContext, medbench: MedbenchResource) -> dg.MaterializeResult:
-    vocab = medbench.layout.read("label_vocab").to_pandas()
+    vocab = vocab_frame(medbench.layout.read("label_vocab"))
     tree = lexical_tree(vocab, label="canonical_label", weight="regions")
     out = medbench.layout.root / "lexical_tree"
     atomic_write_bytes(out / "vocabulary_tree.json", tree_json(tree))

@@ -103,7 +103,7 @@ def big_volume_registry(work: Path, copies: int, spacing: float) -> Path:
 
 
 def standardize_all(registry: Path, out: Path, workers: int) -> tuple[float, list]:
-    cfg = PipelineConfig.load(registry=registry, data_root=out)
+    cfg = PipelineConfig.load(registry=registry, data_root=out, ingest={"allow_external_symlinks": True})
     reg = load_registry(registry)
     samples = {ds: ingest(reg.get(ds), cfg).samples for ds in reg.ids}
     t = time.perf_counter()

@@ -34,6 +34,7 @@ class IngestSettings(BaseModel):
 
     max_pixels: int = Field(200_000_000, description="largest decoded image/volume, in voxels")
     image_extensions: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+    allow_external_symlinks: bool = Field(False, description="accept symlinks whose target is outside the dataset root")
 
 
 class StandardizeSettings(BaseModel):
@@ -115,6 +116,8 @@ class VocabSettings(BaseModel):
     mesh_source: Path | None = Field(
         None, description="folder of MeSH *terms*/*trees* tables or NLM descYYYY.xml; default: mesh_vocab/ subset")
     curated_dir: Path | None = Field(None, description="folder of abbreviations/concepts/spelling/tagging YAML")
+    strict_labels: bool = Field(False, description="an unresolved label stops the run (MEDBENCH_STRICT=1, "
+                                "`medbench build --strict`); by default its items are left out")
 
 
 class LLMSettings(BaseModel):

@@ -22,6 +22,8 @@ class Reason(str, Enum):
     EMPTY_ROI = "empty_roi"
     BAD_ANNOTATION = "bad_annotation"
     NO_SAMPLES = "no_samples"
+    BAD_GEOMETRY = "bad_geometry"
+    UNSUPPORTED_PIXEL_TYPE = "unsupported_pixel_type"
 
 
 class SampleError(Exception):

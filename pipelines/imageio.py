@@ -45,6 +45,9 @@ def read_image(path: Path, max_pixels: int, rel: str = "") -> np.ndarray:
                           f"'{rel or path.name}' could not be decoded ({exc}); re-export the file", rel) from exc
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise SampleError(Reason.NON_FINITE, f"'{rel or path.name}' has {int((~np.isfinite(arr)).sum())} NaN/Inf "
+                          "pixels (they would be published as black); re-export it without them", rel)
     return np.ascontiguousarray(arr)
 
 

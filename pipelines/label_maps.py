@@ -2,33 +2,77 @@
 
 A label map says which raw labels exist (and, for masks and arrays, which integer value
 means which label). A label met in the data but absent here is quarantined, never guessed.
+Every key and every controlled value is checked when the file is loaded, so a typo is
+reported with the file, the key and the fix instead of failing deep inside a later stage.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from pipelines.vocab.taxonomy import DEPARTMENTS, SEMANTIC_TYPES, TASKS
 
 
 class LabelMapError(ValueError):
     pass
 
 
-class LabelSpec(BaseModel):
-    """Per-label hints for later stages; every vocabulary field pins what the rules would decide."""
+def default_ct_windows() -> set[str]:
+    from pipelines.config import StandardizeSettings  # local: config is heavier than this module
+
+    return set(StandardizeSettings().ct_windows)
+
+
+def _controlled(value: str | None, allowed: Iterable[str], what: str) -> str | None:
+    if value is not None and value not in allowed:
+        raise ValueError(f"unknown {what} {value!r}; use one of: {', '.join(sorted(allowed))}")
+    return value
+
+
+class _Tags(BaseModel):
+    """Tag pins shared by a label and the dataset defaults; values come from GMAI-MMBench's lists."""
 
     model_config = ConfigDict(extra="forbid")
-    ct_window: str | None = None
+    semantic_type: str | None = Field(None, description="organ, lesion, cell, ... (pipelines/vocab/taxonomy.py)")
+    task: str | None = Field(None, description="clinical VQA task (GMAI-MMBench's 18)")
+    department: str | None = Field(None, description="department (GMAI-MMBench's 18, or N/A)")
+
+    @field_validator("semantic_type")
+    @classmethod
+    def _semantic_type(cls, v: str | None) -> str | None:
+        return _controlled(v, SEMANTIC_TYPES, "semantic_type")
+
+    @field_validator("task")
+    @classmethod
+    def _task(cls, v: str | None) -> str | None:
+        return _controlled(v, TASKS, "task")
+
+    @field_validator("department")
+    @classmethod
+    def _department(cls, v: str | None) -> str | None:
+        return _controlled(v, DEPARTMENTS, "department")
+
+
+class LabelSpec(_Tags):
+    """Per-label hints for later stages; every vocabulary field pins what the rules would decide."""
+
+    ct_window: str | None = Field(None, description="named CT window (standardize.ct_windows)")
     canonical: str | None = Field(None, description="canonical label to use instead of the rules' result")
     mesh_id: str | None = Field(None, description="MeSH descriptor id of `canonical` (checked against MeSH)")
     mesh_name: str | None = Field(None, description="the descriptor's name or entry term (checked)")
     no_mesh: str | None = Field(None, description="why `canonical` has no MeSH descriptor")
     accept: str | None = Field(None, description="accept this label unresolved, for this reason")
-    semantic_type: str | None = None
-    task: str | None = None
-    department: str | None = None
+
+    @field_validator("ct_window")
+    @classmethod
+    def _window(cls, v: str | None, info: ValidationInfo) -> str | None:
+        windows = (info.context or {}).get("ct_windows") or default_ct_windows()
+        return _controlled(v, windows, "ct_window")
 
     @model_validator(mode="after")
     def _pins(self) -> "LabelSpec":
@@ -41,16 +85,12 @@ class LabelSpec(BaseModel):
         return self
 
 
-class LabelMap(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class LabelMap(_Tags):
     dataset: str | None = None
     values: dict[int, str] = {}
     labels: dict[str, LabelSpec | None] = {}
     ignore: list[str] = []
     context: str | None = Field(None, description="body region for context synonyms: chest, abdomen, eye, ...")
-    semantic_type: str | None = Field(None, description="default semantic type of this dataset's labels")
-    task: str | None = Field(None, description="default clinical VQA task of this dataset's labels")
-    department: str | None = Field(None, description="default department of this dataset's labels")
 
     def model_post_init(self, __context: object) -> None:
         for name in self.values.values():
@@ -67,9 +107,41 @@ class LabelMap(BaseModel):
         return self.values.get(int(value))
 
 
-def load_label_map(path: Path) -> LabelMap:
+TOP_KEYS = tuple(LabelMap.model_fields)
+LABEL_KEYS = tuple(LabelSpec.model_fields)
+
+
+def _explain(err: dict[str, Any]) -> str:
+    """One line per pydantic error: where, what, and how to fix it."""
+    loc = [str(x) for x in err["loc"]]
+    where = ".".join(loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        allowed = LABEL_KEYS if len(loc) >= 3 and loc[0] == "labels" else TOP_KEYS
+        return f"unknown key {loc[-1]!r} at {where}; fix: use one of {', '.join(allowed)} (see README, 'Label maps')"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{where}: {msg}; fix: see README, 'Label maps'"
+
+
+def read_text_utf8(path: Path, what: str, error: type[Exception] = ValueError) -> str:
+    """The file's text, or a clear error naming the file when it is not UTF-8."""
+    data = Path(path).read_bytes()
     try:
-        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        return LabelMap.model_validate(doc)
-    except (yaml.YAMLError, ValidationError) as exc:
-        raise LabelMapError(f"label map {path} is invalid: {exc}") from exc
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise error(f"{what} {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+                    "fix: save the file as UTF-8") from exc
+
+
+def load_label_map(path: Path, ct_windows: Iterable[str] | None = None) -> LabelMap:
+    text = read_text_utf8(path, "label map", LabelMapError)
+    try:
+        doc = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise LabelMapError(f"label map {path} is not valid YAML: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise LabelMapError(f"label map {path} must be a mapping (values:, labels:, ...), got {type(doc).__name__}")
+    try:
+        return LabelMap.model_validate(doc, context={"ct_windows": set(ct_windows) if ct_windows else None})
+    except ValidationError as exc:
+        lines = "\n  ".join(_explain(e) for e in exc.errors())
+        raise LabelMapError(f"label map {path} is invalid:\n  {lines}") from exc

@@ -55,3 +55,30 @@ QUESTION_FAMILY: dict[str, str] = {
     "Dermoscopy": "photography", "Fundus Photography": "photography", "OCT": "photography",
     "Histopathology": "microscopy", "Microscopy": "microscopy", "Electron Microscopy": "microscopy",
 }
+
+# Spellings users write -> our controlled name (matched case-insensitively, ignoring '-', '_' and spaces)
+ALIASES: dict[str, str] = {
+    "MR": "MRI", "MRI": "MRI", "MAGNETIC RESONANCE": "MRI", "T1": "T1 weighted MRI", "T1W": "T1 weighted MRI",
+    "T1 MRI": "T1 weighted MRI", "T1CE": "T1 contrast-enhanced MRI", "T1C": "T1 contrast-enhanced MRI",
+    "T1GD": "T1 contrast-enhanced MRI", "T1CE MRI": "T1 contrast-enhanced MRI", "T2": "T2 weighted MRI",
+    "T2W": "T2 weighted MRI", "T2 MRI": "T2 weighted MRI", "FLAIR": "FLAIR MRI", "ADC": "ADC MRI",
+    "DWI": "DWI MRI", "CT": "CT", "COMPUTED TOMOGRAPHY": "CT", "CTA": "CTA", "CT ANGIOGRAPHY": "CTA",
+    "PET": "PET", "PT": "PET", "XRAY": "X-ray", "X RAY": "X-ray", "CXR": "X-ray", "CR": "X-ray", "DX": "X-ray",
+    "RADIOGRAPHY": "X-ray", "MG": "Mammography", "MAMMOGRAM": "Mammography", "US": "Ultrasound",
+    "ULTRASOUND": "Ultrasound", "ULTRASONOGRAPHY": "Ultrasound", "ENDOSCOPY": "Endoscopy",
+    "COLONOSCOPY": "Endoscopy", "DERMOSCOPY": "Dermoscopy", "DERMATOSCOPY": "Dermoscopy",
+    "FUNDUS": "Fundus Photography", "OCT": "OCT", "HISTOPATHOLOGY": "Histopathology",
+    "PATHOLOGY": "Histopathology", "MICROSCOPY": "Microscopy", "EM": "Electron Microscopy",
+}
+
+
+def _alias_key(name: str) -> str:
+    return " ".join(name.upper().replace("-", " ").replace("_", " ").split())
+
+
+_ALIAS_KEYS = {_alias_key(k): v for k, v in ALIASES.items()} | {_alias_key(m): m for m in MODALITIES}
+
+
+def resolve_modality(name: str) -> str | None:
+    """Our controlled modality for a user's spelling ('MR', 't2', 'X-Ray'), or None when unknown."""
+    return name if name in MODALITIES else _ALIAS_KEYS.get(_alias_key(str(name)))

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipelines.gates import RULE_NAMES
-from pipelines.label_maps import LabelMap, LabelMapError, load_label_map
-from pipelines.modalities import MODALITIES
+from pipelines.label_maps import LabelMap, LabelMapError, load_label_map, read_text_utf8
+from pipelines.modalities import MODALITIES, resolve_modality
 
 FORMATS = (
     "image_folder", "csv_manifest", "npz", "coco", "voc", "yolo", "mask_pairs",
@@ -51,6 +52,12 @@ class SourceEntry(BaseModel):
     options: dict[str, Any] = {}
     readability_opt_out: list[str] = []  # gate rules (pipelines.gates.RULE_NAMES) this dataset is exempt from
     notes: str = ""
+
+    @field_validator("modality", mode="before")
+    @classmethod
+    def _alias(cls, v: Any) -> Any:
+        """'MR', 'T2', 'CXR' ... name the controlled modality they stand for; unknown names stay for the check."""
+        return resolve_modality(v) or v if isinstance(v, str) else v
 
 
 class RegistryFile(BaseModel):
@@ -115,8 +122,10 @@ def _resolve(base: Path, p: Path) -> Path:
     return p if p.is_absolute() else (base / p).resolve()
 
 
-def load_registry(path: str | Path) -> Registry:
-    """Parse and validate a registry; raise :class:`RegistryError` listing every problem."""
+def load_registry(path: str | Path, ct_windows: Iterable[str] | None = None) -> Registry:
+    """Parse and validate a registry; raise :class:`RegistryError` listing every problem.
+
+    `ct_windows` are the configured window names label maps may use (the defaults when None)."""
     from pipelines.sources import (
         READERS,  # local import: readers import the registry types
     )
@@ -128,7 +137,11 @@ def load_registry(path: str | Path) -> Registry:
                                      "create it (see sources.yaml in the project) or pass --registry / "
                                      "set MEDBENCH_REGISTRY to an existing file")])
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = read_text_utf8(path, "registry")
+    except ValueError as exc:
+        raise RegistryError([Problem(path, "-", str(exc).split("; fix:")[0], "save the file as UTF-8")]) from exc
+    try:
+        raw = yaml.safe_load(text) or {}
         doc = RegistryFile.model_validate(raw)
     except (yaml.YAMLError, ValidationError) as exc:
         raise RegistryError([Problem(path, "-", f"not a valid registry: {exc}",
@@ -160,7 +173,8 @@ def load_registry(path: str | Path) -> Registry:
                                     f"use one of: {', '.join(FORMATS)}"))
         if entry.modality not in MODALITIES:
             problems.append(Problem(path, name, f"unknown modality '{entry.modality}'",
-                                    f"use one of: {', '.join(sorted(MODALITIES))}"))
+                                    f"use one of: {', '.join(sorted(MODALITIES))} (aliases such as MR, T1, T2, "
+                                    "CXR, US are accepted)"))
         unknown_rules = sorted(set(entry.readability_opt_out) - set(RULE_NAMES))
         if unknown_rules:
             problems.append(Problem(path, name, f"readability_opt_out names unknown rules {unknown_rules}",
@@ -177,7 +191,7 @@ def load_registry(path: str | Path) -> Registry:
                                     "create it (one YAML per dataset, see label_maps/) or fix 'label_map'"))
         else:
             try:
-                label_map = load_label_map(lm_path)
+                label_map = load_label_map(lm_path, ct_windows)
             except LabelMapError as exc:
                 problems.append(Problem(path, name, str(exc), "correct the label map YAML"))
         if entry.format in READERS:

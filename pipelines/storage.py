@@ -13,11 +13,30 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (/proc), else set-and-restore."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _user_mode(fd: int) -> None:
+    """mkstemp creates 0600 files; give them the mode a plain open() would (0666 minus the umask)."""
+    os.fchmod(fd, 0o666 & ~current_umask())
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temp file beside ``path`` and rename: readers never see a partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        _user_mode(fd)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)
@@ -30,7 +49,10 @@ def atomic_write_table(table: pa.Table, path: Path) -> Path:
     """Write a Parquet file atomically with deterministic settings (no timestamps in it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        _user_mode(fd)
+    finally:
+        os.close(fd)
     try:
         pq.write_table(table, tmp, compression="zstd", write_statistics=True)
         os.replace(tmp, path)
@@ -50,7 +72,7 @@ def staged_dir(final: Path):
     final = Path(final)
     staging = final.parent / f".{final.name}.staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging.mkdir(parents=True, mode=0o777)  # the umask applies, as for any folder the user makes
     try:
         yield staging
     except BaseException:

@@ -1,4 +1,8 @@
-"""A short, human-readable account of what a run produced and where it is."""
+"""A short, human-readable account of what a run produced and where it is.
+
+Only registered datasets are counted: tables left by a dataset since removed from the registry
+are not added in. Failed datasets and unresolved labels are named with their reasons.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from pipelines.run_state import failed_datasets
 from pipelines.storage import DataLayout
 
 
@@ -17,6 +22,9 @@ class Summary:
     samples: dict[str, int] = field(default_factory=dict)
     quarantine: dict[str, Counter] = field(default_factory=dict)
     tables: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    unresolved: list[str] = field(default_factory=list)
+    benchmark: Path | None = None
     gated: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)  # dataset -> rule -> (dropped, units)
 
     def gate_text(self, ds: str) -> str:
@@ -46,6 +54,17 @@ class Summary:
                      f"quarantined: {sum(sum(c.values()) for c in self.quarantine.values())}")
         for name, n in self.tables.items():
             lines.append(f"  {name}: {n} rows  ({self.root / 'tables' / name})")
+        for ds, why in sorted(self.failed.items()):
+            lines.append(f"  FAILED dataset {ds}: {why} (left out of the benchmark)")
+        if self.unresolved:
+            lines.append(f"  unresolved labels ({len(self.unresolved)}; their items are left out; resolve them "
+                         "in the label map with canonical/mesh_id/no_mesh/accept):")
+            lines += [f"    {name}" for name in self.unresolved[:30]]
+            if len(self.unresolved) > 30:
+                lines.append(f"    ... and {len(self.unresolved) - 30} more (table label_vocab, status unresolved)")
+        if self.benchmark is not None:
+            lines.append(f"  benchmark: {self.benchmark}  (load with datasets.load_dataset(\"{self.benchmark}\"); "
+                         f"VLMEvalKit TSVs in {self.benchmark / 'tsv'})")
         gated = [f"  {ds}: {self.gate_text(ds)}" for ds in sorted(self.gated) if self.gated[ds]]
         if gated:
             lines.append("readability gates (units dropped / candidate units):")
@@ -61,9 +80,18 @@ def _rows(path: Path) -> int:
     return pq.ParquetFile(path).metadata.num_rows
 
 
+def _unresolved(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    t = pq.read_table(path, columns=["dataset_id", "raw_label", "status"]).to_pylist()
+    return sorted(f"{r['dataset_id']}: {r['raw_label']}" for r in t if r["status"] == "unresolved")
+
+
 def summarize(data_root: Path, dataset_ids: list[str]) -> Summary:
     layout = DataLayout(data_root)
     s = Summary(root=Path(data_root))
+    registered = set(dataset_ids)
+    s.failed = {k: v for k, v in failed_datasets(data_root).items() if k in registered}
     for ds in dataset_ids:
         p = layout.table("raw_samples", ds)
         if p.exists():
@@ -82,7 +110,11 @@ def summarize(data_root: Path, dataset_ids: list[str]) -> Summary:
     tables = layout.root / "tables"
     if tables.exists():
         for d in sorted(p for p in tables.iterdir() if p.is_dir() and p.name != "quarantine"):
-            s.tables[d.name] = sum(_rows(f) for f in d.glob("*.parquet"))
+            s.tables[d.name] = sum(_rows(f) for f in d.glob("*.parquet") if f.stem in registered and f.is_file())
         for f in sorted(tables.glob("*.parquet")):
             s.tables[f.stem] = _rows(f)
+    s.unresolved = _unresolved(layout.table("label_vocab"))
+    bench = layout.root / "benchmark"
+    if (bench / "manifest.json").exists() or (bench / "data").exists():
+        s.benchmark = bench
     return s

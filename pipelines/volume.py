@@ -80,10 +80,51 @@ def read_volume(path: Path, rel: str, max_voxels: int, verify: bool = True) -> s
         img = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise SampleError(Reason.CORRUPT_FILE, f"'{rel}' could not be decoded: {_first_line(exc)}", rel) from exc
+    if img.GetNumberOfComponentsPerPixel() > 1:
+        raise SampleError(Reason.UNSUPPORTED_PIXEL_TYPE,
+                          f"'{rel}' has {img.GetNumberOfComponentsPerPixel()} components per voxel (RGB/vector); "
+                          "medbench reads scalar volumes: convert it to grey levels or split the channels", rel)
     if img.GetDimension() == 4:  # multi-channel (e.g. MSD multi-modal): keep the first channel
         size = list(img.GetSize())
         img = sitk.Extract(img, size[:3] + [0], [0, 0, 0, 0])
+    if verify and img.GetDimension() == 3 and path.name.endswith((".nii", ".nii.gz")):
+        check_nifti_geometry(path, rel, img)
     return img
+
+
+RAS_FROM_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def itk_affine(img: sitk.Image) -> np.ndarray:
+    """The voxel-to-world matrix ITK uses for a 3D image, in NIfTI's RAS convention."""
+    a = np.eye(4)
+    a[:3, :3] = np.array(img.GetDirection()).reshape(3, 3) @ np.diag(img.GetSpacing())
+    a[:3, 3] = img.GetOrigin()
+    return RAS_FROM_LPS @ a
+
+
+def check_nifti_geometry(path: Path, rel: str, img: sitk.Image) -> None:
+    """The geometry ITK reads must be the one the header's sform/qform states.
+
+    ITK repairs bad pixdims silently (a negative one becomes positive, mirroring the volume against
+    the sform; zero becomes 1 mm). Nothing is guessed here: a volume whose voxel sizes are not positive,
+    or whose ITK geometry disagrees with its sform (or qform when there is no sform), is quarantined."""
+    hdr = nib.load(str(path)).header
+    pixdim = [float(v) for v in hdr["pixdim"][1:4]]
+    problems = []
+    if any(v <= 0 for v in pixdim):
+        problems.append(f"pixdim {pixdim} has a zero or negative voxel size")
+    for name, (matrix, code) in (("sform", hdr.get_sform(coded=True)), ("qform", hdr.get_qform(coded=True))):
+        if matrix is None or not code:
+            continue
+        if not np.allclose(itk_affine(img), matrix, rtol=1e-4, atol=1e-3):
+            spacing = np.round(np.linalg.norm(matrix[:3, :3], axis=0), 4).tolist()
+            problems.append(f"the {name} (voxel size {spacing}) disagrees with the geometry read "
+                            f"(voxel size {np.round(img.GetSpacing(), 4).tolist()}, a mirror or a wrong size)")
+        break  # the sform wins when present, as in every NIfTI reader
+    if problems:
+        raise SampleError(Reason.BAD_GEOMETRY, f"'{rel}': {'; '.join(problems)}; fix the header (pixdim must "
+                          "be positive and agree with the sform/qform) and re-export", rel)
 
 
 def _first_line(exc: Exception) -> str:

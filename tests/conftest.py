@@ -57,6 +57,6 @@ def dagster_home(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolate_env(monkeypatch):
-    for var in ("MEDBENCH_REGISTRY", "MEDBENCH_DATA_ROOT", "MEDBENCH_SEED", "MEDBENCH_CONFIG"):
+    for var in ("MEDBENCH_REGISTRY", "MEDBENCH_DATA_ROOT", "MEDBENCH_SEED", "MEDBENCH_CONFIG", "MEDBENCH_STRICT"):
         monkeypatch.delenv(var, raising=False)
     yield

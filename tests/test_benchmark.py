@@ -90,7 +90,8 @@ def test_parquet_round_trip_with_datasets(built):
     import datasets
     cfg = built[0]
     out = cfg.data_root / "benchmark"
-    ds = datasets.load_dataset(str(out))
+    # a cache of its own: the shared ~/.cache may hold a stale entry for this same tmp path
+    ds = datasets.load_dataset(str(out), cache_dir=str(cfg.data_root.parent / "hf_cache"))
     bench = _bench(cfg).set_index("index")
     assert ds["val"].num_rows + ds["test"].num_rows == len(bench)
     row = ds["val"][0]

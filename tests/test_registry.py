@@ -43,7 +43,7 @@ def test_valid_registry_resolves_paths_relative_to_file(tmp_path):
     ({"format": "dicomm"}, "unknown format 'dicomm'", "use one of"),
     ({"root": "nowhere"}, "does not exist", "fix 'root'"),
     ({"label_map": "missing.yaml"}, "label map", "create it"),
-    ({"modality": "Xray"}, "unknown modality 'Xray'", "use one of"),
+    ({"modality": "Sonar"}, "unknown modality 'Sonar'", "use one of"),
     ({"id": "Bad,Id"}, "is not a slug", "lowercase"),
     ({"dimension": 4}, "dimension", "registry fields"),
     ({"options": {"nope": 1}}, "options.nope", "reader options"),

@@ -10,6 +10,7 @@ import pandas as pd
 
 from pipelines.config import QuestionSettings
 from pipelines.questions.validate import granularity_group
+from pipelines.vocab.frame import text, vocab_frame
 from pipelines.vocab.hierarchy import Hierarchy
 
 
@@ -25,12 +26,13 @@ def build_pools(vocab: pd.DataFrame) -> dict[PoolKey, list[str]]:
     """Image level: the other categories of the same dataset (same task and modality).
     Region level: one pool per (modality, task, granularity) shared by all datasets."""
     pools: dict[PoolKey, set[str]] = defaultdict(set)
-    for row in vocab.itertuples(index=False):
-        if not row.task or row.status == "unresolved":
-            continue
+    for row in vocab_frame(vocab).itertuples(index=False):
+        task, label = text(row.task), text(row.canonical_label)
+        if not task or not label or row.status == "unresolved":
+            continue  # untagged labels (an `accept:` without a task pin) have no pool to join
         for g in {granularity_group(g) for g in row.granularities}:
             scope = f"dataset:{row.dataset_id}" if g == "image" else "shared"
-            pools[PoolKey(scope, row.modality, row.task, g)].add(row.canonical_label)
+            pools[PoolKey(scope, row.modality, task, g)].add(label)
     return {k: sorted(v) for k, v in pools.items()}
 
 
@@ -64,7 +66,13 @@ def count_options(rng: np.random.Generator, count: int, q: QuestionSettings) -> 
     return [str(count)] + [str(c) for c in picked]
 
 
+POOL_COLUMNS = ["scope", "modality", "task", "granularity", "labels", "size"]
+
+
 def pools_table(pools: dict[PoolKey, list[str]]) -> pd.DataFrame:
+    """One row per pool; an empty frame keeps its columns (every label may be left out)."""
+    if not pools:
+        return pd.DataFrame({c: pd.Series(dtype="int64" if c == "size" else object) for c in POOL_COLUMNS})
     return pd.DataFrame([{"scope": k.scope, "modality": k.modality, "task": k.task, "granularity": k.granularity,
                           "labels": v, "size": len(v)} for k, v in sorted(pools.items(), key=lambda kv: tuple(vars(kv[0]).values()))])
 

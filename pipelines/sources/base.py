@@ -107,7 +107,19 @@ class ReadContext:
         if not p.exists():
             raise SampleError(Reason.MISSING_FILE,
                               f"'{rel}' is referenced but does not exist under {self.root}", str(rel))
+        self.check_inside(p, str(rel))
         return p
+
+    def check_inside(self, path: Path, rel: str) -> None:
+        """A symlink inside the root may not lead outside it (unless ingest.allow_external_symlinks)."""
+        if self.config.ingest.allow_external_symlinks or not (path.is_symlink() or any(
+                q.is_symlink() for q in path.parents if q.is_relative_to(self.root) and q != self.root)):
+            return
+        real = path.resolve()
+        if not real.is_relative_to(self.root.resolve()):
+            raise SampleError(Reason.PATH_TRAVERSAL,
+                              f"'{rel}' is a symlink to {real}, outside the dataset root {self.root}; copy the "
+                              "file into the dataset (or set ingest.allow_external_symlinks: true)", rel)
 
     def rel(self, path: Path) -> str:
         return Path(os.path.normpath(path)).relative_to(self.root).as_posix()

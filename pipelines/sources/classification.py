@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from pipelines.imageio import read_image
 from pipelines.sources.base import (
@@ -18,12 +21,14 @@ from pipelines.sources.base import (
     SampleRecord,
     intensity_range,
 )
+from pipelines.textio import decode_text
 
 
 def _image_record(reader: Reader, path: Path, labels: list[str], key: str, group_key: str,
                   meta: dict | None = None) -> SampleRecord:
     ctx = reader.ctx
     rel = ctx.rel(path)
+    ctx.check_inside(path, rel)
     for label in labels:
         ctx.check_label(label, rel)
     arr = read_image(path, ctx.config.ingest.max_pixels, rel)
@@ -70,41 +75,73 @@ class CsvManifestReader(_ImageFileReader):
         label_column: str | None = None
         label_separator: str | None = None
         label_columns: list[str] | None = None  # multi-label as 0/1 columns
+        encoding: str | None = None  # default: UTF-8, else detected (charset-normalizer)
 
-    def _labels(self, row: pd.Series) -> list[str]:
+    def _labels(self, row: dict) -> list[str]:
         o = self.opts
         if o.label_columns:
             return [c for c in o.label_columns if str(row[c]).strip() in ("1", "1.0", "True", "true")]
-        value = "" if pd.isna(row[o.label_column]) else str(row[o.label_column]).strip()
+        value = str(row[o.label_column] or "").strip()
         if o.label_separator:
             return [v.strip() for v in value.split(o.label_separator) if v.strip()]
         return [value] if value else []
 
     def scan(self) -> Iterator[SampleRecord | Quarantined]:
         o = self.opts
-        manifest = self.ctx.resolve(o.file)
-        sep = "\t" if manifest.suffix.lower() in (".tsv", ".tab") else ","
-        df = pd.read_csv(manifest, sep=sep, dtype=str, keep_default_na=False, na_values=[])
+        try:
+            manifest = self.ctx.resolve(o.file)
+            header, rows, bad = read_manifest(manifest, o.file, o.encoding)
+        except SampleError as exc:
+            yield Quarantined(exc.path or o.file, exc.reason, str(exc))
+            return
+        yield from bad
         needed = [o.path_column] + ([o.label_column] if o.label_column else []) + (o.label_columns or [])
-        missing = [c for c in needed if c not in df.columns]
+        missing = [c for c in needed if c not in header]
         if missing:
             yield Quarantined(o.file, Reason.BAD_ANNOTATION,
-                              f"manifest {o.file} lacks column(s) {missing}; it has {list(df.columns)}")
+                              f"manifest {o.file} lacks column(s) {missing}; it has {header}")
             return
         group_col = self.ctx.source.entry.group_rule.column
-        for i, row in df.iterrows():
+        for i, row in rows:
             ref = str(Path(o.image_root) / row[o.path_column])
 
             def one(row=row, ref=ref, i=i) -> SampleRecord:
                 path = self.ctx.resolve(ref)
                 labels = self._labels(row)
                 if not labels and self.ctx.source.entry.task_type == "cls":
-                    raise SampleError(Reason.BAD_ANNOTATION, f"row {i + 2} of {o.file} has no label", ref)
+                    raise SampleError(Reason.BAD_ANNOTATION, f"line {i} of {o.file} has no label", ref)
                 rel = self.ctx.rel(path)
                 gval = row[group_col] if group_col and group_col in row else None
                 return _image_record(self, path, labels, rel, self.ctx.group_key(rel, gval),
-                                     {"manifest_row": int(i) + 2})
+                                     {"manifest_row": int(i)})
             yield self.guarded(ref, one, ref)
+
+
+def read_manifest(path: Path, rel: str, encoding: str | None) -> tuple[list[str], list[tuple[int, dict]], list[Quarantined]]:
+    """Header, (line number, row) pairs and one quarantine row per line whose field count differs from
+    the header's. The delimiter is a tab for .tsv/.tab files, else a comma."""
+    text, _ = decode_text(path.read_bytes(), rel, encoding)
+    if not text.strip():
+        raise SampleError(Reason.BAD_ANNOTATION, f"manifest {rel} is empty; it needs a header line and one "
+                          "row per image", rel)
+    sep = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
+    try:
+        header = [h.strip() for h in next(reader)]
+        rows, bad = [], []
+        for fields in reader:
+            line = reader.line_num
+            if not any(f.strip() for f in fields):
+                continue
+            if len(fields) != len(header):
+                bad.append(Quarantined(f"{rel}:{line}", Reason.BAD_ANNOTATION,
+                                       f"line {line} of {rel} has {len(fields)} field(s), the header has "
+                                       f"{len(header)}; fix the row (quote fields holding '{sep}')"))
+                continue
+            rows.append((line, dict(zip(header, fields))))
+    except csv.Error as exc:
+        raise SampleError(Reason.BAD_ANNOTATION, f"manifest {rel} is not valid CSV: {exc}", rel) from exc
+    return header, rows, bad
 
 
 class NpzReader(Reader):
@@ -119,31 +156,80 @@ class NpzReader(Reader):
 
     def scan(self) -> Iterator[SampleRecord | Quarantined]:
         o = self.opts
-        path = self.ctx.resolve(o.file)
-        lm = self.ctx.source.label_map
-        multi = self.ctx.source.entry.task_type == "mcls"
-        with np.load(path, allow_pickle=False) as npz:
+        try:
+            path = self.ctx.resolve(o.file)
+            npz = np.load(path, allow_pickle=False)
+        except SampleError as exc:
+            yield Quarantined(exc.path or o.file, exc.reason, str(exc))
+            return
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            yield Quarantined(o.file, Reason.CORRUPT_FILE, f"'{o.file}' is not a readable .npz archive "
+                              f"({type(exc).__name__}: {exc}); re-download or re-save it with numpy.savez")
+            return
+        with npz:
             for split in o.splits:
                 if f"{split}_images" not in npz:
                     continue
-                images, labels = npz[f"{split}_images"], npz[f"{split}_labels"]
-                n = len(images) if o.max_per_split is None else min(o.max_per_split, len(images))
-                for i in range(n):
-                    key = f"{o.file}#{split}/{i}"
-                    lab = np.atleast_1d(labels[i])
-                    values = [int(k) for k in np.nonzero(lab)[0]] if multi else [int(lab[0])]
-                    names = [lm.name_of(v) for v in values]
-                    if any(n_ is None for n_ in names):
-                        yield Quarantined(o.file, Reason.UNKNOWN_LABEL,
-                                          f"{key}: label value(s) {values} not in the label map 'values'", key)
-                        continue
-                    img = images[i]
-                    lo, hi = intensity_range(img)
-                    yield SampleRecord(key=key, name=f"{split}_{i:05d}", source_path=o.file,
-                                       group_key=key, image_refs=[o.file], labels=names,
-                                       label_values=values, shape=list(img.shape), spacing=[1.0, 1.0],
-                                       intensity_min=lo, intensity_max=hi,
-                                       meta={"split": split, "index": i})
+                try:
+                    images, labels = self._arrays(npz, split)
+                except SampleError as exc:
+                    yield Quarantined(o.file, exc.reason, str(exc), f"{o.file}#{split}")
+                    continue
+                yield from self._split(split, images, labels)
+
+    def _arrays(self, npz, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """The split's images and labels, or a SampleError saying which array is missing or unreadable."""
+        o = self.opts
+        if f"{split}_labels" not in npz:
+            raise SampleError(Reason.BAD_ANNOTATION, f"'{o.file}' has {split}_images but no {split}_labels; "
+                              f"add the labels array (arrays present: {sorted(npz.files)})", o.file)
+        try:
+            images, labels = npz[f"{split}_images"], npz[f"{split}_labels"]
+        except ValueError as exc:  # object arrays need pickle, which is never enabled for data files
+            raise SampleError(Reason.CORRUPT_FILE, f"'{o.file}' {split} arrays cannot be loaded without pickle "
+                              f"({exc}); save numeric arrays, not object arrays", o.file) from exc
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            raise SampleError(Reason.CORRUPT_FILE, f"'{o.file}' {split} arrays are truncated or corrupt "
+                              f"({type(exc).__name__}: {exc})", o.file) from exc
+        if images.dtype.kind not in "uifb" or labels.dtype.kind not in "uifb":
+            raise SampleError(Reason.CORRUPT_FILE, f"'{o.file}' {split} arrays have dtypes {images.dtype}/"
+                              f"{labels.dtype}; images and labels must be numeric", o.file)
+        if images.ndim not in (3, 4):
+            raise SampleError(Reason.CORRUPT_FILE, f"'{o.file}' {split}_images has shape {images.shape}; "
+                              "expected (N, H, W) or (N, H, W, C)", o.file)
+        return images, labels
+
+    def _split(self, split: str, images: np.ndarray, labels: np.ndarray) -> Iterator[SampleRecord | Quarantined]:
+        o = self.opts
+        lm = self.ctx.source.label_map
+        multi = self.ctx.source.entry.task_type == "mcls"
+        n = len(images) if o.max_per_split is None else min(o.max_per_split, len(images))
+        for i in range(n):
+            key = f"{o.file}#{split}/{i}"
+            if i >= len(labels):
+                yield Quarantined(o.file, Reason.BAD_ANNOTATION, f"{key}: {split}_labels has only {len(labels)} "
+                                  f"rows for {len(images)} images; this image has no label", key)
+                continue
+            lab = np.atleast_1d(labels[i])
+            if not np.isfinite(lab.astype(float)).all():
+                yield Quarantined(o.file, Reason.BAD_ANNOTATION, f"{key}: label {lab.tolist()} is not finite", key)
+                continue
+            values = [int(k) for k in np.nonzero(lab)[0]] if multi else [int(lab[0])]
+            names = [lm.name_of(v) for v in values]
+            if any(n_ is None for n_ in names):
+                yield Quarantined(o.file, Reason.UNKNOWN_LABEL,
+                                  f"{key}: label value(s) {values} not in the label map 'values'", key)
+                continue
+            img = images[i]
+            if img.dtype.kind == "f" and not np.isfinite(img).all():
+                yield Quarantined(o.file, Reason.NON_FINITE, f"{key} has NaN/Inf pixels; re-export without them", key)
+                continue
+            lo, hi = intensity_range(img)
+            yield SampleRecord(key=key, name=f"{split}_{i:05d}", source_path=o.file,
+                               group_key=key, image_refs=[o.file], labels=names,
+                               label_values=values, shape=list(img.shape), spacing=[1.0, 1.0],
+                               intensity_min=lo, intensity_max=hi,
+                               meta={"split": split, "index": i})
 
     def load(self, row: dict) -> LoadedSample:
         import json

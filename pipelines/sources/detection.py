@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from pipelines.sources.base import (
     SampleError,
     SampleRecord,
 )
+from pipelines.textio import read_text
 
 MIN_BOX_SIDE = 2.0  # px; smaller boxes (e.g. the 1x1 VOC boxes in BCCD) cannot be drawn or seen
 EDGE_TOLERANCE = 0.5  # px; normalized (YOLO) coordinates round slightly past the edge: clamp those
@@ -32,7 +34,9 @@ def check_boxes(boxes: list[Box], width: int, height: int, rel: str) -> tuple[li
                 or height < b.y1 <= height + EDGE_TOLERANCE:
             b = Box(b.label, max(b.x0, 0.0), max(b.y0, 0.0), min(b.x1, float(width)), min(b.y1, float(height)))
         desc = f"box {b.label} [{b.x0:g},{b.y0:g},{b.x1:g},{b.y1:g}] in '{rel}'"
-        if b.x0 < 0 or b.y0 < 0 or b.x1 > width or b.y1 > height or b.x1 <= b.x0 or b.y1 <= b.y0:
+        if not all(math.isfinite(v) for v in (b.x0, b.y0, b.x1, b.y1)):
+            bad.append(Quarantined(rel, Reason.BAD_ANNOTATION, f"{desc} has a NaN/Inf coordinate; fix the annotation"))
+        elif b.x0 < 0 or b.y0 < 0 or b.x1 > width or b.y1 > height or b.x1 <= b.x0 or b.y1 <= b.y0:
             bad.append(Quarantined(rel, Reason.BOX_OUTSIDE_IMAGE,
                                    f"{desc} is not inside the {width}x{height} image; fix the annotation"))
         elif b.x1 - b.x0 < MIN_BOX_SIDE or b.y1 - b.y0 < MIN_BOX_SIDE:
@@ -74,7 +78,11 @@ class _DetectionReader(Reader):
         except SampleError as exc:
             yield Quarantined(exc.path, exc.reason, str(exc))
             return
-        for ref, ann, boxes in items:
+        for item in items:
+            if isinstance(item, Quarantined):  # one bad annotation, the rest of the file is kept
+                yield item
+                continue
+            ref, ann, boxes = item
             if isinstance(boxes, Quarantined):
                 yield boxes
                 continue
@@ -100,16 +108,46 @@ class CocoReader(_DetectionReader):
         o = self.opts
         path = self.ctx.resolve(o.file)
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-            cats = {c["id"]: c["name"] for c in doc["categories"]}
-            per_image: dict[int, list[Box]] = defaultdict(list)
-            for a in doc["annotations"]:
-                x, y, w, h = (float(v) for v in a["bbox"])
-                per_image[a["image_id"]].append(Box(cats[a["category_id"]], x, y, x + w, y + h))
-            images = sorted(doc["images"], key=lambda im: im["file_name"])
+            doc = json.loads(read_text(path, o.file))
+            categories, images, annotations = doc["categories"], doc["images"], doc["annotations"]
+            if not all(isinstance(x, list) for x in (categories, images, annotations)):
+                raise TypeError("'categories', 'images' and 'annotations' must be lists")
         except (ValueError, KeyError, TypeError) as exc:
             raise SampleError(Reason.BAD_ANNOTATION, f"COCO file {o.file} is malformed: {exc!r}", o.file) from exc
+        cats = {c.get("id"): c.get("name") for c in categories if isinstance(c, dict)}
+        by_id: dict[object, list[dict]] = defaultdict(list)
         for im in images:
+            if isinstance(im, dict) and isinstance(im.get("file_name"), str):
+                by_id[im.get("id")].append(im)
+            else:
+                yield Quarantined(o.file, Reason.BAD_ANNOTATION, f"COCO image entry {im!r} in {o.file} has no file_name")
+        dup = {i for i, ims in by_id.items() if len(ims) > 1}
+        per_image: dict[object, list[Box]] = defaultdict(list)
+        for n, a in enumerate(annotations):
+            where = f"{o.file}#annotations[{n}]"
+            try:
+                image_id, cat = a["image_id"], a["category_id"]
+                x, y, w, h = (float(v) for v in a["bbox"])
+            except (KeyError, TypeError, ValueError) as exc:
+                yield Quarantined(where, Reason.BAD_ANNOTATION, f"annotation {n} of {o.file} is malformed "
+                                  f"({type(exc).__name__}: {exc}); it needs image_id, category_id and a 4-number bbox")
+                continue
+            if image_id not in by_id:
+                yield Quarantined(where, Reason.BAD_ANNOTATION, f"annotation {n} of {o.file} refers to image_id "
+                                  f"{image_id!r}, which no entry of 'images' has")
+                continue
+            if cat not in cats or not isinstance(cats[cat], str):
+                yield Quarantined(where, Reason.BAD_ANNOTATION, f"annotation {n} of {o.file} has category_id "
+                                  f"{cat!r}, which 'categories' does not name")
+                continue
+            per_image[image_id].append(Box(cats[cat], x, y, x + w, y + h))
+        for image_id in sorted(dup, key=str):
+            names = sorted(im["file_name"] for im in by_id[image_id])
+            for name in names:  # whose boxes are whose cannot be told: none of them is used
+                yield Quarantined(str(Path(o.image_root) / name), Reason.BAD_ANNOTATION,
+                                  f"image id {image_id!r} is used by {len(names)} images in {o.file} ({', '.join(names)}); "
+                                  "give each image its own id")
+        for im in sorted((ims[0] for i, ims in by_id.items() if i not in dup), key=lambda im: im["file_name"]):
             yield str(Path(o.image_root) / im["file_name"]), o.file, per_image.get(im["id"], [])
 
 
@@ -152,25 +190,34 @@ class YoloReader(_DetectionReader):
         classes_file: str = "classes.txt"
 
     def annotations(self):
-        classes = self.ctx.resolve(self.opts.classes_file).read_text(encoding="utf-8").split("\n")
-        classes = [c.strip() for c in classes if c.strip()]
+        classes_ref = self.opts.classes_file
+        classes = [c.strip() for c in read_text(self.ctx.resolve(classes_ref), classes_ref).splitlines()]
+        classes = [c for c in classes if c]
         img_dir = self.ctx.resolve(self.opts.images)
         for img in sorted(p for p in img_dir.iterdir() if p.suffix.lower() in self.ctx.config.ingest.image_extensions):
-            txt = Path(self.opts.labels) / f"{img.stem}.txt"
+            txt = str(Path(self.opts.labels) / f"{img.stem}.txt")
             ref = self.ctx.rel(img)
             try:
                 w, h = image_size(img, self.ctx.config.ingest.max_pixels, ref)
-                lines = self.ctx.resolve(txt).read_text(encoding="utf-8").split("\n")
-                boxes = []
-                for line in filter(None, (ln.strip() for ln in lines)):
-                    c, cx, cy, bw, bh = line.split()
-                    cx, cy, bw, bh = float(cx) * w, float(cy) * h, float(bw) * w, float(bh) * h
-                    boxes.append(Box(classes[int(c)], cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2))
+                lines = read_text(self.ctx.resolve(txt), txt).splitlines()
             except SampleError as exc:
-                yield ref, str(txt), Quarantined(exc.path, exc.reason, str(exc))
+                yield ref, txt, Quarantined(exc.path, exc.reason, str(exc))
                 continue
-            except (ValueError, IndexError) as exc:
-                yield ref, str(txt), Quarantined(str(txt), Reason.BAD_ANNOTATION,
-                                                 f"YOLO file '{txt}' is malformed: {exc}")
-                continue
-            yield ref, str(txt), boxes
+            boxes = []
+            for n, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                try:
+                    c, cx, cy, bw, bh = line.split()
+                    cls, (cx, cy, bw, bh) = int(c), (float(cx) * w, float(cy) * h, float(bw) * w, float(bh) * h)
+                except ValueError as exc:
+                    yield Quarantined(f"{txt}:{n}", Reason.BAD_ANNOTATION,
+                                      f"line {n} of YOLO file '{txt}' is malformed ({exc}); expected 'class cx cy w h'")
+                    continue
+                if not 0 <= cls < len(classes):
+                    yield Quarantined(f"{txt}:{n}", Reason.BAD_ANNOTATION,
+                                      f"line {n} of '{txt}' has class {cls}; {classes_ref} lists {len(classes)} "
+                                      f"classes (0..{len(classes) - 1})")
+                    continue
+                boxes.append(Box(classes[cls], cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2))
+            yield ref, txt, boxes

@@ -7,6 +7,7 @@ hashed with the configured salt for the group id and never written anywhere.
 from __future__ import annotations
 
 import json
+import tempfile
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -69,15 +70,86 @@ def index_headers(reader: Reader, pattern: str = "**/*") -> tuple[list[Header], 
             continue
         rel = reader.ctx.rel(path)
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=TAGS)
-            if "Modality" not in ds:
-                raise InvalidDicomError("no Modality tag")
-        except (InvalidDicomError, OSError, ValueError, EOFError, KeyError) as exc:
+            ds = read_header(path)
+        except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
             bad.append(Quarantined(rel, Reason.CORRUPT_FILE,
                                    f"'{rel}' is not a readable DICOM file: {type(exc).__name__}: {exc}"))
             continue
         headers.append(Header(rel, ds))
     return headers, bad
+
+
+def _plausible(ds: pydicom.Dataset) -> bool:
+    """A file read with force=True is DICOM only if its key tags look like DICOM values."""
+    modality = str(ds.get("Modality", "") or "")
+    if not (modality.isascii() and modality.replace("_", "").isalnum() and modality.isupper() and len(modality) <= 16):
+        return False
+    uid = str(ds.get("SOPInstanceUID", "") or "")
+    if uid:
+        return all(c.isdigit() or c == "." for c in uid) and len(uid) <= 64
+    rows, cols = ds.get("Rows"), ds.get("Columns")
+    return isinstance(rows, int) and isinstance(cols, int) and 0 < rows <= 65535 and 0 < cols <= 65535
+
+
+def has_preamble(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(128)
+        return fh.read(4) == b"DICM"
+
+
+def with_preamble(src: Path, dst: Path) -> None:
+    """A copy of a preamble-less file that ITK/GDCM can open: the file meta group, when present, only
+    lacks the 128-byte preamble and 'DICM'; without it pydicom writes the meta from the dataset."""
+    data = src.read_bytes()
+    if data[:2] == b"\x02\x00":
+        dst.write_bytes(b"\x00" * 128 + b"DICM" + data)
+        return
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+    ds = pydicom.dcmread(src, force=True)
+    implicit = ds.original_encoding[0] if ds.original_encoding[0] is not None else True
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.get("SOPClassUID", "1.2.840.10008.5.1.4.1.1.7")
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.get("SOPInstanceUID", "") or "1.2.3"
+    ds.preamble = b"\x00" * 128
+    ds.save_as(dst, enforce_file_format=False, implicit_vr=implicit, little_endian=True)
+
+
+def read_header(path: Path) -> pydicom.Dataset:
+    """The TAGS of one file. Files without the 128-byte preamble and 'DICM' (older writers) are read
+    with force=True and kept only when Modality and SOPInstanceUID are plausible."""
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=TAGS)
+    except InvalidDicomError:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=TAGS, force=True)
+        if not _plausible(ds):
+            raise InvalidDicomError("no DICOM preamble, and read without it the file has no plausible "
+                                    "Modality/SOPInstanceUID") from None
+    if "Modality" not in ds:
+        raise InvalidDicomError("no Modality tag")
+    return ds
+
+
+def check_series_geometry(members: list[Header]) -> None:
+    """One orientation and evenly spaced slices, or a quarantine: a missing slice or a mixed series
+    would otherwise get one wrong spacing for the whole volume."""
+    first = members[0].rel
+    iops = np.array([np.array(h.get("ImageOrientationPatient", [1, 0, 0, 0, 1, 0]), float) for h in members])
+    if not np.allclose(iops, iops[0], atol=1e-3):
+        kinds = len({tuple(np.round(r, 3)) for r in iops})
+        raise SampleError(Reason.BAD_GEOMETRY, f"series starting at '{first}' mixes {kinds} slice orientations "
+                          "(ImageOrientationPatient); split it into one series per orientation", first)
+    if len(members) < 3:
+        return
+    pos = np.array([h.position for h in members])
+    steps = np.diff(pos)
+    step = float(np.median(steps))
+    if abs(step) < 1e-6 or np.any(np.abs(steps - step) > max(0.1 * abs(step), 1e-3)):
+        k = int(np.argmax(np.abs(steps - step)))
+        raise SampleError(Reason.BAD_GEOMETRY, f"series starting at '{first}' is not evenly spaced: slices "
+                          f"'{members[k].rel}' and '{members[k + 1].rel}' are {steps[k]:.3g} mm apart, the "
+                          f"usual step is {step:.3g} mm (a missing or duplicated slice); complete the series", first)
 
 
 def series_key(h: Header) -> str:
@@ -106,6 +178,18 @@ def patient_key(h: Header, fallback: str) -> str:
 def read_series(reader: Reader, files: list[str]) -> sitk.Image:
     """Pixels of an ordered file list (rescale slope/intercept applied by GDCM); multi-frame aware."""
     paths = [str(reader.ctx.resolve(f)) for f in files]
+    if not all(has_preamble(Path(p)) for p in paths):
+        with tempfile.TemporaryDirectory(prefix="medbench-dicom-") as tmp:
+            fixed = []
+            for i, p in enumerate(paths):
+                fixed.append(str(Path(tmp) / f"{i:06d}.dcm") if not has_preamble(Path(p)) else p)
+                if fixed[-1] != p:
+                    with_preamble(Path(p), Path(fixed[-1]))
+            return _read_paths(reader, fixed, files)
+    return _read_paths(reader, paths, files)
+
+
+def _read_paths(reader: Reader, paths: list[str], files: list[str]) -> sitk.Image:
     limit = reader.ctx.config.ingest.max_pixels
     try:
         if len(paths) == 1:
@@ -148,6 +232,7 @@ class DicomSeriesReader(Reader):
             yield self.guarded(first, lambda: self._record(key, members), first)
 
     def _record(self, key: str, members: list[Header]) -> SampleRecord:
+        check_series_geometry(members)
         files = [h.rel for h in members]
         series_dir = str(Path(files[0]).parent)
         image = read_series(self, files)

@@ -22,6 +22,7 @@ from pipelines.sources.base import (
     intensity_range,
     named_values,
 )
+from pipelines.textio import read_text
 from pipelines.volume import check_grid, orientation_code, read_volume
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -104,15 +105,38 @@ class VolumePairsReader(Reader):
         except SampleError as exc:
             yield Quarantined(exc.path, exc.reason, str(exc))
             return
-        for image_ref, label_ref, name in pairs:
+        for item in pairs:
+            if isinstance(item, Quarantined):
+                yield item
+                continue
+            image_ref, label_ref, name = item
             yield self.guarded(image_ref, lambda: scan_volume_pair(self, image_ref, label_ref, name), image_ref)
 
     def load(self, row: dict) -> LoadedSample:
         return load_volume_pair(self, row)
 
 
-def json_labels(reader: Reader) -> dict:
-    return json.loads(reader.ctx.resolve(reader.opts.dataset_json).read_text(encoding="utf-8")).get("labels", {})
+def load_dataset_json(reader: Reader) -> dict:
+    """dataset.json as a dict, or a SampleError (bad_annotation) that says what is wrong with it."""
+    rel = reader.opts.dataset_json
+    try:
+        doc = json.loads(read_text(reader.ctx.resolve(rel), rel))
+    except ValueError as exc:
+        raise SampleError(Reason.BAD_ANNOTATION, f"{rel} is not valid JSON ({exc}); fix the file", rel) from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("labels", {}), dict):
+        raise SampleError(Reason.BAD_ANNOTATION, f"{rel} must be an object with a 'labels' mapping", rel)
+    return doc
+
+
+def json_labels(reader: Reader, by_name: bool = False) -> dict[int, str]:
+    """Label value -> name from dataset.json (MSD: {"1": "liver"}; nnU-Net v2: {"liver": 1})."""
+    rel = reader.opts.dataset_json
+    raw = load_dataset_json(reader).get("labels", {})
+    try:
+        return {int(v): str(n) for n, v in raw.items()} if by_name else {int(v): str(n) for v, n in raw.items()}
+    except (TypeError, ValueError) as exc:
+        raise SampleError(Reason.BAD_ANNOTATION, f"{rel} 'labels' has a non-integer value ({exc}); MSD uses "
+                          '{"1": "name"}, nnU-Net v2 {"name": 1}', rel) from exc
 
 
 def dataset_json(reader: Reader, labels: dict[int, str]) -> dict:
@@ -123,7 +147,7 @@ def dataset_json(reader: Reader, labels: dict[int, str]) -> dict:
             raise SampleError(Reason.UNKNOWN_LABEL,
                               f"dataset.json names label {value} '{name}' but the label map says "
                               f"'{lm.name_of(value)}'; make them agree", reader.opts.dataset_json)
-    return json.loads(reader.ctx.resolve(reader.opts.dataset_json).read_text(encoding="utf-8"))
+    return load_dataset_json(reader)
 
 
 class MsdReader(VolumePairsReader):
@@ -135,8 +159,16 @@ class MsdReader(VolumePairsReader):
         dataset_json: str = "dataset.json"
 
     def pairs(self):
-        doc = dataset_json(self, {int(v): n for v, n in json_labels(self).items()})
-        for item in doc["training"]:
+        rel = self.opts.dataset_json
+        doc = dataset_json(self, json_labels(self))
+        training = doc.get("training")
+        if not isinstance(training, list):
+            raise SampleError(Reason.BAD_ANNOTATION, f"{rel} has no 'training' list of image/label pairs", rel)
+        for i, item in enumerate(training):
+            if not (isinstance(item, dict) and isinstance(item.get("image"), str) and isinstance(item.get("label"), str)):
+                yield Quarantined(f"{rel}#training[{i}]", Reason.BAD_ANNOTATION,
+                                  f"{rel} training[{i}] is {item!r}; each entry needs 'image' and 'label' paths")
+                continue
             img, lab = item["image"].removeprefix("./"), item["label"].removeprefix("./")
             yield img, lab, case_name(Path(img))
 
@@ -153,7 +185,7 @@ class NnUnetReader(VolumePairsReader):
         dataset_json: str = "dataset.json"
 
     def pairs(self):
-        dataset_json(self, {int(v): n for n, v in json_labels(self).items()})
+        dataset_json(self, json_labels(self, by_name=True))
         for img, label, base in super().pairs():
             if case_name(Path(img)).endswith("_0000"):
                 yield img, label, base

@@ -86,3 +86,10 @@ def kinds_by_label(regions: pa.Table) -> dict[str, Counter]:
         for label in (labels or ([raw] if raw else [])):
             out[label][kind] += 1
     return dict(out)
+
+
+def unresolved_names(vocab) -> list[str]:
+    """'dataset: raw label (why)' for every unresolved row of a label_vocab frame, sorted."""
+    rows = vocab[vocab["status"] == "unresolved"]
+    return sorted(f"{r.dataset_id}: {r.raw_label}" + (f" ({r.reason})" if isinstance(r.reason, str) and r.reason else "")
+                  for r in rows.itertuples())
