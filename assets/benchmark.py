@@ -55,8 +55,10 @@ def benchmark(context: dg.AssetExecutionContext, medbench: MedbenchResource):
                                     "pool_too_small")]
     flagged = pd.DataFrame({"unit_id": figures["text_only_flagged"]})
     atomic_write_table(pa.Table.from_pandas(flagged, preserve_index=False), layout.table("benchmark_text_only_flags"))
+    drops = layout.read("gate_drops").to_pandas().groupby("rule")["dropped"].sum()
+    gated = {f"gated_out_{rule}": int(n) for rule, n in drops.items()}
     atomic_write_bytes(audit_path(layout), json.dumps(
-        {k: v for k, v in figures.items() if k in SUMMARY_FIGURES}, sort_keys=True).encode())
+        {**{k: v for k, v in figures.items() if k in SUMMARY_FIGURES}, **gated}, sort_keys=True).encode())
     return dg.MaterializeResult(
         metadata={**stats, "not_built": dg.MetadataValue.md(markdown_counts(dict(skipped), "reason")),
                   "path": dg.MetadataValue.path(str(path)),

@@ -37,6 +37,10 @@ def summary(bench: pd.DataFrame, figures: dict) -> tuple[str, dict[str, bytes]]:
         if key in figures:
             v = figures[key]
             lines.append(f"- {key.replace('_', ' ')}: {v:.4f}" if isinstance(v, float) else f"- {key.replace('_', ' ')}: {v}")
+    gated = {k.removeprefix("gated_out_"): v for k, v in sorted(figures.items()) if k.startswith("gated_out_")}
+    if gated:
+        lines.append("- candidate units dropped by the readability gates: "
+                     + ", ".join(f"{rule} {n}" for rule, n in gated.items()))
     lines.append("")
     for col, title in CHARTS.items():
         data = bench[~bench["multi_answer"]] if col == "answer" else bench
