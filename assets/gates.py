@@ -5,7 +5,7 @@ import pyarrow as pa
 
 from assets.ingest import markdown_counts
 from assets.resources import MedbenchResource
-from pipelines.gates import RULES, apply_gates
+from pipelines.gates import RULES, apply_gates, below_gate_datasets
 from pipelines.storage import atomic_write_table
 
 
@@ -32,10 +32,11 @@ def candidate_gates(context: dg.AssetExecutionContext, medbench: MedbenchResourc
     gate = res.verdicts.column("gate").to_pylist()
     by_rule = {r: n for r, n in res.drops.groupby("rule")["dropped"].sum().items() if n}
     checks = []
+    mostly = below_gate_datasets(res.drops, cfg.gates.majority_warn)
     for rule in RULES:
         part = res.drops[res.drops["rule"] == rule.name]
         share = {r.dataset_id: round(r.dropped / r.units, 3) for r in part.itertuples() if r.units and r.dropped}
-        heavy = {d: s for d, s in share.items() if s > cfg.gates.majority_warn}
+        heavy = {d: rules[rule.name] for d, rules in mostly.items() if rule.name in rules}
         checks.append(dg.AssetCheckResult(
             check_name=f"gate_{rule.name}", passed=not heavy, severity=dg.AssetCheckSeverity.WARN,
             metadata={"dropped_units": int(part["dropped"].sum()),

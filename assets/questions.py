@@ -5,7 +5,7 @@ import dagster as dg
 
 from assets.ingest import markdown_counts
 from assets.resources import LLMResource, MedbenchResource
-from pipelines.questions.candidates import DatasetRows, build_candidates
+from pipelines.questions.candidates import REGION_COLUMNS, SLICE_COLUMNS, DatasetRows, build_candidates
 from pipelines.questions.llm import usage_summary
 from pipelines.questions.options import build_pools, pools_from_table, pools_table
 from pipelines.questions.templates import generate_templates
@@ -54,8 +54,8 @@ def dataset_rows(medbench: MedbenchResource) -> list[DatasetRows]:
         if not layout.table("regions", ds).exists():
             continue
         e = medbench.sources.get(ds).entry
-        out.append(DatasetRows(ds, e.modality, e.task_type, layout.read("slices", ds).to_pandas(),
-                               layout.read("regions", ds).to_pandas(),
+        out.append(DatasetRows(ds, e.modality, e.task_type, layout.read("slices", ds, SLICE_COLUMNS).to_pandas(),
+                               layout.read("regions", ds, REGION_COLUMNS).to_pandas(),
                                layout.read("raw_samples", ds).to_pandas()[["sample_id", "dim"]]))
     return out
 

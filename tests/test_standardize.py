@@ -218,3 +218,22 @@ def test_describe_records_display_geometry_phash_and_no_png(shared_config, tmp_p
     planes = SamplePlanes(samples.to_pylist()[0], src, shared_config)
     rgb = planes.rgb(cor)  # re-decoded and checked against the recorded sha256
     assert cor["phash"] == str(imagehash.phash(Image.fromarray(rgb).convert("L")))
+
+
+@needs_shared
+def test_phash_equals_imagehash_on_real_planes():
+    """describe's pHash (two small matrix products) gives ImageHash's exact hash on every plane of a real CT
+    in three windows."""
+    import imagehash
+    from PIL import Image
+
+    from pipelines.standardize.display import phash_hex
+    vol = sitk.GetArrayFromImage(sitk.ReadImage(str(SHARED / "totalseg_ct_nifti" / "images" / "ct_full.nii.gz")))
+    planes = [vol[i] for i in range(vol.shape[0])] + [vol[:, i] for i in range(0, vol.shape[1], 3)]
+    n = 0
+    for arr in planes:
+        for lo, hi in ((-160, 240), (-1350, 150), (-500, 1300)):
+            g = np.clip(np.rint((arr.astype(np.float32) - lo) * 255 / (hi - lo)), 0, 255).astype(np.uint8)
+            assert phash_hex(g) == str(imagehash.phash(Image.fromarray(g)))
+            n += 1
+    assert n > 400

@@ -31,22 +31,22 @@ def reletter(items: pd.DataFrame, seed: int) -> pd.DataFrame:
     """Re-place correct options after selection so each split's letters stay balanced (twins alike)."""
     from pipelines.questions.assemble import LETTERS, assign_letters
     out = items.copy()
-    for split, part in out.groupby("split"):
+    placed: dict[str, dict] = {}
+    first = out.sort_values("unit_id").drop_duplicates("unit_id")  # twins carry the same options
+    for split, part in first.groupby("split"):
         units = []
-        for uid, rows in part.groupby("unit_id", sort=True):
-            r = rows.iloc[0]
+        for r in part.to_dict("records"):
             if r["multi_answer"]:
                 continue
             opts = [r[c] for c in LETTERS if isinstance(r[c], str)]
             correct = r[r["answer"]]
-            units.append({"unit_id": f"{split}:{uid}", "uid": uid, "multi": False,
+            units.append({"unit_id": f"{split}:{r['unit_id']}", "uid": r["unit_id"], "multi": False,
                           "options": [correct] + [o for o in opts if o != correct]})
         assign_letters(units, seed)
-        index_of = part.groupby("unit_id").groups
-        for u in units:
-            idx = index_of[u["uid"]]
-            padded = u["ordered"] + [None] * (len(LETTERS) - len(u["ordered"]))
-            for c, v in zip(LETTERS, padded):
-                out.loc[idx, c] = v
-            out.loc[idx, "answer"] = u["answer"]
+        placed.update({u["uid"]: u for u in units})
+    hit = out["unit_id"].isin(placed)
+    uids = out.loc[hit, "unit_id"].tolist()
+    for i, c in enumerate(LETTERS):
+        out.loc[hit, c] = [(placed[u]["ordered"] + [None] * len(LETTERS))[i] for u in uids]
+    out.loc[hit, "answer"] = [placed[u]["answer"] for u in uids]
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
@@ -58,10 +59,10 @@ def assign_letters(units: list[dict], seed: int) -> None:
             u["answer"] = LETTERS[pos]
 
 
-def _unit(rows: pd.DataFrame, rng: np.random.Generator, picker: TemplatePicker, pools: dict,
+def _unit(rows: list[dict], rng: np.random.Generator, picker: TemplatePicker, pools: dict,
           hierarchy: Hierarchy, q: QuestionSettings) -> tuple[dict | None, str]:
     """Template and options of one selected unit (seeded by its id), or why it cannot be built."""
-    first = rows.iloc[0]
+    first = rows[0]
     answers = list(first["answers"])
     target = None
     if pd.notna(first["count"]):  # '3 platelets': text, so TSV readers never turn options into floats
@@ -97,12 +98,14 @@ def assemble(selected: pd.DataFrame, vocab: pd.DataFrame, templates: pd.DataFram
     picker = TemplatePicker(templates)
     skipped: Counter = Counter()
     units: list[dict] = []
-    for unit_id, rows in selected.sort_values(["unit_id", "granularity"]).groupby("unit_id", sort=True):
+    records = selected.sort_values(["unit_id", "granularity"]).to_dict("records")
+    for unit_id, group in itertools.groupby(records, key=lambda r: r["unit_id"]):
+        rows = list(group)
         unit, reason = _unit(rows, derived_rng(seed, "item", unit_id), picker, pools, hierarchy, q)
         if unit is None:
             skipped[reason] += len(rows)
             continue
-        units.append({**unit, "unit_id": unit_id, "rows": rows.to_dict("records")})
+        units.append({**unit, "unit_id": unit_id, "rows": rows})
     assign_letters(units, seed)
     out = []
     for u in units:

@@ -29,6 +29,10 @@ from pipelines.vocab.hierarchy import Hierarchy
 from pipelines.vocab.taxonomy import KIND_GRANULARITIES
 
 LETTERS = "ABCDE"
+# what candidates read of the described rows (masks themselves are not needed until render)
+SLICE_COLUMNS = ["image_id", "sample_id", "group_id", "source_path", "axis", "index", "width", "height",
+                 "display_width", "display_height", "phash", "contrast"]
+REGION_COLUMNS = ["region_id", "image_id", "kind", "raw_label", "labels", "component_index", "bbox", "area_px"]
 
 
 @dataclass
@@ -138,8 +142,7 @@ def plural(label: str) -> str:
 
 def _slice_frame(slices: pd.DataFrame) -> pd.DataFrame:
     """Per image: display geometry and the diversity features (axis, relative position, pHash)."""
-    s = slices[["image_id", "sample_id", "group_id", "source_path", "axis", "index", "width", "height",
-                "display_width", "display_height", "phash", "contrast"]].copy()
+    s = slices[SLICE_COLUMNS].copy()
     s["depth"] = s.groupby(["sample_id", "axis"])["index"].transform("max") + 1
     s["position"] = np.where(s["depth"] <= 1, 0.5, s["index"] / np.maximum(s["depth"] - 1, 1))
     return s

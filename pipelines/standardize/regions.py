@@ -69,7 +69,8 @@ def describe_plane(plane: np.ndarray, ids: np.ndarray) -> list[RegionShape]:
     x1 = np.zeros(ids.size, int); y1 = np.zeros(ids.size, int)
     np.minimum.at(x0, pos, xs[sel]); np.minimum.at(y0, pos, ys[sel])
     np.maximum.at(x1, pos, xs[sel]); np.maximum.at(y1, pos, ys[sel])
-    masks = np.asfortranarray((plane[:, :, None] == ids[None, None, :]).astype(np.uint8))
+    # (K, W, H) in C order is (H, W, K) in Fortran order: the layout pycocotools wants, built without a copy
+    masks = np.equal(ids[:, None, None], plane.T[None, :, :], order="C").view(np.uint8).transpose(2, 1, 0)
     rles = cocomask.encode(masks)
     return [RegionShape(area_px=int(area[k]), bbox=[float(x0[k]), float(y0[k]), float(x1[k] + 1), float(y1[k] + 1)],
                         centroid=[float(cx[k]), float(cy[k])],
