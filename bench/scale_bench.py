@@ -142,8 +142,13 @@ def main(argv: list[str] | None = None) -> dict:
         out["input_ratio"] = b["volumes"] / a["volumes"]
         out["target_wall_ratio"] = 1.5
     out["png_target_holds"] = all(r["png_files"] <= 1.2 * r["exported_items"] + r["review_sheets"] for r in results)
+    return report("scale_bench", out)
+
+
+def report(name: str, out: dict) -> dict:
+    """Write bench/out/<name>.json and print it."""
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "scale_bench.json").write_text(json.dumps(out, indent=1))
+    (OUT / f"{name}.json").write_text(json.dumps(out, indent=1))
     print(json.dumps(out, indent=1))
     return out
 

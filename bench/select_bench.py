@@ -11,14 +11,13 @@ RSS of the selection alone (targets: <= 60 s, <= 4 GB), units kept and near-dupl
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import time
 
 import numpy as np
 import pandas as pd
 
-from bench.scale_bench import OUT
+from bench.scale_bench import report
 from pipelines.benchmark.select import select_units
 
 
@@ -55,10 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = {"units": args.units, "wall_s": round(wall, 2), "peak_rss_gb": round(peak / 2**30, 3),
            "rss_before_gb": round(before / 2**30, 3), "kept": len(keep), **stats,
            "targets": {"wall_s": 60, "peak_rss_gb": 4}}
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "select_bench.json").write_text(json.dumps(out, indent=1))
-    print(json.dumps(out, indent=1))
-    return out
+    return report("select_bench", out)
 
 
 if __name__ == "__main__":
