@@ -7,8 +7,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.definitions import ALL_ASSETS, GLOBAL, PER_DATASET, defs
-from assets.partitions import datasets_partitions
+from assets.changes import globals_up_to_date, sync_registry
+from assets.definitions import ALL_ASSETS, GLOBAL, GLOBAL_KEYS, PER_DATASET, PER_DATASET_KEYS, defs
+from assets.parallel import QUIET, materialize_partitions
 from pipelines.config import PROJECT_ROOT, PipelineConfig
 from pipelines.registry import load_registry
 
@@ -44,34 +45,33 @@ def _keys(assets: list[dg.AssetsDefinition], select: list[str] | None) -> list[d
     return [k for k in keys if not select or k.to_user_string() in select]
 
 
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-
 
 def build(config: PipelineConfig, select: list[str] | None = None, datasets: list[str] | None = None,
-          log=print) -> BuildReport:
-    """Per-dataset assets once per dataset partition, then the cross-dataset assets."""
+          log=print, force: bool = False, workers: int | None = None) -> BuildReport:
+    """Changed per-dataset partitions (in parallel), then the cross-dataset assets if anything changed.
+
+    Up-to-date datasets are skipped (same content, settings and code as materialized); `force` or an
+    explicit `select` re-runs. Datasets gone from the registry lose their partition and outputs.
+    """
     ensure_dagster_home()
     instance = dg.DagsterInstance.get()
     registry = load_registry(config.registry)
-    ids = datasets or registry.ids
-    for ds in ids:
+    for ds in datasets or []:
         registry.get(ds)
-    known = set(instance.get_dynamic_partitions(datasets_partitions.name))
-    new = [ds for ds in ids if ds not in known]
-    if new:
-        instance.add_dynamic_partitions(datasets_partitions.name, new)
-    resources = defs.resources
+    plan = sync_registry(instance, registry, config, PER_DATASET_KEYS, datasets, force or bool(select), log)
     report = BuildReport()
     per_keys = _keys(PER_DATASET, select)
-    for ds in ids if per_keys else []:
-        log(f"materializing {', '.join(k.to_user_string() for k in per_keys)} for dataset {ds}")
-        res = dg.materialize(ALL_ASSETS, selection=per_keys, partition_key=ds, instance=instance,
-                             resources=resources, raise_on_error=False, run_config=QUIET, tags={"medbench/dataset": ds})
-        (report.succeeded if res.success else report.failed).append(ds)
+    results = materialize_partitions(plan.stale, per_keys, workers, log) if per_keys else {}
+    for ds, ok in results.items():
+        (report.succeeded if ok else report.failed).append(ds)
     global_keys = _keys(GLOBAL, select)
-    if global_keys and not report.failed:
+    stale_globals = force or bool(select) or plan.changed_anything or \
+        not globals_up_to_date(instance, GLOBAL_KEYS, PER_DATASET_KEYS)
+    if global_keys and not report.failed and stale_globals:
         log(f"materializing {', '.join(k.to_user_string() for k in global_keys)}")
-        res = dg.materialize(ALL_ASSETS, selection=global_keys, instance=instance, resources=resources,
+        res = dg.materialize(ALL_ASSETS, selection=global_keys, instance=instance, resources=defs.resources,
                              raise_on_error=False, run_config=QUIET)
         (report.succeeded if res.success else report.failed).append("global")
+    elif global_keys and not report.failed:
+        log("cross-dataset assets are up to date (--force re-runs them)")
     return report

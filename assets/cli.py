@@ -67,8 +67,10 @@ def demo_prepare(force: Annotated[bool, typer.Option(help="rewrite even if prese
 @app.command()
 def build(select: Annotated[list[str] | None, typer.Option("--select", "-s", help="asset name(s); default all")] = None,
           dataset: Annotated[list[str] | None, typer.Option("--dataset", "-d", help="dataset id(s); default all")] = None,
-          registry: RegistryOpt = None, config: ConfigOpt = None, data_root: DataRootOpt = None):
-    """Materialize assets with Dagster (no UI), then print a summary."""
+          registry: RegistryOpt = None, config: ConfigOpt = None, data_root: DataRootOpt = None,
+          force: Annotated[bool, typer.Option(help="re-run datasets that are up to date")] = False,
+          workers: Annotated[int | None, typer.Option(help="datasets at once (default: CPU cores)")] = None):
+    """Materialize what changed with Dagster (no UI), then print a summary."""
     from assets.build import build as run_build
     from assets.build import export_config_env
     cfg = _config(config, registry, data_root)
@@ -78,7 +80,8 @@ def build(select: Annotated[list[str] | None, typer.Option("--select", "-s", hel
         console.print(str(exc), markup=False, highlight=False, style="red")
         raise typer.Exit(1) from exc
     export_config_env(cfg, str(config) if config else None)
-    report = run_build(cfg, select=select, datasets=dataset, log=lambda m: console.print(m, highlight=False))
+    report = run_build(cfg, select=select, datasets=dataset, log=lambda m: console.print(m, highlight=False),
+                       force=force, workers=workers)
     console.print(summarize(cfg.data_root, load_registry(cfg.registry).ids).render(), highlight=False)
     if report.failed:
         console.print(f"[red]failed: {', '.join(report.failed)}[/red] (details in the Dagster run logs; "
