@@ -143,10 +143,21 @@ def test_change_detection_on_a_built_instance(demo_registry, tmp_path, monkeypat
     img = sorted((tmp_path / "polyp_phantom" / "images").iterdir())[0]
     os.utime(img, ns=(img.stat().st_atime_ns, img.stat().st_mtime_ns + 10**9))  # touch: same content
     assert isinstance(sensor(dg.build_sensor_context(instance=instance, cursor=None)), dg.SkipReason)
+    schedule = defs.resolve_schedule_def("source_registry_schedule")
+    assert isinstance(schedule(dg.build_schedule_context(instance=instance)), dg.SkipReason)
     img.write_bytes(img.read_bytes() + b"\0")
     tick = sensor(dg.build_sensor_context(instance=instance, cursor=None))
     assert [r.partition_key for r in tick.run_requests] == ["demo_polyp"]
-    assert build(cfg, log=lambda m: None).succeeded == ["demo_polyp", "global"]
+    assert [r.partition_key for r in schedule(dg.build_schedule_context(instance=instance))] == ["demo_polyp"]
+    # the cross-dataset assets follow a per-dataset run through their automation condition
+    from assets.definitions import GLOBAL_KEYS, PER_DATASET_KEYS
+    baseline = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    assert baseline.total_requested == 0
+    assert build(cfg, select=[k.to_user_string() for k in PER_DATASET_KEYS], datasets=["demo_polyp"],
+                 log=lambda m: None).succeeded == ["demo_polyp"]
+    after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=baseline.cursor)
+    assert {k for k in GLOBAL_KEYS if after.get_num_requested(k)} == set(GLOBAL_KEYS)
+    assert build(cfg, log=lambda m: None).succeeded == ["global"]
     assert "demo_cxr_pneumonia" in set(pq.read_table(data / "tables" / "benchmark.parquet").column("dataset_id").to_pylist())
     # the sensor drops a removed dataset: partition delete request, outputs gone, global rebuild requested
     _drop_from_registry(reg, "demo_cxr_pneumonia")
