@@ -21,6 +21,19 @@ KINDS = {"per_dataset": {"parquet", "python"}, "vocabulary": {"parquet", "python
          "questions": {"parquet", "python"}, "benchmark": {"parquet", "python"}}
 
 
+CHECK_DESCRIPTIONS = {  # for checks whose asset module gives none (shown beside each check in the UI)
+    "pool_too_small": "option pools with fewer labels than an item needs; such items are skipped and counted",
+    "duplicate_options": "items offering the same option text twice",
+    "answer_among_distractors": "items whose correct label also appears among the distractors",
+    "letter_balance": "how often each letter is correct, per option count (should be close to uniform)",
+    "stem_contains_option": "question stems that name one of the options (the answer would leak)",
+    "split_disjoint": "no patient, volume or image group appears in both the val and the test split",
+    "no_related_option": "no option is a synonym, ancestor or descendant of the answer",
+    "no_cross_modality_option": "no option is a label of another imaging modality",
+    "baselines": "chance, seeded random guess and text-only prior accuracy; units a text-only prior answers confidently",
+}
+
+
 def _spec_attrs(stage: str, automation: dg.AutomationCondition | None):
     def apply(spec: dg.AssetSpec) -> dg.AssetSpec:
         kinds = set(KINDS.get(spec.group_name or "", {"python"}))
@@ -45,15 +58,30 @@ def _with_llm_op_settings(asset: dg.AssetsDefinition) -> dg.AssetsDefinition:
     return dg.AssetsDefinition.dagster_internal_init(**{**asset.get_attributes_dict(), "node_def": new_op})
 
 
+def _with_check_descriptions(asset: dg.AssetsDefinition) -> dg.AssetsDefinition:
+    """Fill in the description of checks declared without one (asset modules stay untouched)."""
+    attrs = asset.get_attributes_dict()
+    specs = attrs["check_specs_by_output_name"]
+    if all(spec.description for spec in specs.values()):
+        return asset
+    attrs["check_specs_by_output_name"] = {
+        out: spec if spec.description else spec._replace(description=CHECK_DESCRIPTIONS.get(spec.name, spec.name))
+        for out, spec in specs.items()}
+    return dg.AssetsDefinition.dagster_internal_init(**attrs)
+
+
+def _finish(asset: dg.AssetsDefinition) -> dg.AssetsDefinition:
+    return _with_check_descriptions(_with_llm_op_settings(asset))
+
+
 def per_dataset_assets(assets: list[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
     """Per-dataset assets: run by the registry sensor/schedule, so no automation condition here."""
-    return [_with_llm_op_settings(a.map_asset_specs(_spec_attrs("per_dataset", None))) for a in assets]
+    return [_finish(a.map_asset_specs(_spec_attrs("per_dataset", None))) for a in assets]
 
 
 def global_assets(assets: list[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
     """Cross-dataset assets: rebuilt when any input updates (after all in-flight inputs finish)."""
-    return [_with_llm_op_settings(a.map_asset_specs(_spec_attrs("cross_dataset", dg.AutomationCondition.eager())))
-            for a in assets]
+    return [_finish(a.map_asset_specs(_spec_attrs("cross_dataset", dg.AutomationCondition.eager()))) for a in assets]
 
 
 def automation_sensor(assets: list[dg.AssetsDefinition]) -> dg.AutomationConditionSensorDefinition:

@@ -4,6 +4,7 @@
 import dagster as dg
 
 from assets.changes import dataset_run_versions
+from assets.metadata import table_metadata
 from assets.partitions import datasets_partitions
 from assets.resources import MedbenchResource
 from pipelines.ingest import ingest
@@ -37,6 +38,7 @@ def raw_samples(context: dg.AssetExecutionContext, medbench: MedbenchResource) -
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version),
         metadata={
+            **table_metadata(result.samples),
             "samples": result.samples.num_rows,
             "quarantined": n_bad,
             "path": dg.MetadataValue.path(str(path)),

@@ -172,3 +172,25 @@ def test_change_detection_on_a_built_instance(demo_registry, tmp_path, monkeypat
     assert set(vocab["dataset_id"]) == {"demo_polyp"}
     assert "demo_cxr_pneumonia" not in set(pq.read_table(data / "tables" / "benchmark.parquet").column("dataset_id").to_pylist())
     assert build(cfg, log=lambda m: None, force=True, workers=2).succeeded == ["demo_polyp", "global"]
+
+
+def test_asset_attributes_applied_over_the_lists():
+    """Every asset gets code version, owners, kinds; cross-dataset ones an automation condition;
+    LLM steps a retry policy and the `llm` pool; every check a description."""
+    from assets.automation import LLM_ASSETS, LLM_POOL
+    from assets.definitions import GLOBAL_KEYS, defs
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.code_version and node.owners and "parquet" in node.kinds, key
+        assert (node.automation_condition is not None) == (key in GLOBAL_KEYS), key
+    for check in graph.asset_check_keys:
+        assert graph.get_check_spec(check).description, check
+    job = defs.resolve_job_def("global_job")
+    for name in LLM_ASSETS:
+        node = job.graph.node_named(name)
+        assert node.definition.pool == LLM_POOL and node.definition.retry_policy.max_retries >= 1
+    sensor, automation = defs.resolve_sensor_def("source_registry_sensor"), defs.resolve_sensor_def("medbench_automation")
+    schedule = defs.resolve_schedule_def("source_registry_schedule")
+    assert sensor.default_status == automation.default_status == dg.DefaultSensorStatus.STOPPED
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED and schedule.cron_schedule == "0 3 * * *"
