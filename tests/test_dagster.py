@@ -30,6 +30,13 @@ def test_dagster_cli_validates_definitions(dagster_home):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_dg_cli_loads_the_medbench_location(dagster_home):
+    """`dg` finds the project through [tool.dg] in pyproject (what `dg dev` loads, with no flags)."""
+    exe = os.path.join(os.path.dirname(sys.executable), "dg")
+    proc = subprocess.run([exe, "check", "defs"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "loaded successfully" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
 @pytest.mark.slow
 def test_demo_build_end_to_end(demo_config, dagster_home):
     from assets.build import build, export_config_env
