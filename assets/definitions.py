@@ -5,6 +5,7 @@ import dagster as dg
 
 from assets.automation import automation_sensor, global_assets, per_dataset_assets
 from assets.benchmark import benchmark, benchmark_exports
+from assets.cluster import cluster_jobs
 from assets.ingest import raw_samples
 from assets.questions import option_pools, qa_candidates, question_templates
 from assets.render import prompted_images, review_sheets
@@ -30,7 +31,7 @@ _target = dg.AssetSelection.assets(*ALL_ASSETS)
 
 defs = dg.Definitions(
     assets=ALL_ASSETS,
-    jobs=[dataset_job, global_job],
+    jobs=[dataset_job, global_job, *cluster_jobs(PER_DATASET)],
     sensors=[registry_sensor_factory(PER_DATASET_KEYS, GLOBAL_KEYS, _target), automation_sensor(GLOBAL)],
     schedules=[registry_schedule_factory(PER_DATASET_KEYS, GLOBAL_KEYS, _target, _schedule.cron, _schedule.timezone)],
     resources={"medbench": MedbenchResource(), "llm": LLMResource()},

@@ -93,3 +93,48 @@ def test_demo_runs_on_postgres(postgres_url, demo_registry, tmp_path, monkeypatc
         assert len(runs) == 3 and all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in runs)
         assert sorted(instance.get_dynamic_partitions("datasets")) == ["demo_cxr_pneumonia", "demo_polyp"]
     assert time.time() - started < 300
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_partition_steps_run_on_a_celery_worker(demo_registry, tmp_path, monkeypatch, dagster_home, demo_sources):
+    """deploy/celery.yaml with its folders moved under tmp: a real worker process executes the steps."""
+    pytest.importorskip("dagster_celery", reason="install the celery extra (uv sync --extra celery)")
+    import signal
+    import sys
+
+    import yaml
+
+    from assets.cluster import celery_dataset_job
+    text = (PROJECT_ROOT / "deploy" / "celery.yaml").read_text().replace("/tmp/medbench-celery", str(tmp_path / "celery"))
+    for sub in ("queue", "processed", "results"):
+        (tmp_path / "celery" / sub).mkdir(parents=True)
+    config = tmp_path / "celery.yaml"
+    config.write_text(text)
+    doc = yaml.safe_load(demo_registry.read_text())
+    doc["datasets"] = [d for d in doc["datasets"] if d["id"] == "demo_polyp"]
+    (tmp_path / "sources.yaml").write_text(yaml.safe_dump(doc))
+    monkeypatch.setenv("MEDBENCH_REGISTRY", str(tmp_path / "sources.yaml"))
+    monkeypatch.setenv("MEDBENCH_DATA_ROOT", str(tmp_path / "data"))
+    bin_dir = Path(sys.executable).parent  # the worker command starts `celery` from PATH
+    worker = subprocess.Popen([str(bin_dir / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app",
+                               "-y", str(config), "--", "--concurrency", "1", "--pool", "solo"],
+                              cwd=PROJECT_ROOT, env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    try:
+        with dg.DagsterInstance.get() as instance:
+            instance.add_dynamic_partitions("datasets", ["demo_polyp"])
+            result = dg.execute_job(dg.reconstructable(celery_dataset_job), instance,
+                                    run_config=yaml.safe_load(text), tags={"dagster/partition": "demo_polyp"})
+            assert result.success
+            assert (tmp_path / "data" / "tables" / "prompted_images" / "demo_polyp.parquet").exists()
+            engine = [e for e in result.all_events if e.event_type_value == "STEP_START"]
+            assert engine, "steps ran"
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            out, _ = worker.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            out, _ = worker.communicate()
+    assert b"succeeded" in out or b"Task" in out, out.decode(errors="replace")[-2000:]
