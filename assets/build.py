@@ -12,8 +12,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.definitions import ALL_ASSETS, GLOBAL, PER_DATASET, PUBLISH, defs
-from assets.partitions import datasets_partitions
+from assets.changes import globals_up_to_date, sync_registry
+from assets.definitions import ALL_ASSETS, GLOBAL, GLOBAL_KEYS, PER_DATASET, PER_DATASET_KEYS, PUBLISH, defs
+from assets.parallel import QUIET, failure_reason, materialize_partitions
 from pipelines.config import PROJECT_ROOT, PipelineConfig
 from pipelines.housekeeping import build_lock, pid_alive, remove_stale_staging
 from pipelines.registry import load_registry
@@ -62,22 +63,6 @@ def _keys(assets: list[dg.AssetsDefinition], select: list[str] | None) -> list[d
     return [k for k in keys if not select or k.to_user_string() in select]
 
 
-def failure_reason(result: dg.ExecuteInProcessResult) -> str:
-    """The first failed step with the message of its innermost error (the user's exception), and the
-    failed blocking checks with their descriptions (which name e.g. the unresolved labels)."""
-    parts = []
-    for event in result.get_step_failure_events()[:1]:
-        err = event.event_specific_data.error if event.event_specific_data else None
-        while err is not None and err.cause is not None:
-            err = err.cause
-        message = (err.message.strip().splitlines() or ["?"])[0] if err else "failed"
-        parts.append(f"{event.step_key}: {message}")
-    for check in result.get_asset_check_evaluations():
-        if not check.passed and check.severity == dg.AssetCheckSeverity.ERROR:
-            parts.append(f"check {check.check_name}: {check.description or 'failed'}")
-    return "; ".join(parts) or "run failed (see the Dagster run logs)"
-
-
 def mark_orphan_runs(instance: dg.DagsterInstance) -> int:
     """Runs left STARTED by a killed `medbench build` (its pid is gone) are marked failed."""
     runs = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED],
@@ -91,9 +76,6 @@ def mark_orphan_runs(instance: dg.DagsterInstance) -> int:
     return n
 
 
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-
-
 def check_request(registry_ids: list[str], select: list[str] | None, datasets: list[str] | None) -> None:
     unknown = sorted(set(select or ()) - set(ASSET_NAMES))
     if unknown:
@@ -105,62 +87,67 @@ def check_request(registry_ids: list[str], select: list[str] | None, datasets: l
 
 
 def build(config: PipelineConfig, select: list[str] | None = None, datasets: list[str] | None = None,
-          log: Callable[[str], None] = print, step: Callable[[str], None] | None = None) -> BuildReport:
-    """Per-dataset assets once per dataset partition, then the cross-dataset assets.
+          log: Callable[[str], None] = print, step: Callable[[str], None] | None = None, force: bool = False,
+          workers: int | None = None) -> BuildReport:
+    """Changed per-dataset partitions (in parallel), then the cross-dataset assets if anything changed.
 
-    `step(label)` is called before each Dagster run (a progress display counts them)."""
+    Up-to-date datasets are skipped (same content, settings and code as materialized); `force` or an
+    explicit `select` re-runs. Datasets gone from the registry lose their partition and outputs. A dataset
+    that fails is recorded with its reason and the cross-dataset stages run on the others.
+    `step(label)` is called before each stage (a progress display counts them)."""
     registry = load_registry(config.registry, config.standardize.ct_windows)
     check_request(registry.ids, select, datasets)
     ensure_dagster_home()
     with build_lock(config.data_root):
-        return _build(config, registry.ids, select, datasets or registry.ids, log, step or (lambda _: None))
+        return _build(config, registry.ids, select, datasets or registry.ids, log, step or (lambda _: None),
+                      force, workers)
 
 
 def planned_steps(registry_ids: list[str], select: list[str] | None, datasets: list[str] | None) -> int:
     per, glob = _keys(PER_DATASET, select), _keys(GLOBAL, select)
-    return (len(datasets or registry_ids) if per else 0) + (1 if glob else 0)
+    return (1 if per else 0) + (1 if glob else 0)  # the partitions run side by side as one stage
 
 
 def _build(config: PipelineConfig, registry_ids: list[str], select: list[str] | None, ids: list[str],
-           log: Callable[[str], None], step: Callable[[str], None]) -> BuildReport:
+           log: Callable[[str], None], step: Callable[[str], None], force: bool, workers: int | None) -> BuildReport:
     instance = dg.DagsterInstance.get()
     report = BuildReport(cleaned=remove_stale_staging(config.data_root))
     for path in report.cleaned:
         log(f"removed stale staging folder {path}")
     if (orphans := mark_orphan_runs(instance)):
         log(f"marked {orphans} run(s) of killed builds as failed")
-    known = set(instance.get_dynamic_partitions(datasets_partitions.name))
-    new = [ds for ds in ids if ds not in known]
-    if new:
-        instance.add_dynamic_partitions(datasets_partitions.name, new)
-    resources = defs.resources
+    registry = load_registry(config.registry, config.standardize.ct_windows)
+    plan = sync_registry(instance, registry, config, PER_DATASET_KEYS, None if ids == registry_ids else ids,
+                         force or bool(select), log)
     tags = {"medbench/build": "1", "medbench/pid": str(os.getpid())}
     per_keys = _keys(PER_DATASET, select)
-    for ds in ids if per_keys else []:
-        step(f"dataset {ds}")
-        log(f"materializing {', '.join(k.to_user_string() for k in per_keys)} for dataset {ds}")
-        res = dg.materialize(ALL_ASSETS, selection=per_keys, partition_key=ds, instance=instance,
-                             resources=resources, raise_on_error=False, run_config=QUIET,
-                             tags={**tags, "medbench/dataset": ds})
-        if res.success:
+    if per_keys and plan.stale:
+        step(f"datasets: {', '.join(plan.stale)}")
+    results = materialize_partitions(plan.stale, per_keys, workers, log, tags) if per_keys else {}
+    for ds, why in results.items():
+        if not why:
             report.succeeded.append(ds)
         else:
             report.failed.append(ds)
-            report.reasons[ds] = failure_reason(res)
-            log(f"dataset {ds} failed: {report.reasons[ds]}")
-    if per_keys:
+            report.reasons[ds] = why
+            log(f"dataset {ds} failed: {why}")
+    if per_keys and results:
         record_outcomes(config.data_root, {ds: report.reasons[ds] for ds in report.failed}, report.succeeded)
     global_keys = _keys(GLOBAL, select) + (_keys(PUBLISH, select) if select else [])  # publishing only on request
-    if global_keys:
+    stale_globals = force or bool(select) or plan.changed_anything or \
+        not globals_up_to_date(instance, GLOBAL_KEYS, PER_DATASET_KEYS)
+    if global_keys and stale_globals:
         step("cross-dataset stages")
         if report.failed:
             log(f"cross-dataset stages run without the failed dataset(s): {', '.join(report.failed)}")
         log(f"materializing {', '.join(k.to_user_string() for k in global_keys)}")
-        res = dg.materialize(ALL_ASSETS, selection=global_keys, instance=instance, resources=resources,
+        res = dg.materialize(ALL_ASSETS, selection=global_keys, instance=instance, resources=defs.resources,
                              raise_on_error=False, run_config=QUIET, tags=tags)
         if res.success:
             report.succeeded.append("global")
         else:
             report.failed.append("global")
             report.reasons["global"] = failure_reason(res)
+    elif global_keys:
+        log("cross-dataset assets are up to date (--force re-runs them)")
     return report

@@ -127,8 +127,10 @@ def demo_prepare(force: Annotated[bool, typer.Option(help="rewrite even if prese
 def build(select: Annotated[list[str] | None, typer.Option("--select", "-s", help="asset name(s); default all")] = None,
           dataset: Annotated[list[str] | None, typer.Option("--dataset", "-d", help="dataset id(s); default all")] = None,
           registry: RegistryOpt = None, config: ConfigOpt = None, data_root: DataRootOpt = None,
-          strict: Annotated[bool, typer.Option(help="an unresolved label stops the run (vocab.strict_labels)")] = False):
-    """Materialize assets with Dagster (no UI), then print a summary."""
+          strict: Annotated[bool, typer.Option(help="an unresolved label stops the run (vocab.strict_labels)")] = False,
+          force: Annotated[bool, typer.Option(help="re-run datasets that are up to date")] = False,
+          workers: Annotated[int | None, typer.Option(help="datasets at once (default: CPU cores)")] = None):
+    """Materialize what changed with Dagster (no UI), then print a summary."""
     from assets.build import BuildError, check_request, export_config_env, planned_steps
     from assets.build import build as run_build
     cfg = _config(config, registry, data_root)
@@ -152,7 +154,7 @@ def build(select: Annotated[list[str] | None, typer.Option("--select", "-s", hel
             progress.update(task, description=label)
 
         try:
-            report = run_build(cfg, select=select, datasets=dataset, step=step,
+            report = run_build(cfg, select=select, datasets=dataset, step=step, force=force, workers=workers,
                                log=lambda m: progress.console.print(m, highlight=False, markup=False))
         except BuildLocked as exc:
             raise UserError(str(exc)) from None

@@ -3,6 +3,8 @@
 
 import dagster as dg
 
+from assets.changes import dataset_run_versions
+from assets.metadata import table_metadata
 from assets.partitions import datasets_partitions
 from assets.resources import MedbenchResource
 from pipelines.ingest import ingest
@@ -27,13 +29,16 @@ def markdown_counts(counts: dict[str, int], header: str = "reason") -> str:
 def raw_samples(context: dg.AssetExecutionContext, medbench: MedbenchResource) -> dg.MaterializeResult:
     dataset_id = context.partition_key
     source = medbench.sources.get(dataset_id)
+    version = dataset_run_versions(medbench.sources, medbench.config, [dataset_id])[dataset_id]  # before reading
     result = ingest(source, medbench.config)
     layout = medbench.layout
     path = atomic_write_table(result.samples, layout.table("raw_samples", dataset_id))
     qpath = atomic_write_table(result.quarantine, layout.quarantine("ingest", dataset_id))
     n_bad = result.quarantine.num_rows
     return dg.MaterializeResult(
+        data_version=dg.DataVersion(version),
         metadata={
+            **table_metadata(result.samples),
             "samples": result.samples.num_rows,
             "quarantined": n_bad,
             "path": dg.MetadataValue.path(str(path)),

@@ -7,6 +7,7 @@ from collections import Counter
 import dagster as dg
 
 from assets.ingest import markdown_counts
+from assets.metadata import table_metadata
 from assets.resources import LLMResource, MedbenchResource
 from pipelines.questions.llm import usage_summary
 from pipelines.storage import atomic_write_bytes, atomic_write_table
@@ -79,7 +80,7 @@ def label_vocab(context: dg.AssetExecutionContext, medbench: MedbenchResource, l
     issues = df[df["tag_issues"].map(len) > 0]
     rules = [r for rs in df["rules_fired"] for r in rs]
     return dg.MaterializeResult(
-        metadata={"raw_labels": len(df), "canonical_labels": df["canonical_label"].nunique(),
+        metadata={**table_metadata(table), "raw_labels": len(df), "canonical_labels": df["canonical_label"].nunique(),
                   "mesh_version": mesh.version, "llm_tag_calls": usage_summary(calls)["requests"],
                   "by_status": dg.MetadataValue.md(markdown_counts(df["status"].value_counts().to_dict(), "status")),
                   "rules_fired": dg.MetadataValue.md(markdown_counts(Counter(rules), "rule")),

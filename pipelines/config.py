@@ -213,3 +213,15 @@ class PipelineConfig(BaseModel):
         """Short hash of the settings that change outputs (paths and publishing excluded)."""
         payload = self.model_dump(mode="json", exclude={"registry", "data_root", "publish"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+class AutomationSettings(BaseModel):
+    """When the registry schedule fires (kept out of PipelineConfig: it changes no output)."""
+
+    cron: str = Field("0 3 * * *", description="MEDBENCH_SCHEDULE_CRON: when to look for changed datasets")
+    timezone: str = Field("UTC", description="MEDBENCH_SCHEDULE_TIMEZONE")
+
+    @classmethod
+    def from_env(cls) -> "AutomationSettings":
+        env = {"cron": "MEDBENCH_SCHEDULE_CRON", "timezone": "MEDBENCH_SCHEDULE_TIMEZONE"}
+        return cls.model_validate({k: os.environ[v] for k, v in env.items() if os.environ.get(v)})

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from pipelines.config import PROJECT_ROOT, PipelineConfig
+
+# `datasets.load_dataset(folder)` caches by folder name and file list, not content: a shared
+# ~/.cache/huggingface would hand this session another checkout's "benchmark". Set before
+# `datasets` is imported (it reads the variable once).
+os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="medbench-test-hf-")
+atexit.register(shutil.rmtree, os.environ["HF_DATASETS_CACHE"], ignore_errors=True)
 
 SHARED = (PROJECT_ROOT.parent / "shared" / "datasets").resolve()
 SHARED_REGISTRY = PROJECT_ROOT / "tests" / "shared_registry" / "sources.yaml"

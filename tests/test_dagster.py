@@ -11,7 +11,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.config import PROJECT_ROOT
+from pipelines.config import PROJECT_ROOT, PipelineConfig
 
 
 def test_definitions_load_and_validate():
@@ -33,6 +33,13 @@ def test_dagster_cli_validates_definitions(dagster_home):
     proc = subprocess.run([exe, "definitions", "validate"], cwd=PROJECT_ROOT, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_dg_cli_loads_the_medbench_location(dagster_home):
+    """`dg` finds the project through [tool.dg] in pyproject (what `dg dev` loads, with no flags)."""
+    exe = os.path.join(os.path.dirname(sys.executable), "dg")
+    proc = subprocess.run([exe, "check", "defs"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "loaded successfully" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
 
 
 @pytest.mark.slow
@@ -85,22 +92,34 @@ def test_demo_build_end_to_end(demo_config, dagster_home):
     assert before == after
 
 
-def test_sensor_adds_partitions_and_reruns_only_changed(demo_registry, tmp_path, monkeypatch, demo_sources):
+def _private_registry(demo_registry, tmp_path, ids) -> "Path":
+    """A registry over private copies of some demo datasets, so a test may change or drop them."""
     import shutil
 
     import yaml
-
-    from assets.definitions import defs
-    # a private copy of two demo datasets so the test can change one of them
     doc = yaml.safe_load(demo_registry.read_text())
-    doc["datasets"] = [d for d in doc["datasets"] if d["id"] in ("demo_polyp", "demo_cxr_pneumonia")]
+    doc["datasets"] = [d for d in doc["datasets"] if d["id"] in ids]
     for d in doc["datasets"]:
         dst = tmp_path / os.path.basename(d["root"])
         shutil.copytree(d["root"], dst)
         d["root"] = str(dst)
     reg = tmp_path / "sources.yaml"
     reg.write_text(yaml.safe_dump(doc))
+    return reg
+
+
+def _drop_from_registry(reg, dataset_id: str) -> None:
+    import yaml
+    doc = yaml.safe_load(reg.read_text())
+    doc["datasets"] = [d for d in doc["datasets"] if d["id"] != dataset_id]
+    reg.write_text(yaml.safe_dump(doc))
+
+
+def test_sensor_adds_partitions_and_reruns_only_changed(demo_registry, tmp_path, monkeypatch, demo_sources):
+    from assets.definitions import defs
+    reg = _private_registry(demo_registry, tmp_path, ("demo_polyp", "demo_cxr_pneumonia"))
     monkeypatch.setenv("MEDBENCH_REGISTRY", str(reg))
+    monkeypatch.setenv("MEDBENCH_DATA_ROOT", str(tmp_path / "data"))
     sensor = defs.resolve_sensor_def("source_registry_sensor")
     with dg.instance_for_test() as instance:
         ctx = dg.build_sensor_context(instance=instance, cursor=None)
@@ -109,10 +128,85 @@ def test_sensor_adds_partitions_and_reruns_only_changed(demo_registry, tmp_path,
         assert first.dynamic_partitions_requests[0].partition_keys == ["demo_cxr_pneumonia", "demo_polyp"]
         instance.add_dynamic_partitions("datasets", ["demo_cxr_pneumonia", "demo_polyp"])
         second = sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor))
-        assert isinstance(second, dg.SkipReason)
+        assert isinstance(second, dg.SkipReason)  # requested, not yet materialized: not asked twice
         img = next((tmp_path / "polyp_phantom" / "images").iterdir())
         img.write_bytes(img.read_bytes() + b"\0")
         third = sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor))
         assert [r.partition_key for r in third.run_requests] == ["demo_polyp"]
-        assert third.dynamic_partitions_requests[0].partition_keys == []
+        assert third.dynamic_partitions_requests == []
         assert json.loads(third.cursor).keys() == {"demo_cxr_pneumonia", "demo_polyp"}
+
+
+@pytest.mark.slow
+def test_change_detection_on_a_built_instance(demo_registry, tmp_path, monkeypatch, dagster_home, demo_sources):
+    """Build once; then the sensor's first tick and a second build do nothing, a touch does nothing,
+    a content change re-runs exactly that dataset, and a removed dataset loses partition and outputs."""
+    from assets.build import build
+    from assets.definitions import defs
+    reg = _private_registry(demo_registry, tmp_path, ("demo_polyp", "demo_cxr_pneumonia"))
+    data = tmp_path / "data"
+    for var, value in (("MEDBENCH_REGISTRY", reg), ("MEDBENCH_DATA_ROOT", data)):
+        monkeypatch.setenv(var, str(value))
+    cfg = PipelineConfig.load()
+    assert build(cfg, log=lambda m: None).succeeded == ["demo_cxr_pneumonia", "demo_polyp", "global"]
+    instance = dg.DagsterInstance.get()
+    n_runs = len(instance.get_run_records())
+    assert build(cfg, log=lambda m: None).succeeded == []  # nothing changed: no run at all
+    assert len(instance.get_run_records()) == n_runs
+    sensor = defs.resolve_sensor_def("source_registry_sensor")
+    tick = sensor(dg.build_sensor_context(instance=instance, cursor=None))
+    assert isinstance(tick, dg.SkipReason), "first tick starts from what is materialized"
+    img = sorted((tmp_path / "polyp_phantom" / "images").iterdir())[0]
+    os.utime(img, ns=(img.stat().st_atime_ns, img.stat().st_mtime_ns + 10**9))  # touch: same content
+    assert isinstance(sensor(dg.build_sensor_context(instance=instance, cursor=None)), dg.SkipReason)
+    schedule = defs.resolve_schedule_def("source_registry_schedule")
+    assert isinstance(schedule(dg.build_schedule_context(instance=instance)), dg.SkipReason)
+    img.write_bytes(img.read_bytes() + b"\0")
+    tick = sensor(dg.build_sensor_context(instance=instance, cursor=None))
+    assert [r.partition_key for r in tick.run_requests] == ["demo_polyp"]
+    assert [r.partition_key for r in schedule(dg.build_schedule_context(instance=instance))] == ["demo_polyp"]
+    # the cross-dataset assets follow a per-dataset run through their automation condition
+    from assets.definitions import GLOBAL_KEYS, PER_DATASET_KEYS
+    baseline = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    assert baseline.total_requested == 0
+    assert build(cfg, select=[k.to_user_string() for k in PER_DATASET_KEYS], datasets=["demo_polyp"],
+                 log=lambda m: None).succeeded == ["demo_polyp"]
+    after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=baseline.cursor)
+    assert {k for k in GLOBAL_KEYS if after.get_num_requested(k)} == set(GLOBAL_KEYS)
+    assert build(cfg, log=lambda m: None).succeeded == ["global"]
+    assert "demo_cxr_pneumonia" in set(pq.read_table(data / "tables" / "benchmark.parquet").column("dataset_id").to_pylist())
+    # the sensor drops a removed dataset: partition delete request, outputs gone, global rebuild requested
+    _drop_from_registry(reg, "demo_cxr_pneumonia")
+    tick = sensor(dg.build_sensor_context(instance=instance, cursor=None))
+    assert tick.dynamic_partitions_requests[0].partition_keys == ["demo_cxr_pneumonia"]
+    assert [(r.partition_key, r.tags["medbench/reason"]) for r in tick.run_requests] == [(None, "removed")]
+    assert not list(data.rglob("demo_cxr_pneumonia*")) and not (data / "images" / "demo_cxr_pneumonia").exists()
+    # build does the same and rebuilds the benchmark without it
+    assert build(cfg, log=lambda m: None).succeeded == ["global"]
+    assert instance.get_dynamic_partitions("datasets") == ["demo_polyp"]
+    vocab = pq.read_table(data / "tables" / "label_vocab.parquet").to_pandas()
+    assert set(vocab["dataset_id"]) == {"demo_polyp"}
+    assert "demo_cxr_pneumonia" not in set(pq.read_table(data / "tables" / "benchmark.parquet").column("dataset_id").to_pylist())
+    assert build(cfg, log=lambda m: None, force=True, workers=2).succeeded == ["demo_polyp", "global"]
+
+
+def test_asset_attributes_applied_over_the_lists():
+    """Every asset gets code version, owners, kinds; cross-dataset ones an automation condition;
+    LLM steps a retry policy and the `llm` pool; every check a description."""
+    from assets.automation import LLM_ASSETS, LLM_POOL
+    from assets.definitions import GLOBAL_KEYS, defs
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.code_version and node.owners and "parquet" in node.kinds, key
+        assert (node.automation_condition is not None) == (key in GLOBAL_KEYS), key
+    for check in graph.asset_check_keys:
+        assert graph.get_check_spec(check).description, check
+    job = defs.resolve_job_def("global_job")
+    for name in LLM_ASSETS:
+        node = job.graph.node_named(name)
+        assert node.definition.pool == LLM_POOL and node.definition.retry_policy.max_retries >= 1
+    sensor, automation = defs.resolve_sensor_def("source_registry_sensor"), defs.resolve_sensor_def("medbench_automation")
+    schedule = defs.resolve_schedule_def("source_registry_schedule")
+    assert sensor.default_status == automation.default_status == dg.DefaultSensorStatus.STOPPED
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED and schedule.cron_schedule == "0 3 * * *"

@@ -1,0 +1,23 @@
+"""Remove everything a dataset wrote under the data root (used when it leaves the registry)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+
+def dataset_outputs(root: Path, dataset_id: str) -> list[Path]:
+    """Per-dataset tables (any stage, quarantine included), slice and rendered-item folders, the review sheet."""
+    root = Path(root)
+    found = sorted((root / "tables").rglob(f"{dataset_id}.parquet")) if (root / "tables").is_dir() else []
+    found += [p for p in (root / "images" / dataset_id, root / "rendered" / dataset_id,
+                          root / "review" / f"{dataset_id}.png") if p.exists()]
+    return found
+
+
+def remove_dataset_outputs(root: Path, dataset_id: str) -> list[Path]:
+    """Delete them; return what was removed so callers can log it."""
+    removed = dataset_outputs(root, dataset_id)
+    for p in removed:
+        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    return removed
