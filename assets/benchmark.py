@@ -1,7 +1,6 @@
 """benchmark (selection, items for the selected units, splits, audit) and benchmark_exports (Parquet, TSV,
 tree, summary), with a check that reads the exported files back."""
 
-import base64
 import json
 
 import dagster as dg
@@ -10,6 +9,7 @@ import pyarrow as pa
 
 from assets.gates import opt_outs
 from assets.ingest import markdown_counts
+from assets.metadata import table_metadata, thumbnail_b64
 from assets.resources import MedbenchResource
 from pipelines.benchmark.audit import audit
 from pipelines.benchmark.build import build_benchmark
@@ -60,7 +60,7 @@ def benchmark(context: dg.AssetExecutionContext, medbench: MedbenchResource):
     atomic_write_bytes(audit_path(layout), json.dumps(
         {**{k: v for k, v in figures.items() if k in SUMMARY_FIGURES}, **gated}, sort_keys=True).encode())
     return dg.MaterializeResult(
-        metadata={**stats, "not_built": dg.MetadataValue.md(markdown_counts(dict(skipped), "reason")),
+        metadata={**table_metadata(table), **stats, "not_built": dg.MetadataValue.md(markdown_counts(dict(skipped), "reason")),
                   "path": dg.MetadataValue.path(str(path)),
                   "analytic_chance": round(figures["analytic_chance"], 4), "random_guess": round(figures["random_guess"], 4),
                   "text_only_accuracy": round(figures["text_only_accuracy"], 4)},
@@ -96,8 +96,7 @@ def benchmark_exports(context: dg.AssetExecutionContext, medbench: MedbenchResou
     report = verify_exports(out, cfg, opt_outs(medbench))
     md = (out / "summary" / "summary.md").read_text()
     for name in sorted(p.name for p in (out / "summary").glob("*.png")):
-        b64 = base64.b64encode((out / "summary" / name).read_bytes()).decode()
-        md = md.replace(f"]({name})", f"](data:image/png;base64,{b64})")
+        md = md.replace(f"]({name})", f"](data:image/jpeg;base64,{thumbnail_b64(out / 'summary' / name, 480)})")
     return dg.MaterializeResult(
         metadata={"files": len(manifest["files"]), "val": manifest["splits"]["val"], "test": manifest["splits"]["test"],
                   "out": dg.MetadataValue.path(str(out)), "summary": dg.MetadataValue.md(md),

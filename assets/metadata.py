@@ -46,12 +46,20 @@ def table_metadata(table: pa.Table, rows: int = PREVIEW_ROWS) -> dict[str, objec
                                               schema=preview_schema)}
 
 
-def image_preview(path: Path, max_side: int = 256, title: str = "preview") -> dg.MetadataValue:
-    """Markdown with a small JPEG thumbnail of `path` and a link to the full-size file."""
+def thumbnail_b64(path: Path, max_side: int = 256) -> str:
+    """A small JPEG of `path` as base64 (for markdown metadata: kilobytes, not the PNG's hundreds)."""
     with Image.open(path) as im:
         im = im.convert("RGB")
         im.thumbnail((max_side, max_side))
         buf = io.BytesIO()
         im.save(buf, format="JPEG", quality=80)
-    b64 = base64.b64encode(buf.getvalue()).decode()
-    return dg.MetadataValue.md(f"![{title}](data:image/jpeg;base64,{b64})\n\n[full size: {path}](file://{path})")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def image_preview(path: Path, max_side: int = 256, title: str = "preview") -> dg.MetadataValue:
+    """Markdown with a small JPEG thumbnail of `path` and a link to the full-size file."""
+    return dg.MetadataValue.md(preview_markdown(path, max_side, title))
+
+
+def preview_markdown(path: Path, max_side: int = 256, title: str = "preview") -> str:
+    return f"![{title}](data:image/jpeg;base64,{thumbnail_b64(path, max_side)})\n\n[full size: {path}](file://{path})"

@@ -4,6 +4,7 @@
 import dagster as dg
 
 from assets.ingest import markdown_counts
+from assets.metadata import table_metadata
 from assets.resources import LLMResource, MedbenchResource
 from pipelines.questions.candidates import REGION_COLUMNS, SLICE_COLUMNS, DatasetRows, build_candidates
 from pipelines.questions.llm import usage_summary
@@ -80,7 +81,7 @@ def qa_candidates(context: dg.AssetExecutionContext, medbench: MedbenchResource)
     empty = {d.dataset_id: dict(result.skipped_by_dataset.get(d.dataset_id, {})) for d in rows
              if not per_ds.get(d.dataset_id)}
     return dg.MaterializeResult(
-        metadata={"items": len(df), "units": int(df["unit_id"].nunique()),
+        metadata={**table_metadata(result.table), "items": len(df), "units": int(df["unit_id"].nunique()),
                   "skipped": dg.MetadataValue.md(markdown_counts(result.skipped, "reason")),
                   "units_by_dataset": dg.MetadataValue.md(markdown_counts(per_ds, "dataset")),
                   "by_granularity": dg.MetadataValue.md(markdown_counts(df["granularity"].value_counts().to_dict(), "granularity")),

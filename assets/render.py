@@ -1,10 +1,9 @@
 """rendered_items (PNGs of the selected items only) and the per-dataset review sheets."""
 
-import base64
-
 import dagster as dg
 import pandas as pd
 
+from assets.metadata import preview_markdown, table_metadata
 from assets.resources import MedbenchResource
 from pipelines.render.items import DatasetTables, render_items
 from pipelines.render.review import contact_sheet
@@ -32,7 +31,7 @@ def rendered_items(context: dg.AssetExecutionContext, medbench: MedbenchResource
     missing = sorted(set(bench["item_id"]) - set(got["item_id"]))
     absent = [p for p in got["image_path"] if not (layout.root / p).is_file()]
     return dg.MaterializeResult(
-        metadata={"pngs": table.num_rows, "bytes": int(sum((layout.root / p).stat().st_size for p in got["image_path"])),
+        metadata={**table_metadata(table), "pngs": table.num_rows, "bytes": int(sum((layout.root / p).stat().st_size for p in got["image_path"])),
                   "path": dg.MetadataValue.path(str(path)), "folder": dg.MetadataValue.path(str(layout.root / "rendered"))},
         check_results=[dg.AssetCheckResult(
             check_name="every_item_rendered", passed=not missing and not absent and wrong_size == 0,
@@ -51,7 +50,7 @@ def review_sheets(context: dg.AssetExecutionContext, medbench: MedbenchResource)
         png, n = contact_sheet(ds, part.to_dict("records"), cfg, layout.root)
         atomic_write_bytes(layout.review_sheet(ds), png)
         tiles += n
-        previews.append(f"### {ds}\n![contact sheet of {ds}](data:image/png;base64,{base64.b64encode(png).decode()})")
+        previews.append(f"### {ds}\n" + preview_markdown(layout.review_sheet(ds), 512, f"contact sheet of {ds}"))
     return dg.MaterializeResult(metadata={"sheets": len(previews), "tiles": tiles,
                                           "folder": dg.MetadataValue.path(str(layout.root / "review")),
                                           "sheets_preview": dg.MetadataValue.md("\n\n".join(previews) or "-")})

@@ -73,7 +73,8 @@ def test_demo_build_end_to_end(demo_config, dagster_home):
     instance = dg.DagsterInstance.get()
     sheet_ev = instance.get_latest_materialization_event(dg.AssetKey("review_sheets"))
     md = sheet_ev.asset_materialization.metadata["sheets_preview"].value
-    assert "![contact sheet" in md and "data:image/png;base64," in md
+    assert "![contact sheet" in md and "data:image/jpeg;base64," in md  # thumbnails, with links to the files
+    assert len(md) < 100_000 * len(sheets) and "file://" in md
     checks = instance.event_log_storage.get_latest_asset_check_execution_by_key(
         [dg.AssetCheckKey(dg.AssetKey("regions"), "regions_inside_images")])
     assert checks, "the regions check ran"
