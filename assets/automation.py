@@ -17,8 +17,9 @@ OWNERS = ["team:medbench"]
 LLM_POOL = "llm"
 LLM_ASSETS = {"label_vocab", "question_templates"}  # assets whose step may call the LLM
 LLM_RETRY = dg.RetryPolicy(max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
-KINDS = {"per_dataset": {"parquet", "python"}, "vocabulary": {"parquet", "python"},
-         "questions": {"parquet", "python"}, "benchmark": {"parquet", "python"}}
+KINDS = {group: {"parquet", "python"} for group in
+         ("ingest", "describe", "vocabulary", "questions", "gate", "select", "render", "export")}
+KINDS["publish"] = {"parquet", "huggingface"}
 
 
 CHECK_DESCRIPTIONS = {  # for checks whose asset module gives none (shown beside each check in the UI)
@@ -77,6 +78,11 @@ def _finish(asset: dg.AssetsDefinition) -> dg.AssetsDefinition:
 def per_dataset_assets(assets: list[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
     """Per-dataset assets: run by the registry sensor/schedule, so no automation condition here."""
     return [_finish(a.map_asset_specs(_spec_attrs("per_dataset", None))) for a in assets]
+
+
+def manual_assets(assets: list[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
+    """Assets run only on request (publishing): attributes, no automation condition."""
+    return [_finish(a.map_asset_specs(_spec_attrs("manual", None))) for a in assets]
 
 
 def global_assets(assets: list[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
