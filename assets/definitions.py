@@ -3,6 +3,7 @@
 
 import dagster as dg
 
+from assets.annotate import roi_annotations, roi_exports
 from assets.benchmark import benchmark, benchmark_exports
 from assets.gates import candidate_gates
 from assets.ingest import raw_samples
@@ -17,7 +18,8 @@ from assets.vocab import label_vocab, lexical_tree_export
 # The flow: describe (per dataset, rows only) -> candidates -> gate -> select -> render -> export.
 PER_DATASET = [raw_samples, standardized]
 GLOBAL: list[dg.AssetsDefinition] = [label_vocab, lexical_tree_export, question_templates, option_pools, qa_candidates,
-                                     candidate_gates, benchmark, rendered_items, review_sheets, benchmark_exports]
+                                     candidate_gates, benchmark, rendered_items, review_sheets, benchmark_exports,
+                                     roi_annotations, roi_exports]
 PUBLISH: list[dg.AssetsDefinition] = [hub_push]  # opt-in: never part of a default build
 ALL_ASSETS = PER_DATASET + GLOBAL + PUBLISH
 

@@ -104,7 +104,7 @@ def annotate_sample(sample: dict, source: Source, slices: list[dict], rows: list
                 continue
             union = np.logical_or.reduce([masks[i] for i in group["region_id"]])
             ys, xs = np.nonzero(union)
-            structures[lab] = (union, (float(xs.mean() + 0.5), float(ys.mean() + 0.5)), int(union.sum()))
+            structures[lab] = (union, (float(xs.mean()), float(ys.mean())), int(union.sum()))
         for r in regs:
             if r["kind"] == "image":
                 out[r["region_id"]] = {"intensity_unit": unit, "relations": []}
