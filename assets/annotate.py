@@ -22,8 +22,8 @@ from pipelines.storage import atomic_write_bytes, atomic_write_table
               dg.AssetCheckSpec("template_captions_fact_checked", asset="roi_annotations",
                                 description="every template caption passes the fact check against its own fields"),
               dg.AssetCheckSpec("position_words_match_bbox", asset="roi_annotations",
-                                description="the horizontal/vertical words agree with the bin of the box centre "
-                                            "(the centroid lies inside the box's bin or a neighbour)")],
+                                description="the horizontal/vertical words name a bin the ROI's box spans "
+                                            "(its centroid lies inside its box)")],
           description="MedTrinity-style multigranular annotation of every region and every whole image: global "
                       "fields, local ROI geometry and position words (image and patient side), intensity inside vs "
                       "a ring (HU for CT), boundary, shape, relations to other structures, template caption.")
@@ -63,16 +63,16 @@ def roi_annotations(context: dg.AssetExecutionContext, medbench: MedbenchResourc
 
 
 def position_mismatches(roi: pd.DataFrame) -> int:
-    """ROIs whose position bins sit more than one bin away from their box centre's bins."""
+    """ROIs whose position bins fall outside the bins their box spans (a mask's centroid lies in its box)."""
     from pipelines.annotate.words import EDGES, H_WORDS, V_WORDS
     if roi.empty:
         return 0
     b = np.array(roi["bbox_norm"].tolist())
-    hb = np.searchsorted(EDGES, (b[:, 0] + b[:, 2]) / 2, side="right")
-    vb = np.searchsorted(EDGES, (b[:, 1] + b[:, 3]) / 2, side="right")
+    lo_h, hi_h = np.searchsorted(EDGES, b[:, 0], side="right"), np.searchsorted(EDGES, b[:, 2], side="left")
+    lo_v, hi_v = np.searchsorted(EDGES, b[:, 1], side="right"), np.searchsorted(EDGES, b[:, 3], side="left")
     h = roi["position_h"].map(H_WORDS.index).to_numpy()
     v = roi["position_v"].map(V_WORDS.index).to_numpy()
-    return int(((np.abs(h - hb) > 1) | (np.abs(v - vb) > 1)).sum())
+    return int(((h < lo_h) | (h > hi_h) | (v < lo_v) | (v > hi_v)).sum())
 
 
 @dg.asset(group_name="annotate", deps=[roi_annotations, "benchmark_exports"],

@@ -214,3 +214,14 @@ def test_fact_check_reads_relation_phrases_as_other_structures():
     issues = fact_check(bad, f)
     assert {i.split(":")[0] for i in issues} >= {"contradicting side", "contradicting intensity",
                                                  "contradicting area word", "contradicting area"}
+
+
+@needs_shared
+def test_position_check_catches_mirrored_words(totalseg):
+    from assets.annotate import position_mismatches
+    cfg, src, samples, slices, regions, vocab = totalseg
+    roi = annotate_dataset(src, cfg, samples, slices, regions.assign(dataset_id=DS), vocab).to_pandas()
+    roi = roi[roi["scope"] == "roi"]
+    assert position_mismatches(roi) == 0
+    swapped = roi.assign(position_h=roi["position_h"].replace({"left": "right", "right": "left"}))
+    assert position_mismatches(swapped) > 0
