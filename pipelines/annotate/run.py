@@ -168,6 +168,9 @@ def _common(r: dict, config: PipelineConfig) -> dict:
 def _roi_row(r: dict, p: dict, config: PipelineConfig) -> dict:
     a = config.annotate
     whole = r["kind"] == "image"
+    outlined = r["kind"] == "mask"  # a box's edges are not the structure's: no boundary or shape facts
+    if not outlined:
+        p = {**p, "boundary_sharpness": None, "elongation": None, "solidity": None}
     iw = None if whole else words.intensity_word(p.get("contrast_d"), r["modality"], a.iso_band)
     row = {**_common(r, config), "annotation_id": r["region_id"], "scope": "roi", "region_id": r["region_id"],
            "kind": r["kind"], "raw_label": r["raw_label"], "label": r["label"],
@@ -185,9 +188,9 @@ def _roi_row(r: dict, p: dict, config: PipelineConfig) -> dict:
            **{k: _clean(p.get(k)) for k in ("mean_in", "std_in", "mean_ring", "std_ring", "contrast_d",
                                             "boundary_sharpness", "elongation", "solidity")},
            "ring_px": p.get("ring_px"), "intensity_word": iw,
-           "boundary_word": None if whole else words.boundary_word(p.get("boundary_sharpness"), a.sharp_edge,
-                                                                   a.blurred_edge),
-           "shape_word": None if whole else words.shape_word(p.get("elongation"), p.get("solidity")),
+           "boundary_word": None if not outlined else words.boundary_word(p.get("boundary_sharpness"), a.sharp_edge,
+                                                                          a.blurred_edge),
+           "shape_word": None if not outlined else words.shape_word(p.get("elongation"), p.get("solidity")),
            "relations": json.dumps(p.get("relations", []), ensure_ascii=False)}
     rel = p.get("relations", [])
     row["relation_text"] = None if whole else relation_text(rel)

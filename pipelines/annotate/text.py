@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 
-from pipelines.annotate.words import AREA_BINS
+from pipelines.annotate.words import AREA_BINS, article
 
 PARAGRAPH_SCHEMA = {"type": "object", "properties": {"paragraph": {"type": "string"}},
                     "required": ["paragraph"], "additionalProperties": False}
@@ -38,9 +38,8 @@ def roi_caption(f: dict) -> str:
         unit = " HU" if f.get("intensity_unit") == "HU" else ""
         parts.append(f"It is {f['intensity_word']} relative to its surroundings "
                      f"(mean {f['mean_in']:.0f}{unit} inside vs {f['mean_ring']:.0f}{unit} around it)"
-                     + (f", with a {f['boundary_word']} boundary" if f.get("boundary_word") else "")
-                     + (f" and an {f['shape_word']} outline" if f.get("shape_word", "").startswith(("elongated", "oval"))
-                        else f" and a {f['shape_word']} outline" if f.get("shape_word") else "") + ".")
+                     + (f", with {article(f['boundary_word'])} boundary" if f.get("boundary_word") else "")
+                     + (f" and {article(f['shape_word'])} outline" if f.get("shape_word") else "") + ".")
     if f.get("relation_text"):
         parts.append(f"It {f['relation_text']}." if not f["relation_text"].startswith("no ") else
                      "No other labelled structure is on this plane.")

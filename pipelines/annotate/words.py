@@ -43,7 +43,8 @@ def display_directions(orientation: str | None, axis: str | None) -> tuple[str, 
 def _side(pos: float, grows_to: str) -> str:
     """Anatomical word for a normalized coordinate along a display axis growing toward ``grows_to``."""
     if 0.4 <= pos < 0.6:
-        return "midline" if grows_to in "LR" else "mid"
+        return {"L": "midline", "R": "midline", "A": "mid anteroposterior", "P": "mid anteroposterior",
+                "S": "mid craniocaudal", "I": "mid craniocaudal"}[grows_to]
     letter = grows_to if pos >= 0.6 else OPPOSITE[grows_to]
     name = SIDE_NAME[letter]
     return f"patient's {name}" if letter in "LR" else name
@@ -100,3 +101,8 @@ def shape_word(elongation: float | None, solidity: float | None) -> str | None:
     form = "elongated" if elongation >= 0.6 else ("oval" if elongation >= 0.25 else "round")
     outline = "irregular" if solidity < 0.8 else "compact"
     return f"{form}, {outline}"
+
+
+def article(phrase: str) -> str:
+    """'a' or 'an' before a phrase (by its first letter: good enough for our fixed vocabulary)."""
+    return f"an {phrase}" if phrase[:1].lower() in "aeiou" else f"a {phrase}"
