@@ -3,6 +3,7 @@
 
 import dagster as dg
 
+from assets.annotate import roi_annotations, roi_exports
 from assets.automation import automation_sensor, global_assets, manual_assets, per_dataset_assets
 from assets.benchmark import benchmark, benchmark_exports
 from assets.cluster import cluster_jobs
@@ -21,7 +22,7 @@ from pipelines.config import AutomationSettings
 PER_DATASET = per_dataset_assets([raw_samples, standardized])
 GLOBAL: list[dg.AssetsDefinition] = global_assets([label_vocab, lexical_tree_export, question_templates, option_pools,
                                                    qa_candidates, candidate_gates, benchmark, rendered_items,
-                                                   review_sheets, benchmark_exports])
+                                                   review_sheets, benchmark_exports, roi_annotations, roi_exports])
 PUBLISH: list[dg.AssetsDefinition] = manual_assets([hub_push])  # opt-in: never part of a default build
 ALL_ASSETS = PER_DATASET + GLOBAL + PUBLISH
 PER_DATASET_KEYS = [k for a in PER_DATASET for k in a.keys]

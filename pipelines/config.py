@@ -193,6 +193,7 @@ class PipelineConfig(BaseModel):
     questions: QuestionSettings = QuestionSettings()
     benchmark: BenchmarkSettings = BenchmarkSettings()
     publish: PublishSettings = PublishSettings()
+    annotate: "AnnotateSettings" = Field(default_factory=lambda: AnnotateSettings())
 
     @classmethod
     def load(cls, config_file: str | Path | None = None, **overrides: object) -> "PipelineConfig":
@@ -225,3 +226,23 @@ class AutomationSettings(BaseModel):
     def from_env(cls) -> "AutomationSettings":
         env = {"cron": "MEDBENCH_SCHEDULE_CRON", "timezone": "MEDBENCH_SCHEDULE_TIMEZONE"}
         return cls.model_validate({k: os.environ[v] for k, v in env.items() if os.environ.get(v)})
+
+
+class AnnotateSettings(BaseModel):
+    """MedTrinity-style ROI annotations (pipelines/annotate): ring, word thresholds, LLM use, export."""
+
+    ring_fraction: float = Field(0.25, description="ring width around an ROI, as a fraction of sqrt(area)")
+    ring_min_px: int = 2
+    ring_max_px: int = 12
+    contrast_floor: float = Field(1.0, description="lower bound of the pooled std in the contrast d (flat regions)")
+    iso_band: float = Field(0.5, description="|d| below this is iso-intense/-dense")
+    sharp_edge: float = Field(0.06, description="boundary gradient (fraction of the Sobel maximum) called sharp")
+    blurred_edge: float = Field(0.02, description="below this a boundary is ill-defined")
+    nearest_structures: int = Field(2, description="unrelated structures named by distance, besides touching ones")
+    workers: int = 1
+    use_llm: bool = Field(True, description="write an LLM paragraph for exported ROIs when a key is set")
+    llm_max_rows: int = Field(200, description="at most this many LLM paragraphs per build (cost bound)")
+    export_images: str = Field("exported", description="'exported': images of exported rows only; 'all': every image")
+
+
+PipelineConfig.model_rebuild()

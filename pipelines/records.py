@@ -214,17 +214,41 @@ QA_ITEMS = _schema("qa_items", [
     pa.field("split", pa.string()),
 ])
 
-ROI_ANNOTATIONS = _schema("roi_annotations", [
-    pa.field("region_id", pa.string(), nullable=False),
-    pa.field("modality", pa.string()),
-    pa.field("structure", pa.string()),
-    pa.field("bbox", pa.list_(pa.float64())),
-    pa.field("position_text", pa.string()),
-    pa.field("area_ratio", pa.float64()),
-    pa.field("texture", pa.string()),
-    pa.field("local_global_relation", pa.string()),
-    pa.field("caption", pa.string()),
-    pa.field("origin", pa.string()),
+F64, STR, LIST_F64 = pa.float64(), pa.string(), pa.list_(pa.float64())
+ROI_ANNOTATIONS = _schema("roi_annotations", [  # one row per region (scope roi) and per image (scope image)
+    pa.field("annotation_id", STR, nullable=False),
+    pa.field("scope", STR, nullable=False),  # roi | image
+    pa.field("region_id", STR), pa.field("image_id", STR, nullable=False),
+    pa.field("sample_id", STR), pa.field("group_id", STR),
+    # global
+    pa.field("modality", STR), pa.field("body_region", STR), pa.field("axis", STR), pa.field("slice_index", pa.int64()),
+    pa.field("orientation", STR), pa.field("original_orientation", STR), pa.field("spacing", LIST_F64),
+    pa.field("image_width", pa.int64()), pa.field("image_height", pa.int64()),
+    pa.field("structures", pa.list_(STR)),  # image rows: the labels on the plane
+    # local ROI
+    pa.field("kind", STR), pa.field("raw_label", STR), pa.field("label", STR), pa.field("mesh_id", STR),
+    pa.field("bbox", LIST_F64), pa.field("bbox_norm", LIST_F64),  # x0, y0, x1, y1 (stored pixels; 0..1)
+    pa.field("mask_rle", STR),  # COCO RLE of the ROI (masks only): the structure, kept apart from the image
+    pa.field("area_px", pa.int64()), pa.field("area_ratio", F64), pa.field("area_word", STR), pa.field("area_text", STR),
+    pa.field("centroid", LIST_F64), pa.field("centroid_norm", LIST_F64), pa.field("instances", pa.int64()),
+    pa.field("position_h", STR), pa.field("position_v", STR), pa.field("position_text", STR),
+    pa.field("patient_side", STR),  # null when the orientation is not recorded
+    # texture / intensity (inside vs a ring around the ROI)
+    pa.field("intensity_unit", STR),  # HU | raw | grey8
+    pa.field("mean_in", F64), pa.field("std_in", F64), pa.field("mean_ring", F64), pa.field("std_ring", F64),
+    pa.field("contrast_d", F64), pa.field("ring_px", pa.int64()), pa.field("intensity_word", STR),
+    pa.field("boundary_sharpness", F64), pa.field("boundary_word", STR),
+    pa.field("elongation", F64), pa.field("solidity", F64), pa.field("shape_word", STR),
+    # local-global relation
+    pa.field("relations", STR),  # JSON list of {structure, relation, side, distance}
+    pa.field("relation_text", STR),
+    # text
+    pa.field("caption", STR), pa.field("fact_issues", pa.list_(STR)),
+    pa.field("llm_paragraph", STR), pa.field("llm_model", STR), pa.field("llm_prompt_hash", STR),
+    pa.field("llm_fact_check", STR),  # pass | fail | not_generated | error
+    pa.field("llm_fact_issues", pa.list_(STR)),
+    pa.field("file_name", STR),  # the unprompted image, relative to an export's roi/ folder
+    pa.field("config_fingerprint", STR),
 ])
 
 SCHEMAS: dict[str, pa.Schema] = {

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import dagster as dg
+import datasets
 import pyarrow.parquet as pq
 import pytest
 
@@ -86,6 +87,18 @@ def test_demo_build_end_to_end(demo_config, dagster_home):
     assert set(qa["granularity"]) == {"image", "box", "mask", "contour"} and (qa["answers"].map(len) > 1).any()
     ev = instance.get_latest_materialization_event(dg.AssetKey("raw_samples"))
     assert ev is not None
+    # ROI annotations: every region and image annotated; the export beside the benchmark loads as a config
+    ann = pq.read_table(root / "roi_annotations.parquet").to_pandas()
+    assert (ann["scope"] == "roi").sum() == sum(t.num_rows for t in regions.values())
+    assert (ann["scope"] == "image").sum() == sum(t.num_rows for t in slices.values())
+    roi = datasets.load_dataset(str(demo_config.data_root / "benchmark"), "roi_annotations")
+    assert set(roi) == {"val", "test"} and sum(len(s) for s in roi.values()) > 0
+    folder = demo_config.data_root / "benchmark" / "roi"
+    assert all((folder / f).is_file() for s in roi.values() for f in s["file_name"])
+    assert len(list((folder / "images").rglob("*.png"))) == len({f for s in roi.values() for f in s["file_name"]})
+    roi_checks = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [dg.AssetCheckKey(dg.AssetKey("roi_annotations"), "position_words_match_bbox")])
+    assert roi_checks, "the ROI checks ran"
     # a re-run writes byte-identical tables
     before = {p.name: p.read_bytes() for p in (root / "raw_samples").glob("*.parquet")}
     build(demo_config, select=["raw_samples"], datasets=["demo_polyp", "demo_ct_abdomen"], log=lambda m: None)
