@@ -7,10 +7,12 @@ from pathlib import Path
 
 
 def dataset_outputs(root: Path, dataset_id: str) -> list[Path]:
-    """Per-dataset tables (any stage, quarantine included), slice and rendered-item folders, the review sheet."""
+    """Per-dataset tables (any stage, quarantine included), slice, rendered-item and exported ROI image folders,
+    the review sheet."""
     root = Path(root)
     found = sorted((root / "tables").rglob(f"{dataset_id}.parquet")) if (root / "tables").is_dir() else []
     found += [p for p in (root / "images" / dataset_id, root / "rendered" / dataset_id,
+                          root / "benchmark" / "roi" / "images" / dataset_id,
                           root / "review" / f"{dataset_id}.png") if p.exists()]
     return found
 
