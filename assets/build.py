@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.changes import globals_up_to_date, sync_registry
-from assets.definitions import ALL_ASSETS, GLOBAL, GLOBAL_KEYS, PER_DATASET, PER_DATASET_KEYS, PUBLISH, defs
+from assets.definitions import ALL_ASSETS, ANNOTATE, GLOBAL, GLOBAL_KEYS, PER_DATASET, PER_DATASET_KEYS, PUBLISH, defs
 from assets.parallel import QUIET, failure_reason, materialize_partitions
 from pipelines.config import PROJECT_ROOT, PipelineConfig
 from pipelines.housekeeping import build_lock, pid_alive, remove_stale_staging
@@ -134,6 +134,8 @@ def _build(config: PipelineConfig, registry_ids: list[str], select: list[str] | 
     if per_keys and results:
         record_outcomes(config.data_root, {ds: report.reasons[ds] for ds in report.failed}, report.succeeded)
     global_keys = _keys(GLOBAL, select) + (_keys(PUBLISH, select) if select else [])  # publishing only on request
+    if select or config.annotate.enabled:  # ROI annotations when named or switched on
+        global_keys += _keys(ANNOTATE, select)
     stale_globals = force or bool(select) or plan.changed_anything or \
         not globals_up_to_date(instance, GLOBAL_KEYS, PER_DATASET_KEYS)
     if global_keys and stale_globals:

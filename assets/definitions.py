@@ -22,9 +22,11 @@ from pipelines.config import AutomationSettings
 PER_DATASET = per_dataset_assets([raw_samples, standardized])
 GLOBAL: list[dg.AssetsDefinition] = global_assets([label_vocab, lexical_tree_export, question_templates, option_pools,
                                                    qa_candidates, candidate_gates, benchmark, rendered_items,
-                                                   review_sheets, benchmark_exports, roi_annotations, roi_exports])
+                                                   review_sheets, benchmark_exports])
+# opt-in in `medbench build` (annotate.enabled, or --select): annotating every region costs seconds per volume
+ANNOTATE: list[dg.AssetsDefinition] = manual_assets([roi_annotations, roi_exports])
 PUBLISH: list[dg.AssetsDefinition] = manual_assets([hub_push])  # opt-in: never part of a default build
-ALL_ASSETS = PER_DATASET + GLOBAL + PUBLISH
+ALL_ASSETS = PER_DATASET + GLOBAL + ANNOTATE + PUBLISH
 PER_DATASET_KEYS = [k for a in PER_DATASET for k in a.keys]
 GLOBAL_KEYS = [k for a in GLOBAL for k in a.keys]
 

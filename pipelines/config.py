@@ -231,6 +231,9 @@ class AutomationSettings(BaseModel):
 class AnnotateSettings(BaseModel):
     """MedTrinity-style ROI annotations (pipelines/annotate): ring, word thresholds, LLM use, export."""
 
+    enabled: bool = Field(False, description="build roi_annotations/roi_exports in `medbench build` (they cost about "
+                                             "9 s of CPU per small CT volume today, so they are opt-in)")
+
     ring_fraction: float = Field(0.25, description="ring width around an ROI, as a fraction of sqrt(area)")
     ring_min_px: int = 2
     ring_max_px: int = 12

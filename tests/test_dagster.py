@@ -47,6 +47,8 @@ def test_dg_cli_loads_the_medbench_location(dagster_home):
 def test_demo_build_end_to_end(demo_config, dagster_home):
     from assets.build import build, export_config_env
     export_config_env(demo_config, None)
+    demo_config = demo_config.model_copy(  # the ROI annotations are opt-in: switch them on here
+        update={"annotate": demo_config.annotate.model_copy(update={"enabled": True})})
     report = build(demo_config, log=lambda m: None)
     assert report.failed == [] and len(report.succeeded) == 9  # 8 dataset partitions + the global stages
     root = demo_config.data_root / "tables"
