@@ -100,7 +100,7 @@ REGIONS = _schema("regions", [
 LABEL_VOCAB = _schema("label_vocab", [
     pa.field("raw_label", pa.string(), nullable=False),
     pa.field("canonical_label", pa.string(), nullable=False),
-    pa.field("status", pa.string(), nullable=False),  # mesh | no_mesh | accepted | unresolved
+    pa.field("status", pa.string(), nullable=False),  # mesh | no_mesh | accepted | excluded | unresolved
     pa.field("mesh_id", pa.string()),
     pa.field("mesh_name", pa.string()),
     pa.field("tree_numbers", pa.list_(pa.string())),
@@ -212,6 +212,7 @@ QA_ITEMS = _schema("qa_items", [
     pa.field("template_id", pa.string()),
     pa.field("pool_size", pa.int64()),
     pa.field("split", pa.string()),
+    pa.field("split_group", pa.string()),  # leakage component: groups joined by identical or near-identical planes
 ])
 
 ROI_ANNOTATIONS = _schema("roi_annotations", [

@@ -1,4 +1,5 @@
-"""Multiple-choice items for the selected candidate units (twins share stem and options)."""
+"""Multiple-choice items for the selected candidate units (twins share options and answer; the contour
+twin's stem speaks of an outline where the mask twin's speaks of shading)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from pipelines.questions.options import (
     pool_key,
 )
 from pipelines.questions.picker import TemplatePicker
-from pipelines.questions.validate import fill, granularity_group
+from pipelines.questions.validate import contour_stem, fill, granularity_group
 from pipelines.records import QA_ITEMS, to_table
 from pipelines.vocab.hierarchy import Hierarchy
 from pipelines.vocab.taxonomy import GRANULARITY_NAMES
@@ -112,7 +113,8 @@ def assemble(selected: pd.DataFrame, vocab: pd.DataFrame, templates: pd.DataFram
         for r in u["rows"]:
             opts = u["ordered"] + [None] * (len(LETTERS) - len(u["ordered"]))
             out.append({
-                "index": None, "item_id": r["item_id"], "unit_id": u["unit_id"], "question": u["question"],
+                "index": None, "item_id": r["item_id"], "unit_id": u["unit_id"],
+                "question": contour_stem(u["question"]) if r["granularity"] == "contour" else u["question"],
                 **dict(zip(LETTERS, opts)), "answer": u["answer"], "answer_label": r["answer_label"],
                 "multi_answer": u["multi"], "n_options": len(u["ordered"]), "clinical_vqa_task": r["clinical_vqa_task"],
                 "department": r["department"], "perceptual_granularity": GRANULARITY_NAMES[r["granularity"]],
@@ -120,6 +122,7 @@ def assemble(selected: pd.DataFrame, vocab: pd.DataFrame, templates: pd.DataFram
                 "original_task": r["original_task"], "semantic_type": r["semantic_type"], "group_id": r["group_id"],
                 "image_id": r["image_id"], "prompt_id": r["prompt_id"], "image_path": None,
                 "template_id": u["template_id"], "pool_size": None if pd.isna(r["pool_size"]) else int(r["pool_size"]), "split": None,
+                "split_group": None,
                 "dataset_id": r["dataset_id"], "source_path": r["source_path"], "pipeline_version": PIPELINE_VERSION,
                 "seed": seed})
     out.sort(key=lambda r: r["item_id"])

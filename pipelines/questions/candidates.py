@@ -45,6 +45,7 @@ class DatasetRows:
     slices: pd.DataFrame
     regions: pd.DataFrame
     samples: pd.DataFrame  # sample_id, dim
+    exhaustive: frozenset[str] = frozenset()  # raw labels annotated exhaustively: the only ones counted
 
 
 @dataclass
@@ -114,6 +115,8 @@ class Eligibility:
         entries = [self.vmap.get((ds.dataset_id, lab)) for lab in labels]
         if any(e is None or e.status == "unresolved" for e in entries):
             return "unresolved_label", None, [], None, 0
+        if any(e.status == "excluded" for e in entries):
+            return "excluded_label", None, [], None, 0
         if not counting and any(not e.task for e in entries):
             return "untagged_label", None, [], None, 0
         answers = sorted({e.canonical_label for e in entries})
@@ -210,7 +213,10 @@ def dataset_candidates(ds: DatasetRows, elig: Eligibility, config: PipelineConfi
     frames = [_resolve_all(t, ds, elig, skipped)]
     if ds.task_type == "det" and config.questions.counting:
         boxes = ds.regions[ds.regions["kind"] == "box"]
-        c = boxes.groupby(["image_id", "raw_label"]).size().rename("count").reset_index()
+        partial = ~boxes["raw_label"].isin(ds.exhaustive)
+        if partial.any():  # a count of a label not annotated everywhere would have no right answer
+            skipped["not_exhaustive"] += int(boxes.loc[partial, ["image_id", "raw_label"]].drop_duplicates().shape[0])
+        c = boxes[~partial].groupby(["image_id", "raw_label"]).size().rename("count").reset_index()
         c = c.assign(lab_key=c["raw_label"].map(lambda r: (r,)), labels=c["raw_label"].map(lambda r: [r]),
                      granularity="image", n_items=1, kind="image", target_id=None, member_region_ids=[[]] * len(c),
                      scope="image", unit_key=[("count", i, r) for i, r in zip(c["image_id"], c["raw_label"])],

@@ -1,0 +1,97 @@
+"""Fast checks of the item-validity rules (issue 14): count options, cue per rendering, exhaustive labels."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from pipelines.config import QuestionSettings
+from pipelines.label_maps import LabelMap
+from pipelines.questions.options import count_options
+from pipelines.questions.templates import bank_candidates
+from pipelines.questions.validate import contour_stem, load_cues, rendering_conflicts
+
+
+def _ranks(counts, q, draws=3000):
+    rng = np.random.default_rng(3)
+    out = []
+    for i in range(draws):
+        c = int(counts[i % len(counts)])
+        opts = [int(o) for o in count_options(rng, c, q)]
+        out.append((sorted(opts).index(c), len(opts), opts))
+    return out
+
+
+def test_count_key_rank_uniform_and_spread_scales():
+    q = QuestionSettings(fixed_distractors=4)
+    ranks = _ranks(list(range(5, 60)), q)
+    share = Counter(r for r, _, _ in ranks)
+    assert set(share) == set(range(5))
+    assert max(share.values()) / len(ranks) < 0.2 + 0.03  # uniform over 5 places
+    wide = [max(o) - min(o) for r, _, o in _ranks([50], q, 300)]
+    narrow = [max(o) - min(o) for r, _, o in _ranks([5], q, 300)]
+    assert np.mean(wide) > 2 * np.mean(narrow)
+    assert all(min(o) >= 0 and len(set(o)) == len(o) for _, _, o in _ranks([0, 1, 2], q, 300))
+
+
+@pytest.mark.parametrize("rule", ["middle", "closest_to_mean", "second_smallest"])
+def test_text_only_rules_are_at_chance_on_counting(rule):
+    """Rules that only read the numbers answer counting items at chance (they scored 0.62 vs 0.33 before)."""
+    q = QuestionSettings()
+    hits, chance = [], []
+    for rank, k, opts in _ranks(list(range(3, 40)), q, 4000):
+        s = sorted(opts)
+        guess = {"middle": s[k // 2], "closest_to_mean": min(s, key=lambda v: abs(v - np.mean(s))),
+                 "second_smallest": s[min(1, k - 1)]}[rule]
+        hits.append(guess == s[rank])
+        chance.append(1 / k)
+    assert np.mean(hits) <= np.mean(chance) + 0.05
+
+
+def test_contour_twins_get_outline_wording_for_every_bank_stem():
+    stems = [c for c, _ in bank_candidates(load_cues()) if c.granularity == "mask"]
+    assert stems
+    for c in stems:
+        assert not rendering_conflicts(c.text, "mask"), c.text
+        assert not rendering_conflicts(contour_stem(c.text), "contour"), contour_stem(c.text)
+
+
+def test_validator_rejects_a_fill_cue_on_an_outline_and_vice_versa():
+    assert rendering_conflicts("Which organ is shown in the shaded overlay of this CT image?", "contour")
+    assert rendering_conflicts("Which organ is outlined in this CT image?", "mask")
+    assert not rendering_conflicts("Which organ is shown in the marked area of this CT image?", "contour")
+    assert not rendering_conflicts("Which organ is shaded in this image?", "image")
+
+
+def test_exhaustive_flag_per_label_and_dataset_default():
+    lm = LabelMap.model_validate({"exhaustive": True, "labels": {"RBC": {"exhaustive": False}, "WBC": None}})
+    assert lm.exhaustive_labels() == {"WBC"}
+    assert LabelMap.model_validate({"labels": {"RBC": None}}).exhaustive_labels() == set()
+
+
+def _bench(n: int, skewed: bool, seed: int = 0) -> "pd.DataFrame":
+    """Single-answer items over four organ names; skewed: 'liver' is always the key."""
+    import pandas as pd
+    rng = np.random.default_rng(seed)
+    names = ["liver", "spleen", "kidney", "pancreas"]
+    rows = []
+    for i in range(n):
+        key = "liver" if skewed else names[int(rng.integers(4))]
+        opts = [key] + [x for x in rng.permutation(names).tolist() if x != key][:2]
+        opts = [opts[j] for j in rng.permutation(3)]
+        rows.append({"item_id": f"i{i}", "unit_id": f"u{i}", "group_id": f"g{i}", "split_group": f"g{i}",
+                     "split": "test" if i % 3 else "val", "question": "Which organ is shown in the marked area?",
+                     "A": opts[0], "B": opts[1], "C": opts[2], "D": None, "E": None, "n_options": 3,
+                     "answer": "ABC"[opts.index(key)], "multi_answer": False, "granularity": "mask",
+                     "clinical_vqa_task": "Organ Recognition - Abdomen"})
+    return pd.DataFrame(rows)
+
+
+def test_blind_baseline_fails_on_a_text_prior_and_passes_at_chance():
+    from pipelines.benchmark.blind import blind_predictions, blind_report
+    leaky = blind_report(blind_predictions(_bench(300, True), 5, 0), 0.05, 30)
+    assert leaky["accuracy"] > 0.9 and leaky["exceeds"] == ["overall", "Organ Recognition - Abdomen"]
+    fair = blind_report(blind_predictions(_bench(300, False), 5, 0), 0.05, 30)
+    assert abs(fair["chance"] - 1 / 3) < 1e-9 and fair["exceeds"] == []

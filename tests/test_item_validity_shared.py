@@ -1,0 +1,90 @@
+"""Item validity on the real ../shared registry, re-derived from the exported files alone (issue 14):
+no scan or field on both sides of the split, no count of a partly annotated label, no fill wording
+on an outline, and count options that do not give the key away."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections import Counter
+
+import imagehash
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from pipelines.config import PipelineConfig
+from tests.conftest import SHARED_REGISTRY, needs_shared
+
+pytestmark = [needs_shared, pytest.mark.slow]
+FILL_WORDS = r"\b(?:shaded|shading|overlay|highlighted|filled|tinted)\b"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> tuple[PipelineConfig, pd.DataFrame]:
+    """The shared registry built end to end; every exported Parquet row with the test answer key joined."""
+    root = tmp_path_factory.mktemp("shared_bench")
+    home = root / "dagster_home"
+    home.mkdir()
+    from pipelines.config import PROJECT_ROOT
+    (home / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())
+    keep = {k: os.environ.get(k) for k in ("DAGSTER_HOME", "OPENAI_API_KEY")}
+    os.environ["DAGSTER_HOME"] = str(home)
+    os.environ.pop("OPENAI_API_KEY", None)
+    try:
+        cfg = PipelineConfig.load(registry=SHARED_REGISTRY, data_root=root / "data")
+        from assets.build import build, export_config_env
+        export_config_env(cfg, None)
+        build(cfg, log=lambda m: None)
+    finally:
+        for k, v in keep.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    out = cfg.data_root / "benchmark"
+    rows = pd.concat([pd.read_parquet(p) for p in sorted((out / "data").glob("*.parquet"))], ignore_index=True)
+    key = pd.read_parquet(out / "private" / "test_answer_key.parquet")[["index", "answer"]]
+    rows = rows.merge(key, on="index", how="left", suffixes=("", "_key"))
+    rows["key"] = rows["answer"].where(rows["split"] == "val", rows["answer_key"])
+    return cfg, rows
+
+
+def test_no_near_duplicate_images_across_splits(exported):
+    """pHash of every exported image, decoded again: no val/test pair within near_duplicate_bits (the
+    ct_sm crop of ct_full and BCCD's repeated fields were the real cases)."""
+    cfg, rows = exported
+    h = np.array([int(str(imagehash.phash(Image.open(io.BytesIO(r["bytes"])).convert("L"))), 16)
+                  for r in rows["image"]], dtype=np.uint64)
+    val, test = h[(rows["split"] == "val").to_numpy()], h[(rows["split"] == "test").to_numpy()]
+    assert len(val) and len(test)
+    dist = np.bitwise_count(val[:, None] ^ test[None, :])
+    assert int((dist <= cfg.benchmark.near_duplicate_bits).sum()) == 0
+
+
+def test_counting_only_for_exhaustive_labels(exported):
+    _, rows = exported
+    counting = rows[rows["clinical_vqa_task"] == "Counting"]
+    assert not counting["question"].str.contains("red blood cell|platelet", case=False).any()
+    opts = counting[list("ABCDE")].stack()
+    assert not opts.str.contains("red blood cell|platelet", case=False).any()
+
+
+def test_contour_items_never_speak_of_a_fill(exported):
+    _, rows = exported
+    contour = rows[rows["perceptual_granularity"] == "Contour level"]
+    assert len(contour)
+    assert not contour["question"].str.contains(FILL_WORDS, case=False, regex=True).any()
+
+
+def test_count_key_rank_is_not_a_giveaway(exported):
+    """A text-only rule (take the middle of the sorted numbers) is no better than chance on counting."""
+    _, rows = exported
+    counting = rows[(rows["clinical_vqa_task"] == "Counting") & ~rows["multi_answer"]]
+    if counting.empty:
+        pytest.skip("no counting items in this build")
+    hits, chance = [], []
+    for r in counting.to_dict("records"):
+        opts = [(int(r[c].split()[0]), c) for c in "ABCDE" if isinstance(r[c], str) and r[c]]
+        guess = sorted(opts)[len(opts) // 2][1]
+        hits.append(guess == r["key"])
+        chance.append(1 / len(opts))
+    assert np.mean(hits) <= np.mean(chance) + 0.10, Counter(hits)
