@@ -132,6 +132,7 @@ CANDIDATES = _schema("qa_candidates", [
     pa.field("granularity", pa.string()),  # image | box | mask | contour
     pa.field("labels", pa.list_(pa.string())),  # raw labels
     pa.field("answers", pa.list_(pa.string())),  # canonical answer(s), or the count
+    pa.field("image_labels", pa.list_(pa.string())),  # raw labels of every region on the image (never offered at image level)
     pa.field("answer_label", pa.string()),
     pa.field("count", pa.int64()),  # counting questions only
     pa.field("count_label", pa.string()),

@@ -95,3 +95,35 @@ def test_blind_baseline_fails_on_a_text_prior_and_passes_at_chance():
     assert leaky["accuracy"] > 0.9 and leaky["exceeds"] == ["overall", "Organ Recognition - Abdomen"]
     fair = blind_report(blind_predictions(_bench(300, False), 5, 0), 0.05, 30)
     assert abs(fair["chance"] - 1 / 3) < 1e-9 and fair["exceeds"] == []
+
+
+@pytest.mark.parametrize("granularity,offered", [("image", {"spleen"}), ("mask", {"liver", "spleen"})])
+def test_label_present_on_the_image_is_offered_only_at_region_level(granularity, offered):
+    """Image level: a label drawn anywhere on the image is never a distractor (a second right answer).
+    Region level: the question is about the marked region, so a label drawn elsewhere may be offered."""
+    import pandas as pd
+
+    from pipelines.questions.assemble import _unit
+    from pipelines.questions.options import PoolKey
+    from pipelines.questions.picker import TemplatePicker
+    from pipelines.vocab.hierarchy import Hierarchy
+    vocab = pd.DataFrame({"dataset_id": ["d"] * 3, "raw_label": ["Kidney", "Liver", "Spleen"],
+                          "canonical_label": ["kidney", "liver", "spleen"],
+                          "mesh_id": ["D007668", "D008099", "D013154"],
+                          "tree_numbers": [["A05.810.453"], ["A03.620"], ["A15.382.520.604.700"]]})
+    group = "image" if granularity == "image" else "mask"
+    templates = pd.DataFrame([{"template_id": "t", "task": "Organ Recognition - Abdomen", "granularity": group,
+                               "modality_family": "any", "text": "Which organ is in this <modality> image?",
+                               "review_status": "accepted"}])
+    scope = "dataset:d" if group == "image" else "shared"
+    pools = {PoolKey(scope, "CT", "Organ Recognition - Abdomen", group): ["kidney", "liver", "spleen"]}
+    row = {"answers": ["kidney"], "count": None, "dataset_id": "d", "modality": "CT", "granularity": granularity,
+           "clinical_vqa_task": "Organ Recognition - Abdomen", "question_family": "ct",
+           "image_labels": ["Kidney", "Liver"]}
+    seen = set()
+    for seed in range(30):
+        unit, why = _unit([row], np.random.default_rng(seed), TemplatePicker(templates), pools,
+                          Hierarchy.from_vocab(vocab), QuestionSettings(), dict(zip(zip(vocab["dataset_id"], vocab["raw_label"]), vocab["canonical_label"])))
+        assert unit is not None, why
+        seen |= set(unit["options"]) - {"kidney"}
+    assert seen == offered

@@ -88,3 +88,17 @@ def test_count_key_rank_is_not_a_giveaway(exported):
         hits.append(guess == r["key"])
         chance.append(1 / len(opts))
     assert np.mean(hits) <= np.mean(chance) + 0.10, Counter(hits)
+
+
+def test_val_tsv_tags_survive_a_default_pandas_read(exported):
+    """VLMEvalKit reads the TSV with pandas' defaults: no tag may turn into NaN ('N/A', 'NA', '')."""
+    cfg, _ = exported
+    tsv = pd.read_csv(cfg.data_root / "benchmark" / "tsv" / "medbench_VAL.tsv", sep="\t")
+    tags = ["question", "answer", "category", "clinical VQA task", "department", "perceptual granularity", "modality"]
+    assert len(tsv) and not tsv[tags].isna().any().any(), tsv[tags].isna().sum().to_dict()
+
+
+def test_no_excluded_or_meaningless_label_reaches_an_item(exported):
+    _, rows = exported
+    opts = rows[list("ABCDE")].stack().str.lower()
+    assert not opts.str.fullmatch(r"(?:light |dark )?(?:green|orange|purple|blue) segment|body").any()

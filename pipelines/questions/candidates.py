@@ -228,6 +228,8 @@ def dataset_candidates(ds: DatasetRows, elig: Eligibility, config: PipelineConfi
     if df.empty:
         return pd.DataFrame(columns=CANDIDATES.names)
     df = df.merge(sl, on="image_id", how="left")
+    present = ds.regions.groupby("image_id")["labels"].agg(lambda s: sorted({lab for ls in s for lab in ls}))
+    df["image_labels"] = df["image_id"].map(present).map(lambda v: v if isinstance(v, list) else [])
     df = pd.concat([df, _marks(df, config.gates)], axis=1)
     df["answer_label"] = [f"the number of {plural(cl)}: {int(n)}" if isinstance(cl, str) and pd.notna(n) else ";".join(a)
                           for cl, n, a in zip(df["count_label"], df["count"], df["answers"])]
