@@ -34,7 +34,7 @@ def audit_path(layout):
 def plane_hashes(layout) -> pd.DataFrame:
     """image_id -> sha256 of every described plane (all datasets), for the leakage components."""
     parts = [pq.read_table(p, columns=["image_id", "sha256"]).to_pandas()
-             for p in sorted(layout.table("slices", "x").parent.glob("*.parquet"))]
+             for p in sorted((layout.root / "tables" / "slices").glob("*.parquet"))]
     return pd.concat(parts) if parts else pd.DataFrame({"image_id": [], "sha256": []})
 
 
@@ -42,7 +42,7 @@ def datasets_without_items(medbench: MedbenchResource, bench: pd.DataFrame) -> O
     """A described dataset (it has regions) that yields no benchmark item fails this check (not a warning):
     a whole registration must not vanish silently."""
     have = set(bench["dataset_id"])
-    empty = [ds for ds in medbench.dataset_ids if ds not in have and medbench.layout.table("regions", ds).exists()
+    empty = [ds for ds in medbench.dataset_ids if ds not in have and medbench.layout.table("regions", ds).is_file()
              and pq.ParquetFile(medbench.layout.table("regions", ds)).metadata.num_rows > 0]
     return Outcome("every_dataset_has_items", not empty, False,
                    {"datasets": ", ".join(empty) or "-", "count": len(empty)})

@@ -146,6 +146,8 @@ class QuestionSettings(BaseModel):
     fixed_distractors: int | None = Field(None, description="use exactly this many distractors (when the pool allows)")
     counting: bool = Field(True, description="ask counting questions on detection datasets")
     max_count_options: int = 4
+    min_count_keys: int = Field(3, description="a label is counted only when its counts take at least this many "
+                                               "values (a count that is nearly always 1 is answerable without the image)")
     count_spread: float = Field(0.15, description="counting distractors step up to this share of the key apart "
                                                   "(at least 1), so the spread scales with the count")
 

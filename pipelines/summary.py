@@ -137,7 +137,7 @@ def summarize(data_root: Path, dataset_ids: list[str]) -> Summary:
     s.unresolved = _unresolved(layout.table("label_vocab"))
     for ds in dataset_ids:
         p = layout.table("regions", ds)
-        if p.exists():
+        if p.is_file() and ds not in s.failed:
             s.regions[ds] = _rows(p)
     if layout.table("benchmark").exists():
         ids = pq.read_table(layout.table("benchmark"), columns=["dataset_id"]).column(0).to_pylist()

@@ -127,3 +127,12 @@ def test_label_present_on_the_image_is_offered_only_at_region_level(granularity,
         assert unit is not None, why
         seen |= set(unit["options"]) - {"kidney"}
     assert seen == offered
+
+
+def test_summary_names_datasets_that_yield_no_item(tmp_path):
+    from pipelines.summary import Summary
+    s = Summary(root=tmp_path, regions={"kvasir": 6, "bccd": 40, "empty": 0}, items={"bccd": 100},
+                tables={"benchmark": 100}, not_built={"kvasir": {"pool_too_small": 10}})
+    lines = s.empty_datasets()
+    assert lines == ["  ERROR kvasir: 6 regions, 0 items; candidates not made: pool_too_small 10"]
+    assert "datasets that yield no benchmark item" in s.render()

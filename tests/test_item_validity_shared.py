@@ -102,3 +102,14 @@ def test_no_excluded_or_meaningless_label_reaches_an_item(exported):
     _, rows = exported
     opts = rows[list("ABCDE")].stack().str.lower()
     assert not opts.str.fullmatch(r"(?:light |dark )?(?:green|orange|purple|blue) segment|body").any()
+
+
+def test_every_counted_label_has_varied_keys(exported):
+    """A count that is nearly always the same number is answerable from the text; counted labels vary."""
+    cfg, rows = exported
+    counting = rows[rows["clinical_vqa_task"] == "Counting"]
+    keys = counting.apply(lambda r: r[r["key"]], axis=1) if len(counting) else pd.Series(dtype=object)
+    per_label = Counter()
+    for label, part in keys.groupby(keys.str.split(n=1).str[1].str.rstrip("s")):
+        per_label[label] = part.str.split().str[0].nunique()
+    assert all(n >= cfg.questions.min_count_keys for n in per_label.values()), per_label

@@ -217,6 +217,11 @@ def dataset_candidates(ds: DatasetRows, elig: Eligibility, config: PipelineConfi
         if partial.any():  # a count of a label not annotated everywhere would have no right answer
             skipped["not_exhaustive"] += int(boxes.loc[partial, ["image_id", "raw_label"]].drop_duplicates().shape[0])
         c = boxes[~partial].groupby(["image_id", "raw_label"]).size().rename("count").reset_index()
+        keys = c.groupby("raw_label")["count"].transform("nunique")
+        narrow = keys < config.questions.min_count_keys
+        if narrow.any():  # e.g. BCCD's white cells: 1 in 96 % of fields, so the key is known without the image
+            skipped["narrow_count_range"] += int(narrow.sum())
+            c = c[~narrow]
         c = c.assign(lab_key=c["raw_label"].map(lambda r: (r,)), labels=c["raw_label"].map(lambda r: [r]),
                      granularity="image", n_items=1, kind="image", target_id=None, member_region_ids=[[]] * len(c),
                      scope="image", unit_key=[("count", i, r) for i, r in zip(c["image_id"], c["raw_label"])],
