@@ -113,3 +113,17 @@ def test_every_counted_label_has_varied_keys(exported):
     for label, part in keys.groupby(keys.str.split(n=1).str[1].str.rstrip("s")):
         per_label[label] = part.str.split().str[0].nunique()
     assert all(n >= cfg.questions.min_count_keys for n in per_label.values()), per_label
+
+
+def test_datasets_without_items_are_named_as_errors(exported):
+    """One-label segmentation sets (no certainly-wrong option of their modality) and fully excluded ones do
+    not vanish silently: the summary names each with why."""
+    cfg, rows = exported
+    from pipelines.registry import load_registry
+    from pipelines.summary import summarize
+    ids = load_registry(cfg.registry, cfg.standardize.ct_windows).ids
+    lines = "\n".join(summarize(cfg.data_root, ids).empty_datasets())
+    for ds, why in [("kvasir_seg", "pool_too_small"), ("isbi2012_em", "pool_too_small"),
+                    ("pyradiomics_mr_nifti", "pool_too_small"), ("dicompyler_rtstruct", "excluded_label")]:
+        assert f"ERROR {ds}:" in lines and why in lines.split(f"ERROR {ds}:")[1].split("\n")[0], lines
+    assert set(rows["dataset_id"]).isdisjoint({"kvasir_seg", "isbi2012_em"})
