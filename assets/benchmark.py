@@ -6,6 +6,7 @@ import json
 import dagster as dg
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from assets.gates import opt_outs
 from assets.ingest import markdown_counts
@@ -13,20 +14,38 @@ from assets.metadata import table_metadata, thumbnail_b64
 from assets.resources import MedbenchResource
 from pipelines.benchmark.audit import audit
 from pipelines.benchmark.build import build_benchmark
-from pipelines.questions.audit import item_checks
+from pipelines.questions.audit import Outcome, item_checks
 from pipelines.questions.options import pools_from_table
 from pipelines.storage import atomic_write_bytes, atomic_write_table
 from pipelines.vocab.frame import vocab_frame
 
-SUMMARY_FIGURES = ("analytic_chance", "random_guess", "text_only_accuracy", "text_only_flagged_units")
+SUMMARY_FIGURES = ("analytic_chance", "random_guess", "text_only_accuracy", "text_only_chance", "text_only_test_items",
+                   "text_only_flagged_units", "text_only_exceeds")
 BLOCKING = ["split_disjoint", "no_related_option", "no_cross_modality_option", "duplicate_options",
-            "answer_among_distractors", "stem_contains_option"]
-ADVISORY = ["letter_balance", "baselines", "pool_too_small"]
+            "answer_among_distractors", "stem_contains_option", "cue_matches_rendering"]
+ADVISORY = ["letter_balance", "baselines", "pool_too_small", "text_only_baseline", "every_dataset_has_items"]
 
 
 def audit_path(layout):
     """The benchmark audit's figures, written by `benchmark` and shown by `benchmark_exports`."""
     return layout.table("benchmark_audit").with_suffix(".json")
+
+
+def plane_hashes(layout) -> pd.DataFrame:
+    """image_id -> sha256 of every described plane (all datasets), for the leakage components."""
+    parts = [pq.read_table(p, columns=["image_id", "sha256"]).to_pandas()
+             for p in sorted((layout.root / "tables" / "slices").glob("*.parquet"))]
+    return pd.concat(parts) if parts else pd.DataFrame({"image_id": [], "sha256": []})
+
+
+def datasets_without_items(medbench: MedbenchResource, bench: pd.DataFrame) -> Outcome:
+    """A described dataset (it has regions) that yields no benchmark item fails this check (not a warning):
+    a whole registration must not vanish silently."""
+    have = set(bench["dataset_id"])
+    empty = [ds for ds in medbench.dataset_ids if ds not in have and medbench.layout.table("regions", ds).is_file()
+             and pq.ParquetFile(medbench.layout.table("regions", ds)).metadata.num_rows > 0]
+    return Outcome("every_dataset_has_items", not empty, False,
+                   {"datasets": ", ".join(empty) or "-", "count": len(empty)})
 
 
 def _severity(warn_only: bool) -> dg.AssetCheckSeverity:
@@ -46,13 +65,14 @@ def benchmark(context: dg.AssetExecutionContext, medbench: MedbenchResource):
     vocab = vocab_frame(layout.read("label_vocab"))
     templates = layout.read("question_templates").to_pandas()
     pools = pools_from_table(layout.read("option_pools").to_pandas())
-    table, stats, skipped = build_benchmark(candidates, verdicts, vocab, templates, pools, cfg)
+    table, stats, skipped = build_benchmark(candidates, verdicts, vocab, templates, pools, cfg, plane_hashes(layout))
     path = atomic_write_table(table, layout.table("benchmark"))
     bench = table.to_pandas()
-    outcomes, figures = audit(bench, vocab, cfg.seed, cfg.benchmark.text_only_confidence)
+    outcomes, figures = audit(bench, vocab, cfg.seed, cfg.benchmark)
     items = {o.name: o for o in item_checks(bench, skipped)}
     outcomes += [items[n] for n in ("duplicate_options", "answer_among_distractors", "stem_contains_option",
-                                    "pool_too_small")]
+                                    "cue_matches_rendering", "pool_too_small")]
+    outcomes.append(datasets_without_items(medbench, bench))
     flagged = pd.DataFrame({"unit_id": figures["text_only_flagged"]})
     atomic_write_table(pa.Table.from_pandas(flagged, preserve_index=False), layout.table("benchmark_text_only_flags"))
     drops = layout.read("gate_drops").to_pandas().groupby("rule")["dropped"].sum()
@@ -63,7 +83,8 @@ def benchmark(context: dg.AssetExecutionContext, medbench: MedbenchResource):
         metadata={**table_metadata(table), **stats, "not_built": dg.MetadataValue.md(markdown_counts(dict(skipped), "reason")),
                   "path": dg.MetadataValue.path(str(path)),
                   "analytic_chance": round(figures["analytic_chance"], 4), "random_guess": round(figures["random_guess"], 4),
-                  "text_only_accuracy": round(figures["text_only_accuracy"], 4)},
+                  "text_only_accuracy": round(figures["text_only_accuracy"], 4),
+                  "text_only_chance": round(figures["text_only_chance"], 4)},
         check_results=[dg.AssetCheckResult(
             check_name=o.name, passed=o.passed, severity=_severity(o.warn_only),
             metadata={k: dg.MetadataValue.md(v) if isinstance(v, str) and "|" in v else v for k, v in o.metadata.items()})
@@ -80,11 +101,14 @@ def with_images(medbench: MedbenchResource) -> pd.DataFrame:
 @dg.asset(group_name="export", deps=["rendered_items"],
           check_specs=[dg.AssetCheckSpec("exported_images_readable", asset="benchmark_exports", blocking=True,
                                          description="every image in the exported Parquet and TSV files, decoded "
-                                                     "again, passes the size/aspect gates and shows its mark")],
+                                                     "again, passes the size/aspect gates and shows its mark"),
+                       dg.AssetCheckSpec("no_cross_split_near_duplicates", asset="benchmark_exports", blocking=True,
+                                         description="no two exported images in different splits lie within "
+                                                     "benchmark.near_duplicate_bits of each other in pHash")],
           description="Parquet (datasets Image column, sharded), VLMEvalKit TSVs, lexical tree, summary charts, manifest.")
 def benchmark_exports(context: dg.AssetExecutionContext, medbench: MedbenchResource):
     from pipelines.export.run import export_all
-    from pipelines.export.verify import verify_exports
+    from pipelines.export.verify import cross_split_duplicates, verify_exports
     cfg, layout = medbench.config, medbench.layout
     bench = with_images(medbench)
     missing = bench["image_path"].isna()
@@ -94,6 +118,7 @@ def benchmark_exports(context: dg.AssetExecutionContext, medbench: MedbenchResou
     out = layout.root / "benchmark"
     manifest = export_all(bench, figures, layout.root, out, cfg)
     report = verify_exports(out, cfg, opt_outs(medbench))
+    leaks = cross_split_duplicates(out, cfg.benchmark.near_duplicate_bits)
     md = (out / "summary" / "summary.md").read_text()
     for name in sorted(p.name for p in (out / "summary").glob("*.png")):
         md = md.replace(f"]({name})", f"](data:image/jpeg;base64,{thumbnail_b64(out / 'summary' / name, 480)})")
@@ -104,4 +129,8 @@ def benchmark_exports(context: dg.AssetExecutionContext, medbench: MedbenchResou
         check_results=[dg.AssetCheckResult(
             check_name="exported_images_readable", passed=not report["problems"],
             metadata={"images_read": report["images"], "problems": dg.MetadataValue.json(report["problems"]),
-                      "examples": dg.MetadataValue.md("\n".join(f"- {e}" for e in report["examples"]) or "-")})])
+                      "examples": dg.MetadataValue.md("\n".join(f"- {e}" for e in report["examples"]) or "-")}),
+            dg.AssetCheckResult(
+                check_name="no_cross_split_near_duplicates", passed=leaks["pairs"] == 0,
+                metadata={"images_read": leaks["images"], "pairs": leaks["pairs"],
+                          "examples": dg.MetadataValue.md("\n".join(f"- {e}" for e in leaks["examples"]) or "-")})])

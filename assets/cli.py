@@ -84,7 +84,8 @@ def sources_check(registry: RegistryOpt = None, config: ConfigOpt = None, data_r
         raise typer.Exit(1) from exc
     title = f"{reg.path} — {len(reg.ids)} dataset(s) OK"
     table = Table(title=title)
-    columns = ("id", "format", "modality", "dim", "task", "samples", "quarantined", "gated out (last build)")
+    columns = ("id", "format", "modality", "dim", "task", "samples", "quarantined", "gated out (last build)",
+               "counted (exhaustive)")
     for col in columns:
         table.add_column(col, overflow="fold", no_wrap=False)
     summary = summarize(cfg.data_root, reg.ids)
@@ -96,11 +97,14 @@ def sources_check(registry: RegistryOpt = None, config: ConfigOpt = None, data_r
             res = ingest(reg.get(ds), cfg)
             samples = res.samples.num_rows
             quarantined = ", ".join(f"{k}={v}" for k, v in sorted(res.reason_counts.items())) or "0"
+        counted = ", ".join(sorted(reg.get(ds).label_map.exhaustive_labels())) if e.task_type == "det" else ""
         table.add_row(ds, e.format, e.modality, str(e.dimension), e.task_type, str(samples), quarantined,
-                      summary.gate_text(ds))
+                      summary.gate_text(ds), counted or "-")
     print_table(table, title, columns)
     for line in summary.gate_warnings():
         console.print(line, markup=False, highlight=False, style="yellow")
+    for line in summary.empty_datasets():
+        console.print(line, markup=False, highlight=False, style="red")
 
 
 def print_table(table: Table, title: str, columns: tuple[str, ...]) -> None:

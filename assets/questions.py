@@ -1,7 +1,8 @@
 """question_templates, option_pools and qa_candidates (rows only: nothing is drawn before selection)."""
 
-
 import dagster as dg
+import pandas as pd
+import pyarrow as pa
 
 from assets.ingest import markdown_counts
 from assets.metadata import table_metadata
@@ -54,10 +55,12 @@ def dataset_rows(medbench: MedbenchResource) -> list[DatasetRows]:
     for ds in medbench.dataset_ids:
         if not layout.table("regions", ds).exists():
             continue
-        e = medbench.sources.get(ds).entry
+        src = medbench.sources.get(ds)
+        e = src.entry
         out.append(DatasetRows(ds, e.modality, e.task_type, layout.read("slices", ds, SLICE_COLUMNS).to_pandas(),
                                layout.read("regions", ds, REGION_COLUMNS).to_pandas(),
-                               layout.read("raw_samples", ds).to_pandas()[["sample_id", "dim"]]))
+                               layout.read("raw_samples", ds).to_pandas()[["sample_id", "dim"]],
+                               frozenset(src.label_map.exhaustive_labels())))
     return out
 
 
@@ -76,6 +79,10 @@ def qa_candidates(context: dg.AssetExecutionContext, medbench: MedbenchResource)
     rows = dataset_rows(medbench)
     result = build_candidates(rows, vocab, templates, pools, cfg)
     path = atomic_write_table(result.table, layout.table("qa_candidates"))
+    skips = pd.DataFrame([{"dataset_id": d, "reason": r, "items": int(n)}
+                          for d, c in sorted(result.skipped_by_dataset.items()) for r, n in sorted(c.items())],
+                         columns=["dataset_id", "reason", "items"])
+    atomic_write_table(pa.Table.from_pandas(skips, preserve_index=False), layout.table("candidate_skips"))
     df = result.table.select(["unit_id", "dataset_id", "granularity", "clinical_vqa_task"]).to_pandas()
     per_ds = df.groupby("dataset_id")["unit_id"].nunique().to_dict()
     empty = {d.dataset_id: dict(result.skipped_by_dataset.get(d.dataset_id, {})) for d in rows
@@ -92,5 +99,5 @@ def qa_candidates(context: dg.AssetExecutionContext, medbench: MedbenchResource)
                                 severity=dg.AssetCheckSeverity.WARN,
                                 metadata={"items_skipped": int(result.skipped.get("pool_too_small", 0))}),
             dg.AssetCheckResult(check_name="datasets_without_candidates", passed=not empty,
-                                severity=dg.AssetCheckSeverity.WARN,
+                                severity=dg.AssetCheckSeverity.ERROR,
                                 metadata={"datasets": dg.MetadataValue.json(empty)})])

@@ -146,6 +146,10 @@ class QuestionSettings(BaseModel):
     fixed_distractors: int | None = Field(None, description="use exactly this many distractors (when the pool allows)")
     counting: bool = Field(True, description="ask counting questions on detection datasets")
     max_count_options: int = 4
+    min_count_keys: int = Field(3, description="a label is counted only when its counts take at least this many "
+                                               "values (a count that is nearly always 1 is answerable without the image)")
+    count_spread: float = Field(0.15, description="counting distractors step up to this share of the key apart "
+                                                  "(at least 1), so the spread scales with the count")
 
 
 class BenchmarkSettings(BaseModel):
@@ -158,6 +162,10 @@ class BenchmarkSettings(BaseModel):
     name: str = "medbench"
     render_workers: int = Field(1, description="processes rendering the selected items (memory: one volume each)")
     text_only_confidence: float = Field(0.75, description="flag items a text-only prior answers this confidently")
+    text_only_margin: float = Field(0.05, description="the blind baseline fails when its test accuracy exceeds "
+                                                      "chance by more than this (overall, or a task with enough items)")
+    text_only_min_items: int = Field(30, description="tasks with fewer test items are reported, not judged")
+    text_only_folds: int = Field(5, description="cross-fitting folds of the blind baseline (by leakage component)")
 
 
 class PublishSettings(BaseModel):

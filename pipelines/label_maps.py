@@ -67,6 +67,10 @@ class LabelSpec(_Tags):
     mesh_name: str | None = Field(None, description="the descriptor's name or entry term (checked)")
     no_mesh: str | None = Field(None, description="why `canonical` has no MeSH descriptor")
     accept: str | None = Field(None, description="accept this label unresolved, for this reason")
+    exclude: str | None = Field(None, description="keep the regions but never ask about this label nor offer it as an "
+                                                 "option, for this reason (test segments, colour names, body outline)")
+    exhaustive: bool | None = Field(None, description="every instance of this label is annotated on every image, "
+                                                      "so counting it is valid (default: the map's `exhaustive`)")
 
     @field_validator("ct_window")
     @classmethod
@@ -91,6 +95,8 @@ class LabelMap(_Tags):
     labels: dict[str, LabelSpec | None] = {}
     ignore: list[str] = []
     context: str | None = Field(None, description="body region for context synonyms: chest, abdomen, eye, ...")
+    exhaustive: bool = Field(False, description="default of every label's `exhaustive`: counting items are made "
+                                                "only for labels whose every instance is annotated")
 
     def model_post_init(self, __context: object) -> None:
         for name in self.values.values():
@@ -102,6 +108,11 @@ class LabelMap(_Tags):
 
     def spec(self, name: str) -> LabelSpec:
         return self.labels.get(name) or LabelSpec()
+
+    def exhaustive_labels(self) -> set[str]:
+        """Labels whose annotation is exhaustive (the only ones counting questions may ask about)."""
+        return {n for n in self.labels if (self.spec(n).exhaustive if self.spec(n).exhaustive is not None
+                                            else self.exhaustive)}
 
     def name_of(self, value: int) -> str | None:
         return self.values.get(int(value))

@@ -100,7 +100,7 @@ REGIONS = _schema("regions", [
 LABEL_VOCAB = _schema("label_vocab", [
     pa.field("raw_label", pa.string(), nullable=False),
     pa.field("canonical_label", pa.string(), nullable=False),
-    pa.field("status", pa.string(), nullable=False),  # mesh | no_mesh | accepted | unresolved
+    pa.field("status", pa.string(), nullable=False),  # mesh | no_mesh | accepted | excluded | unresolved
     pa.field("mesh_id", pa.string()),
     pa.field("mesh_name", pa.string()),
     pa.field("tree_numbers", pa.list_(pa.string())),
@@ -132,6 +132,7 @@ CANDIDATES = _schema("qa_candidates", [
     pa.field("granularity", pa.string()),  # image | box | mask | contour
     pa.field("labels", pa.list_(pa.string())),  # raw labels
     pa.field("answers", pa.list_(pa.string())),  # canonical answer(s), or the count
+    pa.field("image_labels", pa.list_(pa.string())),  # raw labels of every region on the image (never offered at image level)
     pa.field("answer_label", pa.string()),
     pa.field("count", pa.int64()),  # counting questions only
     pa.field("count_label", pa.string()),
@@ -212,6 +213,7 @@ QA_ITEMS = _schema("qa_items", [
     pa.field("template_id", pa.string()),
     pa.field("pool_size", pa.int64()),
     pa.field("split", pa.string()),
+    pa.field("split_group", pa.string()),  # leakage component: groups joined by identical or near-identical planes
 ])
 
 F64, STR, LIST_F64 = pa.float64(), pa.string(), pa.list_(pa.float64())

@@ -26,6 +26,9 @@ class Summary:
     unresolved: list[str] = field(default_factory=list)
     benchmark: Path | None = None
     gated: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)  # dataset -> rule -> (dropped, units)
+    regions: dict[str, int] = field(default_factory=dict)  # dataset -> described regions
+    items: dict[str, int] = field(default_factory=dict)  # dataset -> benchmark items (when a benchmark was built)
+    not_built: dict[str, dict[str, int]] = field(default_factory=dict)  # dataset -> why candidates were not made
 
     def gate_text(self, ds: str) -> str:
         """'image_too_small 624/624' style, or '-' when nothing was gated out (or not built yet)."""
@@ -47,6 +50,20 @@ class Summary:
         if c is None:
             return "-"
         return ", ".join(f"{k}={v}" for k, v in sorted(c.items())) or "0"
+
+    def empty_datasets(self) -> list[str]:
+        """Datasets with described regions but no benchmark item: an error a user must see, with why."""
+        if not self.items and "benchmark" not in self.tables:
+            return []
+        out = []
+        for ds, n in sorted(self.regions.items()):
+            if n and not self.items.get(ds) and ds not in self.failed:
+                why = ", ".join(f"{r} {c}" for r, c in sorted(self.not_built.get(ds, {}).items()))
+                gate = self.gate_text(ds)
+                out.append(f"  ERROR {ds}: {n} regions, 0 items"
+                           + (f"; candidates not made: {why}" if why else "")
+                           + (f"; gated out: {gate}" if gate != "-" else ""))
+        return out
 
     def render(self) -> str:
         lines = [f"outputs under {self.root}"]
@@ -73,6 +90,10 @@ class Summary:
         if warnings:
             lines.append("datasets with no readable item:")
             lines += warnings
+        empty = self.empty_datasets()
+        if empty:
+            lines.append("datasets that yield no benchmark item (see README 'Questions', 'Small pools'):")
+            lines += empty
         return "\n".join(lines)
 
 
@@ -114,6 +135,16 @@ def summarize(data_root: Path, dataset_ids: list[str]) -> Summary:
         for f in sorted(tables.glob("*.parquet")):
             s.tables[f.stem] = _rows(f)
     s.unresolved = _unresolved(layout.table("label_vocab"))
+    for ds in dataset_ids:
+        p = layout.table("regions", ds)
+        if p.is_file() and ds not in s.failed:
+            s.regions[ds] = _rows(p)
+    if layout.table("benchmark").exists():
+        ids = pq.read_table(layout.table("benchmark"), columns=["dataset_id"]).column(0).to_pylist()
+        s.items = dict(Counter(ids))
+    if layout.table("candidate_skips").exists():
+        for r in pq.read_table(layout.table("candidate_skips")).to_pylist():
+            s.not_built.setdefault(r["dataset_id"], {})[r["reason"]] = r["items"]
     bench = layout.root / "benchmark"
     if (bench / "manifest.json").exists() or (bench / "data").exists():
         s.benchmark = bench

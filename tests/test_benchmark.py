@@ -57,7 +57,10 @@ def test_build_succeeds_and_caps_hold(built):
     assert (per_answer == cfg.benchmark.per_answer_cap).any()  # the cap bit somewhere
     assert set(bench["granularity"]) == {"image", "box", "mask", "contour"}
     twins = bench[bench["granularity"].isin(["mask", "contour"])].groupby("unit_id")
-    assert (twins.size() == 2).all() and (twins["question"].nunique() == 1).all() and (twins["A"].nunique() == 1).all()
+    assert (twins.size() == 2).all() and (twins["A"].nunique() == 1).all() and (twins["answer"].nunique() == 1).all()
+    from pipelines.questions.validate import contour_stem  # the contour twin's stem is its own (outline wording)
+    stems = twins.apply(lambda g: g.set_index("granularity")["question"].to_dict())
+    assert all(s["contour"] == contour_stem(s["mask"]) for s in stems)
     assert (twins["split"].nunique() == 1).all()
     assert bench["index"].is_unique
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 
 import numpy as np
 import pandas as pd
 
+from pipelines.benchmark.blind import blind_predictions, blind_report
+from pipelines.config import BenchmarkSettings
 from pipelines.questions.audit import (
     LETTERS,
     Outcome,
+    _md,
     item_checks,
     letter_distribution,
     options_of,
@@ -19,7 +22,7 @@ from pipelines.vocab.hierarchy import Hierarchy
 
 def split_leaks(df: pd.DataFrame) -> dict[str, int]:
     """Groups, images and twin units found in more than one split (all must be 0)."""
-    return {col: int((df.groupby(col)["split"].nunique() > 1).sum()) for col in ("group_id", "image_id", "unit_id")}
+    return {col: int((df.groupby(col)["split"].nunique() > 1).sum()) for col in ("group_id", "split_group", "image_id", "unit_id") if col in df}
 
 
 def related_options(df: pd.DataFrame, vocab: pd.DataFrame) -> list[str]:
@@ -55,47 +58,30 @@ def chance(df: pd.DataFrame, seed: int) -> dict[str, float]:
             "random_guess": float(np.mean([g == a for g, a in zip(guesses, single["answer"])]))}
 
 
-def text_only_baseline(df: pd.DataFrame, confidence: float) -> tuple[float, list[str]]:
-    """Answer from text alone: pick the option most often correct among the *other* items of the same
-    (task, granularity, modality) — a frequency prior a model could learn without the image.
-    Returns accuracy and the items it answers correctly with confidence >= ``confidence``."""
-    single = df[~df["multi_answer"] & (df["clinical_vqa_task"] != "Counting")].drop_duplicates("unit_id")
-    if single.empty:
-        return 0.0, []
-    answer_text = single.apply(lambda r: r[r["answer"]], axis=1)
-    key = single["clinical_vqa_task"] + "|" + single["granularity"].str.replace("contour", "mask") + "|" + single["modality"]
-    freq = {k: Counter(answer_text[key == k]) for k in key.unique()}
-    hits, flagged = 0, []
-    for (idx, row), k, truth in zip(single.iterrows(), key, answer_text):
-        counts = freq[k].copy()
-        counts[truth] -= 1  # leave this item out
-        scores = np.array([counts.get(o, 0) + 1.0 for o in options_of(row)])  # add-one smoothing
-        probs = scores / scores.sum()
-        pick = options_of(row)[int(np.argmax(probs))]
-        if pick == truth:
-            hits += 1
-            if probs.max() >= confidence:
-                flagged.append(row["unit_id"])
-    return hits / len(single), flagged
-
-
-def audit(df: pd.DataFrame, vocab: pd.DataFrame, seed: int, confidence: float) -> tuple[list[Outcome], dict]:
+def audit(df: pd.DataFrame, vocab: pd.DataFrame, seed: int, b: BenchmarkSettings) -> tuple[list[Outcome], dict]:
     leaks = split_leaks(df)
     related = related_options(df, vocab)
     cross = cross_modality_options(df, vocab)
     item = {o.name: o for o in item_checks(df)}
     base = chance(df, seed)
-    acc, flagged = text_only_baseline(df, confidence)
-    figures = {**base, "text_only_accuracy": acc, "text_only_flagged_units": len(flagged),
+    pred = blind_predictions(df, b.text_only_folds, seed)
+    blind = blind_report(pred, b.text_only_margin, b.text_only_min_items)
+    flagged = pred.loc[pred["hit"] & (pred["confidence"] >= b.text_only_confidence), "unit_id"].tolist()
+    figures = {**base, "text_only_accuracy": blind["accuracy"], "text_only_chance": blind["chance"],
+               "text_only_test_items": blind["items"], "text_only_flagged_units": len(flagged),
+               "text_only_exceeds": ", ".join(blind["exceeds"]) or "-",
                "letter_distribution": letter_distribution(df)}
+    by_task = pd.DataFrame([{"task": t, **v} for t, v in sorted(blind["by_task"].items())])
     outcomes = [
         Outcome("split_disjoint", not any(leaks.values()), False, dict(leaks)),
         Outcome("no_related_option", not related, False, {"items": len(related), "examples": ", ".join(related[:10]) or "-"}),
         Outcome("no_cross_modality_option", not cross, False, {"items": len(cross), "examples": ", ".join(cross[:10]) or "-"}),
         item["letter_balance"],
         Outcome("baselines", True, True, {"analytic_chance": round(base["analytic_chance"], 4),
-                                          "random_guess": round(base["random_guess"], 4),
-                                          "text_only_accuracy": round(acc, 4),
-                                          "text_only_flagged_units": len(flagged)}),
+                                          "random_guess": round(base["random_guess"], 4)}),
+        Outcome("text_only_baseline", not blind["exceeds"], False,
+                {"test_accuracy": round(blind["accuracy"], 4), "test_chance": round(blind["chance"], 4),
+                 "margin": b.text_only_margin, "exceeds": ", ".join(blind["exceeds"]) or "-",
+                 "flagged_units": len(flagged), "by_task": _md(by_task)}),
     ]
-    return outcomes, {**figures, "text_only_flagged": flagged}
+    return outcomes, {**figures, "text_only_flagged": flagged, "text_only_by_task": blind["by_task"]}

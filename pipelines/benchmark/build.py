@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipelines.benchmark.leakage import leak_components
 from pipelines.benchmark.select import UNIT_COLUMNS, select_units, unit_frame
 from pipelines.benchmark.splits import assign_splits, reletter
 from pipelines.config import PipelineConfig
@@ -18,10 +19,12 @@ from pipelines.records import QA_ITEMS
 
 
 def build_benchmark(candidates: Path, verdicts: pd.DataFrame, vocab: pd.DataFrame,
-                    templates: pd.DataFrame, pools: dict, config: PipelineConfig) -> tuple[pa.Table, dict, Counter]:
+                    templates: pd.DataFrame, pools: dict, config: PipelineConfig,
+                    plane_hashes: pd.DataFrame | None = None) -> tuple[pa.Table, dict, Counter]:
     """The benchmark table (image paths still empty: rendering comes after), selection counts, and the
     items that could not be built (by reason). Only the columns selection needs are read for every
-    candidate; whole rows are read for the selected units alone."""
+    candidate; whole rows are read for the selected units alone. ``plane_hashes`` (image_id, sha256)
+    joins groups that share a pixel-identical plane across registrations and files."""
     b = config.benchmark
     passed = pa.array(verdicts.loc[verdicts["gate"] == "", "unit_id"].tolist(), pa.string())
     light = pq.read_table(candidates, columns=UNIT_COLUMNS)
@@ -31,13 +34,20 @@ def build_benchmark(candidates: Path, verdicts: pd.DataFrame, vocab: pd.DataFram
     chosen = full.filter(pc.is_in(full["unit_id"], pa.array(sorted(keep), pa.string()))).to_pandas()
     asm = assemble(chosen, vocab, templates, config, pools)
     selected = asm.table.to_pandas()
-    selected["split"] = assign_splits(selected, b.val_fraction, config.seed)
+    sha = plane_hashes.drop_duplicates("image_id").set_index("image_id")["sha256"] if plane_hashes is not None else None
+    phash = chosen.drop_duplicates("item_id").set_index("item_id")["phash"]
+    keys = selected.assign(sha256=selected["image_id"].map(sha) if sha is not None else None,
+                           phash=selected["item_id"].map(phash))
+    selected["split_group"] = leak_components(keys, b.near_duplicate_bits)
+    selected["split"] = assign_splits(selected, b.val_fraction, config.seed, by="split_group")
     selected = reletter(selected, config.seed)
     order = selected["split"].map({"val": 0, "test": 1})
     selected = selected.assign(_o=order).sort_values(["_o", "item_id"]).drop(columns="_o")
     selected["index"] = range(len(selected))
     stats.update({"candidates": light.num_rows,
                   "gated_out_units": int(pc.count_distinct(light["unit_id"]).as_py() - ok["unit_id"].nunique()),
+                  "split_groups": int(selected["split_group"].nunique()),
+                  "groups_joined": int(selected["group_id"].nunique() - selected["split_group"].nunique()),
                   "items": len(selected), "units": int(selected["unit_id"].nunique()),
                   "val": int((selected["split"] == "val").sum()), "test": int((selected["split"] == "test").sum())})
     table = pa.Table.from_pandas(selected[QA_ITEMS.names].reset_index(drop=True), schema=QA_ITEMS, preserve_index=False)

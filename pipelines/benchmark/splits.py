@@ -7,23 +7,33 @@ import pandas as pd
 from pipelines.ids import stable_id
 
 
-def assign_splits(items: pd.DataFrame, val_fraction: float, seed: int) -> pd.Series:
-    """Split per dataset: groups in seeded-hash order go to val until its share of the dataset's
-    items reaches ``val_fraction``; a dataset with two or more groups gets at least one in each split."""
+def assign_splits(items: pd.DataFrame, val_fraction: float, seed: int, by: str = "group_id") -> pd.Series:
+    """Split per dataset: groups (``by``: a group or leakage-component column) in seeded-hash order go to
+    val until its share of the dataset's items reaches ``val_fraction`` (a group that would overshoot the
+    share by more than half its size is skipped, so a one-group dataset goes to test); a dataset with two or more
+    groups gets at least one in each split. A component that spans datasets is decided once, by the
+    first dataset (in id order) holding it, and counts towards the others' shares as it fell."""
     split = pd.Series("test", index=items.index, dtype=object)
+    decided: dict[str, str] = {}
     for ds, part in items.groupby("dataset_id", sort=True):
-        sizes = part.groupby("group_id").size()
-        order = sorted(sizes.index, key=lambda g: stable_id(seed, "split", ds, g))
+        sizes = part.groupby(by).size()
+        fixed = [g for g in sizes.index if g in decided]
+        order = sorted((g for g in sizes.index if g not in decided), key=lambda g: stable_id(seed, "split", ds, g))
         target = val_fraction * len(part)
-        val_groups, n_val = [], 0
+        val_groups = [g for g in fixed if decided[g] == "val"]
+        n_val = int(sizes[val_groups].sum()) if val_groups else 0
+        n_groups = len(sizes)
         for g in order:
-            if n_val >= target or (len(order) > 1 and len(val_groups) == len(order) - 1):
+            if n_val >= target or (n_groups > 1 and len(val_groups) == n_groups - 1):
                 break
+            if n_val + sizes[g] / 2 > target:
+                continue  # this group would overshoot val's share by more than it fills: leave it in test
             val_groups.append(g)
             n_val += int(sizes[g])
-        if len(order) > 1 and not val_groups:
+        if n_groups > 1 and not val_groups and order:
             val_groups = order[:1]
-        split[part.index[part["group_id"].isin(val_groups)]] = "val"
+        decided.update({g: "val" if g in val_groups else "test" for g in sizes.index})
+        split[part.index[part[by].isin(val_groups)]] = "val"
     return split
 
 

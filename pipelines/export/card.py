@@ -245,8 +245,10 @@ def _body(bench, figures, sources, licences, splits, name, fingerprint, has_roi,
               if k not in ("analytic_chance", "random_guess", "text_only_accuracy", "text_only_flagged_units")
               and isinstance(v, (int, float, bool, str))]
     lines += [f"| {col.replace('_id', '')}s in both splits | {n} |" for col, n in overlaps.items()]
-    lines += ["", "Analytic chance is the expected accuracy of uniform guessing; the text-only baseline answers from "
-              "option frequencies without the image (flagged units are answered with high confidence without it). "
+    lines += ["", "Analytic chance is the expected accuracy of uniform guessing; the text-only baseline is a model "
+              "fitted on question and option text alone (no image), cross-fitted by leakage component, and scored "
+              "on the test split against that split's chance (text only exceeds: tasks where it beats chance by "
+              "more than the margin). Flagged units are answered correctly with high confidence without the image. "
               "Split overlap counts must be 0.", ""]
     lines += ["## Load and evaluate", "", "```python", "from datasets import load_dataset", "",
               'ds = load_dataset("ORG/NAME")  # or a local copy: load_dataset("path/to/benchmark")',

@@ -18,7 +18,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 from PIL import Image
 
+from pipelines.benchmark.leakage import cross_split_near_duplicates
 from pipelines.config import PipelineConfig
+from pipelines.standardize.display import phash_hex
 
 MARKED = {"Box level", "Contour level"}
 
@@ -47,6 +49,19 @@ def problems(width: int, height: int, rgb: np.ndarray, granularity: str, config:
     if granularity in MARKED and mark_pixels(rgb, [config.render.color, config.render.alt_color]) < g.min_mark_side * 4:
         out.append("mark_not_visible")
     return out
+
+
+def cross_split_duplicates(out_dir: Path, bits: int) -> dict:
+    """Pairs of exported images in different splits whose pHash (recomputed from the decoded Parquet
+    images) is within ``bits``: the same scan or field on both sides of the split. Must be 0."""
+    hashes, splits = [], []
+    for path in sorted((out_dir / "data").glob("*.parquet")):
+        for r in pq.read_table(path, columns=["image", "split"]).to_pylist():
+            _, _, rgb = measure(r["image"]["bytes"])
+            hashes.append(phash_hex(rgb))
+            splits.append(r["split"])
+    n, examples = cross_split_near_duplicates(pd.Series(hashes, dtype=object), pd.Series(splits, dtype=object), bits)
+    return {"images": len(hashes), "pairs": n, "examples": [f"{a} ~ {b}" for a, b in examples]}
 
 
 def _rows(out_dir: Path):

@@ -1,4 +1,5 @@
-"""Multiple-choice items for the selected candidate units (twins share stem and options)."""
+"""Multiple-choice items for the selected candidate units (twins share options and answer; the contour
+twin's stem speaks of an outline where the mask twin's speaks of shading)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from pipelines.questions.options import (
     pool_key,
 )
 from pipelines.questions.picker import TemplatePicker
-from pipelines.questions.validate import fill, granularity_group
+from pipelines.questions.validate import contour_stem, fill, granularity_group
 from pipelines.records import QA_ITEMS, to_table
 from pipelines.vocab.hierarchy import Hierarchy
 from pipelines.vocab.taxonomy import GRANULARITY_NAMES
@@ -60,8 +61,12 @@ def assign_letters(units: list[dict], seed: int) -> None:
 
 
 def _unit(rows: list[dict], rng: np.random.Generator, picker: TemplatePicker, pools: dict,
-          hierarchy: Hierarchy, q: QuestionSettings) -> tuple[dict | None, str]:
-    """Template and options of one selected unit (seeded by its id), or why it cannot be built."""
+          hierarchy: Hierarchy, q: QuestionSettings, canonical: dict) -> tuple[dict | None, str]:
+    """Template and options of one selected unit (seeded by its id), or why it cannot be built.
+
+    An image-level item never offers a label present anywhere on the image (it would be a second right
+    answer); a region-level item asks about the marked region only, so a label drawn elsewhere on the
+    same image is a fair, hard distractor."""
     first = rows[0]
     answers = list(first["answers"])
     target = None
@@ -73,7 +78,11 @@ def _unit(rows: list[dict], rng: np.random.Generator, picker: TemplatePicker, po
     else:
         pool = pools.get(pool_key(first["dataset_id"], first["modality"], first["clinical_vqa_task"],
                                   first["granularity"]), [])
-        cands = distractor_candidates(answers, set(answers), pool, hierarchy)
+        present = set(answers)
+        if granularity_group(first["granularity"]) == "image":  # a whole-image question: nothing on it is wrong
+            on_image = first.get("image_labels")
+            present |= {canonical.get((first["dataset_id"], raw), raw) for raw in (on_image if on_image is not None else [])}
+        cands = distractor_candidates(answers, present, pool, hierarchy)
         if len(pool) < 2 or not cands:
             return None, "pool_too_small"
         n = min(len(cands), len(LETTERS) - len(answers)) if len(answers) > 1 else n_distractors(rng, len(cands), q)
@@ -96,12 +105,13 @@ def assemble(selected: pd.DataFrame, vocab: pd.DataFrame, templates: pd.DataFram
     hierarchy = Hierarchy.from_vocab(vocab)
     pools = pools if pools is not None else build_pools(vocab)
     picker = TemplatePicker(templates)
+    canonical = dict(zip(zip(vocab["dataset_id"], vocab["raw_label"]), vocab["canonical_label"]))
     skipped: Counter = Counter()
     units: list[dict] = []
     records = selected.sort_values(["unit_id", "granularity"]).to_dict("records")
     for unit_id, group in itertools.groupby(records, key=lambda r: r["unit_id"]):
         rows = list(group)
-        unit, reason = _unit(rows, derived_rng(seed, "item", unit_id), picker, pools, hierarchy, q)
+        unit, reason = _unit(rows, derived_rng(seed, "item", unit_id), picker, pools, hierarchy, q, canonical)
         if unit is None:
             skipped[reason] += len(rows)
             continue
@@ -112,7 +122,8 @@ def assemble(selected: pd.DataFrame, vocab: pd.DataFrame, templates: pd.DataFram
         for r in u["rows"]:
             opts = u["ordered"] + [None] * (len(LETTERS) - len(u["ordered"]))
             out.append({
-                "index": None, "item_id": r["item_id"], "unit_id": u["unit_id"], "question": u["question"],
+                "index": None, "item_id": r["item_id"], "unit_id": u["unit_id"],
+                "question": contour_stem(u["question"]) if r["granularity"] == "contour" else u["question"],
                 **dict(zip(LETTERS, opts)), "answer": u["answer"], "answer_label": r["answer_label"],
                 "multi_answer": u["multi"], "n_options": len(u["ordered"]), "clinical_vqa_task": r["clinical_vqa_task"],
                 "department": r["department"], "perceptual_granularity": GRANULARITY_NAMES[r["granularity"]],
@@ -120,6 +131,7 @@ def assemble(selected: pd.DataFrame, vocab: pd.DataFrame, templates: pd.DataFram
                 "original_task": r["original_task"], "semantic_type": r["semantic_type"], "group_id": r["group_id"],
                 "image_id": r["image_id"], "prompt_id": r["prompt_id"], "image_path": None,
                 "template_id": u["template_id"], "pool_size": None if pd.isna(r["pool_size"]) else int(r["pool_size"]), "split": None,
+                "split_group": None,
                 "dataset_id": r["dataset_id"], "source_path": r["source_path"], "pipeline_version": PIPELINE_VERSION,
                 "seed": seed})
     out.sort(key=lambda r: r["item_id"])

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from pipelines.questions.validate import rendering_conflicts
 from pipelines.vocab.text import form_key
 
 LETTERS = "ABCDE"
@@ -49,7 +50,7 @@ def _md(df: pd.DataFrame) -> str:
 
 def item_checks(df: pd.DataFrame, skipped: Counter | None = None, tolerance_pp: float = 3.0) -> list[Outcome]:
     skipped = skipped or Counter()
-    dup, among, in_stem = [], [], []
+    dup, among, in_stem, cue = [], [], [], []
     for row in df.to_dict("records"):
         opts = options_of(row)
         keys = [form_key(o) for o in opts]
@@ -60,6 +61,8 @@ def item_checks(df: pd.DataFrame, skipped: Counter | None = None, tolerance_pp: 
         wrong = [form_key(row[c]) for c in LETTERS[: len(opts)] if c not in answer_letters]
         if correct & set(wrong):
             among.append(row["item_id"])
+        if rendering_conflicts(row["question"], row.get("granularity", "")):
+            cue.append(row["item_id"])
         stem = f" {form_key(row['question'])} "
         if any(len(k) > 2 and not k.isdigit() and f" {k} " in stem for k in keys):
             in_stem.append(row["item_id"])
@@ -78,4 +81,5 @@ def item_checks(df: pd.DataFrame, skipped: Counter | None = None, tolerance_pp: 
         Outcome("letter_balance", flagged == 0, True,
                 {"max_deviation_pp": round(worst, 2), "flagged_letters": flagged, "distribution": _md(dist)}),
         Outcome("stem_contains_option", not in_stem, False, {"items": len(in_stem), "examples": ", ".join(in_stem[:10]) or "-"}),
+        Outcome("cue_matches_rendering", not cue, False, {"items": len(cue), "examples": ", ".join(cue[:10]) or "-"}),
     ]

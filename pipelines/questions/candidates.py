@@ -45,6 +45,7 @@ class DatasetRows:
     slices: pd.DataFrame
     regions: pd.DataFrame
     samples: pd.DataFrame  # sample_id, dim
+    exhaustive: frozenset[str] = frozenset()  # raw labels annotated exhaustively: the only ones counted
 
 
 @dataclass
@@ -114,6 +115,8 @@ class Eligibility:
         entries = [self.vmap.get((ds.dataset_id, lab)) for lab in labels]
         if any(e is None or e.status == "unresolved" for e in entries):
             return "unresolved_label", None, [], None, 0
+        if any(e.status == "excluded" for e in entries):
+            return "excluded_label", None, [], None, 0
         if not counting and any(not e.task for e in entries):
             return "untagged_label", None, [], None, 0
         answers = sorted({e.canonical_label for e in entries})
@@ -210,7 +213,15 @@ def dataset_candidates(ds: DatasetRows, elig: Eligibility, config: PipelineConfi
     frames = [_resolve_all(t, ds, elig, skipped)]
     if ds.task_type == "det" and config.questions.counting:
         boxes = ds.regions[ds.regions["kind"] == "box"]
-        c = boxes.groupby(["image_id", "raw_label"]).size().rename("count").reset_index()
+        partial = ~boxes["raw_label"].isin(ds.exhaustive)
+        if partial.any():  # a count of a label not annotated everywhere would have no right answer
+            skipped["not_exhaustive"] += int(boxes.loc[partial, ["image_id", "raw_label"]].drop_duplicates().shape[0])
+        c = boxes[~partial].groupby(["image_id", "raw_label"]).size().rename("count").reset_index()
+        keys = c.groupby("raw_label")["count"].transform("nunique")
+        narrow = keys < config.questions.min_count_keys
+        if narrow.any():  # e.g. BCCD's white cells: 1 in 96 % of fields, so the key is known without the image
+            skipped["narrow_count_range"] += int(narrow.sum())
+            c = c[~narrow]
         c = c.assign(lab_key=c["raw_label"].map(lambda r: (r,)), labels=c["raw_label"].map(lambda r: [r]),
                      granularity="image", n_items=1, kind="image", target_id=None, member_region_ids=[[]] * len(c),
                      scope="image", unit_key=[("count", i, r) for i, r in zip(c["image_id"], c["raw_label"])],
@@ -222,6 +233,8 @@ def dataset_candidates(ds: DatasetRows, elig: Eligibility, config: PipelineConfi
     if df.empty:
         return pd.DataFrame(columns=CANDIDATES.names)
     df = df.merge(sl, on="image_id", how="left")
+    present = ds.regions.groupby("image_id")["labels"].agg(lambda s: sorted({lab for ls in s for lab in ls}))
+    df["image_labels"] = df["image_id"].map(present).map(lambda v: v if isinstance(v, list) else [])
     df = pd.concat([df, _marks(df, config.gates)], axis=1)
     df["answer_label"] = [f"the number of {plural(cl)}: {int(n)}" if isinstance(cl, str) and pd.notna(n) else ";".join(a)
                           for cl, n, a in zip(df["count_label"], df["count"], df["answers"])]

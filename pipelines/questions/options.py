@@ -28,7 +28,7 @@ def build_pools(vocab: pd.DataFrame) -> dict[PoolKey, list[str]]:
     pools: dict[PoolKey, set[str]] = defaultdict(set)
     for row in vocab_frame(vocab).itertuples(index=False):
         task, label = text(row.task), text(row.canonical_label)
-        if not task or not label or row.status == "unresolved":
+        if not task or not label or row.status in ("unresolved", "excluded"):
             continue  # untagged labels (an `accept:` without a task pin) have no pool to join
         for g in {granularity_group(g) for g in row.granularities}:
             scope = f"dataset:{row.dataset_id}" if g == "image" else "shared"
@@ -58,12 +58,21 @@ def n_distractors(rng: np.random.Generator, available: int, q: QuestionSettings)
 
 
 def count_options(rng: np.random.Generator, count: int, q: QuestionSettings) -> list[str]:
-    """Numbers near the true count (never negative), as strings; the true count is included."""
-    near = [c for c in range(max(0, count - 4), count + 5) if c != count]
-    n = n_distractors(rng, len(near), QuestionSettings(max_distractors=q.max_count_options,
-                                                       fixed_distractors=q.fixed_distractors))
-    picked = sorted(rng.choice(near, n, replace=False).tolist())
-    return [str(count)] + [str(c) for c in picked]
+    """The true count first, then distractors, as strings. The key's rank among the sorted options is
+    drawn uniformly (capped only where a lower option would be negative), and neighbouring options
+    differ by a random step of 1 to ``count_spread`` x key, so neither the key's position nor the
+    options' centre gives the answer away."""
+    n = n_distractors(rng, q.max_count_options, QuestionSettings(max_distractors=q.max_count_options,
+                                                                 fixed_distractors=q.fixed_distractors))
+    rank = min(int(rng.integers(0, n + 1)), count)  # options below the key: at most `count` (0 is the floor)
+    top = max(1, int(round(q.count_spread * count)))
+    below = rng.integers(1, top + 1, size=rank)
+    if below.sum() > count:
+        below = np.ones(rank, int)
+    above = rng.integers(1, top + 1, size=n - rank)
+    lower = [count - int(s) for s in np.cumsum(below)]
+    upper = [count + int(s) for s in np.cumsum(above)]
+    return [str(count)] + [str(c) for c in sorted(lower + upper)]
 
 
 POOL_COLUMNS = ["scope", "modality", "task", "granularity", "labels", "size"]

@@ -56,7 +56,7 @@ def combinations(vocab: pd.DataFrame, counting_datasets: set[str] = frozenset())
     """Combination -> [(label, modality, mesh name)] of the labels that need templates there."""
     out: dict[Combination, set] = defaultdict(set)
     for row in vocab.itertuples(index=False):
-        if not row.task or row.status == "unresolved":
+        if not row.task or row.status in ("unresolved", "excluded"):
             continue
         family = QUESTION_FAMILY.get(row.modality, "other")
         for g in {granularity_group(g) for g in row.granularities}:

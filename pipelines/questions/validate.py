@@ -35,6 +35,8 @@ class Cues(BaseModel):
     semantic_forbidden: dict[str, list[str]]
     answer_bearing: list[str]
     typos: list[str]
+    rendering_cues: dict[str, list[str]] = {}
+    contour_wording: dict[str, str] = {}
 
 
 @lru_cache(maxsize=2)
@@ -134,6 +136,26 @@ def review_status(fails: list[str]) -> str:
     if rules & HARD_RULES:
         return "rejected"
     return "needs_review" if rules else "auto_accepted"
+
+
+def contour_stem(question: str, cues: Cues | None = None) -> str:
+    """The contour twin's stem: the mask stem with every fill cue replaced by outline wording."""
+    cues = cues or load_cues()
+    out = question
+    for phrase in sorted(cues.contour_wording, key=len, reverse=True):
+        out = re.sub(rf"\b{re.escape(phrase)}\b", cues.contour_wording[phrase], out, flags=re.IGNORECASE)
+    return out
+
+
+def rendering_conflicts(question: str, granularity: str, cues: Cues | None = None) -> list[str]:
+    """Cue words of the *other* rendering found in a mask or contour stem (must be empty): a contour item
+    must not speak of shading, a mask item not of an outline."""
+    cues = cues or load_cues()
+    other = {"mask": "contour", "contour": "mask"}.get(granularity)
+    if other is None:
+        return []
+    key = form_key(question)
+    return [w for w in cues.rendering_cues.get(other, []) if _has([w], key)]
 
 
 _VOWEL_SOUND_LETTERS = set("AEFHILMNORSX")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
@@ -35,6 +36,22 @@ class DatasetLabels:
     kinds: dict[str, Counter]  # raw label -> Counter of region kinds (image/box/mask)
 
 
+# Names that say nothing clinical: a colour, a number, "segment 3", "background", "other", the body outline.
+# Such a label must be mapped to a structure or excluded in its label map before it can reach an item.
+_COLOURS = r"(?:light |dark |pale )?(?:red|green|blue|yellow|orange|purple|pink|cyan|magenta|brown|black|white|grey|gray|violet)"
+MEANINGLESS = re.compile(rf"^(?:{_COLOURS}(?: segment| label| region| structure)?|(?:segment|label|region|structure|roi|object)"
+                         rf"(?: ?\d+)?|\d+|background|other|others|unknown|misc|body|external|body outline|skin outline)$")
+
+
+def meaningless(raw: str, canonical: str) -> str | None:
+    """The name (raw or canonical) that carries no clinical meaning, or None."""
+    for name in (canonical, raw):
+        key = " ".join(str(name).lower().replace("_", " ").replace("-", " ").split())
+        if key and MEANINGLESS.match(key):
+            return str(name)
+    return None
+
+
 def pin_problems(ds: DatasetLabels, mesh: MeshVocab) -> list[str]:
     """Label-map MeSH pins that do not exist or do not carry their stated name."""
     out = []
@@ -61,12 +78,18 @@ def build_vocab(datasets: list[DatasetLabels], mesh: MeshVocab, curated: Curated
             pin = Pin(spec.canonical, spec.mesh_id, spec.mesh_name, spec.no_mesh, spec.accept, spec.semantic_type)
             res = normalizer.resolve(raw, lm.context, pin)
             tags = tagger.tag(res, ds.modality, Hints(spec.semantic_type, spec.task, spec.department), defaults)
+            status, reason = res.status, res.reason
+            if spec.exclude:
+                status, reason = "excluded", f"excluded by label map: {spec.exclude}"
+            elif status != "unresolved" and (word := meaningless(raw, res.canonical_label)):
+                status, reason = "unresolved", (f"label without clinical meaning ({word!r}): map it to a structure "
+                                                "with `canonical`, or `exclude: <reason>` in the label map")
             grans = sorted({g for kind in ds.kinds[raw] for g in KIND_GRANULARITIES.get(kind, ())})
             desc = mesh.get(res.mesh_id) if res.mesh_id else None
             rows.append({
-                "raw_label": raw, "canonical_label": res.canonical_label, "status": res.status,
+                "raw_label": raw, "canonical_label": res.canonical_label, "status": status,
                 "mesh_id": res.mesh_id, "mesh_name": desc.name if desc else None,
-                "tree_numbers": list(res.tree_numbers), "reason": res.reason, "rules_fired": res.rules,
+                "tree_numbers": list(res.tree_numbers), "reason": reason, "rules_fired": res.rules,
                 "laterality": res.side, "semantic_type": tags.semantic_type, "task": tags.task,
                 "department": tags.department, "modality": ds.modality,
                 "gmai_modality": GMAI_MODALITY.get(ds.modality, ds.modality), "task_type": ds.task_type,

@@ -1,0 +1,107 @@
+"""A blind (text-only) baseline that can fail: cross-fitted, never scored on what it was fitted on.
+
+Each option of a single-answer question becomes one row (question text, option text, the option's
+letter position, and for numeric options its rank among the item's numbers); a logistic regression
+scores rows and the item's answer is its highest-scoring option. Items are split into folds by
+leakage component (``split_group``), so a fold is never scored by a model that saw the same scan,
+and every item gets an out-of-fold prediction. If the text alone beats chance by a margin, the
+benchmark has a prior to exploit (skewed answers, tell-tale option sets) and the check fails.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.sparse import csr_matrix, hstack
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GroupKFold
+
+LETTERS = "ABCDE"
+
+
+def _option_rows(items: pd.DataFrame) -> pd.DataFrame:
+    """One row per (item, option) with its text and position features, and whether it is correct."""
+    rows = []
+    for item in items.to_dict("records"):
+        opts = [(i, item[c]) for i, c in enumerate(LETTERS) if isinstance(item[c], str) and item[c]]
+        nums = [_number(o) for _, o in opts]
+        numeric = all(n is not None for n in nums)
+        order = np.argsort(np.argsort(nums)) if numeric else np.zeros(len(opts), int)
+        k = len(opts)
+        for (i, text), rank in zip(opts, order):
+            rows.append({"item": item["item_id"], "question": item["question"], "option": text,
+                         "task": item["clinical_vqa_task"], "pos": i, "k": k, "numeric": numeric,
+                         "rank": rank / max(k - 1, 1) if numeric else 0.5, "is_edge": numeric and rank in (0, k - 1),
+                         "correct": LETTERS[i] == item["answer"]})
+    return pd.DataFrame(rows)
+
+
+def _number(text: str) -> float | None:
+    head = text.split()[0] if text.split() else ""
+    try:
+        return float(head)
+    except ValueError:
+        return None
+
+
+def _features(rows: pd.DataFrame, vec_q: TfidfVectorizer, vec_o: TfidfVectorizer, fit: bool):
+    """Option words, question-and-option word pairs (by task), position and numeric-rank features."""
+    joint = rows["task"] + " || " + rows["option"]
+    q = vec_q.fit_transform(rows["question"] + " || " + rows["option"]) if fit else vec_q.transform(rows["question"] + " || " + rows["option"])
+    o = vec_o.fit_transform(joint) if fit else vec_o.transform(joint)
+    pos = np.zeros((len(rows), len(LETTERS) + 4))
+    pos[np.arange(len(rows)), rows["pos"].to_numpy()] = 1
+    pos[:, len(LETTERS)] = rows["rank"].to_numpy()
+    pos[:, len(LETTERS) + 1] = rows["is_edge"].to_numpy(float)
+    pos[:, len(LETTERS) + 2] = rows["numeric"].to_numpy(float)
+    pos[:, len(LETTERS) + 3] = 1 / rows["k"].to_numpy()
+    return hstack([q, o, csr_matrix(pos)]).tocsr()
+
+
+def blind_predictions(df: pd.DataFrame, folds: int, seed: int) -> pd.DataFrame:
+    """Out-of-fold text-only prediction per single-answer unit: item_id, unit_id, split, task, k,
+    hit, confidence (the chosen option's share of the item's scores)."""
+    items = df[~df["multi_answer"]].sort_values(["unit_id", "granularity"]).drop_duplicates("unit_id")
+    cols = ["item_id", "unit_id", "split", "clinical_vqa_task", "n_options", "hit", "confidence"]
+    groups = items["split_group"] if "split_group" in items and items["split_group"].notna().all() else items["group_id"]
+    n_folds = min(folds, groups.nunique())
+    if n_folds < 2:
+        return pd.DataFrame(columns=cols)
+    rows = _option_rows(items)
+    pred: dict[str, tuple[bool, float]] = {}
+    for train_ids, test_ids in GroupKFold(n_splits=n_folds).split(items, groups=groups):
+        train = rows[rows["item"].isin(set(items["item_id"].iloc[train_ids]))]
+        test = rows[rows["item"].isin(set(items["item_id"].iloc[test_ids]))]
+        if train["correct"].nunique() < 2 or test.empty:
+            continue
+        vq, vo = TfidfVectorizer(ngram_range=(1, 2), min_df=1), TfidfVectorizer(ngram_range=(1, 2), min_df=1)
+        model = LogisticRegression(C=1.0, max_iter=2000, random_state=seed)
+        model.fit(_features(train, vq, vo, True), train["correct"])
+        score = model.predict_proba(_features(test, vq, vo, False))[:, 1]
+        scored = test.assign(score=score)
+        for item_id, part in scored.groupby("item", sort=False):
+            best = part["score"].to_numpy().argmax()
+            pred[item_id] = (bool(part["correct"].iloc[best]), float(part["score"].iloc[best] / part["score"].sum()))
+    out = items[items["item_id"].isin(pred)][["item_id", "unit_id", "split", "clinical_vqa_task", "n_options"]].copy()
+    out["hit"] = [pred[i][0] for i in out["item_id"]]
+    out["confidence"] = [pred[i][1] for i in out["item_id"]]
+    return out[cols]
+
+
+def blind_report(pred: pd.DataFrame, margin: float, min_items: int) -> dict:
+    """Accuracy vs chance on the test split, overall and per task with at least ``min_items`` items;
+    ``exceeds`` lists where accuracy is above chance + ``margin``."""
+    test = pred[pred["split"] == "test"]
+    if test.empty:
+        return {"items": 0, "accuracy": 0.0, "chance": 0.0, "by_task": {}, "exceeds": []}
+    by_task, exceeds = {}, []
+    acc, chance = float(test["hit"].mean()), float((1 / test["n_options"]).mean())
+    if acc > chance + margin:
+        exceeds.append("overall")
+    for task, part in test.groupby("clinical_vqa_task"):
+        a, c = float(part["hit"].mean()), float((1 / part["n_options"]).mean())
+        by_task[task] = {"items": len(part), "accuracy": round(a, 4), "chance": round(c, 4)}
+        if len(part) >= min_items and a > c + margin:
+            exceeds.append(task)
+    return {"items": len(test), "accuracy": acc, "chance": chance, "by_task": by_task, "exceeds": exceeds}

@@ -1,0 +1,129 @@
+"""Item validity on the real ../shared registry, re-derived from the exported files alone (issue 14):
+no scan or field on both sides of the split, no count of a partly annotated label, no fill wording
+on an outline, and count options that do not give the key away."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections import Counter
+
+import imagehash
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from pipelines.config import PipelineConfig
+from tests.conftest import SHARED_REGISTRY, needs_shared
+
+pytestmark = [needs_shared, pytest.mark.slow]
+FILL_WORDS = r"\b(?:shaded|shading|overlay|highlighted|filled|tinted)\b"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> tuple[PipelineConfig, pd.DataFrame]:
+    """The shared registry built end to end; every exported Parquet row with the test answer key joined."""
+    root = tmp_path_factory.mktemp("shared_bench")
+    home = root / "dagster_home"
+    home.mkdir()
+    from pipelines.config import PROJECT_ROOT
+    (home / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())
+    keep = {k: os.environ.get(k) for k in ("DAGSTER_HOME", "OPENAI_API_KEY")}
+    os.environ["DAGSTER_HOME"] = str(home)
+    os.environ.pop("OPENAI_API_KEY", None)
+    try:
+        cfg = PipelineConfig.load(registry=SHARED_REGISTRY, data_root=root / "data")
+        from assets.build import build, export_config_env
+        export_config_env(cfg, None)
+        build(cfg, log=lambda m: None)
+    finally:
+        for k, v in keep.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    out = cfg.data_root / "benchmark"
+    rows = pd.concat([pd.read_parquet(p) for p in sorted((out / "data").glob("*.parquet"))], ignore_index=True)
+    key = pd.read_parquet(out / "private" / "test_answer_key.parquet")[["index", "answer"]]
+    rows = rows.merge(key, on="index", how="left", suffixes=("", "_key"))
+    rows["key"] = rows["answer"].where(rows["split"] == "val", rows["answer_key"])
+    return cfg, rows
+
+
+def test_no_near_duplicate_images_across_splits(exported):
+    """pHash of every exported image, decoded again: no val/test pair within near_duplicate_bits (the
+    ct_sm crop of ct_full and BCCD's repeated fields were the real cases)."""
+    cfg, rows = exported
+    h = np.array([int(str(imagehash.phash(Image.open(io.BytesIO(r["bytes"])).convert("L"))), 16)
+                  for r in rows["image"]], dtype=np.uint64)
+    val, test = h[(rows["split"] == "val").to_numpy()], h[(rows["split"] == "test").to_numpy()]
+    assert len(val) and len(test)
+    dist = np.bitwise_count(val[:, None] ^ test[None, :])
+    assert int((dist <= cfg.benchmark.near_duplicate_bits).sum()) == 0
+
+
+def test_counting_only_for_exhaustive_labels(exported):
+    _, rows = exported
+    counting = rows[rows["clinical_vqa_task"] == "Counting"]
+    assert not counting["question"].str.contains("red blood cell|platelet", case=False).any()
+    opts = counting[list("ABCDE")].stack()
+    assert not opts.str.contains("red blood cell|platelet", case=False).any()
+
+
+def test_contour_items_never_speak_of_a_fill(exported):
+    _, rows = exported
+    contour = rows[rows["perceptual_granularity"] == "Contour level"]
+    assert len(contour)
+    assert not contour["question"].str.contains(FILL_WORDS, case=False, regex=True).any()
+
+
+def test_count_key_rank_is_not_a_giveaway(exported):
+    """A text-only rule (take the middle of the sorted numbers) is no better than chance on counting."""
+    _, rows = exported
+    counting = rows[(rows["clinical_vqa_task"] == "Counting") & ~rows["multi_answer"]]
+    if counting.empty:
+        pytest.skip("no counting items in this build")
+    hits, chance = [], []
+    for r in counting.to_dict("records"):
+        opts = [(int(r[c].split()[0]), c) for c in "ABCDE" if isinstance(r[c], str) and r[c]]
+        guess = sorted(opts)[len(opts) // 2][1]
+        hits.append(guess == r["key"])
+        chance.append(1 / len(opts))
+    assert np.mean(hits) <= np.mean(chance) + 0.10, Counter(hits)
+
+
+def test_val_tsv_tags_survive_a_default_pandas_read(exported):
+    """VLMEvalKit reads the TSV with pandas' defaults: no tag may turn into NaN ('N/A', 'NA', '')."""
+    cfg, _ = exported
+    tsv = pd.read_csv(cfg.data_root / "benchmark" / "tsv" / "medbench_VAL.tsv", sep="\t")
+    tags = ["question", "answer", "category", "clinical VQA task", "department", "perceptual granularity", "modality"]
+    assert len(tsv) and not tsv[tags].isna().any().any(), tsv[tags].isna().sum().to_dict()
+
+
+def test_no_excluded_or_meaningless_label_reaches_an_item(exported):
+    _, rows = exported
+    opts = rows[list("ABCDE")].stack().str.lower()
+    assert not opts.str.fullmatch(r"(?:light |dark )?(?:green|orange|purple|blue) segment|body").any()
+
+
+def test_every_counted_label_has_varied_keys(exported):
+    """A count that is nearly always the same number is answerable from the text; counted labels vary."""
+    cfg, rows = exported
+    counting = rows[rows["clinical_vqa_task"] == "Counting"]
+    keys = counting.apply(lambda r: r[r["key"]], axis=1) if len(counting) else pd.Series(dtype=object)
+    per_label = Counter()
+    for label, part in keys.groupby(keys.str.split(n=1).str[1].str.rstrip("s")):
+        per_label[label] = part.str.split().str[0].nunique()
+    assert all(n >= cfg.questions.min_count_keys for n in per_label.values()), per_label
+
+
+def test_datasets_without_items_are_named_as_errors(exported):
+    """One-label segmentation sets (no certainly-wrong option of their modality) and fully excluded ones do
+    not vanish silently: the summary names each with why."""
+    cfg, rows = exported
+    from pipelines.registry import load_registry
+    from pipelines.summary import summarize
+    ids = load_registry(cfg.registry, cfg.standardize.ct_windows).ids
+    lines = "\n".join(summarize(cfg.data_root, ids).empty_datasets())
+    for ds, why in [("kvasir_seg", "pool_too_small"), ("isbi2012_em", "pool_too_small"),
+                    ("pyradiomics_mr_nifti", "pool_too_small"), ("dicompyler_rtstruct", "excluded_label")]:
+        assert f"ERROR {ds}:" in lines and why in lines.split(f"ERROR {ds}:")[1].split("\n")[0], lines
+    assert set(rows["dataset_id"]).isdisjoint({"kvasir_seg", "isbi2012_em"})
