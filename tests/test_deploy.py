@@ -107,7 +107,7 @@ def test_partition_steps_run_on_a_celery_worker(demo_registry, tmp_path, monkeyp
 
     from assets.cluster import celery_dataset_job
     text = (PROJECT_ROOT / "deploy" / "celery.yaml").read_text().replace("/tmp/medbench-celery", str(tmp_path / "celery"))
-    for sub in ("queue", "processed", "results"):
+    for sub in ("queue", "processed", "results", "control"):
         (tmp_path / "celery" / sub).mkdir(parents=True)
     config = tmp_path / "celery.yaml"
     config.write_text(text)
@@ -116,6 +116,13 @@ def test_partition_steps_run_on_a_celery_worker(demo_registry, tmp_path, monkeyp
     (tmp_path / "sources.yaml").write_text(yaml.safe_dump(doc))
     monkeypatch.setenv("MEDBENCH_REGISTRY", str(tmp_path / "sources.yaml"))
     monkeypatch.setenv("MEDBENCH_DATA_ROOT", str(tmp_path / "data"))
+    # two processes write this run's events: one consolidated SQLite file, created before the worker starts,
+    # avoids the per-run database that both would otherwise create (and migrate) at once
+    with open(dagster_home / "dagster.yaml", "a") as fh:
+        fh.write(f"event_log_storage:\n  module: dagster._core.storage.event_log\n"
+                 f"  class: ConsolidatedSqliteEventLogStorage\n  config:\n    base_dir: {dagster_home / 'events'}\n")
+    with dg.DagsterInstance.get() as instance:
+        instance.get_event_records(dg.EventRecordsFilter(dg.DagsterEventType.RUN_SUCCESS), limit=1)
     bin_dir = Path(sys.executable).parent  # the worker command starts `celery` from PATH
     worker = subprocess.Popen([str(bin_dir / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app",
                                "-y", str(config), "--", "--concurrency", "1", "--pool", "solo"],
