@@ -1,7 +1,6 @@
 """rendered_items (PNGs of the selected items only) and the per-dataset review sheets."""
 
 import dagster as dg
-import pandas as pd
 
 from assets.metadata import preview_markdown, table_metadata
 from assets.resources import MedbenchResource
@@ -24,7 +23,7 @@ def rendered_items(context: dg.AssetExecutionContext, medbench: MedbenchResource
     tables = {ds: DatasetTables(medbench.sources.get(ds), layout.read("raw_samples", ds).to_pandas(),
                                 layout.read("slices", ds).to_pandas(), layout.read("regions", ds).to_pandas())
               for ds in sorted(set(bench["dataset_id"]))}
-    table = render_items(bench, cands, tables, cfg, layout.root / "rendered")
+    table = render_items(bench, cands, tables, cfg, layout.rendered())
     path = atomic_write_table(table, layout.table("rendered_items"))
     got = table.to_pandas().merge(cands, on="item_id")
     wrong_size = int(((got["width"] != got["image_width"]) | (got["height"] != got["image_height"])).sum())
@@ -32,7 +31,7 @@ def rendered_items(context: dg.AssetExecutionContext, medbench: MedbenchResource
     absent = [p for p in got["image_path"] if not (layout.root / p).is_file()]
     return dg.MaterializeResult(
         metadata={**table_metadata(table), "pngs": table.num_rows, "bytes": int(sum((layout.root / p).stat().st_size for p in got["image_path"])),
-                  "path": dg.MetadataValue.path(str(path)), "folder": dg.MetadataValue.path(str(layout.root / "rendered"))},
+                  "path": dg.MetadataValue.path(str(path)), "folder": dg.MetadataValue.path(str(layout.rendered()))},
         check_results=[dg.AssetCheckResult(
             check_name="every_item_rendered", passed=not missing and not absent and wrong_size == 0,
             metadata={"items_without_png": len(missing), "files_missing": len(absent), "wrong_size": wrong_size})])

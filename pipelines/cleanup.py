@@ -5,15 +5,18 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from pipelines.storage import DataLayout
+
 
 def dataset_outputs(root: Path, dataset_id: str) -> list[Path]:
     """Per-dataset tables (any stage, quarantine included), slice, rendered-item and exported ROI image folders,
     the review sheet."""
-    root = Path(root)
-    found = sorted((root / "tables").rglob(f"{dataset_id}.parquet")) if (root / "tables").is_dir() else []
-    found += [p for p in (root / "images" / dataset_id, root / "rendered" / dataset_id,
-                          root / "benchmark" / "roi" / "images" / dataset_id,
-                          root / "review" / f"{dataset_id}.png") if p.exists()]
+    layout = DataLayout(root)
+    tables = layout.root / "tables"
+    found = sorted(tables.rglob(f"{dataset_id}.parquet")) if tables.is_dir() else []
+    found += [p for p in (layout.images(dataset_id), layout.rendered() / dataset_id,
+                          layout.root / "benchmark" / "roi" / "images" / dataset_id,
+                          layout.review_sheet(dataset_id)) if p.exists()]
     return found
 
 

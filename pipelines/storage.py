@@ -103,8 +103,9 @@ class DataLayout:
     def images(self, dataset_id: str) -> Path:
         return self.root / "images" / dataset_id
 
-    def prompts(self, dataset_id: str) -> Path:
-        return self.root / "prompts" / dataset_id
+    def rendered(self) -> Path:
+        """The selected items' images (swapped in whole by the render step)."""
+        return self.root / "rendered"
 
     def review_sheet(self, dataset_id: str) -> Path:
         return self.root / "review" / f"{dataset_id}.png"

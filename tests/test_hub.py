@@ -6,8 +6,6 @@ table with real PNG images, so these tests stay fast; the card test for ../share
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import shutil
 from pathlib import Path

@@ -61,7 +61,8 @@ class StandardizeResult:
 
 
 class _Writer:
-    """Builds slice and region rows for one sample and writes its PNGs under the staging root."""
+    """Builds slice and region rows for one sample (and its PNGs under the staging root when the slice corpus
+    is asked for: standardize.write_pngs 'all')."""
 
     def __init__(self, row: dict, source: Source, config: PipelineConfig, staging: Path, rel_root: str):
         self.row, self.source, self.config = row, source, config
@@ -272,7 +273,7 @@ def _worker(args) -> SampleOutput:
 
 def standardize_dataset(source: Source, config: PipelineConfig, samples: pa.Table, data_root: Path,
                         workers: int = 1) -> StandardizeResult:
-    """Write a dataset's PNGs into a staging folder, then swap it in place of the old one."""
+    """Describe every sample; slice PNGs, when written, go to a staging folder swapped in whole."""
     rel_root = f"images/{source.id}"
     with staged_dir(DataLayout(data_root).images(source.id)) as staging:
         jobs = [(row, source, config, staging, rel_root) for row in samples.to_pylist()]
