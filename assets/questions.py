@@ -1,8 +1,11 @@
 """question_templates, option_pools and qa_candidates (rows only: nothing is drawn before selection)."""
 
+from functools import partial
+
 import dagster as dg
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from assets.ingest import markdown_counts
 from assets.metadata import table_metadata
@@ -12,7 +15,7 @@ from pipelines.questions.llm import usage_summary
 from pipelines.questions.options import build_pools, pools_from_table, pools_table
 from pipelines.questions.templates import generate_templates
 from pipelines.questions.validate import load_cues
-from pipelines.storage import atomic_write_table
+from pipelines.storage import atomic_write_table, stored_masks
 from pipelines.vocab.frame import vocab_frame
 
 
@@ -57,10 +60,13 @@ def dataset_rows(medbench: MedbenchResource) -> list[DatasetRows]:
             continue
         src = medbench.sources.get(ds)
         e = src.entry
-        out.append(DatasetRows(ds, e.modality, e.task_type, layout.read("slices", ds, SLICE_COLUMNS).to_pandas(),
+        present = set(pq.read_schema(layout.table("slices", ds)).names)  # tables described before a column existed
+        slices = layout.read("slices", ds, [c for c in SLICE_COLUMNS if c in present]).to_pandas()
+        out.append(DatasetRows(ds, e.modality, e.task_type, slices,
                                layout.read("regions", ds, REGION_COLUMNS).to_pandas(),
                                layout.read("raw_samples", ds).to_pandas()[["sample_id", "dim"]],
-                               frozenset(src.label_map.exhaustive_labels())))
+                               frozenset(src.label_map.exhaustive_labels()),
+                               rle_lookup=partial(stored_masks, layout.table("regions", ds))))
     return out
 
 

@@ -19,13 +19,16 @@ def rendered_items(context: dg.AssetExecutionContext, medbench: MedbenchResource
     cfg, layout = medbench.config, medbench.layout
     bench = layout.read("benchmark").to_pandas()
     cands = layout.read(
-        "qa_candidates", columns=["item_id", "member_region_ids", "image_width", "image_height"]).to_pandas()
+        "qa_candidates", columns=["item_id", "image_width", "image_height"]).to_pandas()
     tables = {ds: DatasetTables(medbench.sources.get(ds), layout.read("raw_samples", ds).to_pandas(),
                                 layout.read("slices", ds).to_pandas(), layout.read("regions", ds).to_pandas())
               for ds in sorted(set(bench["dataset_id"]))}
-    table = render_items(bench, cands, tables, cfg, layout.rendered())
+    table = render_items(bench, tables, cfg, layout.rendered())
     path = atomic_write_table(table, layout.table("rendered_items"))
-    got = table.to_pandas().merge(cands, on="item_id")
+    base = bench[["item_id", "variant_of"]].assign(  # a copy shows its original's plane at the same size
+        cand_id=lambda d: d["variant_of"].where(d["variant_of"].notna(), d["item_id"]))
+    sizes = base.merge(cands.rename(columns={"item_id": "cand_id"}), on="cand_id")[["item_id", "image_width", "image_height"]]
+    got = table.to_pandas().merge(sizes, on="item_id")
     wrong_size = int(((got["width"] != got["image_width"]) | (got["height"] != got["image_height"])).sum())
     missing = sorted(set(bench["item_id"]) - set(got["item_id"]))
     absent = [p for p in got["image_path"] if not (layout.root / p).is_file()]

@@ -165,6 +165,8 @@ class BenchmarkSettings(BaseModel):
     text_only_margin: float = Field(0.05, description="the blind baseline fails when its test accuracy exceeds "
                                                       "chance by more than this (overall, or a task with enough items)")
     text_only_min_items: int = Field(30, description="tasks with fewer test items are reported, not judged")
+    balance_floor: int = Field(5, description="a key with fewer units is dropped from its balance group (generated "
+                                              "questions whose keys are kept equally frequent)")
     text_only_folds: int = Field(5, description="cross-fitting folds of the blind baseline (by leakage component)")
 
 
@@ -202,6 +204,8 @@ class PipelineConfig(BaseModel):
     benchmark: BenchmarkSettings = BenchmarkSettings()
     publish: PublishSettings = PublishSettings()
     annotate: "AnnotateSettings" = Field(default_factory=lambda: AnnotateSettings())
+    generators: "GeneratorSettings" = Field(default_factory=lambda: GeneratorSettings())
+    robustness: "RobustnessSettings" = Field(default_factory=lambda: RobustnessSettings())
 
     @classmethod
     def load(cls, config_file: str | Path | None = None, **overrides: object) -> "PipelineConfig":
@@ -254,6 +258,40 @@ class AnnotateSettings(BaseModel):
     use_llm: bool = Field(True, description="write an LLM paragraph for exported ROIs when a key is set")
     llm_max_rows: int = Field(200, description="at most this many LLM paragraphs per build (cost bound)")
     export_images: str = Field("exported", description="'exported': images of exported rows only; 'all': every image")
+
+
+GENERATOR_NAMES = ("size_compare", "relative_position", "instance_count", "measurement", "laterality")
+
+
+class GeneratorSettings(BaseModel):
+    """Questions computed from masks and geometry (pipelines/questions/generators)."""
+
+    enabled: tuple[str, ...] = Field(GENERATOR_NAMES, description="generators to run (size_compare also makes "
+                                                                     "the ratio questions)")
+    max_planes: int = Field(400, description="planes per dataset and generator considered (seeded sample): "
+                                             "the generators' cost stays bounded per dataset")
+    per_plane: int = Field(1, description="most units one generator makes from one plane")
+    tries_per_plane: int = Field(12, description="random structure sets tried per plane")
+    palette: dict[str, tuple[int, int, int]] = Field(
+        {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 128, 255), "yellow": (255, 255, 0)},
+        description="outline colours of the marked structures, by the name a stem uses")
+    size_margin: float = Field(1.2, description="the largest (smallest) area must exceed (undercut) the next by this factor")
+    ratio_ladder: tuple[float, ...] = (1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0)
+    diameter_ladder_mm: tuple[float, ...] = (2.5, 5, 7.5, 10, 15, 20, 30, 40, 60, 80, 120, 160, 240, 320, 480)
+    area_ladder_cm2: tuple[float, ...] = (0.125, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+    bin_margin: float = Field(0.08, description="a value within this relative distance of a bin edge is not asked")
+    bin_options: int = Field(4, description="consecutive bins offered")
+    direction_margin_deg: float = Field(10.0, description="the direction must lie this far inside its 45° sector")
+    min_distance_fraction: float = Field(0.05, description="centroids at least this share of the diagonal apart")
+    mirror_pairs: bool = Field(True, description="add the mirrored copy (swapped key) of each laterality item")
+
+
+class RobustnessSettings(BaseModel):
+    """Perturbed copies of benchmark items (their own export config), to measure accuracy drop and flips."""
+
+    base_items: int = Field(40, description="benchmark items (seeded, test split) copied; 0 turns variants off")
+    kinds: tuple[str, ...] = ("gaussian_noise", "gaussian_blur", "contrast", "downsample")
+    severities: tuple[int, ...] = (1, 2, 3)
 
 
 PipelineConfig.model_rebuild()

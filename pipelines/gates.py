@@ -51,6 +51,17 @@ RULES: tuple[Rule, ...] = (
          lambda df, g: _has_mark(df) & df["border_only"].fillna(False).to_numpy(bool)),
 )
 RULE_NAMES = tuple(r.name for r in RULES)
+IMAGE_RULES = ("image_too_small", "image_too_elongated", "blank_image")  # rules about the plane, not the mark
+
+
+def readable_planes(df: pd.DataFrame, settings: GateSettings) -> np.ndarray:
+    """Planes (image_width, image_height, contrast: display geometry) that pass every image rule: the only
+    ones worth generating questions from."""
+    ok = np.ones(len(df), bool)
+    for rule in RULES:
+        if rule.name in IMAGE_RULES:
+            ok &= ~rule.fails(df, settings)
+    return ok
 
 
 @dataclass

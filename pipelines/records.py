@@ -76,6 +76,7 @@ SLICES = _schema("slices", [
     pa.field("contrast", pa.float64()),  # std of grey levels (near 0: blank)
     pa.field("png_path", pa.string()),  # empty unless standardize.write_pngs is 'all'
     pa.field("sha256", pa.string()),  # of the 8-bit RGB pixels (exact duplicates share it)
+    pa.field("faint_labels", pa.list_(pa.string())),  # raw labels with a cross-section below the region floor here
 ])
 
 REGIONS = _schema("regions", [
@@ -157,6 +158,9 @@ CANDIDATES = _schema("qa_candidates", [
     pa.field("mark_min_side", pa.float64()),
     pa.field("mark_bbox", pa.list_(pa.float64())),  # display px
     pa.field("border_only", pa.bool_()),
+    pa.field("generator", pa.string()),  # recognition | box_count | size_compare | size_ratio | ... (see generators)
+    pa.field("generator_params", pa.string()),  # JSON: parameters, computed values and the marks (colour, regions)
+    pa.field("balance_group", pa.string()),  # units whose keys selection keeps equally frequent (null: none)
 ])
 
 GATE_VERDICTS = _schema("gate_verdicts", [
@@ -214,6 +218,12 @@ QA_ITEMS = _schema("qa_items", [
     pa.field("pool_size", pa.int64()),
     pa.field("split", pa.string()),
     pa.field("split_group", pa.string()),  # leakage component: groups joined by identical or near-identical planes
+    pa.field("generator", pa.string()),  # which question generator made the item
+    pa.field("generator_params", pa.string()),  # JSON: its parameters, computed values and marks
+    pa.field("source_region_ids", pa.list_(pa.string())),  # the regions the question is about
+    pa.field("variant_of", pa.string()),  # the item this one is a mirrored or perturbed copy of
+    pa.field("variant", pa.string()),  # JSON: kind (mirror, gaussian_noise, ...), severity, parameters
+    pa.field("subset", pa.string()),  # main | robustness (exported as its own config)
 ])
 
 F64, STR, LIST_F64 = pa.float64(), pa.string(), pa.list_(pa.float64())

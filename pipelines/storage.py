@@ -118,3 +118,11 @@ class DataLayout:
                 + (f" for dataset '{dataset_id}'" if dataset_id else "") + " first"
             )
         return pq.read_table(path, columns=columns)
+
+
+def stored_masks(path: Path, region_ids: list[str]) -> dict[str, str]:
+    """The stored RLE of the given regions only (a filtered read: masks are the bulk of a regions table)."""
+    if not region_ids:
+        return {}
+    t = pq.read_table(path, columns=["region_id", "mask_rle"], filters=[("region_id", "in", list(region_ids))])
+    return dict(zip(t.column("region_id").to_pylist(), t.column("mask_rle").to_pylist()))

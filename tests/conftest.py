@@ -51,6 +51,39 @@ def demo_config(demo_registry, tmp_path) -> PipelineConfig:
     return PipelineConfig.load(registry=demo_registry, data_root=tmp_path / "data")
 
 
+@pytest.fixture(scope="session")
+def shared_build(tmp_path_factory) -> PipelineConfig:
+    """The ../shared registry built end to end once per session (several slow test modules read its exports)."""
+    if not HAVE_SHARED:
+        pytest.skip(f"real sample datasets not found at {SHARED}")
+    root = tmp_path_factory.mktemp("shared_bench")
+    home = root / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())
+    keep = {k: os.environ.get(k) for k in ("DAGSTER_HOME", "OPENAI_API_KEY")}
+    os.environ["DAGSTER_HOME"] = str(home)
+    os.environ.pop("OPENAI_API_KEY", None)
+    try:
+        cfg = PipelineConfig.load(registry=SHARED_REGISTRY, data_root=root / "data")
+        from assets.build import build, export_config_env
+        export_config_env(cfg, None)
+        build(cfg, log=lambda m: None)
+    finally:
+        for k, v in keep.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    return cfg
+
+
+def exported_rows(out: Path, folder: str = "data") -> "pd.DataFrame":
+    """Every exported Parquet row of one config folder, with the withheld test key joined as `key`."""
+    import pandas as pd
+    rows = pd.concat([pd.read_parquet(p) for p in sorted((out / folder).glob("*.parquet"))], ignore_index=True)
+    key = pd.read_parquet(out / "private" / "test_answer_key.parquet")[["index", "answer"]]
+    rows = rows.merge(key, on="index", how="left", suffixes=("", "_key"))
+    rows["key"] = rows["answer"].where(rows["split"] == "val", rows["answer_key"])
+    return rows
+
+
 @pytest.fixture()
 def shared_config(tmp_path) -> PipelineConfig:
     return PipelineConfig.load(registry=SHARED_REGISTRY, data_root=tmp_path / "data")

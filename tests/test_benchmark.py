@@ -51,12 +51,14 @@ def test_build_succeeds_and_caps_hold(built):
     bench = _bench(cfg)
     cands = pd.read_parquet(cfg.data_root / "tables" / "qa_candidates.parquet")
     assert 0 < len(bench) < len(cands)
-    units = bench.drop_duplicates("unit_id").assign(g=lambda d: d["granularity"].replace({"contour": "mask"}))
+    originals = bench[bench["variant_of"].isna()]  # mirrored and perturbed copies repeat a selected unit
+    units = originals.drop_duplicates("unit_id").assign(g=lambda d: d["granularity"].replace({"contour": "mask"}))
     per_answer = units.groupby(["clinical_vqa_task", "g", "answer_label"]).size()
     assert per_answer.max() <= cfg.benchmark.per_answer_cap
     assert (per_answer == cfg.benchmark.per_answer_cap).any()  # the cap bit somewhere
     assert set(bench["granularity"]) == {"image", "box", "mask", "contour"}
-    twins = bench[bench["granularity"].isin(["mask", "contour"])].groupby("unit_id")
+    recognition = originals[originals["generator"] == "recognition"]  # generated items are outlines only
+    twins = recognition[recognition["granularity"].isin(["mask", "contour"])].groupby("unit_id")
     assert (twins.size() == 2).all() and (twins["A"].nunique() == 1).all() and (twins["answer"].nunique() == 1).all()
     from pipelines.questions.validate import contour_stem  # the contour twin's stem is its own (outline wording)
     stems = twins.apply(lambda g: g.set_index("granularity")["question"].to_dict())
@@ -95,15 +97,19 @@ def test_parquet_round_trip_with_datasets(built):
     out = cfg.data_root / "benchmark"
     # a cache of its own: the shared ~/.cache may hold a stale entry for this same tmp path
     ds = datasets.load_dataset(str(out), cache_dir=str(cfg.data_root.parent / "hf_cache"))
-    bench = _bench(cfg).set_index("index")
+    full = _bench(cfg).set_index("index")
+    bench = full[full["subset"] == "main"]
     assert ds["val"].num_rows + ds["test"].num_rows == len(bench)
+    robust = datasets.load_dataset(str(out), "robustness", cache_dir=str(cfg.data_root.parent / "hf_cache"))
+    assert sum(split.num_rows for split in robust.values()) == int((full["subset"] == "robustness").sum()) > 0
+    assert set(robust["test"]["variant_of"]) <= set(ds["test"]["item_id"])
     row = ds["val"][0]
     src = np.asarray(Image.open(cfg.data_root / bench.loc[row["index"], "image_path"]).convert("RGB"))
     assert np.array_equal(np.asarray(row["image"].convert("RGB")), src)
     assert all(a is None for a in ds["test"]["answer"])  # the public test file carries no answer
     assert "answer_label" not in ds["test"].column_names and "category" not in ds["test"].column_names
     key = pd.read_parquet(out / "private" / "test_answer_key.parquet")
-    assert len(key) == ds["test"].num_rows and key["answer"].notna().all()
+    assert len(key) == ds["test"].num_rows + robust["test"].num_rows and key["answer"].notna().all()
     df = pd.read_parquet(out / "data")
     assert len(df) == len(bench)
 

@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from pipelines.config import QuestionSettings
+from pipelines.config import PipelineConfig, QuestionSettings
 from pipelines.label_maps import LabelMap
 from pipelines.questions.options import count_options
 from pipelines.questions.templates import bank_candidates
@@ -123,7 +123,8 @@ def test_label_present_on_the_image_is_offered_only_at_region_level(granularity,
     seen = set()
     for seed in range(30):
         unit, why = _unit([row], np.random.default_rng(seed), TemplatePicker(templates), pools,
-                          Hierarchy.from_vocab(vocab), QuestionSettings(), dict(zip(zip(vocab["dataset_id"], vocab["raw_label"]), vocab["canonical_label"])))
+                          Hierarchy.from_vocab(vocab), QuestionSettings(), dict(zip(zip(vocab["dataset_id"], vocab["raw_label"]), vocab["canonical_label"])),
+                          PipelineConfig().generators)
         assert unit is not None, why
         seen |= set(unit["options"]) - {"kidney"}
     assert seen == offered

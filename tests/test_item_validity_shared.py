@@ -5,7 +5,6 @@ on an outline, and count options that do not give the key away."""
 from __future__ import annotations
 
 import io
-import os
 from collections import Counter
 
 import imagehash
@@ -15,37 +14,16 @@ import pytest
 from PIL import Image
 
 from pipelines.config import PipelineConfig
-from tests.conftest import SHARED_REGISTRY, needs_shared
+from tests.conftest import exported_rows, needs_shared
 
 pytestmark = [needs_shared, pytest.mark.slow]
 FILL_WORDS = r"\b(?:shaded|shading|overlay|highlighted|filled|tinted)\b"
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> tuple[PipelineConfig, pd.DataFrame]:
+def exported(shared_build) -> tuple[PipelineConfig, pd.DataFrame]:
     """The shared registry built end to end; every exported Parquet row with the test answer key joined."""
-    root = tmp_path_factory.mktemp("shared_bench")
-    home = root / "dagster_home"
-    home.mkdir()
-    from pipelines.config import PROJECT_ROOT
-    (home / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())
-    keep = {k: os.environ.get(k) for k in ("DAGSTER_HOME", "OPENAI_API_KEY")}
-    os.environ["DAGSTER_HOME"] = str(home)
-    os.environ.pop("OPENAI_API_KEY", None)
-    try:
-        cfg = PipelineConfig.load(registry=SHARED_REGISTRY, data_root=root / "data")
-        from assets.build import build, export_config_env
-        export_config_env(cfg, None)
-        build(cfg, log=lambda m: None)
-    finally:
-        for k, v in keep.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-    out = cfg.data_root / "benchmark"
-    rows = pd.concat([pd.read_parquet(p) for p in sorted((out / "data").glob("*.parquet"))], ignore_index=True)
-    key = pd.read_parquet(out / "private" / "test_answer_key.parquet")[["index", "answer"]]
-    rows = rows.merge(key, on="index", how="left", suffixes=("", "_key"))
-    rows["key"] = rows["answer"].where(rows["split"] == "val", rows["answer_key"])
-    return cfg, rows
+    return shared_build, exported_rows(shared_build.data_root / "benchmark")
 
 
 def test_no_near_duplicate_images_across_splits(exported):
@@ -124,6 +102,9 @@ def test_datasets_without_items_are_named_as_errors(exported):
     ids = load_registry(cfg.registry, cfg.standardize.ct_windows).ids
     lines = "\n".join(summarize(cfg.data_root, ids).empty_datasets())
     for ds, why in [("kvasir_seg", "pool_too_small"), ("isbi2012_em", "pool_too_small"),
-                    ("pyradiomics_mr_nifti", "pool_too_small"), ("dicompyler_rtstruct", "excluded_label")]:
+                    ("dicompyler_rtstruct", "excluded_label")]:
         assert f"ERROR {ds}:" in lines and why in lines.split(f"ERROR {ds}:")[1].split("\n")[0], lines
     assert set(rows["dataset_id"]).isdisjoint({"kvasir_seg", "isbi2012_em"})
+    # the one-label tumour sets have no recognition item, but their measurement items keep them in
+    assert "ERROR pyradiomics_mr_nifti:" not in lines
+    assert set(rows.loc[rows["dataset_id"] == "pyradiomics_mr_nifti", "generator"]) == {"measurement"}

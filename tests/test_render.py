@@ -33,10 +33,11 @@ def build(cfg: PipelineConfig, ds: str, limit: int | None = None):
     std = standardize_dataset(src, cfg, samples, cfg.data_root)
     t = targets(std.regions.to_pandas(), cfg.render.scope)
     items = pd.DataFrame([{"item_id": f"{r.target_id}_{g}", "dataset_id": ds, "image_id": r.image_id,
-                           "granularity": g, "member_region_ids": list(r.member_region_ids), "scope": r.scope}
+                           "granularity": g, "source_region_ids": list(r.member_region_ids), "scope": r.scope,
+                           "generator_params": None, "variant": None}
                           for r in t.itertuples() for g in KIND_GRANULARITIES[r.kind]])
     tables = {ds: DatasetTables(src, samples.to_pandas(), std.slices.to_pandas(), std.regions.to_pandas())}
-    rendered = render_items(items, items, tables, cfg, cfg.data_root / "rendered")
+    rendered = render_items(items, tables, cfg, cfg.data_root / "rendered")
     return std, items.merge(rendered.to_pandas(), on="item_id"), samples
 
 
@@ -70,7 +71,7 @@ def check_pixels(cfg: PipelineConfig, ds: str, std, prompts: pd.DataFrame, sampl
         if p["granularity"] == "image":
             assert (out == base).all()
             continue
-        members = [regions[m] for m in p["member_region_ids"]]
+        members = [regions[m] for m in p["source_region_ids"]]
         h, w = base.shape[:2]
         sl = slices[p["image_id"]]
         geo = display_size(sl["width"], sl["height"], sl["spacing"], cfg.display.max_image_side)
@@ -128,7 +129,7 @@ def test_colour_choice_on_red_images(demo_config):
 
 def test_label_scope_groups_components(demo_config):
     std, prompts, _ = build(demo_config, "demo_polyp")
-    multi = prompts[prompts["member_region_ids"].map(len) > 1]
+    multi = prompts[prompts["source_region_ids"].map(len) > 1]
     assert len(multi) and (multi["scope"] == "label").all()  # blobs of one label drawn together
     n_groups = len({(r["image_id"], r["raw_label"]) for r in std.regions.to_pylist()})
     assert prompts["item_id"].str.rsplit("_", n=1).str[0].nunique() == n_groups

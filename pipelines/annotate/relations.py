@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipelines.annotate.measure import crop_around, dilate
-from pipelines.annotate.words import OPPOSITE, SIDE_NAME, display_directions
+from pipelines.standardize.planes import OPPOSITE, SIDE_NAME, display_directions
 
 
 def side_of(dx: float, dy: float, orientation: str | None, axis: str | None) -> str:

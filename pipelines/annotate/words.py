@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipelines.standardize.planes import OPPOSITE, SIDE_NAME, display_directions  # noqa: F401 (re-exported)
+
 H_WORDS = ("left", "left-centre", "centre", "right-centre", "right")
 V_WORDS = ("top", "upper-middle", "middle", "lower-middle", "bottom")
 EDGES = np.array([0.2, 0.4, 0.6, 0.8])
 AREA_BINS = ((0.01, "tiny"), (0.05, "small"), (0.2, "medium"), (0.5, "large"), (float("inf"), "very large"))
-OPPOSITE = {"L": "R", "R": "L", "A": "P", "P": "A", "S": "I", "I": "S"}
-SIDE_NAME = {"L": "left", "R": "right", "A": "anterior", "P": "posterior", "S": "superior", "I": "inferior"}
 
 
 def position_bins(cx: np.ndarray, cy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -25,19 +25,6 @@ def position_bins(cx: np.ndarray, cy: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 def image_position(h: int, v: int) -> str:
     return f"{H_WORDS[h]} horizontally, {V_WORDS[v]} vertically"
-
-
-def display_directions(orientation: str | None, axis: str | None) -> tuple[str, str] | None:
-    """Patient direction letters toward which (columns, rows) grow on the displayed plane, or None.
-
-    The plane is cut by pipelines.standardize.planes.plane from a (z, y, x) array whose axes point to the
-    orientation code's letters: axial keeps x and y; coronal keeps x and flips z; sagittal keeps y and
-    flips z. A 2D image without a recorded orientation has no patient directions.
-    """
-    if not orientation or len(orientation) != 3 or axis not in ("axial", "coronal", "sagittal"):
-        return None
-    x, y, z = orientation.upper()
-    return {"axial": (x, y), "coronal": (x, OPPOSITE[z]), "sagittal": (y, OPPOSITE[z])}[axis]
 
 
 def _side(pos: float, grows_to: str) -> str:

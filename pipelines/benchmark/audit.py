@@ -25,11 +25,18 @@ def split_leaks(df: pd.DataFrame) -> dict[str, int]:
     return {col: int((df.groupby(col)["split"].nunique() > 1).sum()) for col in ("group_id", "split_group", "image_id", "unit_id") if col in df}
 
 
+def label_items(df: pd.DataFrame) -> pd.DataFrame:
+    """Items whose options are vocabulary labels (recognition); counts, colours, directions and bins are not."""
+    if "generator" in df:
+        return df[df["generator"].fillna("recognition") == "recognition"]
+    return df[df["clinical_vqa_task"] != "Counting"]
+
+
 def related_options(df: pd.DataFrame, vocab: pd.DataFrame) -> list[str]:
     """Items with an option that is a synonym, ancestor or descendant of a correct answer."""
     h = Hierarchy.from_vocab(vocab)
     bad = []
-    for row in df[df["clinical_vqa_task"] != "Counting"].to_dict("records"):
+    for row in label_items(df).to_dict("records"):
         answers = {row[a] for a in row["answer"].split(",")}
         others = [o for o in options_of(row) if o not in answers]
         if any(not h.compatible_distractor(a, o) for a in answers for o in others):
@@ -42,7 +49,7 @@ def cross_modality_options(df: pd.DataFrame, vocab: pd.DataFrame) -> list[str]:
     seen = defaultdict(set)
     for lab, mod in zip(vocab["canonical_label"], vocab["modality"]):
         seen[lab].add(mod)
-    return [row["item_id"] for row in df[df["clinical_vqa_task"] != "Counting"].to_dict("records")
+    return [row["item_id"] for row in label_items(df).to_dict("records")
             if any(row["modality"] not in seen.get(o, set()) for o in options_of(row))]
 
 

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 from pipelines.benchmark.leakage import leak_components
 from pipelines.benchmark.select import UNIT_COLUMNS, select_units, unit_frame
 from pipelines.benchmark.splits import assign_splits, reletter
+from pipelines.benchmark.variants import mirror_pairs, robustness_copies
 from pipelines.config import PipelineConfig
 from pipelines.questions.assemble import assemble
 from pipelines.records import QA_ITEMS
@@ -29,7 +30,7 @@ def build_benchmark(candidates: Path, verdicts: pd.DataFrame, vocab: pd.DataFram
     passed = pa.array(verdicts.loc[verdicts["gate"] == "", "unit_id"].tolist(), pa.string())
     light = pq.read_table(candidates, columns=UNIT_COLUMNS)
     ok = light.filter(pc.is_in(light["unit_id"], passed)).to_pandas()
-    keep, stats = select_units(unit_frame(ok), b.per_answer_cap, b.near_duplicate_bits, config.seed)
+    keep, stats = select_units(unit_frame(ok), b.per_answer_cap, b.near_duplicate_bits, config.seed, b.balance_floor)
     full = pq.read_table(candidates)
     chosen = full.filter(pc.is_in(full["unit_id"], pa.array(sorted(keep), pa.string()))).to_pandas()
     asm = assemble(chosen, vocab, templates, config, pools)
@@ -41,7 +42,11 @@ def build_benchmark(candidates: Path, verdicts: pd.DataFrame, vocab: pd.DataFram
     selected["split_group"] = leak_components(keys, b.near_duplicate_bits)
     selected["split"] = assign_splits(selected, b.val_fraction, config.seed, by="split_group")
     selected = reletter(selected, config.seed)
-    order = selected["split"].map({"val": 0, "test": 1})
+    mirrors = mirror_pairs(selected) if config.generators.mirror_pairs else selected.iloc[:0]
+    selected = pd.concat([selected, mirrors], ignore_index=True)
+    perturbed = robustness_copies(selected, config)
+    selected = pd.concat([selected, perturbed], ignore_index=True)
+    order = selected["subset"].map({"main": 0, "robustness": 1}) * 2 + selected["split"].map({"val": 0, "test": 1})
     selected = selected.assign(_o=order).sort_values(["_o", "item_id"]).drop(columns="_o")
     selected["index"] = range(len(selected))
     stats.update({"candidates": light.num_rows,
@@ -49,6 +54,8 @@ def build_benchmark(candidates: Path, verdicts: pd.DataFrame, vocab: pd.DataFram
                   "split_groups": int(selected["split_group"].nunique()),
                   "groups_joined": int(selected["group_id"].nunique() - selected["split_group"].nunique()),
                   "items": len(selected), "units": int(selected["unit_id"].nunique()),
-                  "val": int((selected["split"] == "val").sum()), "test": int((selected["split"] == "test").sum())})
+                  "mirror_items": len(mirrors), "robustness_items": len(perturbed),
+                  "val": int(((selected["split"] == "val") & (selected["subset"] == "main")).sum()),
+                  "test": int(((selected["split"] == "test") & (selected["subset"] == "main")).sum())})
     table = pa.Table.from_pandas(selected[QA_ITEMS.names].reset_index(drop=True), schema=QA_ITEMS, preserve_index=False)
     return table, stats, asm.skipped

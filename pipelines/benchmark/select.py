@@ -21,7 +21,7 @@ from pipelines.questions.validate import granularity_group
 
 WEIGHTS = {"dataset": 1.0, "group": 1.0, "axis": 0.5, "position": 0.5, "appearance": 1.0}
 UNIT_COLUMNS = ["unit_id", "dataset_id", "group_id", "axis", "position", "phash", "clinical_vqa_task",
-                "granularity", "answer_label"]
+                "granularity", "answer_label", "balance_group"]
 
 
 def hashes(hex_values) -> np.ndarray:
@@ -137,7 +137,7 @@ def spread(f: Features, idx: list[int]) -> float:
 
 def unit_frame(items: pd.DataFrame) -> pd.DataFrame:
     """One row per unit (its first item) with the columns selection reads."""
-    return items.sort_values(["unit_id", "granularity"]).drop_duplicates("unit_id")[UNIT_COLUMNS]
+    return items.sort_values(["unit_id", "granularity"]).drop_duplicates("unit_id")[[c for c in UNIT_COLUMNS if c in items]]
 
 
 def seeded_order(ids: pd.Series, seed: int, purpose: str) -> np.ndarray:
@@ -147,9 +147,28 @@ def seeded_order(ids: pd.Series, seed: int, purpose: str) -> np.ndarray:
                      for u in ids], dtype=np.uint64)
 
 
-def select_units(units: pd.DataFrame, cap: int, bits: int, seed: int) -> tuple[set[str], dict]:
-    """Unit ids kept, and counts (groups, capped groups, near-duplicates dropped)."""
-    stats = {"answer_groups": 0, "capped_groups": 0, "near_duplicates": 0}
+def balanced_caps(group: np.ndarray, sizes: dict[int, int], balance: np.ndarray, cap: int, floor: int) -> dict[int, int]:
+    """Per answer group, how many units to keep. Answer groups that share a balance group (the same question with
+    different keys, e.g. counts of one structure) keep equally many, so the key cannot be guessed from how often
+    each key occurs; an answer with fewer than ``floor`` units is dropped from its balance group instead."""
+    caps = {g: cap for g in sizes}
+    members: dict[str, list[int]] = {}
+    for g, b in zip(group, balance):
+        if isinstance(b, str) and b:
+            members.setdefault(b, [])
+            if g not in members[b]:
+                members[b].append(g)
+    for gs in members.values():
+        enough = [g for g in gs if sizes[g] >= floor]
+        level = min([cap] + [sizes[g] for g in enough]) if len(enough) > 1 else 0
+        for g in gs:
+            caps[g] = level if g in enough else 0
+    return caps
+
+
+def select_units(units: pd.DataFrame, cap: int, bits: int, seed: int, floor: int = 5) -> tuple[set[str], dict]:
+    """Unit ids kept, and counts (groups, capped groups, near-duplicates dropped, units dropped to balance keys)."""
+    stats = {"answer_groups": 0, "capped_groups": 0, "near_duplicates": 0, "balance_dropped": 0}
     if units.empty:
         return set(), stats
     ids = units["unit_id"].to_numpy()
@@ -159,12 +178,20 @@ def select_units(units: pd.DataFrame, cap: int, bits: int, seed: int) -> tuple[s
                                        units["answer_label"]]).factorize(sort=True)[0]
     order = np.lexsort((dedupe_key, group))  # by answer group, then the seeded de-duplication order
     bounds = np.flatnonzero(np.diff(group[order])) + 1
-    keep: list[str] = []
+    deduped = {}
     for members in np.split(order, bounds):
         kept = members[dedupe(feats.hash[members], bits)]
         stats["near_duplicates"] += len(members) - len(kept)
+        deduped[int(group[members[0]])] = kept
+    balance = units["balance_group"].to_numpy(object) if "balance_group" in units else np.full(len(units), None)
+    caps = balanced_caps(group, {g: len(k) for g, k in deduped.items()}, balance, cap, floor)
+    keep: list[str] = []
+    for g, kept in deduped.items():
         stats["answer_groups"] += 1
         stats["capped_groups"] += len(kept) > cap
+        stats["balance_dropped"] += max(0, min(len(kept), cap) - caps[g])
+        if caps[g] == 0:
+            continue
         kept = kept[np.argsort(fps_key[kept], kind="stable")]
-        keep.extend(ids[kept[farthest_point(feats.subset(kept), cap)]])
+        keep.extend(ids[kept[farthest_point(feats.subset(kept), caps[g])]])
     return set(keep), stats

@@ -39,7 +39,7 @@ def assign_splits(items: pd.DataFrame, val_fraction: float, seed: int, by: str =
 
 def reletter(items: pd.DataFrame, seed: int) -> pd.DataFrame:
     """Re-place correct options after selection so each split's letters stay balanced (twins alike)."""
-    from pipelines.questions.assemble import LETTERS, assign_letters
+    from pipelines.questions.assemble import LETTERS, SCALE_GENERATORS, assign_letters
     out = items.copy()
     placed: dict[str, dict] = {}
     first = out.sort_values("unit_id").drop_duplicates("unit_id")  # twins carry the same options
@@ -51,7 +51,8 @@ def reletter(items: pd.DataFrame, seed: int) -> pd.DataFrame:
             opts = [r[c] for c in LETTERS if isinstance(r[c], str)]
             correct = r[r["answer"]]
             units.append({"unit_id": f"{split}:{r['unit_id']}", "uid": r["unit_id"], "multi": False,
-                          "options": [correct] + [o for o in opts if o != correct]})
+                          "options": [correct] + [o for o in opts if o != correct],
+                          "scale": r.get("generator") in SCALE_GENERATORS})
         assign_letters(units, seed)
         placed.update({u["uid"]: u for u in units})
     hit = out["unit_id"].isin(placed)

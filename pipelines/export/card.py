@@ -20,6 +20,7 @@ from pipelines import PIPELINE_VERSION
 from pipelines.registry import Registry
 
 SPLITS = ("val", "test")
+ROBUSTNESS_FOLDER = "robustness"
 ROI_FOLDER = "roi"  # convention: an ROI-annotation export writes roi/{split}-*.parquet beside data/
 
 # Hub licence ids by how much they restrict reuse (higher = more restrictive). Unknown terms rank as
@@ -139,6 +140,19 @@ def split_info(split: str, files: list[Path], rows: int | None = None) -> dict:
     return {"name": split, "num_bytes": n_bytes, "num_examples": sum(m.num_rows for m in metas) if metas else rows or 0}
 
 
+def robustness_config(folder: Path | None, features: datasets.Features) -> tuple[dict, dict] | None:
+    """The `robustness` config (perturbed copies of test items, linked by variant_of), if it was written."""
+    files = {s: sorted((folder / ROBUSTNESS_FOLDER / "data").glob(f"{s}-*.parquet")) for s in SPLITS} if folder else {}
+    files = {s: f for s, f in files.items() if f}
+    if not files:
+        return None
+    config = {"config_name": "robustness",
+              "data_files": [{"split": s, "path": f"{ROBUSTNESS_FOLDER}/data/{s}-*.parquet"} for s in files]}
+    info = {"config_name": "robustness", "features": features._to_yaml_list(),
+            "splits": [split_info(s, ps) for s, ps in files.items()]}
+    return config, info
+
+
 def roi_config(folder: Path | None) -> tuple[dict, dict] | None:
     """The `roi_annotations` config and its dataset_info entry (features from the Parquet schema), if present."""
     files = roi_files(folder)
@@ -188,9 +202,10 @@ def build_card(bench: pd.DataFrame, figures: dict, registry: Registry | None, fe
               "splits": [split_info(s, sorted((folder / "data").glob(f"{s}-*.parquet")) if folder else [], n)
                          for s, n in splits.items()]}]
     roi = roi_config(folder)
-    if roi:
-        configs.append(roi[0])
-        infos.append(roi[1])
+    for extra in (robustness_config(folder, features), roi):
+        if extra:
+            configs.append(extra[0])
+            infos.append(extra[1])
     modalities = sorted(bench["modality"].dropna().unique())
     data = DatasetCardData(
         language=["en"], pretty_name=f"{name}: multiple-choice medical visual question answering",

@@ -14,7 +14,8 @@ from pipelines.storage import atomic_write_bytes
 
 # public columns; the test split's `answer` is empty (its key is written apart)
 COLUMNS = ["index", "question", "A", "B", "C", "D", "E", "answer", "multi_answer", "clinical_vqa_task", "department",
-           "perceptual_granularity", "modality", "gmai_modality", "original_task", "dataset_id", "group_id", "split"]
+           "perceptual_granularity", "modality", "gmai_modality", "original_task", "dataset_id", "group_id", "split",
+           "item_id", "generator", "generator_params", "variant_of", "variant"]
 FEATURES = datasets.Features({
     "image": datasets.Image(), "index": datasets.Value("int64"),
     **{c: datasets.Value("string") for c in COLUMNS if c not in ("index", "multi_answer")},
@@ -24,7 +25,7 @@ FEATURES = datasets.Features({
 def _table(rows: pd.DataFrame, data_root: Path) -> pa.Table:
     images = [{"bytes": (data_root / p).read_bytes(), "path": f"{iid}.png"}
               for p, iid in zip(rows["image_path"], rows["item_id"])]
-    public = rows[COLUMNS].copy()
+    public = rows.reindex(columns=COLUMNS)  # a table from before the generator columns exports them empty
     public.loc[public["split"] == "test", "answer"] = None
     public = public.astype(object).where(public.notna(), None)
     data = {"image": images, **{c: public[c].tolist() for c in COLUMNS}}
@@ -37,11 +38,14 @@ def _bytes(table: pa.Table) -> bytes:
     return buf.getvalue()
 
 
-def write_parquet(bench: pd.DataFrame, data_root: Path, out_dir: Path, max_shard_bytes: int) -> list[Path]:
+def write_parquet(bench: pd.DataFrame, data_root: Path, out_dir: Path, max_shard_bytes: int,
+                  optional_splits: bool = False) -> list[Path]:
     """Write data/{split}-NNNNN-of-NNNNN.parquet, sharded by image bytes (the card is export/card.py's)."""
     written = []
     for split in ("val", "test"):
         rows = bench[bench["split"] == split].sort_values("index")
+        if rows.empty and optional_splits:
+            continue  # a config whose items are all in one split (the robustness copies of test items)
         shards, current, size = [], [], 0
         for i, p in zip(rows.index, rows["image_path"]):
             n = (data_root / p).stat().st_size + 1024

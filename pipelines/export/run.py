@@ -10,7 +10,7 @@ import pandas as pd
 
 from pipelines import PIPELINE_VERSION
 from pipelines.config import PipelineConfig
-from pipelines.export.card import build_card
+from pipelines.export.card import ROBUSTNESS_FOLDER, build_card
 from pipelines.export.parquet import FEATURES, answer_key, write_parquet
 from pipelines.export.summary import summary
 from pipelines.export.tsv import write_tsv
@@ -21,9 +21,15 @@ from pipelines.vocab.tree import lexical_tree, tree_html, tree_json
 
 def export_all(bench: pd.DataFrame, figures: dict, data_root: Path, out_dir: Path, config: PipelineConfig) -> dict:
     """Build everything in a staging folder and swap it in whole: no half-written export is ever visible."""
+    subset = bench["subset"] if "subset" in bench else pd.Series("main", index=bench.index)
+    robust = bench[subset == "robustness"]
+    full, bench = bench, bench[subset == "main"]
     with staged_dir(out_dir) as stage:
         write_parquet(bench, data_root, stage, config.benchmark.max_shard_bytes)
-        answer_key(bench, stage)
+        if len(robust):  # perturbed copies: their own config (robustness/), test split only
+            write_parquet(robust, data_root, stage / ROBUSTNESS_FOLDER, config.benchmark.max_shard_bytes, True)
+            write_tsv(robust, data_root, stage / ROBUSTNESS_FOLDER, f"{config.benchmark.name}_ROBUSTNESS")
+        answer_key(full, stage)
         card = build_card(bench, figures, load_registry(config.registry), FEATURES, config.fingerprint(),
                           config.benchmark.name, folder=stage)
         atomic_write_bytes(stage / "README.md", str(card).encode("utf-8"))
@@ -40,7 +46,7 @@ def export_all(bench: pd.DataFrame, figures: dict, data_root: Path, out_dir: Pat
             data = path.read_bytes()
             files[path.relative_to(stage).as_posix()] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
         manifest = {"pipeline_version": PIPELINE_VERSION, "config_fingerprint": config.fingerprint(),
-                    "seed": config.seed, "items": len(bench),
+                    "seed": config.seed, "items": len(bench), "robustness_items": len(robust),
                     "splits": {s: int((bench["split"] == s).sum()) for s in ("val", "test")}, "files": files}
         atomic_write_bytes(stage / "manifest.json", (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
     return manifest

@@ -46,7 +46,8 @@ def problems(width: int, height: int, rgb: np.ndarray, granularity: str, config:
         out.append("image_too_elongated")
     if long > config.display.max_image_side:
         out.append("image_too_large")
-    if granularity in MARKED and mark_pixels(rgb, [config.render.color, config.render.alt_color]) < g.min_mark_side * 4:
+    colours = [config.render.color, config.render.alt_color, *config.generators.palette.values()]
+    if granularity in MARKED and mark_pixels(rgb, colours) < g.min_mark_side * 4:
         out.append("mark_not_visible")
     return out
 
@@ -66,11 +67,11 @@ def cross_split_duplicates(out_dir: Path, bits: int) -> dict:
 
 def _rows(out_dir: Path):
     """(file, index, dataset_id, granularity, png bytes) of every exported image."""
-    for path in sorted((out_dir / "data").glob("*.parquet")):
+    for path in sorted(out_dir.glob("data/*.parquet")) + sorted(out_dir.glob("robustness/data/*.parquet")):
         t = pq.read_table(path, columns=["image", "index", "dataset_id", "perceptual_granularity"]).to_pylist()
         for r in t:
             yield path.name, r["index"], r["dataset_id"], r["perceptual_granularity"], r["image"]["bytes"]
-    for path in sorted((out_dir / "tsv").glob("*.tsv")):
+    for path in sorted(out_dir.glob("tsv/*.tsv")) + sorted(out_dir.glob("robustness/tsv/*.tsv")):
         df = pd.read_csv(path, sep="\t", usecols=["index", "image", "perceptual granularity"], keep_default_na=False)
         for r in df.to_dict("records"):
             yield path.name, int(r["index"]), None, r["perceptual granularity"], base64.b64decode(r["image"])

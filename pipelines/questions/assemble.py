@@ -4,6 +4,8 @@ twin's stem speaks of an outline where the mask twin's speaks of shading)."""
 from __future__ import annotations
 
 import itertools
+import json
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
@@ -12,9 +14,10 @@ import pandas as pd
 import pyarrow as pa
 
 from pipelines import PIPELINE_VERSION
-from pipelines.config import PipelineConfig, QuestionSettings
+from pipelines.config import GeneratorSettings, PipelineConfig, QuestionSettings
 from pipelines.ids import derived_rng, stable_id
 from pipelines.questions.candidates import plural
+from pipelines.questions.generators import phrasing
 from pipelines.questions.options import (
     build_pools,
     count_options,
@@ -37,14 +40,28 @@ class Assembly:
     skipped: Counter = field(default_factory=Counter)
 
 
+SCALE_GENERATORS = frozenset({"box_count", "instance_count", "size_ratio", "measurement"})
+
+
+def leading_number(text: str) -> float:
+    """The first number of an option ('12 ribs', '1.5–2 times', '20–30 mm')."""
+    m = re.match(r"\s*(\d+(?:\.\d+)?)", text)
+    return float(m.group(1)) if m else float("inf")
+
+
 def assign_letters(units: list[dict], seed: int) -> None:
     """Place the correct option so each letter is correct equally often per option count (±1 unit).
 
     Units are ordered by a seeded hash and given positions round-robin; distractors keep their
-    seeded shuffled order in the remaining slots. Multi-answer units are shuffled as a whole."""
+    seeded shuffled order in the remaining slots. Multi-answer units are shuffled as a whole. Options on a
+    scale (counts, bins) are shown in ascending order instead: moving the key out of that order would point
+    at it, and their generators already draw the key's rank uniformly."""
     by_k: dict[int, list[dict]] = defaultdict(list)
     for u in units:
-        if u["multi"]:
+        if u.get("scale"):  # counts and bins read in ascending order; the key's rank is already uniform
+            u["ordered"] = sorted(u["options"], key=leading_number)
+            u["answer"] = LETTERS[u["ordered"].index(u["options"][0])]
+        elif u["multi"]:
             rng = derived_rng(seed, "multi-order", u["unit_id"])
             order = rng.permutation(len(u["options"])).tolist()
             u["ordered"] = [u["options"][i] for i in order]
@@ -61,7 +78,7 @@ def assign_letters(units: list[dict], seed: int) -> None:
 
 
 def _unit(rows: list[dict], rng: np.random.Generator, picker: TemplatePicker, pools: dict,
-          hierarchy: Hierarchy, q: QuestionSettings, canonical: dict) -> tuple[dict | None, str]:
+          hierarchy: Hierarchy, q: QuestionSettings, canonical: dict, g: GeneratorSettings) -> tuple[dict | None, str]:
     """Template and options of one selected unit (seeded by its id), or why it cannot be built.
 
     An image-level item never offers a label present anywhere on the image (it would be a second right
@@ -70,10 +87,18 @@ def _unit(rows: list[dict], rng: np.random.Generator, picker: TemplatePicker, po
     first = rows[0]
     answers = list(first["answers"])
     target = None
-    if pd.notna(first["count"]):  # '3 platelets': text, so TSV readers never turn options into floats
+    params = json.loads(first["generator_params"]) if isinstance(first.get("generator_params"), str) else None
+    if params is not None and pd.isna(first["count"]):  # geometric question: options follow from the geometry
+        options = phrasing.options(params, answers, rng, g)
+        answers = options[:1]
+    elif pd.notna(first["count"]):  # '3 platelets': text, so TSV readers never turn options into floats
         count, singular = int(first["count"]), first["count_label"]
         target = plural(singular)
-        options = [f"{n} {target if int(n) != 1 else singular}" for n in count_options(rng, count, q)]
+        if params is not None and params.get("dim_kind") == "volume":  # "rib cross-sections": 3 cross-sections
+            target, singular = singular, "cross-section"
+        many = plural(singular)
+        values = phrasing.count_window(params, count, rng, g) if params is not None else count_options(rng, count, q)
+        options = [f"{n} {many if int(n) != 1 else singular}" for n in values]
         answers = options[:1]
     else:
         pool = pools.get(pool_key(first["dataset_id"], first["modality"], first["clinical_vqa_task"],
@@ -90,10 +115,12 @@ def _unit(rows: list[dict], rng: np.random.Generator, picker: TemplatePicker, po
         distractors = [cands[i] for i in picked]
         rng.shuffle(distractors)
         options = answers + distractors
-    tpl = picker.pick(rng, first["clinical_vqa_task"], granularity_group(first["granularity"]), first["question_family"])
+    tpl = phrasing.stem(params, rng) if params is not None else \
+        picker.pick(rng, first["clinical_vqa_task"], granularity_group(first["granularity"]), first["question_family"])
     if tpl is None:
         return None, "no_template"
     return {"options": options, "answers": set(answers), "multi": len(answers) > 1, "template_id": tpl[0],
+            "scale": first.get("generator") in SCALE_GENERATORS,
             "question": fill(tpl[1], first["modality"], target)}, ""
 
 
@@ -111,7 +138,8 @@ def assemble(selected: pd.DataFrame, vocab: pd.DataFrame, templates: pd.DataFram
     records = selected.sort_values(["unit_id", "granularity"]).to_dict("records")
     for unit_id, group in itertools.groupby(records, key=lambda r: r["unit_id"]):
         rows = list(group)
-        unit, reason = _unit(rows, derived_rng(seed, "item", unit_id), picker, pools, hierarchy, q, canonical)
+        unit, reason = _unit(rows, derived_rng(seed, "item", unit_id), picker, pools, hierarchy, q, canonical,
+                             config.generators)
         if unit is None:
             skipped[reason] += len(rows)
             continue
@@ -131,7 +159,9 @@ def assemble(selected: pd.DataFrame, vocab: pd.DataFrame, templates: pd.DataFram
                 "original_task": r["original_task"], "semantic_type": r["semantic_type"], "group_id": r["group_id"],
                 "image_id": r["image_id"], "prompt_id": r["prompt_id"], "image_path": None,
                 "template_id": u["template_id"], "pool_size": None if pd.isna(r["pool_size"]) else int(r["pool_size"]), "split": None,
-                "split_group": None,
+                "split_group": None, "generator": r["generator"],
+                "generator_params": r["generator_params"] if isinstance(r["generator_params"], str) else None,
+                "source_region_ids": list(r["member_region_ids"]), "variant_of": None, "variant": None, "subset": "main",
                 "dataset_id": r["dataset_id"], "source_path": r["source_path"], "pipeline_version": PIPELINE_VERSION,
                 "seed": seed})
     out.sort(key=lambda r: r["item_id"])

@@ -64,7 +64,8 @@ def item_checks(df: pd.DataFrame, skipped: Counter | None = None, tolerance_pp: 
         if rendering_conflicts(row["question"], row.get("granularity", "")):
             cue.append(row["item_id"])
         stem = f" {form_key(row['question'])} "
-        if any(len(k) > 2 and not k.isdigit() and f" {k} " in stem for k in keys):
+        named = {k for k in keys if len(k) > 2 and not k.isdigit() and f" {k} " in stem}
+        if named and named != set(keys):  # naming every option ('left or right') gives none away
             in_stem.append(row["item_id"])
     small = int(skipped.get("pool_too_small", 0)) + int((df["pool_size"].fillna(2) < 2).sum())
     dist = letter_distribution(df)

@@ -10,7 +10,9 @@ letters) are made later, for the selected units only.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +23,7 @@ from pipelines import PIPELINE_VERSION
 from pipelines.config import PipelineConfig
 from pipelines.ids import stable_id, stable_ids
 from pipelines.modalities import GMAI_MODALITY, QUESTION_FAMILY
+from pipelines.questions.generators.run import generated
 from pipelines.questions.options import PoolKey, distractor_candidates, pool_key
 from pipelines.questions.picker import TemplatePicker
 from pipelines.questions.validate import granularity_group
@@ -31,8 +34,10 @@ from pipelines.vocab.taxonomy import KIND_GRANULARITIES
 LETTERS = "ABCDE"
 # what candidates read of the described rows (masks themselves are not needed until render)
 SLICE_COLUMNS = ["image_id", "sample_id", "group_id", "source_path", "axis", "index", "width", "height",
-                 "display_width", "display_height", "phash", "contrast"]
-REGION_COLUMNS = ["region_id", "image_id", "kind", "raw_label", "labels", "component_index", "bbox", "area_px"]
+                 "display_width", "display_height", "phash", "contrast", "orientation", "spacing", "intensity_params",
+                 "faint_labels"]
+REGION_COLUMNS = ["region_id", "image_id", "kind", "raw_label", "labels", "component_index", "bbox", "area_px",
+                  "centroid"]
 
 
 @dataclass
@@ -46,6 +51,7 @@ class DatasetRows:
     regions: pd.DataFrame
     samples: pd.DataFrame  # sample_id, dim
     exhaustive: frozenset[str] = frozenset()  # raw labels annotated exhaustively: the only ones counted
+    rle_lookup: Callable[[list[str]], dict[str, str]] | None = None  # region id -> stored mask, on demand
 
 
 @dataclass
@@ -99,6 +105,7 @@ class Eligibility:
     """Why a label set cannot become a question (cached per distinct combination), else ''."""
 
     def __init__(self, vocab: pd.DataFrame, pools: dict[PoolKey, list[str]], picker: TemplatePicker):
+        self.vocab = vocab
         self.vmap = {(r.dataset_id, r.raw_label): r for r in vocab.itertuples(index=False)}
         self.hierarchy = Hierarchy.from_vocab(vocab)
         self.pools, self.picker = pools, picker
@@ -145,7 +152,7 @@ def plural(label: str) -> str:
 
 def _slice_frame(slices: pd.DataFrame) -> pd.DataFrame:
     """Per image: display geometry and the diversity features (axis, relative position, pHash)."""
-    s = slices[SLICE_COLUMNS].copy()
+    s = slices[[c for c in SLICE_COLUMNS if c in slices]].copy()
     s["depth"] = s.groupby(["sample_id", "axis"])["index"].transform("max") + 1
     s["position"] = np.where(s["depth"] <= 1, 0.5, s["index"] / np.maximum(s["depth"] - 1, 1))
     return s
@@ -229,15 +236,30 @@ def dataset_candidates(ds: DatasetRows, elig: Eligibility, config: PipelineConfi
         c = _resolve_all(c, ds, elig, skipped, counting=True)
         frames.append(c.assign(count_label=c["canonical"].where(c["canonical"].notna(), c["raw_label"]),
                                answers=[[str(int(n))] for n in c["count"]]))
+    frames.append(generated(ds.regions, ds.slices, ds.samples, elig.vocab[elig.vocab["dataset_id"] == ds.dataset_id],
+                            ds.exhaustive, config, skipped, ds.rle_lookup))
     df = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else frames[0]
     if df.empty:
         return pd.DataFrame(columns=CANDIDATES.names)
     df = df.merge(sl, on="image_id", how="left")
+    if "generator_params" in df:  # where a generated question's plane is, for anyone re-deriving its key
+        gen = df["generator_params"].notna()
+        df.loc[gen, "generator_params"] = [
+            json.dumps({**json.loads(p), "plane": {"source_path": sp, "axis": ax, "index": int(ix)}}, sort_keys=True)
+            for p, sp, ax, ix in zip(df.loc[gen, "generator_params"], df.loc[gen, "source_path"], df.loc[gen, "axis"],
+                                     df.loc[gen, "index"])]
     present = ds.regions.groupby("image_id")["labels"].agg(lambda s: sorted({lab for ls in s for lab in ls}))
     df["image_labels"] = df["image_id"].map(present).map(lambda v: v if isinstance(v, list) else [])
     df = pd.concat([df, _marks(df, config.gates)], axis=1)
-    df["answer_label"] = [f"the number of {plural(cl)}: {int(n)}" if isinstance(cl, str) and pd.notna(n) else ";".join(a)
-                          for cl, n, a in zip(df["count_label"], df["count"], df["answers"])]
+    given = df["answer_label"] if "answer_label" in df else pd.Series(None, index=df.index, dtype=object)
+    df["answer_label"] = [g if isinstance(g, str) and g else
+                          f"the number of {plural(cl)}: {int(n)}" if isinstance(cl, str) and pd.notna(n) else ";".join(a)
+                          for g, cl, n, a in zip(given, df["count_label"], df["count"], df["answers"])]
+    built_in = pd.Series(np.where(df["count"].notna(), "box_count", "recognition"), index=df.index)
+    df["generator"] = df["generator"].where(df["generator"].notna(), built_in) if "generator" in df else built_in
+    for col in ("generator_params", "balance_group"):
+        if col not in df:
+            df[col] = None
     twins = df["kind"] == "mask"
     df = pd.concat([df, df[twins].assign(granularity="contour")], ignore_index=True)
     df = _ids(df, config.seed, ds.dataset_id)

@@ -86,3 +86,14 @@ def draw_prompt(rgb: np.ndarray, granularity: str, s: RenderSettings, mask: np.n
     if granularity == "box":
         return paint(rgb, box_ring((h, w), bbox, t), color), params
     raise ValueError(f"unknown granularity {granularity!r}")
+
+
+def draw_outlines(rgb: np.ndarray, marks: list[tuple[np.ndarray, tuple]], s: RenderSettings) -> tuple[np.ndarray, dict]:
+    """Several structures, each outlined in its own named colour (generated questions refer to them by colour).
+    Rings are drawn largest structure first, so a small structure's outline is never covered by a large one's."""
+    h, w = rgb.shape[:2]
+    t = thickness(w, h, s)
+    out = rgb
+    for mask, color in sorted(marks, key=lambda mc: -int(mc[0].sum())):
+        out = paint(out, contour_ring(mask, t), color)
+    return out, {"colors": [list(c) for _, c in marks], "thickness": t}

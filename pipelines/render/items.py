@@ -20,10 +20,12 @@ import pyarrow as pa
 
 from pipelines import PIPELINE_VERSION
 from pipelines.config import PipelineConfig
+from pipelines.ids import derived_rng
 from pipelines.imageio import encode_png
 from pipelines.records import RENDERED_ITEMS, to_table
 from pipelines.registry import Source
-from pipelines.render.draw import draw_prompt
+from pipelines.render.draw import draw_outlines, draw_prompt
+from pipelines.render.perturb import perturb
 from pipelines.standardize.display import display_size, mask_to_display, to_display
 from pipelines.standardize.regions import decode_rle
 from pipelines.standardize.run import SamplePlanes
@@ -59,6 +61,35 @@ def _mark(members: list[dict], granularity: str, geo) -> tuple[np.ndarray | None
     return None, None
 
 
+def _marks(it: dict, geo, s, palette: dict) -> list[tuple[np.ndarray, tuple]]:
+    """[(display mask, colour)] of a generated item's coloured outlines, in the order the stem names them."""
+    regions = {m["region_id"]: m for m in it["members"]}
+    out = []
+    for mark in it["params"]["marks"]:
+        mask, _ = _mark([regions[r] for r in mark["regions"]], "contour", geo)
+        out.append((mask, tuple(palette[mark["colour"]])))
+    return out
+
+
+def _draw(shown: np.ndarray, it: dict, geo, config: PipelineConfig, seed_key: str) -> tuple[np.ndarray, dict]:
+    """The item's image: perturbed (robustness copies), mirrored (laterality pairs), then marked."""
+    params: dict = {}
+    variant = it["variant"]
+    if variant and variant["kind"] != "mirror":
+        shown, params["perturbation"] = perturb(shown, variant["kind"], variant["severity"],
+                                                derived_rng(config.seed, "perturb", seed_key))
+    mirror = bool(it["params"] and it["params"].get("mirrored"))
+    if it["params"] and it["params"].get("marks"):
+        marks = _marks(it, geo, config.render, config.generators.palette)
+        if mirror:
+            shown, marks = shown[:, ::-1], [(m[:, ::-1], c) for m, c in marks]
+        img, drawn = draw_outlines(shown, marks, config.render)
+        return img, {**params, **drawn, "mirrored": mirror}
+    mask, box = _mark(it["members"], it["granularity"], geo)
+    img, drawn = draw_prompt(shown, it["granularity"], config.render, mask=mask, bbox=box)
+    return img, {**params, **drawn}
+
+
 def render_sample(job: SampleJob, config: PipelineConfig) -> list[dict]:
     """Rows of RENDERED_ITEMS for one sample's items (PNG files written under the staging folder)."""
     planes = SamplePlanes(job.sample, job.source, config)
@@ -71,8 +102,8 @@ def render_sample(job: SampleJob, config: PipelineConfig) -> list[dict]:
         geo = display_size(sl["width"], sl["height"], sl["spacing"], config.display.max_image_side)
         shown = to_display(planes.rgb(sl), geo)
         for it in sorted(by_image[image_id], key=lambda r: r["item_id"]):
-            mask, box = _mark(it["members"], it["granularity"], geo)
-            img, params = draw_prompt(shown, it["granularity"], config.render, mask=mask, bbox=box)
+            img, params = _draw(shown, it, geo, config, it["item_id"])
+            img = np.ascontiguousarray(img)
             params["display_scale"] = [round(geo.scale_x, 6), round(geo.scale_y, 6)]
             data = encode_png(img)
             name = f"{it['item_id']}.png"
@@ -99,10 +130,10 @@ class DatasetTables:
     regions: pd.DataFrame
 
 
-def render_items(items: pd.DataFrame, candidates: pd.DataFrame, datasets: dict[str, DatasetTables],
+def render_items(items: pd.DataFrame, datasets: dict[str, DatasetTables],
                  config: PipelineConfig, out_dir: Path, rel_root: str = "rendered") -> pa.Table:
-    """Render every benchmark item (``items``: item_id, dataset_id, image_id, granularity) into ``out_dir``."""
-    members_of = dict(zip(candidates["item_id"], candidates["member_region_ids"]))
+    """Render every benchmark item (``items``: item_id, dataset_id, image_id, granularity, source_region_ids,
+    generator_params, variant) into ``out_dir``."""
     jobs: list[SampleJob] = []
     with staged_dir(out_dir) as staging:
         for ds, part in items.groupby("dataset_id", sort=True):
@@ -114,7 +145,9 @@ def render_items(items: pd.DataFrame, candidates: pd.DataFrame, datasets: dict[s
             for sample_id, its in part.groupby("sample_id", sort=True):
                 needed = slices.loc[sorted(set(its["image_id"]))]
                 work = [{"item_id": r.item_id, "granularity": r.granularity, "image_id": r.image_id,
-                         "members": [regions.loc[m].to_dict() for m in members_of[r.item_id]]}
+                         "members": [regions.loc[m].to_dict() for m in r.source_region_ids],
+                         "params": json.loads(r.generator_params) if isinstance(r.generator_params, str) else None,
+                         "variant": json.loads(r.variant) if isinstance(r.variant, str) else None}
                         for r in its.itertuples(index=False)]
                 jobs.append(SampleJob(samples.loc[sample_id].to_dict(), t.source,
                                       {i: row.to_dict() for i, row in needed.iterrows()}, work, staging, rel_root))

@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 AXIS_DIM = {"axial": 0, "coronal": 1, "sagittal": 2}
+OPPOSITE = {"L": "R", "R": "L", "A": "P", "P": "A", "S": "I", "I": "S"}
+SIDE_NAME = {"L": "left", "R": "right", "A": "anterior", "P": "posterior", "S": "superior", "I": "inferior"}
 
 
 def plane(volume: np.ndarray, axis: str, index: int) -> np.ndarray:
@@ -39,3 +41,16 @@ def occupied_indices(mask_volume: np.ndarray, axis: str) -> np.ndarray:
     dim = AXIS_DIM[axis]
     other = tuple(d for d in range(3) if d != dim)
     return np.nonzero(mask_volume.any(axis=other))[0]
+
+
+def display_directions(orientation: str | None, axis: str | None) -> tuple[str, str] | None:
+    """Patient direction letters toward which (columns, rows) grow on the displayed plane, or None.
+
+    The plane is cut by pipelines.standardize.planes.plane from a (z, y, x) array whose axes point to the
+    orientation code's letters: axial keeps x and y; coronal keeps x and flips z; sagittal keeps y and
+    flips z. A 2D image without a recorded orientation has no patient directions.
+    """
+    if not orientation or len(orientation) != 3 or axis not in ("axial", "coronal", "sagittal"):
+        return None
+    x, y, z = orientation.upper()
+    return {"axial": (x, y), "coronal": (x, OPPOSITE[z]), "sagittal": (y, OPPOSITE[z])}[axis]

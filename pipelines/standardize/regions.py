@@ -101,17 +101,17 @@ def describe_plane(plane: np.ndarray, ids: np.ndarray) -> list[RegionShape]:
             for k in range(ids.size)]
 
 
-def describe_instances(plane: np.ndarray, floor: int) -> tuple[list[tuple[int, RegionShape]], int]:
+def describe_instances(plane: np.ndarray, floor: int) -> tuple[list[tuple[int, RegionShape]], list[int]]:
     """(instance id, shape) for every instance of an integer plane with at least ``floor`` pixels,
-    and how many smaller ones were dropped."""
+    and the ids of the smaller ones, which are dropped (they are still visible specks on the plane)."""
     ids = np.unique(plane)
     ids = ids[ids > 0]
     if ids.size == 0:
-        return [], 0
+        return [], []
     areas = np.bincount(plane.ravel(), minlength=int(ids.max()) + 1)[ids]
     keep = ids[areas >= floor]
     shapes = describe_plane(np.ascontiguousarray(plane), keep)
-    return list(zip(keep.tolist(), shapes)), int(ids.size - keep.size)
+    return list(zip(keep.tolist(), shapes)), ids[areas < floor].tolist()
 
 
 def min_area(width: int, height: int, min_pixels: int, min_fraction: float) -> int:

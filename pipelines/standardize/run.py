@@ -75,7 +75,7 @@ class _Writer:
                 "pipeline_version": PIPELINE_VERSION, "seed": self.config.seed}
 
     def image(self, pixels: np.ndarray, axis: str, index: int, t: intensity.Transform, orientation: str,
-              original: str, spacing: list[float]) -> str:
+              original: str, spacing: list[float], faint: list[str] | None = None) -> str:
         stem = f"{axis}_{index:04d}" + ("" if t.key in ("identity", "bit_depth", "percentile_clip") else f"_{t.key}")
         rel = ""
         if self.config.standardize.write_pngs == "all":
@@ -91,7 +91,7 @@ class _Writer:
             "intensity_params": json.dumps(t.params, sort_keys=True), "width": int(pixels.shape[1]),
             "height": int(pixels.shape[0]), "display_width": geo.width, "display_height": geo.height,
             "phash": phash_hex(pixels), "contrast": round(contrast(pixels), 3), "png_path": rel,
-            "sha256": sha256_bytes(pixels.tobytes()), **self._prov()})
+            "sha256": sha256_bytes(pixels.tobytes()), "faint_labels": list(faint or []), **self._prov()})
         return image_id
 
     def region(self, image_id: str, name: str, kind: str, labels: list[str], component: int, width: int,
@@ -163,18 +163,21 @@ def _standardize_3d(w: _Writer, loaded: LoadedSample) -> None:
         indices = sorted(set().union(*[occupied_indices(inst > 0, axis).tolist() for inst, _ in instances]))
         for idx in indices:
             pending: dict[str, list] = defaultdict(list)
+            faint: set[str] = set()
             for inst, table in instances:
                 pl = plane(inst, axis, idx)
                 h, wd = pl.shape
                 floor = min_area(wd, h, cfg.min_region_pixels, cfg.min_region_fraction)
                 kept, dropped = describe_instances(pl, floor)
-                w.out.dropped_small += dropped
+                w.out.dropped_small += len(dropped)
+                faint.update(table[i][0] for i in dropped)
                 for iid, shape in kept:
                     label, comp = table[iid]
                     pending[transform_for(label).key].append((label, comp, shape, wd, h))
             for key, regions in sorted(pending.items()):
                 t = next(t for t in transforms.values() if t.key == key)
-                image_id = w.image(t.apply_plane(plane(vol, axis, idx)), axis, int(idx), t, code, original, plane_spacing(spacing, axis))
+                image_id = w.image(t.apply_plane(plane(vol, axis, idx)), axis, int(idx), t, code, original,
+                                   plane_spacing(spacing, axis), sorted(faint))
                 for label, comp, shape, wd, h in regions:
                     name = f"{w.row['dataset_id']}/{w.case}/{axis}_{idx:04d}/{label}/{comp}"
                     w.region(image_id, name, "mask", [label], comp, wd, h, shape.bbox, shape.area_px,
@@ -208,16 +211,18 @@ def _standardize_2d(w: _Writer, loaded: LoadedSample) -> None:
         pending.append(("box", [b.label], k + 1, [b.x0, b.y0, b.x1, b.y1], int((b.x1 - b.x0) * (b.y1 - b.y0)),
                         [(b.x0 + b.x1) / 2, (b.y0 + b.y1) / 2], None))
     floor = min_area(wd, h, cfg.min_region_pixels, cfg.min_region_fraction)
+    faint: set[str] = set()
     for layer in loaded.layers:
         inst, table = label_instances(np.asarray(layer.data), layer.names, cfg.connectivity_2d)
         kept, dropped = describe_instances(inst, floor)
-        w.out.dropped_small += dropped
+        w.out.dropped_small += len(dropped)
+        faint.update(table[i][0] for i in dropped)
         for iid, shape in kept:
             label, comp = table[iid]
             pending.append(("mask", [label], comp, shape.bbox, shape.area_px, shape.centroid, shape.rle))
     if not pending:
         raise SampleError(Reason.EMPTY_MASK, "no region left after the small-mask filter")
-    image_id = w.image(pixels, "2d", 0, t, "", "", [1.0, 1.0])
+    image_id = w.image(pixels, "2d", 0, t, "", "", [1.0, 1.0], sorted(faint))
     for kind, labels, comp, bbox, area, centroid, rle in pending:
         name = f"{w.row['dataset_id']}/{w.case}/{kind}/{'+'.join(labels)}/{comp}"
         w.region(image_id, name, kind, labels, comp, wd, h, bbox, area, centroid, rle)

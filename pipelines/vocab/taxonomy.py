@@ -18,6 +18,10 @@ TASK_ABBREVIATIONS = {
     "Surgeon Action Recognition": "SAR", "Surgical Instrument Recognition": "SIR",
     "Surgical Workflow Recognition": "SWR",
 }
+# tasks of the geometric question generators (pipelines/questions/generators): beyond GMAI-MMBench's 18
+GENERATED_TASKS = ("Size Comparison", "Relative Position", "Instance Counting", "Measurement", "Laterality")
+TASK_ABBREVIATIONS.update({"Size Comparison": "SC", "Relative Position": "RP", "Instance Counting": "IC",
+                           "Measurement": "ME", "Laterality": "LAT"})
 DEPARTMENTS = (
     "Cardiovascular Surgery", "Dermatology", "Endocrinology", "Gastroenterology and Hepatology",
     "General Surgery", "Hematology", "Infectious Diseases", "Laboratory Medicine and Pathology",

@@ -1,0 +1,85 @@
+"""Stems and options of generated items, for the selected units only (seeded per unit)."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+
+import numpy as np
+import yaml
+
+from pipelines.config import PROJECT_ROOT, GeneratorSettings
+from pipelines.ids import stable_id
+from pipelines.questions.generators.bins import bin_text, window
+
+STEMS_PATH = PROJECT_ROOT / "templates" / "geometry.yaml"
+
+
+@lru_cache(maxsize=4)
+def stems(path: str = str(STEMS_PATH)) -> dict:
+    with open(path, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def _variant(params: dict) -> str:
+    gen = params["generator"]
+    if gen == "relative_position":
+        return params["frame"]
+    if gen == "laterality":
+        return "side"
+    if gen == "measurement":
+        return params["quantity"]
+    if gen == "instance_count":
+        return params.get("dim_kind", "volume")
+    return params["mode"]
+
+
+def stem(params: dict, rng: np.random.Generator) -> tuple[str, str]:
+    """(template id, text with placeholders still to fill: <modality>, <target>) of one unit."""
+    s = stems()
+    gen, variant = params["generator"], _variant(params)
+    texts = s[gen][variant]
+    i = int(rng.integers(len(texts)))
+    colours = [m["colour"] for m in params.get("marks", [])]
+    values = {"n": len(colours), "a": colours[0] if colours else "", "b": colours[1] if len(colours) > 1 else "",
+              "px": f"{params.get('display_mm_per_px', 0):.2f}",
+              "frame": s["frames"].get(params.get("frame", ""), ""),
+              "convention": s["convention"].format(side=params.get("viewer_left_is", ""))}
+    return stable_id("geometry", gen, variant, i, texts[i]), texts[i].format(**values).strip()
+
+
+def options(params: dict, answers: list[str], rng: np.random.Generator, g: GeneratorSettings) -> list[str]:
+    """The key first, then the distractors (all certainly wrong by construction)."""
+    gen = params["generator"]
+    if gen == "size_compare":
+        key = answers[0]
+        others = [m["colour"].capitalize() for m in params["marks"] if m["colour"].capitalize() != key]
+        return [key] + [others[i] for i in rng.permutation(len(others))]
+    if gen == "laterality":
+        return [answers[0], "Right" if answers[0] == "Left" else "Left"]
+    if gen == "relative_position":  # the key's kind: the four straight or the four diagonal directions
+        k = params["sector"]
+        others = [params["directions"][(k + step) % 8] for step in (2, 4, 6)]
+        return [answers[0]] + [others[i] for i in rng.permutation(3)]  # no fixed order to point at the key
+    if gen in ("size_ratio", "measurement"):
+        ladder, unit = ((list(g.ratio_ladder), "times") if gen == "size_ratio" else
+                        (list(g.diameter_ladder_mm), "mm") if params["quantity"] == "diameter" else
+                        (list(g.area_ladder_cm2), "cm²"))
+        idx = window(rng, params["bin"], len(ladder) - 1, g.bin_options)
+        return [bin_text(i, ladder, unit) for i in idx]
+    raise ValueError(f"no options rule for generator {gen!r}")
+
+
+def count_window(params: dict, count: int, rng: np.random.Generator, g: GeneratorSettings) -> list[str]:
+    """Consecutive counts within the structure's observed range, the key first and at a uniform rank."""
+    lo, hi = params["range"]
+    size = min(g.bin_options, hi - lo + 1)
+    return [str(lo + i) for i in window(rng, count - lo, hi - lo + 1, size)]
+
+
+def mirrored(params_json: str) -> str:
+    """The parameters of a laterality item's mirror image (the key side swapped)."""
+    p = json.loads(params_json)
+    p["mirrored"] = True
+    p["side"] = "right" if p["side"] == "left" else "left"
+    return json.dumps(p, sort_keys=True)

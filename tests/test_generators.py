@@ -1,0 +1,205 @@
+"""The geometric question generators on synthetic planes whose answers are known by construction, and the
+pieces they share (bins, directions, key balancing, scale options, perturbations, mirror pairs)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.benchmark.select import balanced_caps
+from pipelines.benchmark.variants import mirror_pairs
+from pipelines.config import PipelineConfig
+from pipelines.ids import derived_rng
+from pipelines.questions.assemble import assign_letters
+from pipelines.questions.generators.bins import bin_of, window
+from pipelines.questions.generators.phrasing import options
+from pipelines.questions.generators.position import direction_names
+from pipelines.questions.generators.run import generated
+from pipelines.render.perturb import perturb
+from pipelines.standardize.regions import rle_counts
+
+VOCAB_COLUMNS = ["dataset_id", "raw_label", "canonical_label", "status", "laterality", "department", "semantic_type"]
+
+
+def test_bins_refuse_values_near_an_edge():
+    ladder = [10, 20, 40]
+    assert bin_of(15, ladder, 0.08) == 0 and bin_of(30, ladder, 0.08) == 1
+    assert bin_of(19.5, ladder, 0.08) is None and bin_of(20.5, ladder, 0.08) is None  # rounding would decide
+    assert bin_of(50, ladder, 0.08) is None
+
+
+def test_option_window_puts_the_key_at_a_uniform_rank():
+    ranks = Counter()
+    for i in range(4000):
+        w = window(np.random.default_rng(i), 6, 12, 4)
+        assert w[0] == 6 and sorted(w) == list(range(min(w), min(w) + 4))
+        ranks[sorted(w).index(6)] += 1
+    assert all(abs(n / 4000 - 0.25) < 0.03 for n in ranks.values()) and len(ranks) == 4
+
+
+def test_direction_words_follow_the_display_convention():
+    names, frame = direction_names("LPS", "axial")  # radiological: image right = patient's left, up = anterior
+    assert frame == "patient" and names[0] == "Patient's left" and names[2] == "Anterior"
+    assert names[1] == "Anterior and patient's left"
+    names, frame = direction_names("LPS", "sagittal")  # columns anterior -> posterior, head up
+    assert names[0] == "Posterior" and names[2] == "Superior"
+    names, frame = direction_names(None, None)
+    assert frame == "image" and names[0] == "To the right" and names[6] == "Below"
+
+
+def test_balanced_caps_equalize_keys_of_one_question():
+    group = np.array([0, 0, 0, 1, 1, 2, 2, 3])
+    sizes = {0: 12, 1: 9, 2: 3, 3: 40}
+    balance = np.array(["count:rib"] * 7 + [None], dtype=object)
+    caps = balanced_caps(group, sizes, balance, cap=30, floor=5)
+    assert caps == {0: 9, 1: 9, 2: 0, 3: 30}  # group 2 is below the floor; 0 and 1 keep as many as the rarer
+
+
+def test_scale_options_stay_in_ascending_order():
+    units = [{"unit_id": f"u{i}", "multi": False, "scale": True, "options": [str(k), *map(str, others)]}
+             for i, (k, others) in enumerate([(3, [1, 2, 4]), (1, [2, 3, 4]), (4, [1, 2, 3])])]
+    assign_letters(units, seed=1)
+    assert [u["ordered"] for u in units] == [["1", "2", "3", "4"]] * 3
+    assert [u["answer"] for u in units] == ["C", "A", "D"]
+
+
+def test_direction_options_have_no_order_that_points_at_the_key():
+    names, _ = direction_names("LPS", "axial")
+    firsts = Counter()
+    for i in range(200):
+        opts = options({"generator": "relative_position", "sector": 0, "directions": names}, [names[0]],
+                       np.random.default_rng(i), PipelineConfig().generators)
+        assert opts[0] == names[0] and set(opts) == {names[0], names[2], names[4], names[6]}
+        firsts[opts[1]] += 1
+    assert len(firsts) == 3
+
+
+def _plane(shapes: dict[str, tuple[int, int, int, int]], size=(120, 100)) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """One axial LPS plane (1 x 2 mm pixels) with a rectangle per raw label: (slices, regions, stored masks)."""
+    h, w = size
+    plane = np.zeros((h, w), np.int32)
+    for value, (x0, y0, x1, y1) in enumerate(shapes.values(), start=1):
+        plane[y0:y1, x0:x1] = value
+    ids = np.arange(1, len(shapes) + 1)
+    rles = dict(zip(shapes, rle_counts(plane, ids)))
+    slices = pd.DataFrame([{"image_id": "img", "sample_id": "s", "axis": "axial", "index": 5, "orientation": "LPS",
+                            "spacing": [1.0, 2.0], "width": w, "height": h, "display_width": w,
+                            "display_height": 2 * h, "contrast": 50.0,
+                            "intensity_params": json.dumps({"window": "soft_tissue"})}])
+    regions = pd.DataFrame([{"region_id": f"r-{lab}", "image_id": "img", "kind": "mask", "raw_label": lab,
+                             "labels": [lab], "component_index": 1, "area_px": (x1 - x0) * (y1 - y0),
+                             "bbox": [x0, y0, x1, y1], "centroid": [(x0 + x1) / 2, (y0 + y1) / 2],
+                             "width": w, "height": h} for lab, (x0, y0, x1, y1) in shapes.items()])
+    return slices, regions, {f"r-{lab}": rle for lab, rle in rles.items()}
+
+
+def _vocab(labels: list[str]) -> pd.DataFrame:
+    return pd.DataFrame([{"dataset_id": "d", "raw_label": lab, "canonical_label": lab.split("_")[0], "status": "mesh",
+                          "laterality": None, "department": "Urology", "semantic_type": "organ"} for lab in labels],
+                        columns=VOCAB_COLUMNS)
+
+
+@pytest.fixture()
+def synthetic():
+    shapes = {"kidney_right": (10, 40, 30, 80), "kidney_left": (60, 45, 70, 55), "liver": (55, 5, 75, 20)}
+    slices, regions, rles = _plane(shapes)
+    runs = []
+    for seed in range(12):  # each seed makes one unit per generator on the plane: several seeds cover the modes
+        cfg = PipelineConfig(seed=seed)
+        runs.append(generated(regions, slices, pd.DataFrame({"sample_id": ["s"], "dim": [3]}), _vocab(list(shapes)),
+                              frozenset(shapes), cfg, Counter(), lambda ids: {i: rles[i] for i in ids}))
+    rows = pd.concat(runs, ignore_index=True)
+    rows["params"] = rows["generator_params"].map(json.loads)
+    return shapes, rows
+
+
+def test_size_and_measurement_keys_on_known_rectangles(synthetic):
+    shapes, rows = synthetic
+    mm2 = {lab: (x1 - x0) * (y1 - y0) * 2.0 for lab, (x0, y0, x1, y1) in shapes.items()}  # 1 x 2 mm pixels
+    size = rows[rows["generator"] == "size_compare"]
+    assert set(size["params"].map(lambda p: p["mode"])) == {"largest", "smallest"}
+    for r in size.itertuples():
+        areas = {m["colour"].capitalize(): mm2[m["raw_label"]] for m in r.params["marks"]}
+        pick = max if r.params["mode"] == "largest" else min
+        assert r.answers == [pick(areas, key=areas.get)]
+    for r in rows[rows["generator"] == "size_ratio"].itertuples():
+        a, b = (mm2[m["raw_label"]] for m in r.params["marks"])
+        assert r.params["ratio"] == pytest.approx(a / b) and a > b
+    assert len(rows[rows["generator"] == "measurement"])
+    for r in rows[rows["generator"] == "measurement"].itertuples():
+        x0, y0, x1, y1 = shapes[r.params["marks"][0]["raw_label"]]
+        truth = np.hypot(x1 - x0, 2.0 * (y1 - y0)) if r.params["quantity"] == "diameter" else (x1 - x0) * (y1 - y0) * 0.02
+        assert r.params["value"] == pytest.approx(truth, rel=1e-4)
+
+
+def test_position_and_laterality_keys_on_known_rectangles(synthetic):
+    shapes, rows = synthetic
+    pos = rows[rows["generator"] == "relative_position"]
+    assert len(pos)
+    centre = {lab: ((x0 + x1) / 2, (y0 + y1) / 2 * 2.0) for lab, (x0, y0, x1, y1) in shapes.items()}
+    for r in pos.itertuples():
+        a, b = (centre[m["raw_label"]] for m in r.params["marks"])
+        key = r.answers[0].lower()
+        assert ("patient's left" in key) == (a[0] - b[0] > abs(a[1] - b[1]) * np.tan(np.radians(22.5)))
+        assert ("anterior" in key) == (b[1] - a[1] > abs(a[0] - b[0]) * np.tan(np.radians(22.5)))
+    lat = rows[rows["generator"] == "laterality"]
+    assert set(lat["answers"].map(tuple)) <= {("Left",), ("Right",)} and len(lat)
+    for r in lat.itertuples():
+        assert r.answers[0].lower() in r.params["marks"][0]["raw_label"]
+
+
+def test_instance_counts_see_separate_pieces():
+    """Two pieces of one raw label on the plane are two cross-sections; one piece drawn by two raw labels that
+    touch is one (the reader sees one blob)."""
+    plane = np.zeros((80, 80), np.int32)
+    plane[5:20, 5:20] = 1
+    plane[40:60, 40:60] = 1  # rib_left_1 crosses the plane twice
+    plane[5:25, 50:60] = 2
+    plane[25:35, 50:60] = 3  # two touching labels, one blob
+    rles = dict(zip(["a", "b", "c"], rle_counts(plane, np.array([1, 2, 3]))))
+    slices = pd.DataFrame([{"image_id": f"img{i}", "sample_id": "s", "axis": "axial", "index": i, "orientation": "LPS",
+                            "spacing": [1.0, 1.0], "width": 80, "height": 80, "display_width": 80,
+                            "display_height": 80, "contrast": 50.0, "intensity_params": "{}"} for i in range(4)])
+    bbox = {"a": [5, 5, 60, 60], "b": [50, 5, 60, 25], "c": [50, 25, 60, 35]}
+    labels = {"a": "rib_left_1", "b": "vertebra_a", "c": "vertebra_b"}
+    regions = pd.DataFrame([{"region_id": f"{i}-{k}", "image_id": f"img{i}", "kind": "mask", "raw_label": labels[k],
+                             "labels": [labels[k]], "component_index": 1, "area_px": int((plane == v).sum()),
+                             "bbox": bbox[k], "centroid": [30.0, 30.0], "width": 80, "height": 80}
+                            for i in (0, 3) for v, k in ((1, "a"), (2, "b"), (3, "c"))])
+    vocab = _vocab(list(labels.values()))
+    vocab["canonical_label"] = ["rib", "vertebra", "vertebra"]
+    cfg = PipelineConfig()
+    cfg = cfg.model_copy(update={"questions": cfg.questions.model_copy(update={"min_count_keys": 2})})
+    rows = generated(regions, slices, pd.DataFrame({"sample_id": ["s"], "dim": [3]}), vocab,
+                     frozenset(labels.values()), cfg, Counter(), lambda ids: {i: rles[i.split("-")[1]] for i in ids})
+    counts = rows[rows["generator"] == "instance_count"]
+    got = {(r.image_id, r.count_label): r.count for r in counts.itertuples()}
+    assert got[("img0", "rib")] == 2 and got[("img0", "vertebra")] == 1
+    assert got[("img1", "rib")] == 0 and got[("img2", "vertebra")] == 0  # inside the extent, not drawn
+
+
+def test_perturbations_are_seeded_and_grow_with_severity():
+    img = np.full((128, 128, 3), 40, np.uint8)
+    img[31:97, 33:94] = 200
+    img[61:66, :] = 120
+    for kind in ("gaussian_noise", "gaussian_blur", "contrast", "downsample"):
+        outs = [perturb(img, kind, s, derived_rng(1, kind))[0] for s in (1, 2, 3)]
+        again = perturb(img, kind, 2, derived_rng(1, kind))[0]
+        assert np.array_equal(outs[1], again) and all(o.shape == img.shape for o in outs)
+        change = [np.abs(o.astype(int) - img).mean() for o in outs]
+        assert change[0] > 0 and change[0] <= change[1] <= change[2], (kind, change)
+
+
+def test_mirror_copies_swap_the_key():
+    base = pd.DataFrame([{"item_id": "i1", "unit_id": "u1", "prompt_id": "p1", "generator": "laterality",
+                          "variant_of": None, "A": "Right", "B": "Left", "C": None, "D": None, "E": None,
+                          "answer": "B", "answer_label": "patient's left",
+                          "generator_params": json.dumps({"side": "left", "mirrored": False})}])
+    m = mirror_pairs(base).iloc[0]
+    assert m["answer"] == "A" and m["answer_label"] == "patient's right" and m["variant_of"] == "i1"
+    assert json.loads(m["generator_params"]) == {"side": "right", "mirrored": True}
+    assert m["item_id"] != "i1" and json.loads(m["variant"]) == {"kind": "mirror"}
