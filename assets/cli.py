@@ -287,6 +287,42 @@ def templates_review(config: ConfigOpt = None, data_root: DataRootOpt = None,
     console.print(f"decisions in {path}; re-materialize question_templates to apply them")
 
 
+review_app = typer.Typer(help="Item review: an HTML sheet of seeded random exported items, and reject decisions "
+                                "that later builds honour.", no_args_is_help=True)
+app.add_typer(review_app, name="review")
+
+
+@review_app.command("sheet")
+def review_sheet(n: Annotated[int, typer.Option("--n", "-n", min=1, help="items on the sheet")] = 40,
+                 seed: Annotated[int | None, typer.Option(help="sampling seed (default: the config's)")] = None,
+                 out: Annotated[Path | None, typer.Option(help="HTML file (default data/review/items_seed<S>.html)")] = None,
+                 config: ConfigOpt = None, data_root: DataRootOpt = None):
+    """Write an HTML sheet of N seeded random exported items: image, question, options, key, ids."""
+    from pipelines.benchmark.reviews import ReviewError, decisions_path, sheet
+    cfg = _config(config, None, data_root)
+    try:
+        path, shown = sheet(cfg, n, seed, out)
+    except ReviewError as exc:
+        raise UserError(str(exc)) from None
+    console.print(f"{shown} item(s) in {path}\nreject one with `medbench review reject ITEM_ID --reason TEXT` "
+                  f"(decisions in {decisions_path(cfg)})", highlight=False)
+
+
+@review_app.command("reject")
+def review_reject(item_ids: Annotated[list[str], typer.Argument(help="item id(s) from the review sheet")],
+                  reason: Annotated[str, typer.Option(help="why (kept with the decision)")],
+                  config: ConfigOpt = None, data_root: DataRootOpt = None):
+    """Record reject decisions; the next `medbench build` leaves the items' units out and says so."""
+    from pipelines.benchmark.reviews import ReviewError, decisions_path, reject
+    cfg = _config(config, None, data_root)
+    try:
+        units = reject(cfg, item_ids, reason)
+    except ReviewError as exc:
+        raise UserError(str(exc)) from None
+    console.print(f"{len(units)} unit(s) rejected; decisions in {decisions_path(cfg)}; run `medbench build` to "
+                  "rebuild the benchmark without them", highlight=False)
+
+
 @app.command("select")
 def select_cmd(table: Annotated[Path, typer.Argument(help="a benchmark or qa_candidates Parquet file")],
                out: Annotated[Path, typer.Option(help="where the selected rows go (.parquet or .tsv)")],

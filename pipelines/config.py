@@ -166,6 +166,9 @@ class BenchmarkSettings(BaseModel):
                                                       "chance by more than this (overall, or a task with enough items)")
     text_only_min_items: int = Field(30, description="tasks with fewer test items are reported, not judged")
     text_only_folds: int = Field(5, description="cross-fitting folds of the blind baseline (by leakage component)")
+    text_only_rounds: int = Field(4, description="rounds of dropping units the blind baseline answers (0: report only)")
+    item_reviews: Path | None = Field(None, description="reviewers' item decisions (`medbench review`); "
+                                                        "default <data_root>/reviews/items.yaml")
 
 
 class PublishSettings(BaseModel):

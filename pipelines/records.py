@@ -214,6 +214,7 @@ QA_ITEMS = _schema("qa_items", [
     pa.field("pool_size", pa.int64()),
     pa.field("split", pa.string()),
     pa.field("split_group", pa.string()),  # leakage component: groups joined by identical or near-identical planes
+    pa.field("option_origins", pa.list_(pa.string())),  # per option A..E: dataset | fallback | generated (counts)
 ])
 
 F64, STR, LIST_F64 = pa.float64(), pa.string(), pa.list_(pa.float64())

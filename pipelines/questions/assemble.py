@@ -20,7 +20,7 @@ from pipelines.questions.options import (
     count_options,
     distractor_candidates,
     n_distractors,
-    pool_key,
+    pool_for,
 )
 from pipelines.questions.picker import TemplatePicker
 from pipelines.questions.validate import contour_stem, fill, granularity_group
@@ -74,10 +74,10 @@ def _unit(rows: list[dict], rng: np.random.Generator, picker: TemplatePicker, po
         count, singular = int(first["count"]), first["count_label"]
         target = plural(singular)
         options = [f"{n} {target if int(n) != 1 else singular}" for n in count_options(rng, count, q)]
-        answers = options[:1]
+        answers, origins = options[:1], dict.fromkeys(options, "generated")
     else:
-        pool = pools.get(pool_key(first["dataset_id"], first["modality"], first["clinical_vqa_task"],
-                                  first["granularity"]), [])
+        pool, origins = pool_for(pools, first["dataset_id"], first["modality"], first["clinical_vqa_task"],
+                                 first["granularity"], answers, hierarchy)
         present = set(answers)
         if granularity_group(first["granularity"]) == "image":  # a whole-image question: nothing on it is wrong
             on_image = first.get("image_labels")
@@ -94,6 +94,7 @@ def _unit(rows: list[dict], rng: np.random.Generator, picker: TemplatePicker, po
     if tpl is None:
         return None, "no_template"
     return {"options": options, "answers": set(answers), "multi": len(answers) > 1, "template_id": tpl[0],
+            "origins": {o: origins.get(o, "dataset") for o in options},
             "question": fill(tpl[1], first["modality"], target)}, ""
 
 
@@ -133,7 +134,7 @@ def assemble(selected: pd.DataFrame, vocab: pd.DataFrame, templates: pd.DataFram
                 "template_id": u["template_id"], "pool_size": None if pd.isna(r["pool_size"]) else int(r["pool_size"]), "split": None,
                 "split_group": None,
                 "dataset_id": r["dataset_id"], "source_path": r["source_path"], "pipeline_version": PIPELINE_VERSION,
-                "seed": seed})
+                "seed": seed, "option_origins": [u["origins"][o] for o in u["ordered"]]})
     out.sort(key=lambda r: r["item_id"])
     for i, r in enumerate(out):
         r["index"] = i
