@@ -200,14 +200,15 @@ def vocab_subset(mesh_dir: Annotated[Path, typer.Option(help="folder with the fu
 
 @vocab_app.command("check")
 def vocab_check(registry: RegistryOpt = None, config: ConfigOpt = None, data_root: DataRootOpt = None):
-    """Validate curated MeSH mappings (mesh_vocab/ and every label map) against the MeSH tables."""
+    """Validate curated MeSH mappings (mesh_vocab/ incl. the fallback options, every label map) against MeSH."""
     from pipelines.vocab.build import DatasetLabels, pin_problems
     from pipelines.vocab.curated import load_curated
+    from pipelines.vocab.fallback import load_fallback
     from pipelines.vocab.mesh import load_mesh
     cfg = _config(config, registry, data_root)
     mesh = load_mesh(cfg.vocab.mesh_source)
     reg = load_registry(cfg.registry)
-    problems = load_curated(cfg.vocab.curated_dir).problems(mesh)
+    problems = load_curated(cfg.vocab.curated_dir).problems(mesh) + load_fallback().problems(mesh)
     for ds in reg.ids:
         src = reg.get(ds)
         problems += pin_problems(DatasetLabels(ds, src.entry.modality, src.entry.task_type, src.label_map,

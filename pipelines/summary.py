@@ -76,9 +76,12 @@ class Summary:
             if n and not self.items.get(ds) and ds not in self.failed:
                 why = ", ".join(f"{r} {c}" for r, c in sorted(self.not_built.get(ds, {}).items()))
                 gate = self.gate_text(ds)
+                blind = self.audit.get("text_only_dropped_by_dataset", {}).get(ds)
                 out.append(f"  ERROR {ds}: {n} regions, 0 items"
                            + (f"; candidates not made: {why}" if why else "")
-                           + (f"; gated out: {gate}" if gate != "-" else ""))
+                           + (f"; gated out: {gate}" if gate != "-" else "")
+                           + (f"; {blind} selected unit(s) dropped as answerable from the text alone (README "
+                              "'Blind baseline drives selection')" if blind else ""))
         return out
 
     def render(self) -> str:

@@ -63,6 +63,6 @@ def build_benchmark(candidates: Path, verdicts: pd.DataFrame, vocab: pd.DataFram
                   "text_only_dropped_units": len(debiased.dropped), "text_only_rounds": debiased.rounds,
                   "text_only_accuracy_before": round(float(debiased.before.get("accuracy", 0.0)), 4),
                   "text_only_exceeds_before": ", ".join(debiased.before.get("exceeds", [])) or "-",
-                  "text_only_dropped": debiased.dropped})
+                  "text_only_dropped_by_dataset": debiased.dropped_by_dataset, "text_only_dropped": debiased.dropped})
     table = pa.Table.from_pandas(selected[QA_ITEMS.names].reset_index(drop=True), schema=QA_ITEMS, preserve_index=False)
     return table, stats, asm.skipped

@@ -29,6 +29,8 @@ class Debiased:
     rounds: int = 0
     before: dict = field(default_factory=dict)  # blind report of the selection as first built
     after: dict = field(default_factory=dict)  # blind report of what is kept
+    before_items: pd.DataFrame | None = None
+    dropped_by_dataset: dict[str, int] = field(default_factory=dict)  # units dropped per dataset
 
 
 def _needed(part: pd.DataFrame, margin: float) -> int:
@@ -77,7 +79,7 @@ def drop_text_predictable(items: pd.DataFrame, b: BenchmarkSettings, seed: int, 
     """Drop units until the blind baseline is within the margin (or the rounds run out); ``reletter``
     re-places the correct letters of what is kept so each split stays balanced."""
     model, prior, report = blind_reports(items, b, seed)
-    result = Debiased(items, before=report, after=report)
+    result = Debiased(items, before=report, after=report, before_items=items)
     while report["exceeds"] and result.rounds < b.text_only_rounds:
         flagged = flag_units(model, prior, report["exceeds"], b)
         if not flagged:
@@ -87,4 +89,6 @@ def drop_text_predictable(items: pd.DataFrame, b: BenchmarkSettings, seed: int, 
         items = reletter(items[~items["unit_id"].isin(set(flagged))].reset_index(drop=True), seed)
         model, prior, report = blind_reports(items, b, seed)
     result.items, result.after = items, report
+    gone = result.before_items[result.before_items["unit_id"].isin(set(result.dropped))].drop_duplicates("unit_id")
+    result.dropped_by_dataset = {str(k): int(v) for k, v in gone.groupby("dataset_id").size().items()}
     return result

@@ -89,7 +89,7 @@ def _image_tag(image) -> str:
 
 
 def _card(r: dict, decided: dict | None) -> str:
-    origins = list(r.get("option_origins") or [])
+    origins = list(r["option_origins"]) if r.get("option_origins") is not None else []
     keys = set(str(r["answer"]).split(","))
     opts = []
     for i, c in enumerate(LETTERS):
