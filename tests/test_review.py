@@ -4,7 +4,6 @@ a reject decision written through the CLI, and a rebuild that leaves the rejecte
 from __future__ import annotations
 
 import json
-import os
 import re
 
 import pandas as pd
@@ -14,25 +13,14 @@ from typer.testing import CliRunner
 
 from assets.cli import app
 from pipelines.benchmark.reviews import ReviewError, load_decisions, rejected_units
-from pipelines.config import PROJECT_ROOT, PipelineConfig
+from tests.conftest import built_config
 
 
 @pytest.fixture(scope="module")
 def demo_built(demo_registry, tmp_path_factory):
-    root = tmp_path_factory.mktemp("review")
-    home = root / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())
-    old = {k: os.environ.get(k) for k in ("DAGSTER_HOME", "MEDBENCH_REGISTRY", "MEDBENCH_DATA_ROOT", "OPENAI_API_KEY")}
-    os.environ["DAGSTER_HOME"] = str(home)
-    os.environ.pop("OPENAI_API_KEY", None)
-    cfg = PipelineConfig.load(registry=demo_registry, data_root=root / "data")
-    from assets.build import build, export_config_env
-    export_config_env(cfg, None)
-    assert build(cfg, log=lambda m: None).failed == []
-    yield cfg
-    for k, v in old.items():
-        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    for cfg, report in built_config(demo_registry, tmp_path_factory.mktemp("review")):
+        assert report.failed == []
+        yield cfg
 
 
 @pytest.mark.slow
