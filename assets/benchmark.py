@@ -14,13 +14,15 @@ from assets.metadata import table_metadata, thumbnail_b64
 from assets.resources import MedbenchResource
 from pipelines.benchmark.audit import audit
 from pipelines.benchmark.build import build_benchmark
+from pipelines.benchmark.reviews import decisions_path, rejected_units
 from pipelines.questions.audit import Outcome, item_checks
 from pipelines.questions.options import pools_from_table
 from pipelines.storage import atomic_write_bytes, atomic_write_table
 from pipelines.vocab.frame import vocab_frame
 
 SUMMARY_FIGURES = ("analytic_chance", "random_guess", "text_only_accuracy", "text_only_chance", "text_only_test_items",
-                   "text_only_flagged_units", "text_only_exceeds")
+                   "text_only_flagged_units", "text_only_exceeds", "text_only_dropped_units", "text_only_accuracy_before",
+                   "review_rejected_units", "text_only_dropped_by_dataset")
 BLOCKING = ["split_disjoint", "no_related_option", "no_cross_modality_option", "duplicate_options",
             "answer_among_distractors", "stem_contains_option", "cue_matches_rendering"]
 ADVISORY = ["letter_balance", "baselines", "pool_too_small", "text_only_baseline", "every_dataset_has_items"]
@@ -65,7 +67,11 @@ def benchmark(context: dg.AssetExecutionContext, medbench: MedbenchResource):
     vocab = vocab_frame(layout.read("label_vocab"))
     templates = layout.read("question_templates").to_pandas()
     pools = pools_from_table(layout.read("option_pools").to_pandas())
-    table, stats, skipped = build_benchmark(candidates, verdicts, vocab, templates, pools, cfg, plane_hashes(layout))
+    table, stats, skipped = build_benchmark(candidates, verdicts, vocab, templates, pools, cfg, plane_hashes(layout),
+                                            rejected_units(decisions_path(cfg)))
+    dropped = pd.DataFrame({"unit_id": stats.pop("text_only_dropped")}, dtype=str)
+    by_dataset = stats.pop("text_only_dropped_by_dataset")
+    atomic_write_table(pa.Table.from_pandas(dropped, preserve_index=False), layout.table("benchmark_text_only_drops"))
     path = atomic_write_table(table, layout.table("benchmark"))
     bench = table.to_pandas()
     main = bench[bench["subset"] == "main"]  # perturbed copies repeat their originals' text: audited once
@@ -79,7 +85,8 @@ def benchmark(context: dg.AssetExecutionContext, medbench: MedbenchResource):
     drops = layout.read("gate_drops").to_pandas().groupby("rule")["dropped"].sum()
     gated = {f"gated_out_{rule}": int(n) for rule, n in drops.items()}
     atomic_write_bytes(audit_path(layout), json.dumps(
-        {**{k: v for k, v in figures.items() if k in SUMMARY_FIGURES}, **gated}, sort_keys=True).encode())
+        {**{k: v for k, v in {**figures, **stats, "text_only_dropped_by_dataset": by_dataset}.items()
+            if k in SUMMARY_FIGURES}, **gated}, sort_keys=True).encode())
     return dg.MaterializeResult(
         metadata={**table_metadata(table), **stats, "not_built": dg.MetadataValue.md(markdown_counts(dict(skipped), "reason")),
                   "path": dg.MetadataValue.path(str(path)),

@@ -15,6 +15,7 @@ import dagster as dg
 from assets.changes import globals_up_to_date, sync_registry
 from assets.definitions import ALL_ASSETS, ANNOTATE, GLOBAL, GLOBAL_KEYS, PER_DATASET, PER_DATASET_KEYS, PUBLISH, defs
 from assets.parallel import QUIET, failure_reason, materialize_partitions
+from pipelines.benchmark.reviews import decisions_newer_than
 from pipelines.config import PROJECT_ROOT, PipelineConfig
 from pipelines.housekeeping import build_lock, pid_alive, remove_stale_staging
 from pipelines.registry import load_registry
@@ -137,7 +138,8 @@ def _build(config: PipelineConfig, registry_ids: list[str], select: list[str] | 
     if select or config.annotate.enabled:  # ROI annotations when named or switched on
         global_keys += _keys(ANNOTATE, select)
     stale_globals = force or bool(select) or plan.changed_anything or \
-        not globals_up_to_date(instance, GLOBAL_KEYS, PER_DATASET_KEYS)
+        not globals_up_to_date(instance, GLOBAL_KEYS, PER_DATASET_KEYS) or \
+        decisions_newer_than(config, config.data_root / "tables" / "benchmark.parquet")  # reviewers rejected items
     if global_keys and stale_globals:
         step("cross-dataset stages")
         if report.failed:

@@ -200,14 +200,15 @@ def vocab_subset(mesh_dir: Annotated[Path, typer.Option(help="folder with the fu
 
 @vocab_app.command("check")
 def vocab_check(registry: RegistryOpt = None, config: ConfigOpt = None, data_root: DataRootOpt = None):
-    """Validate curated MeSH mappings (mesh_vocab/ and every label map) against the MeSH tables."""
+    """Validate curated MeSH mappings (mesh_vocab/ incl. the fallback options, every label map) against MeSH."""
     from pipelines.vocab.build import DatasetLabels, pin_problems
     from pipelines.vocab.curated import load_curated
+    from pipelines.vocab.fallback import load_fallback
     from pipelines.vocab.mesh import load_mesh
     cfg = _config(config, registry, data_root)
     mesh = load_mesh(cfg.vocab.mesh_source)
     reg = load_registry(cfg.registry)
-    problems = load_curated(cfg.vocab.curated_dir).problems(mesh)
+    problems = load_curated(cfg.vocab.curated_dir).problems(mesh) + load_fallback().problems(mesh)
     for ds in reg.ids:
         src = reg.get(ds)
         problems += pin_problems(DatasetLabels(ds, src.entry.modality, src.entry.task_type, src.label_map,
@@ -285,6 +286,42 @@ def templates_review(config: ConfigOpt = None, data_root: DataRootOpt = None,
             note = typer.prompt("note", default="")
             save_review(row.template_id, "accepted" if choice == "a" else "rejected", note, path)
     console.print(f"decisions in {path}; re-materialize question_templates to apply them")
+
+
+review_app = typer.Typer(help="Item review: an HTML sheet of seeded random exported items, and reject decisions "
+                                "that later builds honour.", no_args_is_help=True)
+app.add_typer(review_app, name="review")
+
+
+@review_app.command("sheet")
+def review_sheet(n: Annotated[int, typer.Option("--n", "-n", min=1, help="items on the sheet")] = 40,
+                 seed: Annotated[int | None, typer.Option(help="sampling seed (default: the config's)")] = None,
+                 out: Annotated[Path | None, typer.Option(help="HTML file (default data/review/items_seed<S>.html)")] = None,
+                 config: ConfigOpt = None, data_root: DataRootOpt = None):
+    """Write an HTML sheet of N seeded random exported items: image, question, options, key, ids."""
+    from pipelines.benchmark.reviews import ReviewError, decisions_path, sheet
+    cfg = _config(config, None, data_root)
+    try:
+        path, shown = sheet(cfg, n, seed, out)
+    except ReviewError as exc:
+        raise UserError(str(exc)) from None
+    console.print(f"{shown} item(s) in {path}\nreject one with `medbench review reject ITEM_ID --reason TEXT` "
+                  f"(decisions in {decisions_path(cfg)})", highlight=False)
+
+
+@review_app.command("reject")
+def review_reject(item_ids: Annotated[list[str], typer.Argument(help="item id(s) from the review sheet")],
+                  reason: Annotated[str, typer.Option(help="why (kept with the decision)")],
+                  config: ConfigOpt = None, data_root: DataRootOpt = None):
+    """Record reject decisions; the next `medbench build` leaves the items' units out and says so."""
+    from pipelines.benchmark.reviews import ReviewError, decisions_path, reject
+    cfg = _config(config, None, data_root)
+    try:
+        units = reject(cfg, item_ids, reason)
+    except ReviewError as exc:
+        raise UserError(str(exc)) from None
+    console.print(f"{len(units)} unit(s) rejected; decisions in {decisions_path(cfg)}; run `medbench build` to "
+                  "rebuild the benchmark without them", highlight=False)
 
 
 @app.command("select")

@@ -168,6 +168,9 @@ class BenchmarkSettings(BaseModel):
     balance_floor: int = Field(5, description="a key with fewer units is dropped from its balance group (generated "
                                               "questions whose keys are kept equally frequent)")
     text_only_folds: int = Field(5, description="cross-fitting folds of the blind baseline (by leakage component)")
+    text_only_rounds: int = Field(4, description="rounds of dropping units the blind baseline answers (0: report only)")
+    item_reviews: Path | None = Field(None, description="reviewers' item decisions (`medbench review`); "
+                                                        "default <data_root>/reviews/items.yaml")
 
 
 class PublishSettings(BaseModel):

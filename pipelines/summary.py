@@ -6,6 +6,7 @@ are not added in. Failed datasets and unresolved labels are named with their rea
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,21 @@ class Summary:
     regions: dict[str, int] = field(default_factory=dict)  # dataset -> described regions
     items: dict[str, int] = field(default_factory=dict)  # dataset -> benchmark items (when a benchmark was built)
     not_built: dict[str, dict[str, int]] = field(default_factory=dict)  # dataset -> why candidates were not made
+    audit: dict = field(default_factory=dict)  # the benchmark audit's figures (tables/benchmark_audit.json)
+
+    def selection_lines(self) -> list[str]:
+        """What selection left out on purpose: reviewers' rejections and units the text alone answers."""
+        a, out = self.audit, []
+        if a.get("review_rejected_units"):
+            out.append(f"  review: {a['review_rejected_units']} unit(s) rejected by reviewers left out "
+                       "(medbench review; decisions in benchmark.item_reviews)")
+        if a.get("text_only_dropped_units"):
+            out.append(f"  blind baseline: {a['text_only_dropped_units']} text-answerable unit(s) dropped; test accuracy "
+                       f"{a.get('text_only_accuracy_before', 0):.3f} -> {a.get('text_only_accuracy', 0):.3f} "
+                       f"(chance {a.get('text_only_chance', 0):.3f})")
+        if a.get("text_only_exceeds", "-") != "-":
+            out.append(f"  ERROR blind baseline still above chance + margin: {a['text_only_exceeds']}")
+        return out
 
     def gate_text(self, ds: str) -> str:
         """'image_too_small 624/624' style, or '-' when nothing was gated out (or not built yet)."""
@@ -60,9 +76,12 @@ class Summary:
             if n and not self.items.get(ds) and ds not in self.failed:
                 why = ", ".join(f"{r} {c}" for r, c in sorted(self.not_built.get(ds, {}).items()))
                 gate = self.gate_text(ds)
+                blind = self.audit.get("text_only_dropped_by_dataset", {}).get(ds)
                 out.append(f"  ERROR {ds}: {n} regions, 0 items"
                            + (f"; candidates not made: {why}" if why else "")
-                           + (f"; gated out: {gate}" if gate != "-" else ""))
+                           + (f"; gated out: {gate}" if gate != "-" else "")
+                           + (f"; {blind} selected unit(s) dropped as answerable from the text alone (README "
+                              "'Blind baseline drives selection')" if blind else ""))
         return out
 
     def render(self) -> str:
@@ -94,6 +113,10 @@ class Summary:
         if empty:
             lines.append("datasets that yield no benchmark item (see README 'Questions', 'Small pools'):")
             lines += empty
+        selection = self.selection_lines()
+        if selection:
+            lines.append("selection:")
+            lines += selection
         return "\n".join(lines)
 
 
@@ -145,6 +168,9 @@ def summarize(data_root: Path, dataset_ids: list[str]) -> Summary:
     if layout.table("candidate_skips").exists():
         for r in pq.read_table(layout.table("candidate_skips")).to_pylist():
             s.not_built.setdefault(r["dataset_id"], {})[r["reason"]] = r["items"]
+    audit = layout.table("benchmark_audit").with_suffix(".json")
+    if audit.exists():
+        s.audit = json.loads(audit.read_text())
     bench = layout.root / "benchmark"
     if (bench / "manifest.json").exists() or (bench / "data").exists():
         s.benchmark = bench

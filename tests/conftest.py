@@ -74,7 +74,7 @@ def shared_build(tmp_path_factory) -> PipelineConfig:
     return cfg
 
 
-def exported_rows(out: Path, folder: str = "data") -> "pd.DataFrame":
+def exported_rows(out: Path, folder: str = "data"):
     """Every exported Parquet row of one config folder, with the withheld test key joined as `key`."""
     import pandas as pd
     rows = pd.concat([pd.read_parquet(p) for p in sorted((out / folder).glob("*.parquet"))], ignore_index=True)
@@ -103,3 +103,22 @@ def _isolate_env(monkeypatch):
     for var in ("MEDBENCH_REGISTRY", "MEDBENCH_DATA_ROOT", "MEDBENCH_SEED", "MEDBENCH_CONFIG", "MEDBENCH_STRICT"):
         monkeypatch.delenv(var, raising=False)
     yield
+
+
+def built_config(registry: Path, root: Path):
+    """Build every default asset of ``registry`` under ``root`` in its own Dagster home (no LLM key), yield
+    the config, then restore the environment. For module-scoped fixtures of end-to-end tests."""
+    from assets.build import build, export_config_env
+    home = root / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())
+    old = {k: os.environ.get(k) for k in ("DAGSTER_HOME", "MEDBENCH_REGISTRY", "MEDBENCH_DATA_ROOT", "OPENAI_API_KEY")}
+    os.environ["DAGSTER_HOME"] = str(home)
+    os.environ.pop("OPENAI_API_KEY", None)
+    try:
+        cfg = PipelineConfig.load(registry=registry, data_root=root / "data")
+        export_config_env(cfg, None)
+        yield cfg, build(cfg, log=lambda m: None)
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)

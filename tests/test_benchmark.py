@@ -11,30 +11,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipelines.config import PipelineConfig
+from tests.conftest import built_config
 
 
 @pytest.fixture(scope="module")
 def built(demo_registry, tmp_path_factory):
-    import os
-    root = tmp_path_factory.mktemp("bench")
-    home = root / "dagster_home"
-    home.mkdir()
-    from pipelines.config import PROJECT_ROOT
-    (home / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())
-    old = {k: os.environ.get(k) for k in ("DAGSTER_HOME", "MEDBENCH_REGISTRY", "MEDBENCH_DATA_ROOT", "OPENAI_API_KEY")}
-    os.environ["DAGSTER_HOME"] = str(home)
-    os.environ.pop("OPENAI_API_KEY", None)
-    cfg = PipelineConfig.load(registry=demo_registry, data_root=root / "data")
-    from assets.build import build, export_config_env
-    export_config_env(cfg, None)
-    report = build(cfg, log=lambda m: None)
-    yield cfg, report
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    yield from built_config(demo_registry, tmp_path_factory.mktemp("bench"))
 
 
 def _bench(cfg) -> pd.DataFrame:

@@ -7,7 +7,7 @@ from collections import defaultdict
 import numpy as np
 import pandas as pd
 
-from pipelines.benchmark.blind import blind_predictions, blind_report
+from pipelines.benchmark.debias import blind_reports
 from pipelines.config import BenchmarkSettings
 from pipelines.questions.audit import (
     LETTERS,
@@ -17,6 +17,7 @@ from pipelines.questions.audit import (
     letter_distribution,
     options_of,
 )
+from pipelines.vocab.fallback import load_fallback
 from pipelines.vocab.hierarchy import Hierarchy
 
 
@@ -45,8 +46,11 @@ def related_options(df: pd.DataFrame, vocab: pd.DataFrame) -> list[str]:
 
 
 def cross_modality_options(df: pd.DataFrame, vocab: pd.DataFrame) -> list[str]:
-    """Items offering a label never seen in the item's modality."""
+    """Items offering a label never seen in the item's modality (a curated fallback option counts as seen
+    in the modalities it is listed for)."""
     seen = defaultdict(set)
+    for lab, mods in load_fallback().modalities().items():
+        seen[lab] |= mods
     for lab, mod in zip(vocab["canonical_label"], vocab["modality"]):
         seen[lab].add(mod)
     return [row["item_id"] for row in label_items(df).to_dict("records")
@@ -71,10 +75,11 @@ def audit(df: pd.DataFrame, vocab: pd.DataFrame, seed: int, b: BenchmarkSettings
     cross = cross_modality_options(df, vocab)
     item = {o.name: o for o in item_checks(df)}
     base = chance(df, seed)
-    pred = blind_predictions(df, b.text_only_folds, seed)
-    blind = blind_report(pred, b.text_only_margin, b.text_only_min_items)
-    flagged = pred.loc[pred["hit"] & (pred["confidence"] >= b.text_only_confidence), "unit_id"].tolist()
+    model, prior, blind = blind_reports(df, b, seed)  # the model's figures; exceeds: model or prior rule
+    pred = pd.concat([model, prior], ignore_index=True)
+    flagged = sorted(set(pred.loc[pred["hit"] & (pred["confidence"] >= b.text_only_confidence), "unit_id"]))
     figures = {**base, "text_only_accuracy": blind["accuracy"], "text_only_chance": blind["chance"],
+               "text_only_prior_accuracy": blind.get("prior_accuracy", 0.0),
                "text_only_test_items": blind["items"], "text_only_flagged_units": len(flagged),
                "text_only_exceeds": ", ".join(blind["exceeds"]) or "-",
                "letter_distribution": letter_distribution(df)}
@@ -88,6 +93,7 @@ def audit(df: pd.DataFrame, vocab: pd.DataFrame, seed: int, b: BenchmarkSettings
                                           "random_guess": round(base["random_guess"], 4)}),
         Outcome("text_only_baseline", not blind["exceeds"], False,
                 {"test_accuracy": round(blind["accuracy"], 4), "test_chance": round(blind["chance"], 4),
+                 "prior_rule_accuracy": round(blind.get("prior_accuracy", 0.0), 4),
                  "margin": b.text_only_margin, "exceeds": ", ".join(blind["exceeds"]) or "-",
                  "flagged_units": len(flagged), "by_task": _md(by_task)}),
     ]

@@ -59,34 +59,67 @@ def _features(rows: pd.DataFrame, vec_q: TfidfVectorizer, vec_o: TfidfVectorizer
     return hstack([q, o, csr_matrix(pos)]).tocsr()
 
 
-def blind_predictions(df: pd.DataFrame, folds: int, seed: int) -> pd.DataFrame:
-    """Out-of-fold text-only prediction per single-answer unit: item_id, unit_id, split, task, k,
-    hit, confidence (the chosen option's share of the item's scores)."""
+COLUMNS = ["item_id", "unit_id", "split", "clinical_vqa_task", "n_options", "hit", "confidence"]
+
+
+def _folds(df: pd.DataFrame, folds: int):
+    """The single-answer units, their option rows, and (train rows, held-out rows) per fold by leakage
+    component (none when fewer than two components)."""
     items = df[~df["multi_answer"]].sort_values(["unit_id", "granularity"]).drop_duplicates("unit_id")
-    cols = ["item_id", "unit_id", "split", "clinical_vqa_task", "n_options", "hit", "confidence"]
     groups = items["split_group"] if "split_group" in items and items["split_group"].notna().all() else items["group_id"]
     n_folds = min(folds, groups.nunique())
     if n_folds < 2:
-        return pd.DataFrame(columns=cols)
+        return items, []
     rows = _option_rows(items)
-    pred: dict[str, tuple[bool, float]] = {}
+    out = []
     for train_ids, test_ids in GroupKFold(n_splits=n_folds).split(items, groups=groups):
         train = rows[rows["item"].isin(set(items["item_id"].iloc[train_ids]))]
         test = rows[rows["item"].isin(set(items["item_id"].iloc[test_ids]))]
-        if train["correct"].nunique() < 2 or test.empty:
-            continue
+        if train["correct"].nunique() >= 2 and not test.empty:
+            out.append((train, test))
+    return items, out
+
+
+def _predictions(items: pd.DataFrame, scored: list[pd.DataFrame]) -> pd.DataFrame:
+    """Per item: hit (its best-scored option is correct) and confidence (that option's share of the
+    item's scores)."""
+    pred: dict[str, tuple[bool, float]] = {}
+    for part_rows in scored:
+        for item_id, part in part_rows.groupby("item", sort=False):
+            best = part["score"].to_numpy().argmax()
+            total = part["score"].sum()
+            pred[item_id] = (bool(part["correct"].iloc[best]), float(part["score"].iloc[best] / total) if total else 0.0)
+    out = items[items["item_id"].isin(pred)][COLUMNS[:5]].copy()
+    out["hit"] = [pred[i][0] for i in out["item_id"]]
+    out["confidence"] = [pred[i][1] for i in out["item_id"]]
+    return out[COLUMNS]
+
+
+def prior_predictions(df: pd.DataFrame, folds: int) -> pd.DataFrame:
+    """The option-prior rule, cross-fitted like the model: score each option by how often that option
+    text (within its task) was the key when offered in the other folds (add-one smoothed), and answer
+    the best. It catches an answer that is over-represented among the options it appears with."""
+    items, parts = _folds(df, folds)
+    scored = []
+    for train, test in parts:
+        seen = train.groupby(["task", "option"])["correct"].agg(["sum", "count"])
+        rate = (seen["sum"] + 1) / (seen["count"] + 2)
+        key = pd.MultiIndex.from_arrays([test["task"], test["option"]])
+        scored.append(test.assign(score=rate.reindex(key).fillna(0.5).to_numpy()))
+    return _predictions(items, scored)
+
+
+def blind_predictions(df: pd.DataFrame, folds: int, seed: int) -> pd.DataFrame:
+    """Out-of-fold text-only prediction per single-answer unit: item_id, unit_id, split, task, k,
+    hit, confidence (the chosen option's share of the item's scores)."""
+    items, parts = _folds(df, folds)
+    scored = []
+    for train, test in parts:
         vq, vo = TfidfVectorizer(ngram_range=(1, 2), min_df=1), TfidfVectorizer(ngram_range=(1, 2), min_df=1)
         model = LogisticRegression(C=1.0, max_iter=2000, random_state=seed)
         model.fit(_features(train, vq, vo, True), train["correct"])
-        score = model.predict_proba(_features(test, vq, vo, False))[:, 1]
-        scored = test.assign(score=score)
-        for item_id, part in scored.groupby("item", sort=False):
-            best = part["score"].to_numpy().argmax()
-            pred[item_id] = (bool(part["correct"].iloc[best]), float(part["score"].iloc[best] / part["score"].sum()))
-    out = items[items["item_id"].isin(pred)][["item_id", "unit_id", "split", "clinical_vqa_task", "n_options"]].copy()
-    out["hit"] = [pred[i][0] for i in out["item_id"]]
-    out["confidence"] = [pred[i][1] for i in out["item_id"]]
-    return out[cols]
+        scored.append(test.assign(score=model.predict_proba(_features(test, vq, vo, False))[:, 1]))
+    return _predictions(items, scored)
 
 
 def blind_report(pred: pd.DataFrame, margin: float, min_items: int) -> dict:

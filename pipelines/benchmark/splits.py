@@ -50,9 +50,11 @@ def reletter(items: pd.DataFrame, seed: int) -> pd.DataFrame:
                 continue
             opts = [r[c] for c in LETTERS if isinstance(r[c], str)]
             correct = r[r["answer"]]
+            origins = list(r["option_origins"]) if r.get("option_origins") is not None else []
             units.append({"unit_id": f"{split}:{r['unit_id']}", "uid": r["unit_id"], "multi": False,
                           "options": [correct] + [o for o in opts if o != correct],
-                          "scale": r.get("generator") in SCALE_GENERATORS})
+                          "scale": r.get("generator") in SCALE_GENERATORS,
+                          "origin_of": dict(zip(opts, origins))})
         assign_letters(units, seed)
         placed.update({u["uid"]: u for u in units})
     hit = out["unit_id"].isin(placed)
@@ -60,4 +62,7 @@ def reletter(items: pd.DataFrame, seed: int) -> pd.DataFrame:
     for i, c in enumerate(LETTERS):
         out.loc[hit, c] = [(placed[u]["ordered"] + [None] * len(LETTERS))[i] for u in uids]
     out.loc[hit, "answer"] = [placed[u]["answer"] for u in uids]
+    if "option_origins" in out:  # each option keeps its origin (dataset pool, fallback, generated count)
+        out.loc[hit, "option_origins"] = pd.Series([[placed[u]["origin_of"].get(o, "dataset") for o in placed[u]["ordered"]]
+                                                    for u in uids], index=out.index[hit], dtype=object)
     return out

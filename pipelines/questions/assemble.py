@@ -23,7 +23,7 @@ from pipelines.questions.options import (
     count_options,
     distractor_candidates,
     n_distractors,
-    pool_key,
+    pool_for,
 )
 from pipelines.questions.picker import TemplatePicker
 from pipelines.questions.validate import contour_stem, fill, granularity_group
@@ -90,7 +90,7 @@ def _unit(rows: list[dict], rng: np.random.Generator, picker: TemplatePicker, po
     params = json.loads(first["generator_params"]) if isinstance(first.get("generator_params"), str) else None
     if params is not None and pd.isna(first["count"]):  # geometric question: options follow from the geometry
         options = phrasing.options(params, answers, rng, g)
-        answers = options[:1]
+        answers, origins = options[:1], dict.fromkeys(options, "generated")
     elif pd.notna(first["count"]):  # '3 platelets': text, so TSV readers never turn options into floats
         count, singular = int(first["count"]), first["count_label"]
         target = plural(singular)
@@ -99,10 +99,10 @@ def _unit(rows: list[dict], rng: np.random.Generator, picker: TemplatePicker, po
         many = plural(singular)
         values = phrasing.count_window(params, count, rng, g) if params is not None else count_options(rng, count, q)
         options = [f"{n} {many if int(n) != 1 else singular}" for n in values]
-        answers = options[:1]
+        answers, origins = options[:1], dict.fromkeys(options, "generated")
     else:
-        pool = pools.get(pool_key(first["dataset_id"], first["modality"], first["clinical_vqa_task"],
-                                  first["granularity"]), [])
+        pool, origins = pool_for(pools, first["dataset_id"], first["modality"], first["clinical_vqa_task"],
+                                 first["granularity"], answers, hierarchy)
         present = set(answers)
         if granularity_group(first["granularity"]) == "image":  # a whole-image question: nothing on it is wrong
             on_image = first.get("image_labels")
@@ -121,6 +121,7 @@ def _unit(rows: list[dict], rng: np.random.Generator, picker: TemplatePicker, po
         return None, "no_template"
     return {"options": options, "answers": set(answers), "multi": len(answers) > 1, "template_id": tpl[0],
             "scale": first.get("generator") in SCALE_GENERATORS,
+            "origins": {o: origins.get(o, "dataset") for o in options},
             "question": fill(tpl[1], first["modality"], target)}, ""
 
 
@@ -163,7 +164,7 @@ def assemble(selected: pd.DataFrame, vocab: pd.DataFrame, templates: pd.DataFram
                 "generator_params": r["generator_params"] if isinstance(r["generator_params"], str) else None,
                 "source_region_ids": list(r["member_region_ids"]), "variant_of": None, "variant": None, "subset": "main",
                 "dataset_id": r["dataset_id"], "source_path": r["source_path"], "pipeline_version": PIPELINE_VERSION,
-                "seed": seed})
+                "seed": seed, "option_origins": [u["origins"][o] for o in u["ordered"]]})
     out.sort(key=lambda r: r["item_id"])
     for i, r in enumerate(out):
         r["index"] = i

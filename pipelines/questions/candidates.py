@@ -24,7 +24,7 @@ from pipelines.config import PipelineConfig
 from pipelines.ids import stable_id, stable_ids
 from pipelines.modalities import GMAI_MODALITY, QUESTION_FAMILY
 from pipelines.questions.generators.run import generated
-from pipelines.questions.options import PoolKey, distractor_candidates, pool_key
+from pipelines.questions.options import PoolKey, distractor_candidates, pool_for
 from pipelines.questions.picker import TemplatePicker
 from pipelines.questions.validate import granularity_group
 from pipelines.records import CANDIDATES
@@ -135,7 +135,7 @@ class Eligibility:
         if len({e.task for e in entries}) > 1:
             return "mixed_tasks", None, answers, None, 0
         task = entries[0].task
-        pool = self.pools.get(pool_key(ds.dataset_id, ds.modality, task, granularity), [])
+        pool, _ = pool_for(self.pools, ds.dataset_id, ds.modality, task, granularity, answers, self.hierarchy)
         n = len(distractor_candidates(answers, set(answers), pool, self.hierarchy))
         if len(pool) < 2 or n == 0:
             return "pool_too_small", entries[0], answers, len(pool), n

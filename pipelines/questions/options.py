@@ -10,6 +10,7 @@ import pandas as pd
 
 from pipelines.config import QuestionSettings
 from pipelines.questions.validate import granularity_group
+from pipelines.vocab.fallback import load_fallback
 from pipelines.vocab.frame import text, vocab_frame
 from pipelines.vocab.hierarchy import Hierarchy
 
@@ -39,6 +40,27 @@ def build_pools(vocab: pd.DataFrame) -> dict[PoolKey, list[str]]:
 def pool_key(dataset_id: str, modality: str, task: str, granularity: str) -> PoolKey:
     g = granularity_group(granularity)
     return PoolKey(f"dataset:{dataset_id}" if g == "image" else "shared", modality, task, g)
+
+
+MIN_OWN_DISTRACTORS = 2  # fewer certainly-wrong options of its own: the pool is too small (items of < 3 options)
+
+
+def pool_for(pools: dict[PoolKey, list[str]], dataset_id: str, modality: str, task: str, granularity: str,
+             answers: list[str], hierarchy: Hierarchy) -> tuple[list[str], dict[str, str]]:
+    """The pool a question draws distractors from, and each label's origin ('dataset' or 'fallback').
+
+    The dataset's own pool first; only when it has fewer than ``MIN_OWN_DISTRACTORS`` certainly-wrong
+    options are the curated fallback options for the same modality, task and answers added
+    (mesh_vocab/fallback_options.yaml). The caller still filters the pool with
+    :func:`distractor_candidates`, so the synonym/ancestor/descendant rule applies to both."""
+    own = pools.get(pool_key(dataset_id, modality, task, granularity), [])
+    origins = dict.fromkeys(own, "dataset")
+    if len(distractor_candidates(answers, set(answers), own, hierarchy)) >= MIN_OWN_DISTRACTORS:
+        return own, origins
+    extra = [lab for lab in load_fallback().options_for(modality, task, granularity_group(granularity), answers)
+             if lab not in origins]
+    origins.update(dict.fromkeys(extra, "fallback"))
+    return own + extra, origins
 
 
 def distractor_candidates(answers: list[str], present: set[str], pool: list[str], hierarchy: Hierarchy) -> list[str]:

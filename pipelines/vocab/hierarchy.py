@@ -45,7 +45,10 @@ class Hierarchy:
 
     @classmethod
     def from_vocab(cls, vocab: pd.DataFrame) -> "Hierarchy":
-        nodes: dict[str, Node] = {}
+        """Every canonical label of the vocabulary, plus the curated fallback options (README 'Small
+        pools') under their MeSH tree numbers, so the same rule judges both."""
+        from pipelines.vocab.fallback import fallback_nodes
+        nodes: dict[str, Node] = {label: Node(label, ui, trees) for label, (ui, trees) in fallback_nodes().items()}
         for row in vocab.drop_duplicates("canonical_label").itertuples(index=False):
             nodes[row.canonical_label] = Node(row.canonical_label, row.mesh_id or None,
                                               tuple(row.tree_numbers if row.tree_numbers is not None else ()))
