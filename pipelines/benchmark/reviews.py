@@ -66,7 +66,8 @@ def exported_items(root: Path) -> pd.DataFrame:
     bench_path = root / "tables" / "benchmark.parquet"
     if not shards or not bench_path.exists():
         raise ReviewError(f"no exported benchmark under {root / 'benchmark'}: run `medbench build` first")
-    rows = pd.concat([pd.read_parquet(p) for p in shards], ignore_index=True).drop(columns=["answer"])
+    rows = pd.concat([pd.read_parquet(p) for p in shards], ignore_index=True)
+    rows = rows.drop(columns=[c for c in ("answer", "item_id") if c in rows])  # the table's are authoritative
     cols = ["index", "item_id", "unit_id", "answer", "answer_label"]
     bench = pd.read_parquet(bench_path)
     if "option_origins" in bench:
