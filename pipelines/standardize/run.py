@@ -9,6 +9,7 @@ process with ``workers > 1``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections import Counter, defaultdict
@@ -29,13 +30,9 @@ from pipelines.records import QUARANTINE, REGIONS, SLICES, to_table
 from pipelines.registry import Source
 from pipelines.sources.base import LoadedSample, Quarantined, Reason, SampleError
 from pipelines.standardize import intensity
-from pipelines.standardize.display import contrast, display_size, phash_hex
-from pipelines.standardize.planes import occupied_indices, plane, plane_spacing
-from pipelines.standardize.regions import (
-    describe_instances,
-    label_instances,
-    min_area,
-)
+from pipelines.standardize.display import display_size, grey, phash_stack
+from pipelines.standardize.planes import chunks, occupied_indices, plane, plane_spacing, stack
+from pipelines.standardize.regions import StackRegions, describe_instances, describe_stack, label_instances, min_area
 from pipelines.storage import DataLayout, atomic_write_bytes, sha256_bytes, staged_dir
 from pipelines.volume import check_grid, orientation_code, reorient
 
@@ -75,12 +72,15 @@ class _Writer:
                 "pipeline_version": PIPELINE_VERSION, "seed": self.config.seed}
 
     def image(self, pixels: np.ndarray, axis: str, index: int, t: intensity.Transform, orientation: str,
-              original: str, spacing: list[float]) -> str:
+              original: str, spacing: list[float], described: PlaneFacts | None = None) -> str:
+        """One slice row (and its PNG when the corpus is asked for); ``described`` carries the pHash, contrast
+        and sha256 when they were computed for a whole stack of planes at once."""
         stem = f"{axis}_{index:04d}" + ("" if t.key in ("identity", "bit_depth", "percentile_clip") else f"_{t.key}")
         rel = ""
         if self.config.standardize.write_pngs == "all":
             rel = f"{self.rel_root}/{self.case}/{stem}.png"
             atomic_write_bytes(self.staging / self.case / f"{stem}.png", encode_png(intensity.to_rgb(pixels)))
+        facts = described or plane_facts(grey(pixels)[None])[0]
         geo = display_size(pixels.shape[1], pixels.shape[0], spacing, self.config.display.max_image_side)
         image_id = stable_id(self.row["sample_id"], axis, index, t.name, sorted(t.params.items()))
         self.out.slices.append({
@@ -90,8 +90,8 @@ class _Writer:
             "spacing": [float(s) for s in spacing], "intensity_transform": t.name,
             "intensity_params": json.dumps(t.params, sort_keys=True), "width": int(pixels.shape[1]),
             "height": int(pixels.shape[0]), "display_width": geo.width, "display_height": geo.height,
-            "phash": phash_hex(pixels), "contrast": round(contrast(pixels), 3), "png_path": rel,
-            "sha256": sha256_bytes(pixels.tobytes()), **self._prov()})
+            "phash": facts.phash, "contrast": facts.contrast, "png_path": rel,
+            "sha256": sha256_bytes(pixels.tobytes()) if described is None else facts.sha256, **self._prov()})
         return image_id
 
     def region(self, image_id: str, name: str, kind: str, labels: list[str], component: int, width: int,
@@ -138,6 +138,38 @@ def canonical_volume(loaded: LoadedSample, cfg: StandardizeSettings, source_path
     return CanonicalVolume(image, layers, code, original)
 
 
+@dataclass(frozen=True)
+class PlaneFacts:
+    """What describe records of an 8-bit plane's pixels."""
+
+    phash: str
+    contrast: float
+    sha256: str
+
+
+def plane_facts(planes: np.ndarray) -> list[PlaneFacts]:
+    """pHash, contrast and sha256 of each plane of an (n, h, w) 8-bit grey stack (a stack at a time: the pHash
+    resize is one matrix product for all of them). The sha256 covers each plane's C-order bytes."""
+    planes = np.ascontiguousarray(planes)
+    hashes = phash_stack(planes)
+    spread = planes.std(axis=(1, 2)) if planes.size else np.zeros(len(planes))
+    return [PlaneFacts(h, round(float(c), 3), hashlib.sha256(p).hexdigest())
+            for h, c, p in zip(hashes, spread, planes)]
+
+
+def _describe_axis(inst: np.ndarray, axis: str, floor: int) -> tuple[np.ndarray, StackRegions]:
+    """Every instance on every occupied plane along ``axis``, a bounded stack of planes at a time; returns the
+    plane index of each instance and the stacked description."""
+    occupied = occupied_indices(inst > 0, axis)
+    h, w = plane(inst, axis, 0).shape
+    parts = [(idx, describe_stack(stack(inst, axis, idx), floor)) for idx in chunks(occupied, h * w)]
+    index = np.concatenate([idx[d.plane] for idx, d in parts]) if parts else np.zeros(0, np.int64)
+    cat = (lambda f, shape: np.concatenate([getattr(d, f) for _, d in parts]) if parts else np.zeros(shape))
+    return index, StackRegions(plane=index, ids=cat("ids", 0).astype(np.int64), area=cat("area", 0),
+                               bbox=cat("bbox", (0, 4)), centroid=cat("centroid", (0, 2)),
+                               rle=[r for _, d in parts for r in d.rle], dropped=sum(d.dropped for _, d in parts))
+
+
 def _standardize_3d(w: _Writer, loaded: LoadedSample) -> None:
     cfg = w.config.standardize
     canon = canonical_volume(loaded, cfg, w.row["source_path"])
@@ -158,27 +190,30 @@ def _standardize_3d(w: _Writer, loaded: LoadedSample) -> None:
         return transforms[win]
 
     for axis in cfg.axes:
-        if min(plane(vol, axis, 0).shape) < cfg.min_plane_side:
+        h, wd = plane(vol, axis, 0).shape
+        if min(h, wd) < cfg.min_plane_side:
             continue
-        indices = sorted(set().union(*[occupied_indices(inst > 0, axis).tolist() for inst, _ in instances]))
-        for idx in indices:
-            pending: dict[str, list] = defaultdict(list)
-            for inst, table in instances:
-                pl = plane(inst, axis, idx)
-                h, wd = pl.shape
-                floor = min_area(wd, h, cfg.min_region_pixels, cfg.min_region_fraction)
-                kept, dropped = describe_instances(pl, floor)
-                w.out.dropped_small += dropped
-                for iid, shape in kept:
-                    label, comp = table[iid]
-                    pending[transform_for(label).key].append((label, comp, shape, wd, h))
-            for key, regions in sorted(pending.items()):
-                t = next(t for t in transforms.values() if t.key == key)
-                image_id = w.image(t.apply_plane(plane(vol, axis, idx)), axis, int(idx), t, code, original, plane_spacing(spacing, axis))
-                for label, comp, shape, wd, h in regions:
-                    name = f"{w.row['dataset_id']}/{w.case}/{axis}_{idx:04d}/{label}/{comp}"
-                    w.region(image_id, name, "mask", [label], comp, wd, h, shape.bbox, shape.area_px,
-                             shape.centroid, shape.rle)
+        floor = min_area(wd, h, cfg.min_region_pixels, cfg.min_region_fraction)
+        pending: dict[tuple[int, str], list] = defaultdict(list)  # (plane index, window) -> regions
+        for inst, table in instances:
+            index, d = _describe_axis(inst, axis, floor)
+            w.out.dropped_small += d.dropped
+            for k, (idx, iid) in enumerate(zip(index.tolist(), d.ids.tolist())):
+                label, comp = table[iid]
+                pending[(idx, transform_for(label).key)].append((label, comp, k, d))
+        by_key = {t.key: t for t in transforms.values()}
+        sp = plane_spacing(spacing, axis)
+        for key in sorted({k for _, k in pending}):
+            t = by_key[key]
+            wanted = np.array(sorted(i for i, k in pending if k == key), np.int64)
+            for idx in chunks(wanted, h * wd):
+                pixels = t.apply_plane(stack(vol, axis, idx))
+                for i, px, facts in zip(idx.tolist(), pixels, plane_facts(pixels)):
+                    image_id = w.image(px, axis, i, t, code, original, sp, facts)
+                    for label, comp, k, d in pending[(i, key)]:
+                        name = f"{w.row['dataset_id']}/{w.case}/{axis}_{i:04d}/{label}/{comp}"
+                        w.region(image_id, name, "mask", [label], comp, wd, h, d.bbox[k].tolist(),
+                                 int(d.area[k]), d.centroid[k].tolist(), d.rle[k])
 
 
 def _isotropic(image: sitk.Image, layers: list) -> tuple[sitk.Image, list]:
