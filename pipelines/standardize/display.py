@@ -151,12 +151,9 @@ def phash_stack(planes: np.ndarray) -> list[str]:
     every plane, so this is its hot path."""
     if len(planes) == 0:
         return []
-    small = lanczos_32(planes)
-    out = []
-    for s in small:
-        low = _DCT8 @ s @ _DCT8.T
-        out.append(np.packbits(low.ravel() > np.median(low)).tobytes().hex())
-    return out
+    low = np.matmul(np.matmul(_DCT8, lanczos_32(planes)), _DCT8.T).reshape(len(planes), 64)
+    bits = np.packbits(low > np.median(low, axis=1, keepdims=True), axis=1)
+    return [b.tobytes().hex() for b in bits]
 
 
 def phash_hex(pixels: np.ndarray) -> str:

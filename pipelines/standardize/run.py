@@ -285,7 +285,7 @@ class SamplePlanes:
 
     def __init__(self, row: dict, source: Source, config: PipelineConfig):
         self.row, self.config = row, config
-        self.loaded = reader_for(source, config).load(row)
+        self.loaded = reader_for(source, config).load_pixels(row)  # the labels' marks come from the RLE
         self.canon = canonical_volume(self.loaded, config.standardize, row["source_path"]) \
             if self.loaded.dim == 3 else None
 
@@ -302,8 +302,26 @@ class SamplePlanes:
         return intensity.to_rgb(pixels)
 
 
-def _worker(args) -> SampleOutput:
-    return standardize_sample(*args)
+@dataclass
+class SampleTables:
+    """One sample's rows as Arrow tables: built in the worker that described it, so the parent process only
+    concatenates (cheap to send back, no per-row work on the one serial process)."""
+
+    slices: pa.Table
+    regions: pa.Table
+    quarantine: list[dict]
+    dropped_small: int
+
+
+def _worker(args) -> SampleTables:
+    out = standardize_sample(*args)
+    return SampleTables(to_table(out.slices, SLICES), to_table(out.regions, REGIONS), out.quarantine,
+                        out.dropped_small)
+
+
+def _sorted(parts: list[pa.Table], schema: pa.Schema, key: str) -> pa.Table:
+    table = pa.concat_tables([to_table([], schema), *parts])
+    return table.sort_by(key).combine_chunks() if table.num_rows else table
 
 
 def standardize_dataset(source: Source, config: PipelineConfig, samples: pa.Table, data_root: Path,
@@ -317,8 +335,7 @@ def standardize_dataset(source: Source, config: PipelineConfig, samples: pa.Tabl
                 outputs = list(pool.map(_worker, jobs, chunksize=1))
         else:
             outputs = [_worker(j) for j in jobs]
-    slices = sorted((s for o in outputs for s in o.slices), key=lambda r: r["image_id"])
-    regions = sorted((r for o in outputs for r in o.regions), key=lambda r: r["region_id"])
     bad = [q for o in outputs for q in o.quarantine]
-    return StandardizeResult(slices=to_table(slices, SLICES), regions=to_table(regions, REGIONS),
+    return StandardizeResult(slices=_sorted([o.slices for o in outputs], SLICES, "image_id"),
+                             regions=_sorted([o.regions for o in outputs], REGIONS, "region_id"),
                              quarantine=to_table(bad, QUARANTINE), dropped_small=sum(o.dropped_small for o in outputs))
