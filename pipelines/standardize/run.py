@@ -66,10 +66,12 @@ class _Writer:
         self.staging, self.rel_root = staging, rel_root
         self.case = f"{row['name']}-{row['sample_id'][:6]}"
         self.out = SampleOutput()
+        self.prov = self._prov()  # the columns every row of this sample shares
 
     def _prov(self) -> dict:
         return {"dataset_id": self.row["dataset_id"], "source_path": self.row["source_path"],
-                "pipeline_version": PIPELINE_VERSION, "seed": self.config.seed}
+                "pipeline_version": PIPELINE_VERSION, "seed": self.config.seed,
+                "sample_id": self.row["sample_id"], "group_id": self.row["group_id"]}
 
     def image(self, pixels: np.ndarray, axis: str, index: int, t: intensity.Transform, orientation: str,
               original: str, spacing: list[float], described: PlaneFacts | None = None) -> str:
@@ -84,14 +86,13 @@ class _Writer:
         geo = display_size(pixels.shape[1], pixels.shape[0], spacing, self.config.display.max_image_side)
         image_id = stable_id(self.row["sample_id"], axis, index, t.name, sorted(t.params.items()))
         self.out.slices.append({
-            "image_id": image_id, "sample_id": self.row["sample_id"], "group_id": self.row["group_id"],
-            "name": f"{self.row['dataset_id']}/{self.case}/{stem}", "modality": self.row["modality"],
+            "image_id": image_id, "name": f"{self.row['dataset_id']}/{self.case}/{stem}", "modality": self.row["modality"],
             "axis": axis, "index": index, "orientation": orientation, "original_orientation": original,
             "spacing": [float(s) for s in spacing], "intensity_transform": t.name,
             "intensity_params": json.dumps(t.params, sort_keys=True), "width": int(pixels.shape[1]),
             "height": int(pixels.shape[0]), "display_width": geo.width, "display_height": geo.height,
             "phash": facts.phash, "contrast": facts.contrast, "png_path": rel,
-            "sha256": sha256_bytes(pixels.tobytes()) if described is None else facts.sha256, **self._prov()})
+            "sha256": sha256_bytes(pixels.tobytes()) if described is None else facts.sha256, **self.prov})
         return image_id
 
     def region(self, image_id: str, name: str, kind: str, labels: list[str], component: int, width: int,
@@ -101,10 +102,10 @@ class _Writer:
             raise SampleError(Reason.BAD_ANNOTATION, f"region {name} bbox {bbox} is outside its {width}x{height} image")
         self.out.regions.append({
             "region_id": stable_id(image_id, kind, tuple(labels), component, tuple(bbox)), "image_id": image_id,
-            "sample_id": self.row["sample_id"], "group_id": self.row["group_id"], "name": name, "kind": kind,
+            "name": name, "kind": kind,
             "raw_label": ";".join(labels), "labels": labels, "component_index": component, "mask_rle": rle,
             "area_px": int(area), "area_pct": float(100.0 * area / (width * height)), "bbox": bbox,
-            "centroid": centroid, "width": width, "height": height, **self._prov()})
+            "centroid": centroid, "width": width, "height": height, **self.prov})
 
 
 def _window_of(source: Source, label: str) -> str | None:
@@ -198,9 +199,10 @@ def _standardize_3d(w: _Writer, loaded: LoadedSample) -> None:
         for inst, table in instances:
             index, d = _describe_axis(inst, axis, floor)
             w.out.dropped_small += d.dropped
-            for k, (idx, iid) in enumerate(zip(index.tolist(), d.ids.tolist())):
+            for idx, iid, bbox, area, centroid, rle in zip(index.tolist(), d.ids.tolist(), d.bbox.tolist(),
+                                                            d.area.tolist(), d.centroid.tolist(), d.rle):
                 label, comp = table[iid]
-                pending[(idx, transform_for(label).key)].append((label, comp, k, d))
+                pending[(idx, transform_for(label).key)].append((label, comp, bbox, area, centroid, rle))
         by_key = {t.key: t for t in transforms.values()}
         sp = plane_spacing(spacing, axis)
         for key in sorted({k for _, k in pending}):
@@ -210,10 +212,10 @@ def _standardize_3d(w: _Writer, loaded: LoadedSample) -> None:
                 pixels = t.apply_plane(stack(vol, axis, idx))
                 for i, px, facts in zip(idx.tolist(), pixels, plane_facts(pixels)):
                     image_id = w.image(px, axis, i, t, code, original, sp, facts)
-                    for label, comp, k, d in pending[(i, key)]:
-                        name = f"{w.row['dataset_id']}/{w.case}/{axis}_{i:04d}/{label}/{comp}"
-                        w.region(image_id, name, "mask", [label], comp, wd, h, d.bbox[k].tolist(),
-                                 int(d.area[k]), d.centroid[k].tolist(), d.rle[k])
+                    prefix = f"{w.row['dataset_id']}/{w.case}/{axis}_{i:04d}"
+                    for label, comp, bbox, area, centroid, rle in pending[(i, key)]:
+                        w.region(image_id, f"{prefix}/{label}/{comp}", "mask", [label], comp, wd, h, bbox, area,
+                                 centroid, rle)
 
 
 def _isotropic(image: sitk.Image, layers: list) -> tuple[sitk.Image, list]:
