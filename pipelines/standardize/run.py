@@ -43,6 +43,19 @@ class SampleOutput:
     regions: list[dict] = field(default_factory=list)
     quarantine: list[dict] = field(default_factory=list)
     dropped_small: int = 0
+    masks: dict[str, list] = field(default_factory=lambda: defaultdict(list))  # 3D mask regions, column-wise
+
+    def region_table(self, prov: dict) -> pa.Table:
+        """All region rows as one table: the row-wise ones plus the column-wise 3D masks (cheaper per row: a
+        CT volume has thousands)."""
+        table = to_table(self.regions, REGIONS)
+        n = len(self.masks.get("region_id", []))
+        if not n:
+            return table
+        cols = {**self.masks, "kind": ["mask"] * n, "labels": [[lab] for lab in self.masks["raw_label"]],
+                **{k: [v] * n for k, v in prov.items()}}
+        cols["area_pct"] = [100.0 * a / (wd * h) for a, wd, h in zip(cols["area_px"], cols["width"], cols["height"])]
+        return pa.concat_tables([table, pa.Table.from_pydict({k: cols[k] for k in REGIONS.names}, schema=REGIONS)])
 
 
 @dataclass
@@ -57,6 +70,12 @@ class StandardizeResult:
         return dict(Counter(self.quarantine.column("reason_code").to_pylist()))
 
 
+def provenance(row: dict, config: PipelineConfig) -> dict:
+    """The columns every slice and region row of one sample shares."""
+    return {"dataset_id": row["dataset_id"], "source_path": row["source_path"], "pipeline_version": PIPELINE_VERSION,
+            "seed": config.seed, "sample_id": row["sample_id"], "group_id": row["group_id"]}
+
+
 class _Writer:
     """Builds slice and region rows for one sample (and its PNGs under the staging root when the slice corpus
     is asked for: standardize.write_pngs 'all')."""
@@ -66,12 +85,8 @@ class _Writer:
         self.staging, self.rel_root = staging, rel_root
         self.case = f"{row['name']}-{row['sample_id'][:6]}"
         self.out = SampleOutput()
-        self.prov = self._prov()  # the columns every row of this sample shares
+        self.prov = provenance(row, config)
 
-    def _prov(self) -> dict:
-        return {"dataset_id": self.row["dataset_id"], "source_path": self.row["source_path"],
-                "pipeline_version": PIPELINE_VERSION, "seed": self.config.seed,
-                "sample_id": self.row["sample_id"], "group_id": self.row["group_id"]}
 
     def image(self, pixels: np.ndarray, axis: str, index: int, t: intensity.Transform, orientation: str,
               original: str, spacing: list[float], described: PlaneFacts | None = None) -> str:
@@ -213,9 +228,15 @@ def _standardize_3d(w: _Writer, loaded: LoadedSample) -> None:
                 for i, px, facts in zip(idx.tolist(), pixels, plane_facts(pixels)):
                     image_id = w.image(px, axis, i, t, code, original, sp, facts)
                     prefix = f"{w.row['dataset_id']}/{w.case}/{axis}_{i:04d}"
+                    m = w.out.masks
                     for label, comp, bbox, area, centroid, rle in pending[(i, key)]:
-                        w.region(image_id, f"{prefix}/{label}/{comp}", "mask", [label], comp, wd, h, bbox, area,
-                                 centroid, rle)
+                        m["region_id"].append(stable_id(image_id, "mask", (label,), comp, tuple(bbox)))
+                        m["name"].append(f"{prefix}/{label}/{comp}")
+                        m["raw_label"].append(label)
+                        for col, v in (("image_id", image_id), ("component_index", comp), ("mask_rle", rle),
+                                       ("area_px", area), ("bbox", bbox), ("centroid", centroid),
+                                       ("width", wd), ("height", h)):
+                            m[col].append(v)
 
 
 def _isotropic(image: sitk.Image, layers: list) -> tuple[sitk.Image, list]:
@@ -317,7 +338,8 @@ class SampleTables:
 
 def _worker(args) -> SampleTables:
     out = standardize_sample(*args)
-    return SampleTables(to_table(out.slices, SLICES), to_table(out.regions, REGIONS), out.quarantine,
+    row, _, config = args[:3]
+    return SampleTables(to_table(out.slices, SLICES), out.region_table(provenance(row, config)), out.quarantine,
                         out.dropped_small)
 
 
