@@ -179,41 +179,13 @@ def rle_counts(plane: np.ndarray, ids: np.ndarray) -> list[str]:
     return [found[int(i)] for i in ids]
 
 
-def describe_plane(plane: np.ndarray, ids: np.ndarray) -> list[RegionShape]:
-    """Describe several instances of one integer plane at once (vectorized area, bbox,
-    centroid; one batched RLE call) - the per-slice hot path of 3D standardization."""
-    if ids.size == 0:
-        return []
-    flat = plane.ravel()
-    area = np.bincount(flat, minlength=int(ids.max()) + 1)[ids]
-    ys, xs = np.divmod(np.arange(flat.size), plane.shape[1])
-    sel = np.isin(flat, ids)
-    lab = flat[sel]
-    pos = np.searchsorted(ids, lab)
-    cy = np.bincount(pos, weights=ys[sel], minlength=ids.size) / area
-    cx = np.bincount(pos, weights=xs[sel], minlength=ids.size) / area
-    x0 = np.full(ids.size, plane.shape[1]); y0 = np.full(ids.size, plane.shape[0])
-    x1 = np.zeros(ids.size, int); y1 = np.zeros(ids.size, int)
-    np.minimum.at(x0, pos, xs[sel]); np.minimum.at(y0, pos, ys[sel])
-    np.maximum.at(x1, pos, xs[sel]); np.maximum.at(y1, pos, ys[sel])
-    rles = rle_counts(plane, ids)
-    return [RegionShape(area_px=int(area[k]), bbox=[float(x0[k]), float(y0[k]), float(x1[k] + 1), float(y1[k] + 1)],
-                        centroid=[float(cx[k]), float(cy[k])],
-                        rle=rles[k])
-            for k in range(ids.size)]
-
-
 def describe_instances(plane: np.ndarray, floor: int) -> tuple[list[tuple[int, RegionShape]], int]:
-    """(instance id, shape) for every instance of an integer plane with at least ``floor`` pixels,
-    and how many smaller ones were dropped."""
-    ids = np.unique(plane)
-    ids = ids[ids > 0]
-    if ids.size == 0:
-        return [], 0
-    areas = np.bincount(plane.ravel(), minlength=int(ids.max()) + 1)[ids]
-    keep = ids[areas >= floor]
-    shapes = describe_plane(np.ascontiguousarray(plane), keep)
-    return list(zip(keep.tolist(), shapes)), int(ids.size - keep.size)
+    """(instance id, shape) for every instance of one integer plane with at least ``floor`` pixels, and how
+    many smaller ones were dropped (the 2D path; volumes describe a stack of planes at once)."""
+    d = describe_stack(np.asarray(plane)[None], floor)
+    shapes = [RegionShape(area_px=a, bbox=b, centroid=c, rle=r)
+              for a, b, c, r in zip(d.area.tolist(), d.bbox.tolist(), d.centroid.tolist(), d.rle)]
+    return list(zip(d.ids.tolist(), shapes)), d.dropped
 
 
 def min_area(width: int, height: int, min_pixels: int, min_fraction: float) -> int:
