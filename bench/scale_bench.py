@@ -104,7 +104,8 @@ def one_size(n: int, work: Path, workers: int) -> dict:
     encode = time.perf_counter() - t
     sheets = len(list((data / "review").glob("*.png")))
     written = [p for p in pngs if "benchmark" not in p.relative_to(data).parts]
-    return {"volumes": n, "failed": report.failed, "wall_s": round(wall, 2), "steps_s": {k: round(v, 2) for k, v in sorted(steps.items())},
+    return {"volumes": n, "failed": report.failed, "failure_reasons": {k: str(v)[:300] for k, v in report.reasons.items()},
+            "wall_s": round(wall, 2), "steps_s": {k: round(v, 2) for k, v in sorted(steps.items())},
             "png_files": len(written), "png_bytes": sum(p.stat().st_size for p in written),
             "files_under_data_root": sum(1 for p in data.rglob("*") if p.is_file()),
             "bytes_under_data_root": sum(p.stat().st_size for p in data.rglob("*") if p.is_file()),

@@ -76,14 +76,18 @@ def apply_gates(candidates: pd.DataFrame, settings: GateSettings,
     """One verdict per unit (twins share geometry: the first item stands for the unit)."""
     opt_outs = {k: v for k, v in (opt_outs or {}).items() if v}
     units = candidates.drop_duplicates("unit_id").sort_values("unit_id").reset_index(drop=True)
-    failing = {}
-    for rule in RULES:
-        bad = rule.fails(units, settings) if len(units) else np.zeros(0, bool)
-        exempt = units["dataset_id"].map(lambda d, n=rule.name: n in opt_outs.get(d, [])).to_numpy(bool) \
-            if len(units) else np.zeros(0, bool)
-        failing[rule.name] = bad & ~exempt
-    failed = [[n for n in RULE_NAMES if failing[n][i]] for i in range(len(units))]
-    gate = [f[0] if f else "" for f in failed]
+    datasets = units["dataset_id"]
+    fails = np.zeros((len(units), len(RULES)), bool)  # unit x rule, in RULES order
+    for k, rule in enumerate(RULES):
+        if len(units):
+            exempt = datasets.isin([d for d, names in opt_outs.items() if rule.name in names]).to_numpy(bool)
+            fails[:, k] = rule.fails(units, settings) & ~exempt
+    names = np.array(RULE_NAMES + ("",), dtype=object)
+    gate = names[np.where(fails.any(axis=1), fails.argmax(axis=1), len(RULES))].tolist()  # the first rule failed
+    _, rule_of = np.nonzero(fails)  # row-major: each unit's failed rules in RULES order
+    failed = pa.ListArray.from_arrays(
+        pa.array(np.r_[0, np.cumsum(fails.sum(axis=1))].astype(np.int32)),
+        pa.array(names[rule_of].tolist(), pa.string()))
     verdicts = pa.Table.from_pydict({"unit_id": units["unit_id"].tolist(), "gate": gate, "failed": failed,
                                      "dataset_id": units["dataset_id"].tolist(),
                                      "source_path": units["source_path"].tolist(),

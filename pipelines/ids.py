@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 
 def stable_id(*parts: object, length: int = 16) -> str:
@@ -26,12 +28,22 @@ def derived_rng(seed: int, *key: object) -> np.random.Generator:
     return np.random.default_rng(int(stable_id(seed, *key), 16))
 
 
+def _strings(column) -> list[str]:
+    """A column's values as ``str`` would print them, read in bulk (Arrow-backed pandas columns iterate slowly
+    element by element)."""
+    if isinstance(column, (pa.Array, pa.ChunkedArray)):
+        values = column.to_pylist()
+    elif hasattr(column, "array") and isinstance(getattr(column.array, "_pa_array", None), pa.ChunkedArray):
+        values = column.array._pa_array.to_pylist()
+    else:
+        values = column.tolist() if hasattr(column, "tolist") else list(column)
+    return values if all(type(v) is str for v in values) else [str(v) for v in values]
+
+
 def stable_ids(*columns, length: int = 16) -> list[str]:
     """Row-wise ids over columns of equal length (strings or numbers), for bulk rows: BLAKE2b of the
     parts joined by a separator no id part contains. Same inputs give the same ids everywhere."""
-    cols = [c.tolist() if hasattr(c, "tolist") else list(c) for c in columns]  # bulk, not element-wise
-    out = []
-    for parts in zip(*cols):
-        data = "\x1f".join(str(p) for p in parts).encode("utf-8")
-        out.append(hashlib.blake2b(data, digest_size=length // 2).hexdigest())
-    return out
+    parts = [pa.array(_strings(c), pa.string()) for c in columns]
+    joined = pc.binary_join_element_wise(*parts, "\x1f").to_pylist() if parts else []
+    size = length // 2
+    return [hashlib.blake2b(d.encode("utf-8"), digest_size=size).hexdigest() for d in joined]

@@ -26,7 +26,13 @@ UNIT_COLUMNS = ["unit_id", "dataset_id", "group_id", "axis", "position", "phash"
 
 def hashes(hex_values) -> np.ndarray:
     """16-hex-digit pHashes as uint64 (missing ones as 0)."""
-    return np.array([int(h, 16) if isinstance(h, str) and h else 0 for h in hex_values], dtype=np.uint64)
+    values = hex_values.tolist() if hasattr(hex_values, "tolist") else list(hex_values)
+    if values and all(isinstance(h, str) and len(h) == 16 for h in values):
+        try:  # the usual case, in one call: every hash is 16 hex digits
+            return np.frombuffer(bytes.fromhex("".join(values)), dtype=">u8").astype(np.uint64)
+        except ValueError:
+            pass
+    return np.array([int(h, 16) if isinstance(h, str) and h else 0 for h in values], dtype=np.uint64)
 
 
 def popcount(x: np.ndarray) -> np.ndarray:
@@ -61,7 +67,9 @@ def near_duplicate_pairs(h: np.ndarray, bits: int) -> np.ndarray:
             active = active[left[active] >= d]
     if not found:
         return np.zeros((0, 2), np.int64)
-    return np.unique(np.concatenate(found), axis=0)
+    pairs = np.concatenate(found).astype(np.int64)
+    code = np.unique(pairs[:, 0] * len(h) + pairs[:, 1])  # one integer per pair: a 1-D unique, same order
+    return np.stack([code // len(h), code % len(h)], axis=1)
 
 
 def dedupe(h: np.ndarray, bits: int) -> np.ndarray:
@@ -144,7 +152,7 @@ def seeded_order(ids: pd.Series, seed: int, purpose: str) -> np.ndarray:
     """A reproducible pseudo-random sort key per id (64-bit BLAKE2b of seed, purpose and id)."""
     prefix = f"{seed}\x1f{purpose}\x1f".encode()
     return np.array([int.from_bytes(hashlib.blake2b(prefix + u.encode(), digest_size=8).digest(), "big")
-                     for u in ids], dtype=np.uint64)
+                     for u in ids.tolist()], dtype=np.uint64)
 
 
 def balanced_caps(group: np.ndarray, sizes: dict[int, int], balance: np.ndarray, cap: int, floor: int) -> dict[int, int]:
@@ -174,8 +182,9 @@ def select_units(units: pd.DataFrame, cap: int, bits: int, seed: int, floor: int
     ids = units["unit_id"].to_numpy()
     feats = Features(units)
     dedupe_key, fps_key = seeded_order(units["unit_id"], seed, "dedupe"), seeded_order(units["unit_id"], seed, "fps")
-    group = pd.MultiIndex.from_arrays([units["clinical_vqa_task"], units["granularity"].map(granularity_group),
-                                       units["answer_label"]]).factorize(sort=True)[0]
+    keys = pd.DataFrame({"task": units["clinical_vqa_task"].to_numpy(), "answer": units["answer_label"].to_numpy(),
+                         "gg": units["granularity"].map(granularity_group).to_numpy()})
+    group = keys.groupby(["task", "gg", "answer"], sort=True, dropna=False).ngroup().to_numpy()
     order = np.lexsort((dedupe_key, group))  # by answer group, then the seeded de-duplication order
     bounds = np.flatnonzero(np.diff(group[order])) + 1
     deduped = {}

@@ -187,6 +187,11 @@ class Reader:
     def load(self, row: dict[str, object]) -> LoadedSample:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def load_pixels(self, row: dict[str, object]) -> LoadedSample:
+        """The sample's pixels for rendering (marks come from the described RLE, not the labels): readers whose
+        labels are a separate file override this to skip decoding them."""
+        return self.load(row)
+
     # helpers shared by readers -------------------------------------------------------
     def guarded(self, rel: str, fn, key: str | None = None) -> SampleRecord | Quarantined:
         """Run ``fn`` for one sample; a SampleError or a decoding failure becomes a quarantine row."""

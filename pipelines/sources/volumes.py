@@ -66,10 +66,12 @@ def scan_volume_pair(reader: Reader, image_ref: str, label_ref: str, name: str,
         meta=meta or {})
 
 
-def load_volume_pair(reader: Reader, row: dict) -> LoadedSample:
+def load_volume_pair(reader: Reader, row: dict, labels: bool = True) -> LoadedSample:
     ctx = reader.ctx
     limit = ctx.config.ingest.max_pixels
     image = read_volume(ctx.resolve(row["image_refs"][0]), row["image_refs"][0], limit, verify=False)
+    if not labels:
+        return LoadedSample(dim=3, image=image, layers=[])
     label = read_volume(ctx.resolve(row["label_ref"]), row["label_ref"], limit, verify=False)
     names = {int(v): ctx.source.label_map.name_of(v) for v in row["label_values"]}
     return LoadedSample(dim=3, image=image, layers=[LabelLayer(label, names)])
@@ -114,6 +116,9 @@ class VolumePairsReader(Reader):
 
     def load(self, row: dict) -> LoadedSample:
         return load_volume_pair(self, row)
+
+    def load_pixels(self, row: dict) -> LoadedSample:
+        return load_volume_pair(self, row, labels=False)
 
 
 def load_dataset_json(reader: Reader) -> dict:

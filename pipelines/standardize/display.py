@@ -7,7 +7,9 @@ judge exactly the image that is later written.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -68,15 +70,95 @@ def _dct_rows(n: int = 32, keep: int = 8) -> np.ndarray:
 
 
 _DCT8 = _dct_rows()
+_PRECISION = 22  # Pillow's fixed-point bits for 8-bit resampling (32 - 8 - 2)
+
+
+def _lanczos(x: float) -> float:
+    def sinc(v: float) -> float:
+        return 1.0 if v == 0.0 else math.sin(v * math.pi) / (v * math.pi)
+    return sinc(x) * sinc(x / 3) if -3.0 <= x < 3.0 else 0.0
+
+
+@lru_cache(maxsize=64)
+def _lanczos_matrix(in_size: int, out_size: int = 32) -> np.ndarray:
+    """Pillow's LANCZOS coefficients for resizing one axis from ``in_size`` to ``out_size`` samples, as the
+    fixed-point integers its 8-bit path uses (same support, rounding and normalization), one row per output
+    sample; float64 holds them and their sums with 8-bit pixels exactly."""
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support = 3.0 * filterscale
+    m = np.zeros((out_size, in_size))
+    for xx in range(out_size):
+        center = (xx + 0.5) * scale
+        xmin = max(int(center - support + 0.5), 0)
+        xmax = min(int(center + support + 0.5), in_size)
+        ss = 1.0 / filterscale
+        w = [_lanczos((x + xmin - center + 0.5) * ss) for x in range(xmax - xmin)]
+        ww = 0.0
+        for v in w:
+            ww += v
+        for x, v in enumerate(w):
+            k = v / ww if ww != 0.0 else v
+            m[xx, xmin + x] = int((-0.5 if k < 0 else 0.5) + k * (1 << _PRECISION))
+    return m
+
+
+def _fixed_to_8bit(acc: np.ndarray) -> np.ndarray:
+    """Pillow's clip8: add half, shift out the fraction, clamp to 0..255."""
+    return np.clip(np.floor((acc + (1 << (_PRECISION - 1))) / (1 << _PRECISION)), 0, 255)
+
+
+def _passes(planes: np.ndarray, vertical_first: bool) -> np.ndarray:
+    n, h, w = planes.shape
+    x = planes.astype(np.float64)
+    for vertical in ((True, False) if vertical_first else (False, True)):
+        if vertical and h != 32:
+            x = _fixed_to_8bit(np.matmul(_lanczos_matrix(h), x))
+        elif not vertical and w != 32:
+            x = _fixed_to_8bit(x @ _lanczos_matrix(w).T)
+    return x
+
+
+def _pil_32(planes: np.ndarray) -> np.ndarray:
+    return np.stack([np.asarray(Image.fromarray(p).resize((32, 32), Image.LANCZOS), np.float64) for p in planes])
+
+
+@lru_cache(maxsize=256)
+def _pass_order(h: int, w: int) -> bool | None:
+    """Which pass Pillow runs first for an h x w -> 32 x 32 resize (True: vertical), read off one seeded noise
+    probe: Pillow picks the order from the sizes (horizontal first in older releases, by estimated cost in newer
+    ones). None when neither order reproduces Pillow (a Pillow with another algorithm: use Pillow itself)."""
+    probe = np.random.default_rng(h * 100_003 + w).integers(0, 256, (1, h, w), dtype=np.uint8)
+    ref = _pil_32(probe)
+    for vertical_first in (False, True):
+        if np.array_equal(_passes(probe, vertical_first), ref):
+            return vertical_first
+    return None
+
+
+def lanczos_32(planes: np.ndarray) -> np.ndarray:
+    """A stack of 8-bit planes (n, h, w) resized to (n, 32, 32) float exactly as Pillow's
+    ``Image.resize((32, 32), LANCZOS)`` does: two passes, each rounded to 8 bits, each one matrix product over
+    the whole stack, in the order Pillow runs them."""
+    order = _pass_order(*planes.shape[1:])
+    return _pil_32(planes) if order is None else _passes(planes, order)
+
+
+def phash_stack(planes: np.ndarray) -> list[str]:
+    """64-bit perceptual hashes of a stack of 8-bit grey planes (n, h, w), as 16 hex digits each:
+    ImageHash's DCT pHash (Pillow's LANCZOS resize to 32 x 32, the 8 x 8 low-frequency block, the median
+    rule), with the resize and the block taken as matrix products over the whole stack - describe hashes
+    every plane, so this is its hot path."""
+    if len(planes) == 0:
+        return []
+    low = np.matmul(np.matmul(_DCT8, lanczos_32(planes)), _DCT8.T).reshape(len(planes), 64)
+    bits = np.packbits(low > np.median(low, axis=1, keepdims=True), axis=1)
+    return [b.tobytes().hex() for b in bits]
 
 
 def phash_hex(pixels: np.ndarray) -> str:
-    """64-bit perceptual hash of an 8-bit plane, grey or RGB, as 16 hex digits: ImageHash's DCT pHash
-    (same resize, same low-frequency block and median rule), with the 8 x 8 block taken by two small matrix
-    products instead of two full DCTs - describe hashes every plane, so this is its hot path."""
-    small = np.asarray(Image.fromarray(np.ascontiguousarray(grey(pixels))).resize((32, 32), Image.LANCZOS), float)
-    low = _DCT8 @ small @ _DCT8.T
-    return np.packbits(low.ravel() > np.median(low)).tobytes().hex()
+    """The pHash of one 8-bit plane, grey or RGB (see :func:`phash_stack`)."""
+    return phash_stack(np.ascontiguousarray(grey(pixels))[None])[0]
 
 
 def contrast(pixels: np.ndarray) -> float:

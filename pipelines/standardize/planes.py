@@ -43,6 +43,25 @@ def occupied_indices(mask_volume: np.ndarray, axis: str) -> np.ndarray:
     return np.nonzero(mask_volume.any(axis=other))[0]
 
 
+def stack(volume: np.ndarray, axis: str, indices: np.ndarray) -> np.ndarray:
+    """The planes ``indices`` along ``axis`` as one (k, rows, columns) array: ``stack(...)[j]`` equals
+    ``plane(volume, axis, indices[j])``."""
+    if axis == "axial":
+        return volume[indices]
+    if axis == "coronal":
+        return volume[::-1, indices, :].transpose(1, 0, 2)
+    if axis == "sagittal":
+        return volume[::-1, :, indices].transpose(2, 0, 1)
+    raise ValueError(f"unknown axis {axis!r}")
+
+
+def chunks(indices: np.ndarray, plane_pixels: int, max_pixels: int = 1 << 22) -> list[np.ndarray]:
+    """``indices`` cut into runs of at most ``max_pixels`` pixels, so work done a stack at a time keeps memory
+    bounded on large volumes."""
+    step = max(1, max_pixels // max(plane_pixels, 1))
+    return [indices[i:i + step] for i in range(0, len(indices), step)]
+
+
 def display_directions(orientation: str | None, axis: str | None) -> tuple[str, str] | None:
     """Patient direction letters toward which (columns, rows) grow on the displayed plane, or None.
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from pycocotools import mask as cocomask
@@ -52,66 +52,145 @@ def decode_rle(counts: str, height: int, width: int) -> np.ndarray:
     return cocomask.decode({"size": [height, width], "counts": counts.encode("ascii")}).astype(bool)
 
 
-def rle_counts(plane: np.ndarray, ids: np.ndarray) -> list[str]:
-    """COCO compressed RLE of each instance id (sorted ascending) of an integer plane, from the runs of the
-    column-major pixel order in one pass: O(pixels + runs), not O(pixels x instances) as one boolean mask per
-    instance would be (a 512 x 512 plane with 100 labelled structures)."""
-    h, w = plane.shape
-    flat = np.ascontiguousarray(plane.T).ravel()
-    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    starts, ends = np.r_[0, change], np.r_[change, flat.size]
+def coco_strings(counts: np.ndarray, lengths: np.ndarray) -> list[str]:
+    """COCO's compressed RLE strings of many masks at once: ``counts`` holds every mask's uncompressed run
+    counts back to back, ``lengths`` how many belong to each. The same encoding as pycocotools' rleToString
+    (a count from the third on is stored as its difference to the count two before, then written as 5-bit
+    groups, low first, with a continuation bit, offset by 48), vectorized over all counts of all masks."""
+    counts = np.asarray(counts, np.int64)
+    lengths = np.asarray(lengths, np.int64)
+    if counts.size == 0:
+        return [""] * len(lengths)
+    first = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    rank = np.arange(counts.size) - first
+    x = counts.copy()
+    later = rank > 2
+    x[later] -= counts[np.flatnonzero(later) - 2]
+    chars, active = [], np.ones(x.size, bool)
+    while active.any():
+        c = x & 0x1F
+        x = x >> 5
+        more = np.where(c & 0x10, x != -1, x != 0) & active
+        chars.append(np.where(active, (c | (more << 5)) + 48, 0))
+        active = more
+    grid = np.stack(chars, axis=1)  # one row per count, its characters left to right, 0 = none
+    text = grid[grid > 0].astype(np.uint8).tobytes().decode("ascii")
+    per_mask = np.add.reduceat((grid > 0).sum(axis=1), np.r_[0, np.cumsum(lengths)[:-1]]) \
+        if lengths.size else np.zeros(0, np.int64)
+    per_mask[lengths == 0] = 0
+    ends = np.cumsum(per_mask)
+    return [text[e - n:e] for e, n in zip(ends.tolist(), per_mask.tolist())]
+
+
+@dataclass
+class StackRegions:
+    """Every instance of a stack of integer planes (n, h, w) with at least ``floor`` pixels, as arrays sorted by
+    (plane, instance id); ``dropped`` counts the smaller ones."""
+
+    plane: np.ndarray  # position of the instance's plane in the stack
+    ids: np.ndarray
+    area: np.ndarray
+    bbox: np.ndarray  # (k, 4) x0, y0, x1, y1 in pixel edges
+    centroid: np.ndarray  # (k, 2) x, y
+    rle: list[str]
+    dropped: int
+    faint_plane: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # the dropped ones: plane
+    faint_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # ... and instance id
+
+
+def describe_stack(stack: np.ndarray, floor: int = 1) -> StackRegions:
+    """Area, bbox, centroid and COCO RLE of every instance on every plane of a stack in one pass over the
+    runs of the column-major pixel order (COCO's), not one pass per plane and per instance: describe calls it
+    once per axis of a volume. Geometry comes from runs split at column ends (each lies in one column);
+    the RLE from runs split only at plane ends."""
+    m, h, w = stack.shape
+    n = h * w
+    flat = np.ascontiguousarray(np.swapaxes(stack, 1, 2)).ravel()
+    edge = np.empty(flat.size, bool)
+    edge[0] = True
+    np.not_equal(flat[1:], flat[:-1], out=edge[1:])
+    col_edge = edge.copy()
+    col_edge[::h] = True
+    edge[::n] = True
+    empty = StackRegions(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64),
+                         np.zeros((0, 4)), np.zeros((0, 2)), [], 0)
+    # geometry, from runs inside one column
+    starts = np.flatnonzero(col_edge)
     vals = flat[starts]
-    sel = np.isin(vals, ids)
-    order = np.argsort(vals[sel], kind="stable")
-    starts, ends, vals = starts[sel][order], ends[sel][order], vals[sel][order]
-    lo, hi = np.searchsorted(vals, ids, "left"), np.searchsorted(vals, ids, "right")
-    objs = []
-    for a, b in zip(lo.tolist(), hi.tolist()):
-        s, e = starts[a:b], ends[a:b]
-        counts = np.empty(2 * len(s) + 1, np.int64)
-        counts[0] = s[0]
-        counts[1:-1:2] = e - s
-        counts[2:-1:2] = s[1:] - e[:-1]
-        counts[-1] = flat.size - e[-1]
-        objs.append({"counts": (counts if counts[-1] else counts[:-1]).tolist(), "size": [h, w]})  # as COCO ends
-    return [r["counts"].decode("ascii") for r in cocomask.frPyObjects(objs, h, w)] if objs else []
+    lens = np.diff(np.r_[starts, flat.size])
+    fg = vals > 0
+    if not fg.any():
+        return empty
+    starts, vals, lens = starts[fg], vals[fg].astype(np.int64), lens[fg]
+    span = int(vals.max()) + 1
+    plane = starts // n
+    key = plane * span + vals
+    order = np.argsort(key, kind="stable")
+    key, starts, lens = key[order], starts[order], lens[order]
+    head = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    area = np.add.reduceat(lens, head)
+    keep = area >= floor
+    dropped = int((~keep).sum())
+    faint = key[head][~keep]  # still visible specks on their plane, though too small to be a region
+    faint_plane, faint_ids = faint // span, faint % span
+    if not keep.any():
+        return StackRegions(*[a for a in (empty.plane, empty.ids, empty.area, empty.bbox, empty.centroid)], [],
+                            dropped, faint_plane, faint_ids)
+    pos = starts - (starts // n) * n
+    x, y0 = pos // h, pos % h
+    y1 = y0 + lens - 1
+    bbox = np.stack([np.minimum.reduceat(x, head), np.minimum.reduceat(y0, head),
+                     np.maximum.reduceat(x, head) + 1, np.maximum.reduceat(y1, head) + 1], axis=1)
+    cx = np.add.reduceat(x * lens, head) / area
+    cy = np.add.reduceat((y0 + y1) * lens // 2, head) / area
+    kept_keys = key[head][keep]
+    # RLE, from runs inside one plane (a run may continue into the next column)
+    rs = np.flatnonzero(edge)
+    rv = flat[rs]
+    re = np.r_[rs[1:], flat.size]
+    sel = np.isin(plane_key := (rs // n) * span + rv.astype(np.int64), kept_keys) & (rv > 0)
+    rs, re, rk = rs[sel], re[sel], plane_key[sel]
+    order = np.argsort(rk, kind="stable")
+    rs, re, rk = rs[order], re[order], rk[order]
+    base = (rs // n) * n
+    rs, re = rs - base, re - base
+    rhead = np.r_[True, rk[1:] != rk[:-1]]
+    gap = rs - np.where(rhead, 0, np.r_[0, re[:-1]])
+    group = np.cumsum(rhead) - 1  # which kept instance each run belongs to
+    runs_per = np.bincount(group, minlength=kept_keys.size)
+    slot = np.arange(rs.size) - np.repeat(np.cumsum(runs_per) - runs_per, runs_per)
+    offset = 2 * (np.cumsum(runs_per) - runs_per) + np.arange(kept_keys.size)  # first count of each mask
+    counts = np.empty(2 * rs.size + kept_keys.size, np.int64)
+    counts[offset[group] + 2 * slot] = gap
+    counts[offset[group] + 2 * slot + 1] = re - rs
+    last = np.flatnonzero(np.r_[rhead[1:], True])
+    tail = n - re[last]
+    counts[offset + 2 * runs_per] = tail
+    lengths = 2 * runs_per + 1
+    trim = tail == 0  # as COCO ends: no trailing empty run
+    if trim.any():
+        counts = np.delete(counts, (offset + 2 * runs_per)[trim])
+        lengths = lengths - trim
+    return StackRegions(plane=kept_keys // span, ids=kept_keys % span, area=area[keep],
+                        bbox=bbox[keep].astype(float), centroid=np.stack([cx, cy], axis=1)[keep],
+                        rle=coco_strings(counts, lengths), dropped=dropped, faint_plane=faint_plane,
+                        faint_ids=faint_ids)
 
 
-def describe_plane(plane: np.ndarray, ids: np.ndarray) -> list[RegionShape]:
-    """Describe several instances of one integer plane at once (vectorized area, bbox,
-    centroid; one batched RLE call) - the per-slice hot path of 3D standardization."""
-    if ids.size == 0:
-        return []
-    flat = plane.ravel()
-    area = np.bincount(flat, minlength=int(ids.max()) + 1)[ids]
-    ys, xs = np.divmod(np.arange(flat.size), plane.shape[1])
-    sel = np.isin(flat, ids)
-    lab = flat[sel]
-    pos = np.searchsorted(ids, lab)
-    cy = np.bincount(pos, weights=ys[sel], minlength=ids.size) / area
-    cx = np.bincount(pos, weights=xs[sel], minlength=ids.size) / area
-    x0 = np.full(ids.size, plane.shape[1]); y0 = np.full(ids.size, plane.shape[0])
-    x1 = np.zeros(ids.size, int); y1 = np.zeros(ids.size, int)
-    np.minimum.at(x0, pos, xs[sel]); np.minimum.at(y0, pos, ys[sel])
-    np.maximum.at(x1, pos, xs[sel]); np.maximum.at(y1, pos, ys[sel])
-    rles = rle_counts(plane, ids)
-    return [RegionShape(area_px=int(area[k]), bbox=[float(x0[k]), float(y0[k]), float(x1[k] + 1), float(y1[k] + 1)],
-                        centroid=[float(cx[k]), float(cy[k])],
-                        rle=rles[k])
-            for k in range(ids.size)]
+def rle_counts(plane: np.ndarray, ids: np.ndarray) -> list[str]:
+    """COCO compressed RLE of each instance id (sorted ascending) of one integer plane."""
+    d = describe_stack(plane[None])
+    found = dict(zip(d.ids.tolist(), d.rle))
+    return [found[int(i)] for i in ids]
 
 
 def describe_instances(plane: np.ndarray, floor: int) -> tuple[list[tuple[int, RegionShape]], list[int]]:
-    """(instance id, shape) for every instance of an integer plane with at least ``floor`` pixels,
-    and the ids of the smaller ones, which are dropped (they are still visible specks on the plane)."""
-    ids = np.unique(plane)
-    ids = ids[ids > 0]
-    if ids.size == 0:
-        return [], []
-    areas = np.bincount(plane.ravel(), minlength=int(ids.max()) + 1)[ids]
-    keep = ids[areas >= floor]
-    shapes = describe_plane(np.ascontiguousarray(plane), keep)
-    return list(zip(keep.tolist(), shapes)), ids[areas < floor].tolist()
+    """(instance id, shape) for every instance of one integer plane with at least ``floor`` pixels, and the ids
+    of the smaller ones, which are dropped (the 2D path; volumes describe a stack of planes at once)."""
+    d = describe_stack(np.asarray(plane)[None], floor)
+    shapes = [RegionShape(area_px=a, bbox=b, centroid=c, rle=r)
+              for a, b, c, r in zip(d.area.tolist(), d.bbox.tolist(), d.centroid.tolist(), d.rle)]
+    return list(zip(d.ids.tolist(), shapes)), d.faint_ids.tolist()
 
 
 def min_area(width: int, height: int, min_pixels: int, min_fraction: float) -> int:

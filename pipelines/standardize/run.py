@@ -9,6 +9,7 @@ process with ``workers > 1``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections import Counter, defaultdict
@@ -29,13 +30,9 @@ from pipelines.records import QUARANTINE, REGIONS, SLICES, to_table
 from pipelines.registry import Source
 from pipelines.sources.base import LoadedSample, Quarantined, Reason, SampleError
 from pipelines.standardize import intensity
-from pipelines.standardize.display import contrast, display_size, phash_hex
-from pipelines.standardize.planes import occupied_indices, plane, plane_spacing
-from pipelines.standardize.regions import (
-    describe_instances,
-    label_instances,
-    min_area,
-)
+from pipelines.standardize.display import display_size, grey, phash_stack
+from pipelines.standardize.planes import chunks, occupied_indices, plane, plane_spacing, stack
+from pipelines.standardize.regions import StackRegions, describe_instances, describe_stack, label_instances, min_area
 from pipelines.storage import DataLayout, atomic_write_bytes, sha256_bytes, staged_dir
 from pipelines.volume import check_grid, orientation_code, reorient
 
@@ -46,6 +43,19 @@ class SampleOutput:
     regions: list[dict] = field(default_factory=list)
     quarantine: list[dict] = field(default_factory=list)
     dropped_small: int = 0
+    masks: dict[str, list] = field(default_factory=lambda: defaultdict(list))  # 3D mask regions, column-wise
+
+    def region_table(self, prov: dict) -> pa.Table:
+        """All region rows as one table: the row-wise ones plus the column-wise 3D masks (cheaper per row: a
+        CT volume has thousands)."""
+        table = to_table(self.regions, REGIONS)
+        n = len(self.masks.get("region_id", []))
+        if not n:
+            return table
+        cols = {**self.masks, "kind": ["mask"] * n, "labels": [[lab] for lab in self.masks["raw_label"]],
+                **{k: [v] * n for k, v in prov.items()}}
+        cols["area_pct"] = [100.0 * a / (wd * h) for a, wd, h in zip(cols["area_px"], cols["width"], cols["height"])]
+        return pa.concat_tables([table, pa.Table.from_pydict({k: cols[k] for k in REGIONS.names}, schema=REGIONS)])
 
 
 @dataclass
@@ -60,6 +70,12 @@ class StandardizeResult:
         return dict(Counter(self.quarantine.column("reason_code").to_pylist()))
 
 
+def provenance(row: dict, config: PipelineConfig) -> dict:
+    """The columns every slice and region row of one sample shares."""
+    return {"dataset_id": row["dataset_id"], "source_path": row["source_path"], "pipeline_version": PIPELINE_VERSION,
+            "seed": config.seed, "sample_id": row["sample_id"], "group_id": row["group_id"]}
+
+
 class _Writer:
     """Builds slice and region rows for one sample (and its PNGs under the staging root when the slice corpus
     is asked for: standardize.write_pngs 'all')."""
@@ -69,29 +85,32 @@ class _Writer:
         self.staging, self.rel_root = staging, rel_root
         self.case = f"{row['name']}-{row['sample_id'][:6]}"
         self.out = SampleOutput()
+        self.prov = provenance(row, config)
 
-    def _prov(self) -> dict:
-        return {"dataset_id": self.row["dataset_id"], "source_path": self.row["source_path"],
-                "pipeline_version": PIPELINE_VERSION, "seed": self.config.seed}
 
     def image(self, pixels: np.ndarray, axis: str, index: int, t: intensity.Transform, orientation: str,
-              original: str, spacing: list[float], faint: list[str] | None = None) -> str:
+              original: str, spacing: list[float], described: PlaneFacts | None = None,
+              faint: list[str] | None = None) -> str:
+        """One slice row (and its PNG when the corpus is asked for); ``described`` carries the pHash, contrast
+        and sha256 when they were computed for a whole stack of planes at once; ``faint`` names the labels with
+        a cross-section below the region floor on this plane (specks the rows do not hold)."""
         stem = f"{axis}_{index:04d}" + ("" if t.key in ("identity", "bit_depth", "percentile_clip") else f"_{t.key}")
         rel = ""
         if self.config.standardize.write_pngs == "all":
             rel = f"{self.rel_root}/{self.case}/{stem}.png"
             atomic_write_bytes(self.staging / self.case / f"{stem}.png", encode_png(intensity.to_rgb(pixels)))
+        facts = described or plane_facts(grey(pixels)[None])[0]
         geo = display_size(pixels.shape[1], pixels.shape[0], spacing, self.config.display.max_image_side)
         image_id = stable_id(self.row["sample_id"], axis, index, t.name, sorted(t.params.items()))
         self.out.slices.append({
-            "image_id": image_id, "sample_id": self.row["sample_id"], "group_id": self.row["group_id"],
-            "name": f"{self.row['dataset_id']}/{self.case}/{stem}", "modality": self.row["modality"],
+            "image_id": image_id, "name": f"{self.row['dataset_id']}/{self.case}/{stem}", "modality": self.row["modality"],
             "axis": axis, "index": index, "orientation": orientation, "original_orientation": original,
             "spacing": [float(s) for s in spacing], "intensity_transform": t.name,
             "intensity_params": json.dumps(t.params, sort_keys=True), "width": int(pixels.shape[1]),
             "height": int(pixels.shape[0]), "display_width": geo.width, "display_height": geo.height,
-            "phash": phash_hex(pixels), "contrast": round(contrast(pixels), 3), "png_path": rel,
-            "sha256": sha256_bytes(pixels.tobytes()), "faint_labels": list(faint or []), **self._prov()})
+            "phash": facts.phash, "contrast": facts.contrast, "png_path": rel,
+            "sha256": sha256_bytes(pixels.tobytes()) if described is None else facts.sha256,
+            "faint_labels": list(faint or []), **self.prov})
         return image_id
 
     def region(self, image_id: str, name: str, kind: str, labels: list[str], component: int, width: int,
@@ -101,10 +120,10 @@ class _Writer:
             raise SampleError(Reason.BAD_ANNOTATION, f"region {name} bbox {bbox} is outside its {width}x{height} image")
         self.out.regions.append({
             "region_id": stable_id(image_id, kind, tuple(labels), component, tuple(bbox)), "image_id": image_id,
-            "sample_id": self.row["sample_id"], "group_id": self.row["group_id"], "name": name, "kind": kind,
+            "name": name, "kind": kind,
             "raw_label": ";".join(labels), "labels": labels, "component_index": component, "mask_rle": rle,
             "area_px": int(area), "area_pct": float(100.0 * area / (width * height)), "bbox": bbox,
-            "centroid": centroid, "width": width, "height": height, **self._prov()})
+            "centroid": centroid, "width": width, "height": height, **self.prov})
 
 
 def _window_of(source: Source, label: str) -> str | None:
@@ -138,6 +157,41 @@ def canonical_volume(loaded: LoadedSample, cfg: StandardizeSettings, source_path
     return CanonicalVolume(image, layers, code, original)
 
 
+@dataclass(frozen=True)
+class PlaneFacts:
+    """What describe records of an 8-bit plane's pixels."""
+
+    phash: str
+    contrast: float
+    sha256: str
+
+
+def plane_facts(planes: np.ndarray) -> list[PlaneFacts]:
+    """pHash, contrast and sha256 of each plane of an (n, h, w) 8-bit grey stack (a stack at a time: the pHash
+    resize is one matrix product for all of them). The sha256 covers each plane's C-order bytes."""
+    planes = np.ascontiguousarray(planes)
+    hashes = phash_stack(planes)
+    spread = planes.std(axis=(1, 2)) if planes.size else np.zeros(len(planes))
+    return [PlaneFacts(h, round(float(c), 3), hashlib.sha256(p).hexdigest())
+            for h, c, p in zip(hashes, spread, planes)]
+
+
+def _describe_axis(inst: np.ndarray, axis: str, floor: int) -> tuple[np.ndarray, StackRegions]:
+    """Every instance on every occupied plane along ``axis``, a bounded stack of planes at a time; returns the
+    plane index of each instance and the stacked description."""
+    occupied = occupied_indices(inst > 0, axis)
+    h, w = plane(inst, axis, 0).shape
+    parts = [(idx, describe_stack(stack(inst, axis, idx), floor)) for idx in chunks(occupied, h * w)]
+    index = np.concatenate([idx[d.plane] for idx, d in parts]) if parts else np.zeros(0, np.int64)
+    cat = (lambda f, shape: np.concatenate([getattr(d, f) for _, d in parts]) if parts else np.zeros(shape))
+    return index, StackRegions(plane=index, ids=cat("ids", 0).astype(np.int64), area=cat("area", 0),
+                               bbox=cat("bbox", (0, 4)), centroid=cat("centroid", (0, 2)),
+                               rle=[r for _, d in parts for r in d.rle], dropped=sum(d.dropped for _, d in parts),
+                               faint_plane=(np.concatenate([idx[d.faint_plane] for idx, d in parts]) if parts
+                                            else np.zeros(0, np.int64)),
+                               faint_ids=cat("faint_ids", 0).astype(np.int64))
+
+
 def _standardize_3d(w: _Writer, loaded: LoadedSample) -> None:
     cfg = w.config.standardize
     canon = canonical_volume(loaded, cfg, w.row["source_path"])
@@ -158,30 +212,40 @@ def _standardize_3d(w: _Writer, loaded: LoadedSample) -> None:
         return transforms[win]
 
     for axis in cfg.axes:
-        if min(plane(vol, axis, 0).shape) < cfg.min_plane_side:
+        h, wd = plane(vol, axis, 0).shape
+        if min(h, wd) < cfg.min_plane_side:
             continue
-        indices = sorted(set().union(*[occupied_indices(inst > 0, axis).tolist() for inst, _ in instances]))
-        for idx in indices:
-            pending: dict[str, list] = defaultdict(list)
-            faint: set[str] = set()
-            for inst, table in instances:
-                pl = plane(inst, axis, idx)
-                h, wd = pl.shape
-                floor = min_area(wd, h, cfg.min_region_pixels, cfg.min_region_fraction)
-                kept, dropped = describe_instances(pl, floor)
-                w.out.dropped_small += len(dropped)
-                faint.update(table[i][0] for i in dropped)
-                for iid, shape in kept:
-                    label, comp = table[iid]
-                    pending[transform_for(label).key].append((label, comp, shape, wd, h))
-            for key, regions in sorted(pending.items()):
-                t = next(t for t in transforms.values() if t.key == key)
-                image_id = w.image(t.apply_plane(plane(vol, axis, idx)), axis, int(idx), t, code, original,
-                                   plane_spacing(spacing, axis), sorted(faint))
-                for label, comp, shape, wd, h in regions:
-                    name = f"{w.row['dataset_id']}/{w.case}/{axis}_{idx:04d}/{label}/{comp}"
-                    w.region(image_id, name, "mask", [label], comp, wd, h, shape.bbox, shape.area_px,
-                             shape.centroid, shape.rle)
+        floor = min_area(wd, h, cfg.min_region_pixels, cfg.min_region_fraction)
+        pending: dict[tuple[int, str], list] = defaultdict(list)  # (plane index, window) -> regions
+        faint: dict[int, set[str]] = defaultdict(set)  # plane index -> labels with a sub-floor speck there
+        for inst, table in instances:
+            index, d = _describe_axis(inst, axis, floor)
+            w.out.dropped_small += d.dropped
+            for idx, iid in zip(d.faint_plane.tolist(), d.faint_ids.tolist()):
+                faint[idx].add(table[iid][0])
+            for idx, iid, bbox, area, centroid, rle in zip(index.tolist(), d.ids.tolist(), d.bbox.tolist(),
+                                                            d.area.tolist(), d.centroid.tolist(), d.rle):
+                label, comp = table[iid]
+                pending[(idx, transform_for(label).key)].append((label, comp, bbox, area, centroid, rle))
+        by_key = {t.key: t for t in transforms.values()}
+        sp = plane_spacing(spacing, axis)
+        for key in sorted({k for _, k in pending}):
+            t = by_key[key]
+            wanted = np.array(sorted(i for i, k in pending if k == key), np.int64)
+            for idx in chunks(wanted, h * wd):
+                pixels = t.apply_plane(stack(vol, axis, idx))
+                for i, px, facts in zip(idx.tolist(), pixels, plane_facts(pixels)):
+                    image_id = w.image(px, axis, i, t, code, original, sp, facts, sorted(faint[i]))
+                    prefix = f"{w.row['dataset_id']}/{w.case}/{axis}_{i:04d}"
+                    m = w.out.masks
+                    for label, comp, bbox, area, centroid, rle in pending[(i, key)]:
+                        m["region_id"].append(stable_id(image_id, "mask", (label,), comp, tuple(bbox)))
+                        m["name"].append(f"{prefix}/{label}/{comp}")
+                        m["raw_label"].append(label)
+                        for col, v in (("image_id", image_id), ("component_index", comp), ("mask_rle", rle),
+                                       ("area_px", area), ("bbox", bbox), ("centroid", centroid),
+                                       ("width", wd), ("height", h)):
+                            m[col].append(v)
 
 
 def _isotropic(image: sitk.Image, layers: list) -> tuple[sitk.Image, list]:
@@ -222,7 +286,7 @@ def _standardize_2d(w: _Writer, loaded: LoadedSample) -> None:
             pending.append(("mask", [label], comp, shape.bbox, shape.area_px, shape.centroid, shape.rle))
     if not pending:
         raise SampleError(Reason.EMPTY_MASK, "no region left after the small-mask filter")
-    image_id = w.image(pixels, "2d", 0, t, "", "", [1.0, 1.0], sorted(faint))
+    image_id = w.image(pixels, "2d", 0, t, "", "", [1.0, 1.0], faint=sorted(faint))
     for kind, labels, comp, bbox, area, centroid, rle in pending:
         name = f"{w.row['dataset_id']}/{w.case}/{kind}/{'+'.join(labels)}/{comp}"
         w.region(image_id, name, kind, labels, comp, wd, h, bbox, area, centroid, rle)
@@ -255,7 +319,7 @@ class SamplePlanes:
 
     def __init__(self, row: dict, source: Source, config: PipelineConfig):
         self.row, self.config = row, config
-        self.loaded = reader_for(source, config).load(row)
+        self.loaded = reader_for(source, config).load_pixels(row)  # the labels' marks come from the RLE
         self.canon = canonical_volume(self.loaded, config.standardize, row["source_path"]) \
             if self.loaded.dim == 3 else None
 
@@ -272,8 +336,27 @@ class SamplePlanes:
         return intensity.to_rgb(pixels)
 
 
-def _worker(args) -> SampleOutput:
-    return standardize_sample(*args)
+@dataclass
+class SampleTables:
+    """One sample's rows as Arrow tables: built in the worker that described it, so the parent process only
+    concatenates (cheap to send back, no per-row work on the one serial process)."""
+
+    slices: pa.Table
+    regions: pa.Table
+    quarantine: list[dict]
+    dropped_small: int
+
+
+def _worker(args) -> SampleTables:
+    out = standardize_sample(*args)
+    row, _, config = args[:3]
+    return SampleTables(to_table(out.slices, SLICES), out.region_table(provenance(row, config)), out.quarantine,
+                        out.dropped_small)
+
+
+def _sorted(parts: list[pa.Table], schema: pa.Schema, key: str) -> pa.Table:
+    table = pa.concat_tables([to_table([], schema), *parts])
+    return table.sort_by(key).combine_chunks() if table.num_rows else table
 
 
 def standardize_dataset(source: Source, config: PipelineConfig, samples: pa.Table, data_root: Path,
@@ -287,8 +370,7 @@ def standardize_dataset(source: Source, config: PipelineConfig, samples: pa.Tabl
                 outputs = list(pool.map(_worker, jobs, chunksize=1))
         else:
             outputs = [_worker(j) for j in jobs]
-    slices = sorted((s for o in outputs for s in o.slices), key=lambda r: r["image_id"])
-    regions = sorted((r for o in outputs for r in o.regions), key=lambda r: r["region_id"])
     bad = [q for o in outputs for q in o.quarantine]
-    return StandardizeResult(slices=to_table(slices, SLICES), regions=to_table(regions, REGIONS),
+    return StandardizeResult(slices=_sorted([o.slices for o in outputs], SLICES, "image_id"),
+                             regions=_sorted([o.regions for o in outputs], REGIONS, "region_id"),
                              quarantine=to_table(bad, QUARANTINE), dropped_small=sum(o.dropped_small for o in outputs))
