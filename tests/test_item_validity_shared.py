@@ -118,7 +118,8 @@ def _with_units(cfg, rows: pd.DataFrame) -> pd.DataFrame:
     bench = pd.read_parquet(cfg.data_root / "tables" / "benchmark.parquet",
                             columns=["index", "item_id", "unit_id", "split_group", "granularity", "n_options",
                                      "option_origins", "answer_label"])
-    return rows.drop(columns=["answer"]).rename(columns={"key": "answer"}).merge(bench, on="index")
+    rows = rows.drop(columns=[c for c in ("answer", "item_id") if c in rows])
+    return rows.rename(columns={"key": "answer"}).merge(bench, on="index")
 
 
 def test_text_only_baseline_is_at_chance_on_test(exported):
