@@ -62,7 +62,7 @@ def _features(rows: pd.DataFrame, vec_q: TfidfVectorizer, vec_o: TfidfVectorizer
 COLUMNS = ["item_id", "unit_id", "split", "clinical_vqa_task", "n_options", "hit", "confidence"]
 
 
-def _folds(df: pd.DataFrame, folds: int):
+def fold_rows(df: pd.DataFrame, folds: int):
     """The single-answer units, their option rows, and (train rows, held-out rows) per fold by leakage
     component (none when fewer than two components)."""
     items = df[~df["multi_answer"]].sort_values(["unit_id", "granularity"]).drop_duplicates("unit_id")
@@ -81,25 +81,26 @@ def _folds(df: pd.DataFrame, folds: int):
 
 
 def _predictions(items: pd.DataFrame, scored: list[pd.DataFrame]) -> pd.DataFrame:
-    """Per item: hit (its best-scored option is correct) and confidence (that option's share of the
-    item's scores)."""
-    pred: dict[str, tuple[bool, float]] = {}
-    for part_rows in scored:
-        for item_id, part in part_rows.groupby("item", sort=False):
-            best = part["score"].to_numpy().argmax()
-            total = part["score"].sum()
-            pred[item_id] = (bool(part["correct"].iloc[best]), float(part["score"].iloc[best] / total) if total else 0.0)
-    out = items[items["item_id"].isin(pred)][COLUMNS[:5]].copy()
-    out["hit"] = [pred[i][0] for i in out["item_id"]]
-    out["confidence"] = [pred[i][1] for i in out["item_id"]]
+    """Per item: hit (its best-scored option is correct; the first on ties) and confidence (that option's
+    share of the item's scores). Each item is held out in exactly one fold."""
+    if not scored:
+        return pd.DataFrame(columns=COLUMNS)
+    s = pd.concat(scored, ignore_index=True)
+    best = s.loc[s.groupby("item", sort=False)["score"].idxmax()].set_index("item")
+    total = s.groupby("item", sort=False)["score"].sum()
+    out = items[items["item_id"].isin(best.index)][COLUMNS[:5]].copy()
+    out["hit"] = best.loc[out["item_id"], "correct"].astype(bool).to_numpy()
+    share = (best["score"] / total.reindex(best.index)).where(total.reindex(best.index) > 0, 0.0)
+    out["confidence"] = share.loc[out["item_id"]].astype(float).to_numpy()
     return out[COLUMNS]
 
 
-def prior_predictions(df: pd.DataFrame, folds: int) -> pd.DataFrame:
+def prior_predictions(df: pd.DataFrame, folds: int, prepared: tuple | None = None) -> pd.DataFrame:
     """The option-prior rule, cross-fitted like the model: score each option by how often that option
     text (within its task) was the key when offered in the other folds (add-one smoothed), and answer
-    the best. It catches an answer that is over-represented among the options it appears with."""
-    items, parts = _folds(df, folds)
+    the best. It catches an answer that is over-represented among the options it appears with. ``prepared``
+    is ``fold_rows(df, folds)`` when the caller already has it."""
+    items, parts = prepared or fold_rows(df, folds)
     scored = []
     for train, test in parts:
         seen = train.groupby(["task", "option"])["correct"].agg(["sum", "count"])
@@ -109,10 +110,10 @@ def prior_predictions(df: pd.DataFrame, folds: int) -> pd.DataFrame:
     return _predictions(items, scored)
 
 
-def blind_predictions(df: pd.DataFrame, folds: int, seed: int) -> pd.DataFrame:
+def blind_predictions(df: pd.DataFrame, folds: int, seed: int, prepared: tuple | None = None) -> pd.DataFrame:
     """Out-of-fold text-only prediction per single-answer unit: item_id, unit_id, split, task, k,
     hit, confidence (the chosen option's share of the item's scores)."""
-    items, parts = _folds(df, folds)
+    items, parts = prepared or fold_rows(df, folds)
     scored = []
     for train, test in parts:
         vq, vo = TfidfVectorizer(ngram_range=(1, 2), min_df=1), TfidfVectorizer(ngram_range=(1, 2), min_df=1)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from pipelines.benchmark.blind import blind_predictions, blind_report, prior_predictions
+from pipelines.benchmark.blind import blind_predictions, blind_report, fold_rows, prior_predictions
 from pipelines.config import BenchmarkSettings
 
 
@@ -66,8 +66,9 @@ def flag_units(model: pd.DataFrame, prior: pd.DataFrame, exceeds: list[str], b: 
 def blind_reports(items: pd.DataFrame, b: BenchmarkSettings, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Model and prior-rule predictions and the judged report: the model's figures, with ``exceeds``
     naming every task (or 'overall') where the model or the prior rule is above chance + margin."""
-    model = blind_predictions(items, b.text_only_folds, seed)
-    prior = prior_predictions(items, b.text_only_folds)
+    prepared = fold_rows(items, b.text_only_folds)  # option rows and folds, shared by both predictors
+    model = blind_predictions(items, b.text_only_folds, seed, prepared)
+    prior = prior_predictions(items, b.text_only_folds, prepared)
     report = blind_report(model, b.text_only_margin, b.text_only_min_items)
     rule = blind_report(prior, b.text_only_margin, b.text_only_min_items)
     exceeds = sorted(set(report["exceeds"]) | set(rule["exceeds"]), key=lambda t: (t != "overall", t))
