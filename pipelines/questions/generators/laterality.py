@@ -16,7 +16,7 @@ TASK = "Laterality"
 
 
 def plane_specs(plane: pd.DataFrame, rng: np.random.Generator, g: GeneratorSettings) -> list[Spec]:
-    rows = [r for _, r in plane.iterrows() if r["side"] in ("left", "right")]
+    rows = [r for r in plane.to_dict("records") if r["side"] in ("left", "right")]
     if not rows:
         return []
     dirs = display_directions(rows[0]["orientation"], rows[0]["axis"])

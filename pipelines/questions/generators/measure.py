@@ -29,7 +29,7 @@ def feret_mm(mask: np.ndarray, sx: float, sy: float) -> float:
 
 
 def plane_specs(plane: pd.DataFrame, rng: np.random.Generator, g: GeneratorSettings, feret: dict[str, float]) -> list[Spec]:
-    rows = [r for _, r in plane.iterrows() if pd.notna(r["sx"]) and pd.notna(r["sy"]) and r["region_id"] in feret]
+    rows = [r for r in plane.to_dict("records") if pd.notna(r["sx"]) and pd.notna(r["sy"]) and r["region_id"] in feret]
     out = []
     for j in rng.permutation(len(rows))[: g.per_plane]:
         r = rows[j]

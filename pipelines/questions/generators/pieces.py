@@ -32,25 +32,38 @@ def _components(mask: np.ndarray) -> np.ndarray:
 
 def plane_facts(regions: pd.DataFrame, planes: pd.DataFrame, rle: dict[str, str], canonical: dict[str, str],
                 exhaustive: frozenset[str], measure_planes: set[str], config: PipelineConfig) -> PlaneFacts:
-    """Facts of the given mask regions (all on sampled planes); ``planes`` is plane_frame's table."""
+    """Facts of the given mask regions (all on sampled planes); ``planes`` is plane_frame's table. Plain
+    Python over one sort of the rows: a pandas group per plane costs more than the masks themselves."""
     g, facts = config.gates, PlaneFacts()
-    geo = planes.set_index("image_id")
-    for image_id, part in regions.groupby("image_id", sort=True):
-        p = geo.loc[image_id]
+    geo = planes.set_index("image_id")[["height", "width", "scale", "scale_y", "sx", "sy", "display_width",
+                                        "display_height"]].to_dict("index")
+    rows = regions[["image_id", "region_id", "raw_label"]].sort_values(["image_id", "region_id"], kind="stable")
+    image_ids, region_ids, raws = (rows[c].tolist() for c in ("image_id", "region_id", "raw_label"))
+    start = 0
+    while start < len(image_ids):
+        image_id = image_ids[start]
+        end = start
+        while end < len(image_ids) and image_ids[end] == image_id:
+            end += 1
+        p = geo[image_id]
         h, w = int(p["height"]), int(p["width"])
-        masks = {rid: decode_rle(rle[rid], h, w) for rid in part["region_id"] if rid in rle}
+        masks = {rid: decode_rle(rle[rid], h, w) for rid in region_ids[start:end] if rid in rle}
         for rid, m in masks.items():
             facts.pieces[rid] = len(_components(m))
             if facts.pieces[rid] == 1 and image_id in measure_planes and np.isfinite(p["sx"]):
                 facts.feret[rid] = feret_mm(m, float(p["sx"]), float(p["sy"]))
-        counted = part[part["raw_label"].isin(exhaustive) & part["raw_label"].isin(canonical)]
-        for canon, group in counted.groupby(counted["raw_label"].map(canonical), sort=True):
+        counted: dict[str, list[str]] = {}
+        for rid, raw in zip(region_ids[start:end], raws[start:end]):
+            if raw in exhaustive and raw in canonical:
+                counted.setdefault(canonical[raw], []).append(rid)
+        for canon in sorted(counted):
             union = np.zeros((h, w), bool)
-            for rid in group["region_id"]:
+            for rid in counted[canon]:
                 if rid in masks:
                     union |= masks[rid]
             areas = _components(union) * float(p["scale"]) * float(p["scale_y"])
             hidden = bool(((areas < g.min_mark_pixels) | (areas < g.min_mark_fraction * p["display_width"]
                                                              * p["display_height"])).any())
-            facts.counts[(image_id, canon)] = (len(areas), hidden, sorted(group["region_id"]))
+            facts.counts[(image_id, canon)] = (len(areas), hidden, sorted(counted[canon]))
+        start = end
     return facts

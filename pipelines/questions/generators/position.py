@@ -52,12 +52,12 @@ def direction_names(orientation: str | None, axis: str | None) -> tuple[list[str
     return names, "patient"
 
 
-def _apart(a: pd.Series, b: pd.Series) -> bool:
+def _apart(a: dict, b: dict) -> bool:
     return a["x1"] <= b["x0"] or b["x1"] <= a["x0"] or a["y1"] <= b["y0"] or b["y1"] <= a["y0"]
 
 
 def plane_specs(plane: pd.DataFrame, rng: np.random.Generator, g: GeneratorSettings) -> list[Spec]:
-    rows = [r for _, r in plane.iterrows()]
+    rows = plane.to_dict("records")
     pairs = list(itertools.permutations(range(len(rows)), 2))
     out: list[Spec] = []
     for i in rng.permutation(len(pairs))[: g.tries_per_plane]:

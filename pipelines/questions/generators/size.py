@@ -16,12 +16,12 @@ from pipelines.questions.generators.spec import Spec
 TASK = "Size Comparison"
 
 
-def _area(s: pd.Series) -> float:
+def _area(s: dict) -> float:
     return float(s["area_mm2"]) if pd.notna(s["area_mm2"]) else float(s["area_px"])
 
 
 def plane_specs(plane: pd.DataFrame, rng: np.random.Generator, g: GeneratorSettings) -> list[Spec]:
-    rows = [r for _, r in plane.iterrows()]
+    rows = plane.to_dict("records")
     if len(rows) < 2:
         return []
     out: list[Spec] = []

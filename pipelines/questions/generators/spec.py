@@ -6,7 +6,6 @@ import json
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 
 
 @dataclass
@@ -14,7 +13,7 @@ class Spec:
     generator: str
     task: str
     image_id: str
-    marks: list[pd.Series]  # the structures drawn, in colour order (empty: an image-level question)
+    marks: list[dict]  # the structures drawn (structure rows), in colour order (empty: an image-level question)
     colours: list[str]
     answers: list[str]
     answer_label: str
