@@ -248,8 +248,9 @@ def dataset_candidates(ds: DatasetRows, elig: Eligibility, config: PipelineConfi
             json.dumps({**json.loads(p), "plane": {"source_path": sp, "axis": ax, "index": int(ix)}}, sort_keys=True)
             for p, sp, ax, ix in zip(df.loc[gen, "generator_params"], df.loc[gen, "source_path"], df.loc[gen, "axis"],
                                      df.loc[gen, "index"])]
-    present = ds.regions.groupby("image_id")["labels"].agg(lambda s: sorted({lab for ls in s for lab in ls}))
-    df["image_labels"] = df["image_id"].map(present).map(lambda v: v if isinstance(v, list) else [])
+    labs = ds.regions[["image_id", "labels"]].explode("labels").dropna().drop_duplicates()
+    present = labs.sort_values(["image_id", "labels"]).groupby("image_id", sort=False)["labels"].agg(list)
+    df["image_labels"] = [v if isinstance(v, list) else [] for v in df["image_id"].map(present)]
     df = pd.concat([df, _marks(df, config.gates)], axis=1)
     given = df["answer_label"] if "answer_label" in df else pd.Series(None, index=df.index, dtype=object)
     df["answer_label"] = [g if isinstance(g, str) and g else

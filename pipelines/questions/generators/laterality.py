@@ -6,7 +6,6 @@ selected items (flip-consistency pairs, linked by variant_of)."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from pipelines.config import GeneratorSettings
 from pipelines.questions.generators.spec import Spec
@@ -15,8 +14,8 @@ from pipelines.standardize.planes import display_directions
 TASK = "Laterality"
 
 
-def plane_specs(plane: pd.DataFrame, rng: np.random.Generator, g: GeneratorSettings) -> list[Spec]:
-    rows = [r for r in plane.to_dict("records") if r["side"] in ("left", "right")]
+def plane_specs(plane: list[dict], rng: np.random.Generator, g: GeneratorSettings) -> list[Spec]:
+    rows = [r for r in plane if r["side"] in ("left", "right")]
     if not rows:
         return []
     dirs = display_directions(rows[0]["orientation"], rows[0]["axis"])

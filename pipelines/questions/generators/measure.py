@@ -28,8 +28,8 @@ def feret_mm(mask: np.ndarray, sx: float, sy: float) -> float:
     return float(math.sqrt((d ** 2).sum(-1).max()))
 
 
-def plane_specs(plane: pd.DataFrame, rng: np.random.Generator, g: GeneratorSettings, feret: dict[str, float]) -> list[Spec]:
-    rows = [r for r in plane.to_dict("records") if pd.notna(r["sx"]) and pd.notna(r["sy"]) and r["region_id"] in feret]
+def plane_specs(plane: list[dict], rng: np.random.Generator, g: GeneratorSettings, feret: dict[str, float]) -> list[Spec]:
+    rows = [r for r in plane if pd.notna(r["sx"]) and pd.notna(r["sy"]) and r["region_id"] in feret]
     out = []
     for j in rng.permutation(len(rows))[: g.per_plane]:
         r = rows[j]

@@ -11,7 +11,6 @@ import itertools
 import math
 
 import numpy as np
-import pandas as pd
 
 from pipelines.config import GeneratorSettings
 from pipelines.questions.generators.spec import Spec
@@ -56,8 +55,8 @@ def _apart(a: dict, b: dict) -> bool:
     return a["x1"] <= b["x0"] or b["x1"] <= a["x0"] or a["y1"] <= b["y0"] or b["y1"] <= a["y0"]
 
 
-def plane_specs(plane: pd.DataFrame, rng: np.random.Generator, g: GeneratorSettings) -> list[Spec]:
-    rows = plane.to_dict("records")
+def plane_specs(plane: list[dict], rng: np.random.Generator, g: GeneratorSettings) -> list[Spec]:
+    rows = list(plane)
     pairs = list(itertools.permutations(range(len(rows)), 2))
     out: list[Spec] = []
     for i in rng.permutation(len(pairs))[: g.tries_per_plane]:

@@ -43,7 +43,9 @@ def generated(regions: pd.DataFrame, slices: pd.DataFrame, samples: pd.DataFrame
     facts = plane_facts(sub, planes, rle_lookup(sorted(sub["region_id"])), canonical, exhaustive,
                         set(chosen.get("measurement", [])), config)
     st = structures(sub, slices, vocab, config, facts.pieces)
-    by_plane = dict(tuple(st.groupby("image_id", sort=True))) if len(st) else {}
+    by_plane: dict[str, list[dict]] = {}
+    for rec in st.to_dict("records"):  # structure rows as dicts, grouped once (sorted by image id)
+        by_plane.setdefault(rec["image_id"], []).append(rec)
     specs: list[Spec] = []
     for name in g.enabled:
         for image_id in (i for i in chosen[name] if i in by_plane):

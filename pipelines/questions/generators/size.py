@@ -20,8 +20,8 @@ def _area(s: dict) -> float:
     return float(s["area_mm2"]) if pd.notna(s["area_mm2"]) else float(s["area_px"])
 
 
-def plane_specs(plane: pd.DataFrame, rng: np.random.Generator, g: GeneratorSettings) -> list[Spec]:
-    rows = plane.to_dict("records")
+def plane_specs(plane: list[dict], rng: np.random.Generator, g: GeneratorSettings) -> list[Spec]:
+    rows = list(plane)
     if len(rows) < 2:
         return []
     out: list[Spec] = []
