@@ -111,6 +111,8 @@ def _unit(rows: list[dict], rng: np.random.Generator, picker: TemplatePicker, po
         if len(pool) < 2 or not cands:
             return None, "pool_too_small"
         n = min(len(cands), len(LETTERS) - len(answers)) if len(answers) > 1 else n_distractors(rng, len(cands), q)
+        if any(origins.get(c) == "fallback" for c in cands):  # a small pool filled from the curated vocabulary:
+            n = max(n, min(2, len(cands)))  # at least 3 options, so the key is not a coin toss against one other
         picked = sorted(rng.choice(len(cands), n, replace=False).tolist())
         distractors = [cands[i] for i in picked]
         rng.shuffle(distractors)
