@@ -71,7 +71,7 @@ def test_exhaustive_flag_per_label_and_dataset_default():
     assert LabelMap.model_validate({"labels": {"RBC": None}}).exhaustive_labels() == set()
 
 
-def _bench(n: int, skewed: bool, seed: int = 0) -> "pd.DataFrame":
+def _bench(n: int, skewed: bool, seed: int = 0):
     """Single-answer items over four organ names; skewed: 'liver' is always the key."""
     import pandas as pd
     rng = np.random.default_rng(seed)

@@ -6,9 +6,8 @@ import json
 
 import cv2
 import numpy as np
-import pytest
-
 import pandas as pd
+import pytest
 
 from pipelines.config import PipelineConfig
 from pipelines.ingest import ingest
