@@ -101,22 +101,15 @@ class Summary:
         if self.benchmark is not None:
             lines.append(f"  benchmark: {self.benchmark}  (load with datasets.load_dataset(\"{self.benchmark}\"); "
                          f"VLMEvalKit TSVs in {self.benchmark / 'tsv'})")
-        gated = [f"  {ds}: {self.gate_text(ds)}" for ds in sorted(self.gated) if self.gated[ds]]
-        if gated:
-            lines.append("readability gates (units dropped / candidate units):")
-            lines += gated
-        warnings = self.gate_warnings()
-        if warnings:
-            lines.append("datasets with no readable item:")
-            lines += warnings
-        empty = self.empty_datasets()
-        if empty:
-            lines.append("datasets that yield no benchmark item (see README 'Questions', 'Small pools'):")
-            lines += empty
-        selection = self.selection_lines()
-        if selection:
-            lines.append("selection:")
-            lines += selection
+        sections = [
+            ("readability gates (units dropped / candidate units):",
+             [f"  {ds}: {self.gate_text(ds)}" for ds in sorted(self.gated) if self.gated[ds]]),
+            ("datasets with no readable item:", self.gate_warnings()),
+            ("datasets that yield no benchmark item (see README 'Questions', 'Small pools'):", self.empty_datasets()),
+            ("selection:", self.selection_lines())]
+        for title, body in sections:  # a section is printed only when it has something to say
+            if body:
+                lines += [title, *body]
         return "\n".join(lines)
 
 

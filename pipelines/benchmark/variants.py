@@ -11,9 +11,8 @@ import pandas as pd
 
 from pipelines.config import PipelineConfig
 from pipelines.ids import stable_id, stable_ids
+from pipelines.questions.assemble import LETTERS
 from pipelines.questions.generators.phrasing import mirrored
-
-LETTERS = "ABCDE"
 
 
 def _copies(base: pd.DataFrame, tag: str) -> pd.DataFrame:

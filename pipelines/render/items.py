@@ -61,7 +61,7 @@ def _mark(members: list[dict], granularity: str, geo) -> tuple[np.ndarray | None
     return None, None
 
 
-def _marks(it: dict, geo, s, palette: dict) -> list[tuple[np.ndarray, tuple]]:
+def _marks(it: dict, geo, palette: dict) -> list[tuple[np.ndarray, tuple]]:
     """[(display mask, colour)] of a generated item's coloured outlines, in the order the stem names them."""
     regions = {m["region_id"]: m for m in it["members"]}
     out = []
@@ -80,7 +80,7 @@ def _draw(shown: np.ndarray, it: dict, geo, config: PipelineConfig, seed_key: st
                                                 derived_rng(config.seed, "perturb", seed_key))
     mirror = bool(it["params"] and it["params"].get("mirrored"))
     if it["params"] and it["params"].get("marks"):
-        marks = _marks(it, geo, config.render, config.generators.palette)
+        marks = _marks(it, geo, config.generators.palette)
         if mirror:
             shown, marks = shown[:, ::-1], [(m[:, ::-1], c) for m, c in marks]
         img, drawn = draw_outlines(shown, marks, config.render)

@@ -15,12 +15,12 @@ import pandas as pd
 from pipelines.config import PipelineConfig
 from pipelines.questions.generators.pieces import PlaneFacts
 from pipelines.questions.generators.spec import Spec
-from pipelines.questions.generators.structures import plane_frame
 
 TASK = "Instance Counting"
 
 
-def count_table(facts: PlaneFacts, regions: pd.DataFrame, slices: pd.DataFrame, vocab: pd.DataFrame,
+def count_table(facts: PlaneFacts, regions: pd.DataFrame, slices: pd.DataFrame, planes: pd.DataFrame,
+                vocab: pd.DataFrame,
                 exhaustive: frozenset[str], sampled: list[str], config: PipelineConfig, skipped) -> pd.DataFrame:
     """(image_id, canonical, count, region ids, tags, raw labels, observed range) of the countable sampled planes."""
     cols = ["image_id", "canonical_label", "count", "region_ids", "department", "semantic_type", "raw_labels"]
@@ -38,7 +38,6 @@ def count_table(facts: PlaneFacts, regions: pd.DataFrame, slices: pd.DataFrame, 
         skipped["count_hidden_instance"] += hidden
     per = pd.DataFrame(seen, columns=["image_id", "canonical_label", "count", "region_ids"])
     # zeros: sampled planes of the same scan and axis inside the structure's extent where none of it is drawn
-    planes = plane_frame(slices)
     m = m.merge(planes[["image_id", "sample_id", "axis", "index", "window"]], on="image_id")
     ext = m.groupby(["sample_id", "axis", "window", "canonical_label"]).agg(lo=("index", "min"), hi=("index", "max"))
     # a plane is asked about in the window the structure is shown in (a bone window for ribs, not a lung one)

@@ -42,7 +42,7 @@ def generated(regions: pd.DataFrame, slices: pd.DataFrame, samples: pd.DataFrame
     canonical = dict(zip(vocab["raw_label"], vocab["canonical_label"]))
     facts = plane_facts(sub, planes, rle_lookup(sorted(sub["region_id"])), canonical, exhaustive,
                         set(chosen.get("measurement", [])), config)
-    st = structures(sub, slices, vocab, config, facts.pieces)
+    st = structures(sub, planes, vocab, config, facts.pieces)
     by_plane: dict[str, list[dict]] = {}
     for rec in st.to_dict("records"):  # structure rows as dicts, grouped once (sorted by image id)
         by_plane.setdefault(rec["image_id"], []).append(rec)
@@ -55,8 +55,8 @@ def generated(regions: pd.DataFrame, slices: pd.DataFrame, samples: pd.DataFrame
             elif name in PLANE_GENERATORS:
                 specs += PLANE_GENERATORS[name](by_plane[image_id], rng, g)
     if "instance_count" in g.enabled and exhaustive:
-        table = instances.count_table(facts, regions, slices, vocab, exhaustive, chosen["instance_count"], config,
-                                      skipped)
+        table = instances.count_table(facts, regions, slices, planes, vocab, exhaustive, chosen["instance_count"],
+                                      config, skipped)
         dims = dict(zip(samples["sample_id"], samples["dim"]))
         kind = {i: ("volume" if dims.get(s, 2) == 3 else "flat") for i, s in zip(slices["image_id"], slices["sample_id"])}
         for s in instances.specs(table):

@@ -38,10 +38,10 @@ def plane_frame(slices: pd.DataFrame) -> pd.DataFrame:
     return s.drop(columns="spacing")
 
 
-def structures(regions: pd.DataFrame, slices: pd.DataFrame, vocab: pd.DataFrame, config: PipelineConfig,
+def structures(regions: pd.DataFrame, planes: pd.DataFrame, vocab: pd.DataFrame, config: PipelineConfig,
                pieces: dict[str, int]) -> pd.DataFrame:
     """Tagged, visible mask structures drawn as one piece on their plane (``pieces``: 2D pieces per region, known
-    for the sampled planes only), one row each: what every generator may mark."""
+    for the sampled planes only; ``planes``: plane_frame's table), one row each: what every generator may mark."""
     cols = ["region_id", "image_id", "raw_label", "x0", "y0", "x1", "y1", "cx", "cy", "area_px"]
     m = regions[regions["kind"] == "mask"]
     alone = m.groupby(["image_id", "raw_label"])["region_id"].transform("size") == 1  # one instance of the label
@@ -55,7 +55,7 @@ def structures(regions: pd.DataFrame, slices: pd.DataFrame, vocab: pd.DataFrame,
     v = vocab[vocab["status"].isin(["mesh", "no_mesh", "accepted"])]
     v = v[v["department"].notna() & (v["department"] != "N/A")]
     df = df.merge(v[["raw_label", "canonical_label", "laterality", "department", "semantic_type"]], on="raw_label")
-    df = df.merge(plane_frame(slices), on="image_id")
+    df = df.merge(planes, on="image_id")
     g = config.gates
     disp_px = df["area_px"] * df["scale"] * df["scale_y"]
     side = np.minimum((df["x1"] - df["x0"]) * df["scale"], (df["y1"] - df["y0"]) * df["scale_y"])
