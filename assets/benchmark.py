@@ -14,6 +14,7 @@ from assets.metadata import table_metadata, thumbnail_b64
 from assets.resources import MedbenchResource
 from pipelines.benchmark.audit import audit
 from pipelines.benchmark.build import build_benchmark
+from pipelines.benchmark.leakage import withhold_marked_leaks
 from pipelines.benchmark.reviews import decisions_path, rejected_units
 from pipelines.questions.audit import Outcome, item_checks
 from pipelines.questions.options import pools_from_table
@@ -102,7 +103,7 @@ def benchmark(context: dg.AssetExecutionContext, medbench: MedbenchResource):
 def with_images(medbench: MedbenchResource) -> pd.DataFrame:
     """The benchmark with each item's rendered image path (rendering comes after selection)."""
     bench = medbench.layout.read("benchmark").to_pandas()
-    rendered = medbench.layout.read("rendered_items").to_pandas()[["item_id", "image_path"]]
+    rendered = medbench.layout.read("rendered_items").to_pandas()[["item_id", "image_path", "phash"]]
     return bench.drop(columns="image_path").merge(rendered, on="item_id", how="left")
 
 
@@ -122,9 +123,13 @@ def benchmark_exports(context: dg.AssetExecutionContext, medbench: MedbenchResou
     missing = bench["image_path"].isna()
     if missing.any():
         raise dg.Failure(f"{int(missing.sum())} benchmark items have no rendered image: materialize rendered_items")
+    bench, withheld = withhold_marked_leaks(bench, cfg.benchmark.near_duplicate_bits)
+    if withheld:
+        context.log.warning(f"{len(withheld)} items withheld: their marked image lies within "
+                            f"{cfg.benchmark.near_duplicate_bits} bits of an image in the other split")
     figures = json.loads(audit_path(layout).read_text())
     out = layout.root / "benchmark"
-    manifest = export_all(bench, figures, layout.root, out, cfg)
+    manifest = export_all(bench.drop(columns="phash"), figures, layout.root, out, cfg, withheld)
     report = verify_exports(out, cfg, opt_outs(medbench))
     leaks = cross_split_duplicates(out, cfg.benchmark.near_duplicate_bits)
     md = (out / "summary" / "summary.md").read_text()
@@ -132,6 +137,7 @@ def benchmark_exports(context: dg.AssetExecutionContext, medbench: MedbenchResou
         md = md.replace(f"]({name})", f"](data:image/jpeg;base64,{thumbnail_b64(out / 'summary' / name, 480)})")
     return dg.MaterializeResult(
         metadata={"files": len(manifest["files"]), "val": manifest["splits"]["val"], "test": manifest["splits"]["test"],
+                  "withheld_cross_split_marked": len(withheld),
                   "out": dg.MetadataValue.path(str(out)), "summary": dg.MetadataValue.md(md),
                   "manifest": dg.MetadataValue.json({k: v["sha256"][:16] for k, v in manifest["files"].items()})},
         check_results=[dg.AssetCheckResult(

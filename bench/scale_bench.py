@@ -90,7 +90,6 @@ def one_size(n: int, work: Path, workers: int) -> dict:
             if st.end_time and st.start_time:
                 steps[st.step_key] = steps.get(st.step_key, 0.0) + st.end_time - st.start_time
     pngs = [p for p in data.rglob("*.png")]
-    bench = pd.read_parquet(data / "tables" / "benchmark.parquet")
     rendered = pd.read_parquet(data / "tables" / "rendered_items.parquet")
     t = time.perf_counter()  # the floor: decode every volume pair, PNG-encode every exported image
     for p in sorted((src / "images").iterdir()):
@@ -103,16 +102,19 @@ def one_size(n: int, work: Path, workers: int) -> dict:
         cv2.imencode(".png", a, [cv2.IMWRITE_PNG_COMPRESSION, 3])
     encode = time.perf_counter() - t
     sheets = len(list((data / "review").glob("*.png")))
+    manifest = json.loads((data / "benchmark" / "manifest.json").read_text())
+    exported = manifest["items"] + manifest["robustness_items"]
     written = [p for p in pngs if "benchmark" not in p.relative_to(data).parts]
     return {"volumes": n, "failed": report.failed, "failure_reasons": {k: str(v)[:300] for k, v in report.reasons.items()},
             "wall_s": round(wall, 2), "steps_s": {k: round(v, 2) for k, v in sorted(steps.items())},
             "png_files": len(written), "png_bytes": sum(p.stat().st_size for p in written),
             "files_under_data_root": sum(1 for p in data.rglob("*") if p.is_file()),
             "bytes_under_data_root": sum(p.stat().st_size for p in data.rglob("*") if p.is_file()),
-            "exported_items": len(bench), "review_sheets": sheets,
+            "exported_items": exported, "withheld_items": len(manifest.get("withheld_cross_split_marked", [])),
+            "review_sheets": sheets,
             "candidates": int(pd.read_parquet(data / "tables" / "qa_candidates.parquet", columns=["unit_id"]).shape[0]),
             "floor_s": round(decode + encode, 3), "floor_decode_s": round(decode, 3), "floor_encode_s": round(encode, 3),
-            "png_files_per_item": round((len(written) - sheets) / max(len(bench), 1), 4)}
+            "png_files_per_item": round((len(written) - sheets) / max(exported, 1), 4)}
 
 
 def main(argv: list[str] | None = None) -> dict:

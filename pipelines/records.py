@@ -176,6 +176,7 @@ RENDERED_ITEMS = _schema("rendered_items", [
     pa.field("height", pa.int64()),
     pa.field("render_params", pa.string()),  # JSON: colour, alpha/thickness, display scale, red surroundings
     pa.field("sha256", pa.string()),
+    pa.field("phash", pa.string()),  # pHash of the image as exported (marks drawn): the export's leakage evidence
 ])
 
 QUESTION_TEMPLATES = _schema("question_templates", [

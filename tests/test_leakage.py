@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipelines.benchmark.leakage import cross_split_near_duplicates, leak_components
+from pipelines.benchmark.leakage import cross_split_near_duplicates, leak_components, withhold_marked_leaks
 from pipelines.benchmark.splits import assign_splits
 
 
@@ -41,3 +41,22 @@ def test_per_group_split_leaks_and_the_count_sees_it():
     items = _items()
     leaks = [cross_split_near_duplicates(items["phash"], assign_splits(items, 0.5, s), 4)[0] for s in range(20)]
     assert max(leaks) > 0
+
+
+def test_marks_that_pull_two_groups_together_withhold_the_val_side():
+    """Two groups whose planes were apart end up within 4 bits once marked (as warped copies of one CT did at
+    32 volumes): the val item and its mirror are withheld, test keeps everything, and nothing else goes."""
+    rows = [("v1", "val", "main", None, "123456789abcdef0"), ("v1m", "val", "main", "v1", "0000000000000000"),
+            ("t1", "test", "main", None, "123456789abcdef7"),  # 3 bits from v1
+            ("v2", "val", "main", None, "fedcba9876543210"), ("t2", "test", "main", None, "00ff00ff00ff00ff"),
+            ("t2r", "test", "robustness", "t2", "fedcba9876543210"),  # robustness copies are not compared
+            ("v3", "val", "main", None, "ffff0000ffff0000"), ("t3", "test", "main", None, "ffff0000ffff0000")]
+    items = pd.DataFrame(rows, columns=["item_id", "split", "subset", "variant_of", "phash"])
+    before, _ = cross_split_near_duplicates(items.loc[items.subset == "main", "phash"],
+                                            items.loc[items.subset == "main", "split"], 4)
+    kept, withheld = withhold_marked_leaks(items, 4)
+    assert before == 2 and withheld == ["v1", "v1m", "v3"]
+    assert set(kept["item_id"]) == {"t1", "v2", "t2", "t2r", "t3"}
+    main = kept[kept.subset == "main"]
+    assert cross_split_near_duplicates(main["phash"], main["split"], 4)[0] == 0
+    assert withhold_marked_leaks(items[items.split == "test"], 4)[1] == []

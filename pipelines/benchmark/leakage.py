@@ -66,3 +66,27 @@ def cross_split_near_duplicates(phash: pd.Series, split: pd.Series, bits: int) -
         n += int(cross.sum())
         examples += [(f"{uniq[i]:016x}", f"{uniq[j]:016x}") for i, j in pairs[cross > 0][:10].tolist()]
     return n, examples[:10]
+
+
+def withhold_marked_leaks(items: pd.DataFrame, bits: int) -> tuple[pd.DataFrame, list[str]]:
+    """The items safe to export, and the ids withheld. Splits are decided on the unmarked planes; a drawn mark
+    can pull two planes of different groups to within ``bits`` (two warped copies of one scan at the same
+    level, outlined alike). Such a pair would leak, so the val-side item is withheld (val is the smaller
+    split; test keeps every item), together with the copies that point to it or that it points to.
+    ``items`` needs item_id, split, subset, variant_of and ``phash``, the hash of the image as drawn."""
+    main = items[items["subset"] == "main"]
+    if main.empty or main["split"].nunique() < 2:
+        return items, []
+    uniq, inv = np.unique(hashes(main["phash"]), return_inverse=True)
+    val = (main["split"] == "val").to_numpy()
+    n_val = np.bincount(inv, weights=val, minlength=len(uniq)) > 0
+    n_test = np.bincount(inv, weights=~val, minlength=len(uniq)) > 0
+    meets_test = n_test.copy()  # a val image leaks when its hash, or a hash within bits of it, has a test image
+    if len(uniq) > 1:
+        i, j = near_duplicate_pairs(uniq, bits).T
+        meets_test[i[n_val[i] & n_test[j]]] = True
+        meets_test[j[n_val[j] & n_test[i]]] = True
+    flagged = set(main.loc[val & meets_test[inv], "item_id"])
+    linked = items["item_id"].isin(flagged) | items["variant_of"].isin(flagged)
+    linked |= items["item_id"].isin(items.loc[linked, "variant_of"].dropna())
+    return items[~linked], sorted(items.loc[linked, "item_id"])

@@ -19,8 +19,10 @@ from pipelines.storage import atomic_write_bytes, staged_dir
 from pipelines.vocab.tree import lexical_tree, tree_html, tree_json
 
 
-def export_all(bench: pd.DataFrame, figures: dict, data_root: Path, out_dir: Path, config: PipelineConfig) -> dict:
-    """Build everything in a staging folder and swap it in whole: no half-written export is ever visible."""
+def export_all(bench: pd.DataFrame, figures: dict, data_root: Path, out_dir: Path, config: PipelineConfig,
+               withheld: list[str] | None = None) -> dict:
+    """Build everything in a staging folder and swap it in whole: no half-written export is ever visible.
+    ``withheld``: selected items kept out of the export (listed in the manifest, so none vanishes unseen)."""
     subset = bench["subset"] if "subset" in bench else pd.Series("main", index=bench.index)
     robust = bench[subset == "robustness"]
     full, bench = bench, bench[subset == "main"]
@@ -47,6 +49,7 @@ def export_all(bench: pd.DataFrame, figures: dict, data_root: Path, out_dir: Pat
             files[path.relative_to(stage).as_posix()] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
         manifest = {"pipeline_version": PIPELINE_VERSION, "config_fingerprint": config.fingerprint(),
                     "seed": config.seed, "items": len(bench), "robustness_items": len(robust),
-                    "splits": {s: int((bench["split"] == s).sum()) for s in ("val", "test")}, "files": files}
+                    "splits": {s: int((bench["split"] == s).sum()) for s in ("val", "test")}, "files": files,
+                    "withheld_cross_split_marked": sorted(withheld or [])}
         atomic_write_bytes(stage / "manifest.json", (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
     return manifest

@@ -26,7 +26,7 @@ from pipelines.records import RENDERED_ITEMS, to_table
 from pipelines.registry import Source
 from pipelines.render.draw import draw_outlines, draw_prompt
 from pipelines.render.perturb import perturb
-from pipelines.standardize.display import display_size, mask_to_display, to_display
+from pipelines.standardize.display import display_size, mask_to_display, phash_hex, to_display
 from pipelines.standardize.regions import decode_rle
 from pipelines.standardize.run import SamplePlanes
 from pipelines.storage import atomic_write_bytes, sha256_bytes, staged_dir
@@ -111,6 +111,7 @@ def render_sample(job: SampleJob, config: PipelineConfig) -> list[dict]:
             rows.append({"item_id": it["item_id"], "image_path": f"{job.rel_root}/{job.source.id}/{name}",
                          "width": int(img.shape[1]), "height": int(img.shape[0]),
                          "render_params": json.dumps(params, sort_keys=True), "sha256": sha256_bytes(data),
+                         "phash": phash_hex(img),
                          "dataset_id": job.source.id, "source_path": job.sample["source_path"],
                          "pipeline_version": PIPELINE_VERSION, "seed": config.seed})
     return rows
