@@ -74,12 +74,12 @@ def one_size(n: int, work: Path, workers: int) -> dict:
     registry.write_text(yaml.safe_dump({"version": 1, "datasets": [{
         "id": "ct_copies", "root": str(src), "format": "volume_pairs", "modality": "CT", "dimension": 3,
         "task_type": "seg", "label_map": str(LABEL_MAP), "license": "Apache-2.0"}]}))
-    cfg = PipelineConfig.load(registry=registry, data_root=data, standardize={"workers": workers},
-                              benchmark={"render_workers": workers})
+    settings = {"standardize": {"workers": workers}, "benchmark": {"render_workers": workers},
+                "generators": {"workers": workers}}
+    cfg = PipelineConfig.load(registry=registry, data_root=data, **settings)
     export_config_env(cfg, None)
     os.environ["MEDBENCH_CONFIG"] = str(work / "config.yaml")
-    (work / "config.yaml").write_text(yaml.safe_dump({"standardize": {"workers": workers},
-                                                      "benchmark": {"render_workers": workers}}))
+    (work / "config.yaml").write_text(yaml.safe_dump(settings))
     t = time.perf_counter()
     report = build(cfg, log=lambda m: None)
     wall = time.perf_counter() - t

@@ -287,6 +287,8 @@ class GeneratorSettings(BaseModel):
     direction_margin_deg: float = Field(10.0, description="the direction must lie this far inside its 45° sector")
     min_distance_fraction: float = Field(0.05, description="centroids at least this share of the diagonal apart")
     mirror_pairs: bool = Field(True, description="add the mirrored copy (swapped key) of each laterality item")
+    workers: int = Field(1, description="processes for candidates: with 2 or more, each dataset's generators run in "
+                                        "other processes while the label questions are built (same output)")
 
 
 class RobustnessSettings(BaseModel):

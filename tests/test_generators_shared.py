@@ -197,3 +197,27 @@ def test_robustness_copies_keep_question_and_key(shared_build):
         base = main.loc[c["variant_of"]]
         assert c["question"] == base["question"] and c["key"] == base["key"] and c["split"] == base["split"]
         assert c["image"]["bytes"] != base["image"]["bytes"]
+
+
+def test_candidates_do_not_depend_on_generator_workers(shared_build):
+    """generators.workers runs each dataset's generators in forked processes beside the label questions; the
+    candidate table (every dataset of the ../shared registry) must be the same Arrow table either way."""
+    import pyarrow.parquet as pq
+
+    from assets.questions import dataset_rows
+    from assets.resources import MedbenchResource
+    from pipelines.questions.candidates import build_candidates
+    from pipelines.questions.options import pools_from_table
+    from pipelines.vocab.frame import vocab_frame
+
+    cfg = shared_build
+    res = MedbenchResource(registry=str(cfg.registry), data_root=str(cfg.data_root))
+    tables = cfg.data_root / "tables"
+    args = (dataset_rows(res), vocab_frame(pq.read_table(tables / "label_vocab.parquet")),
+            pq.read_table(tables / "question_templates.parquet").to_pandas(),
+            pools_from_table(pq.read_table(tables / "option_pools.parquet").to_pandas()))
+    one = build_candidates(*args, cfg.model_copy(update={"generators": cfg.generators.model_copy(update={"workers": 1})}))
+    two = build_candidates(*args, cfg.model_copy(update={"generators": cfg.generators.model_copy(update={"workers": 3})}))
+    assert one.table.num_rows > 10_000 and (one.table["generator"].to_pylist().count("size_compare") > 0)
+    assert one.table.equals(two.table) and one.skipped == two.skipped
+    assert one.table.equals(pq.read_table(tables / "qa_candidates.parquet"))

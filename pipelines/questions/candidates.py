@@ -11,8 +11,11 @@ letters) are made later, for the selected units only.
 from __future__ import annotations
 
 import json
+import multiprocessing
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -82,7 +85,8 @@ def targets(regions: pd.DataFrame, scope: str) -> pd.DataFrame:
         bounds = np.flatnonzero(~same) + 1
         starts = np.r_[0, bounds]
         code = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(masks)]))
-        members = [m.tolist() for m in np.split(masks["region_id"].to_numpy(), bounds)]
+        ids, ends = masks["region_id"].tolist(), np.r_[bounds, len(masks)]
+        members = [ids[a:b] for a, b in zip(starts.tolist(), ends.tolist())]
         agg = masks.iloc[starts][["image_id", "raw_label", "labels", "kind"]].reset_index(drop=True)
         num = masks[["x0", "y0", "x1", "y1", "area_px"]].groupby(code)
         agg = agg.assign(x0=num["x0"].min().to_numpy(), y0=num["y0"].min().to_numpy(), x1=num["x1"].max().to_numpy(),
@@ -175,21 +179,36 @@ def _marks(df: pd.DataFrame, gates) -> pd.DataFrame:
         index=df.index)
 
 
+def _image_labels(regions: pd.DataFrame, image_ids: pd.Series) -> list[list[str]]:
+    """Per row: the sorted distinct labels present on its image (what a reader could name on it)."""
+    labs = regions[["image_id", "labels"]].explode("labels").dropna().drop_duplicates()
+    labs = labs.sort_values(["image_id", "labels"])
+    present: dict[str, list[str]] = {}
+    for image_id, label in zip(labs["image_id"].tolist(), labs["labels"].tolist()):
+        present.setdefault(image_id, []).append(label)
+    return [list(present.get(i, [])) for i in image_ids.tolist()]
+
+
 def _ids(df: pd.DataFrame, seed: int, dataset_id: str) -> pd.DataFrame:
-    """unit, prompt and item ids: stable hashes of the target (twins share the unit)."""
-    key = ["\x1e".join(k) for k in df["unit_key"]]
+    """unit, prompt and item ids: stable hashes of the target. Twins share the unit, so unit ids are hashed
+    before the contour twins are added and copied to them (the twins are appended after ``df``'s rows)."""
+    key = ["\x1e".join(k) for k in df["unit_key"].tolist()]
     unit_id = stable_ids([seed] * len(df), [dataset_id] * len(df), key)
-    target = [k if t is None else t for k, t in zip(key, df["target_id"])]
-    prompt = stable_ids(target, df["granularity"])
-    item = stable_ids(unit_id, prompt, df["granularity"])
-    return df.assign(unit_id=unit_id, prompt_id=prompt, item_id=item)
+    twins = (df["kind"] == "mask").to_numpy()
+    unit_id += [u for u, t in zip(unit_id, twins.tolist()) if t]
+    key += [k for k, t in zip(key, twins.tolist()) if t]
+    out = pd.concat([df, df[twins].assign(granularity="contour")], ignore_index=True)
+    target = [k if t is None else t for k, t in zip(key, out["target_id"].tolist())]
+    prompt = stable_ids(target, out["granularity"])
+    item = stable_ids(unit_id, prompt, out["granularity"])
+    return out.assign(unit_id=unit_id, prompt_id=prompt, item_id=item)
 
 
 def _resolve_all(frame: pd.DataFrame, ds: DatasetRows, elig: Eligibility, skipped: Counter,
                  counting: bool = False) -> pd.DataFrame:
     """Join each target's eligibility (decided once per distinct label set) and drop what cannot be built,
     counting it per reason (once per item a target would have given)."""
-    keys = list(zip(frame["lab_key"], frame["granularity"]))
+    keys = list(zip(frame["lab_key"].tolist(), frame["granularity"].tolist()))
     cache = {k: elig.resolve(ds, k[0], k[1], counting) for k in set(keys)}
     res = [cache[k] for k in keys]
     reason = pd.Series([r[0] for r in res], index=frame.index)
@@ -206,16 +225,37 @@ def _resolve_all(frame: pd.DataFrame, ds: DatasetRows, elig: Eligibility, skippe
     return frame[frame["reason"] == ""]
 
 
-def dataset_candidates(ds: DatasetRows, elig: Eligibility, config: PipelineConfig, skipped: Counter) -> pd.DataFrame:
-    """Item rows of one dataset (twins as two rows sharing a unit id), built column-wise."""
+def _generated(ds: DatasetRows, vocab: pd.DataFrame, config: PipelineConfig) -> tuple[pd.DataFrame, Counter]:
+    """The generators' rows of one dataset and what they skipped."""
+    skipped: Counter = Counter()
+    rows = generated(ds.regions, ds.slices, ds.samples, vocab[vocab["dataset_id"] == ds.dataset_id], ds.exhaustive,
+                     config, skipped, ds.rle_lookup)
+    return rows, skipped
+
+
+_FORKED: tuple = ()  # (datasets, vocab, config), set before the generator processes fork: they inherit it
+
+
+def _generated_forked(i: int) -> tuple[pd.DataFrame, Counter]:
+    """Run in a forked process: dataset ``i``'s generators on the rows inherited from the parent (pickling the
+    rows to send them would cost more than the generators themselves)."""
+    datasets, vocab, config = _FORKED
+    return _generated(datasets[i], vocab, config)
+
+
+def dataset_candidates(ds: DatasetRows, elig: Eligibility, config: PipelineConfig, skipped: Counter,
+                       pending: Future | None = None) -> pd.DataFrame:
+    """Item rows of one dataset (twins as two rows sharing a unit id), built column-wise. ``pending``: the
+    dataset's generator rows, already under way in another process."""
     if ds.slices.empty or ds.regions.empty:
         return pd.DataFrame(columns=CANDIDATES.names)
     sl = _slice_frame(ds.slices)
     dims = dict(zip(ds.samples["sample_id"], ds.samples["dim"]))
     t = targets(ds.regions, config.render.scope)
-    t = t.assign(lab_key=t["labels"].map(tuple), granularity=t["kind"].map(lambda k: KIND_GRANULARITIES[k][0]),
-                 n_items=t["kind"].map(lambda k: len(KIND_GRANULARITIES[k])),
-                 unit_key=[("twin", i) if k == "mask" else (i,) for i, k in zip(t["target_id"], t["kind"])],
+    kinds, target_ids = t["kind"].tolist(), t["target_id"].tolist()
+    t = t.assign(lab_key=[tuple(v) for v in t["labels"].tolist()], granularity=[KIND_GRANULARITIES[k][0] for k in kinds],
+                 n_items=[len(KIND_GRANULARITIES[k]) for k in kinds],
+                 unit_key=[("twin", i) if k == "mask" else (i,) for i, k in zip(target_ids, kinds)],
                  count=None, count_label=None)
     frames = [_resolve_all(t, ds, elig, skipped)]
     if ds.task_type == "det" and config.questions.counting:
@@ -236,39 +276,42 @@ def dataset_candidates(ds: DatasetRows, elig: Eligibility, config: PipelineConfi
         c = _resolve_all(c, ds, elig, skipped, counting=True)
         frames.append(c.assign(count_label=c["canonical"].where(c["canonical"].notna(), c["raw_label"]),
                                answers=[[str(int(n))] for n in c["count"]]))
-    frames.append(generated(ds.regions, ds.slices, ds.samples, elig.vocab[elig.vocab["dataset_id"] == ds.dataset_id],
-                            ds.exhaustive, config, skipped, ds.rle_lookup))
-    df = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else frames[0]
-    if df.empty:
-        return pd.DataFrame(columns=CANDIDATES.names)
+    gen, gen_skipped = pending.result() if pending is not None else _generated(ds, elig.vocab, config)
+    skipped.update(gen_skipped)
+    parts = [_finish(pd.concat(frames, ignore_index=True), ds, sl, dims, config) if any(len(f) for f in frames) else None,
+             _finish(gen, ds, sl, dims, config) if len(gen) else None]  # row-wise: finished apart, same rows
+    parts = [p for p in parts if p is not None and len(p)]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=CANDIDATES.names)
+
+
+def _finish(df: pd.DataFrame, ds: DatasetRows, sl: pd.DataFrame, dims: dict, config: PipelineConfig) -> pd.DataFrame:
+    """Candidate rows (CANDIDATES columns) from target or generator rows: plane facts, labels on the image, mark
+    geometry, answer text, contour twins and ids. Row by row, so blocks of rows can be finished separately."""
     df = df.merge(sl, on="image_id", how="left")
     if "generator_params" in df:  # where a generated question's plane is, for anyone re-deriving its key
         gen = df["generator_params"].notna()
         df.loc[gen, "generator_params"] = [
             json.dumps({**json.loads(p), "plane": {"source_path": sp, "axis": ax, "index": int(ix)}}, sort_keys=True)
-            for p, sp, ax, ix in zip(df.loc[gen, "generator_params"], df.loc[gen, "source_path"], df.loc[gen, "axis"],
-                                     df.loc[gen, "index"])]
-    labs = ds.regions[["image_id", "labels"]].explode("labels").dropna().drop_duplicates()
-    present = labs.sort_values(["image_id", "labels"]).groupby("image_id", sort=False)["labels"].agg(list)
-    df["image_labels"] = [v if isinstance(v, list) else [] for v in df["image_id"].map(present)]
+            for p, sp, ax, ix in zip(*(df.loc[gen, c].tolist() for c in ("generator_params", "source_path", "axis",
+                                                                            "index")))]
+    df["image_labels"] = _image_labels(ds.regions, df["image_id"])
     df = pd.concat([df, _marks(df, config.gates)], axis=1)
     given = df["answer_label"] if "answer_label" in df else pd.Series(None, index=df.index, dtype=object)
     df["answer_label"] = [g if isinstance(g, str) and g else
                           f"the number of {plural(cl)}: {int(n)}" if isinstance(cl, str) and pd.notna(n) else ";".join(a)
-                          for g, cl, n, a in zip(given, df["count_label"], df["count"], df["answers"])]
+                          for g, cl, n, a in zip(given.tolist(), df["count_label"].tolist(), df["count"].tolist(),
+                                                 df["answers"].tolist())]
     built_in = pd.Series(np.where(df["count"].notna(), "box_count", "recognition"), index=df.index)
     df["generator"] = df["generator"].where(df["generator"].notna(), built_in) if "generator" in df else built_in
     for col in ("generator_params", "balance_group"):
         if col not in df:
-            df[col] = None
-    twins = df["kind"] == "mask"
-    df = pd.concat([df, df[twins].assign(granularity="contour")], ignore_index=True)
-    df = _ids(df, config.seed, ds.dataset_id)
+            df[col] = pd.Series(None, index=df.index, dtype="str")
+    df = _ids(df, config.seed, ds.dataset_id)  # adds the contour twin of every mask row
     df = df.rename(columns={"index": "slice_index", "display_width": "image_width", "display_height": "image_height"})
     return df.assign(
         modality=ds.modality, gmai_modality=GMAI_MODALITY.get(ds.modality, ds.modality),
         question_family=QUESTION_FAMILY.get(ds.modality, "other"),
-        original_task=[f"{ds.task_type.upper()}_{int(dims.get(s, 2))}D" for s in df["sample_id"]],
+        original_task=df["sample_id"].map(lambda s: f"{ds.task_type.upper()}_{int(dims.get(s, 2))}D"),
         dataset_id=ds.dataset_id, pipeline_version=PIPELINE_VERSION, seed=config.seed,
         count=df["count"].astype("Int64"))[CANDIDATES.names]
 
@@ -276,15 +319,23 @@ def dataset_candidates(ds: DatasetRows, elig: Eligibility, config: PipelineConfi
 def build_candidates(datasets: list[DatasetRows], vocab: pd.DataFrame, templates: pd.DataFrame,
                      pools: dict[PoolKey, list[str]], config: PipelineConfig) -> CandidateSet:
     """Every candidate item of every dataset, sorted by item id (deterministic)."""
-    elig = Eligibility(vocab, pools, TemplatePicker(templates))
     frames: list[pd.DataFrame] = []
     total: Counter = Counter()
     per_ds: dict[str, Counter] = {}
-    for ds in sorted(datasets, key=lambda d: d.dataset_id):
-        skipped: Counter = Counter()
-        frames.append(dataset_candidates(ds, elig, config, skipped))
-        per_ds[ds.dataset_id] = skipped
-        total.update(skipped)
+    global _FORKED
+    ordered = sorted(datasets, key=lambda d: d.dataset_id)
+    workers = config.generators.workers
+    fork = workers > 1 and bool(config.generators.enabled) and "fork" in multiprocessing.get_all_start_methods()
+    _FORKED = (ordered, vocab, config) if fork else ()
+    with ProcessPoolExecutor(workers - 1, multiprocessing.get_context("fork")) if fork else nullcontext() as pool:
+        pending = {ds.dataset_id: pool.submit(_generated_forked, i) for i, ds in enumerate(ordered)} if pool else {}
+        elig = Eligibility(vocab, pools, TemplatePicker(templates))  # loads MeSH while the generators run
+        for ds in ordered:
+            skipped: Counter = Counter()
+            frames.append(dataset_candidates(ds, elig, config, skipped, pending.get(ds.dataset_id)))
+            per_ds[ds.dataset_id] = skipped
+            total.update(skipped)
+    _FORKED = ()
     frames = [f for f in frames if len(f)]
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CANDIDATES.names)
     df = df.sort_values("item_id", kind="stable").reset_index(drop=True)

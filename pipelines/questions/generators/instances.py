@@ -43,16 +43,16 @@ def count_table(facts: PlaneFacts, regions: pd.DataFrame, slices: pd.DataFrame, 
     # a plane is asked about in the window the structure is shown in (a bone window for ribs, not a lung one)
     zeros = planes[planes["image_id"].isin(sampled)].merge(ext.reset_index(), on=["sample_id", "axis", "window"])
     zeros = zeros[(zeros["index"] > zeros["lo"]) & (zeros["index"] < zeros["hi"])]
-    have = set(zip(m["image_id"], m["canonical_label"]))
-    absent = pd.Series([(i, c) not in have for i, c in zip(zeros["image_id"], zeros["canonical_label"])],
+    have = set(zip(m["image_id"].tolist(), m["canonical_label"].tolist()))
+    absent = pd.Series([(i, c) not in have for i, c in zip(zeros["image_id"].tolist(), zeros["canonical_label"].tolist())],
                        index=zeros.index, dtype=bool)
     zeros = zeros[absent]
     zeros = zeros.assign(count=0, region_ids=[[] for _ in range(len(zeros))])
     out = pd.concat([per, zeros[per.columns]], ignore_index=True).join(tags, on="canonical_label")[cols]
     # a cross-section below the region floor is not in the rows but is still a speck on the image: ambiguous
-    faint = dict(zip(slices["image_id"], slices["faint_labels"])) if "faint_labels" in slices else {}
+    faint = dict(zip(slices["image_id"].tolist(), slices["faint_labels"].tolist())) if "faint_labels" in slices else {}
     specks = pd.Series([bool(set(faint.get(i) if faint.get(i) is not None else ()) & set(raw))
-                        for i, raw in zip(out["image_id"], out["raw_labels"])], index=out.index, dtype=bool)
+                        for i, raw in zip(out["image_id"].tolist(), out["raw_labels"].tolist())], index=out.index, dtype=bool)
     if specks.any():
         skipped["count_faint_piece"] += int(specks.sum())
     out = out[~specks]

@@ -32,7 +32,7 @@ def generated(regions: pd.DataFrame, slices: pd.DataFrame, samples: pd.DataFrame
     readable = slices.loc[readable_planes(slices.rename(columns={"display_width": "image_width",
                                                                    "display_height": "image_height"}),
                                           config.gates), "image_id"]
-    with_masks = sorted(set(masks["image_id"]) & set(readable))
+    with_masks = sorted(set(masks["image_id"].tolist()) & set(readable.tolist()))
     chosen = {name: sampled_planes(with_masks, seed, name, g.max_planes) for name in g.enabled}
     if "instance_count" in chosen:  # a count can be 0: planes without any mask are candidates too
         chosen["instance_count"] = sampled_planes(readable, seed, "instance_count", g.max_planes)
@@ -58,7 +58,8 @@ def generated(regions: pd.DataFrame, slices: pd.DataFrame, samples: pd.DataFrame
         table = instances.count_table(facts, regions, slices, planes, vocab, exhaustive, chosen["instance_count"],
                                       config, skipped)
         dims = dict(zip(samples["sample_id"], samples["dim"]))
-        kind = {i: ("volume" if dims.get(s, 2) == 3 else "flat") for i, s in zip(slices["image_id"], slices["sample_id"])}
+        kind = {i: ("volume" if dims.get(s, 2) == 3 else "flat")
+                for i, s in zip(slices["image_id"].tolist(), slices["sample_id"].tolist())}
         for s in instances.specs(table):
             s.params["dim_kind"] = kind.get(s.image_id, "flat")
             specs.append(s)

@@ -28,7 +28,9 @@ def plane_frame(slices: pd.DataFrame) -> pd.DataFrame:
     s = slices[["image_id", "sample_id", "axis", "index", "orientation", "spacing", "width", "height",
                 "display_width", "display_height"]].copy()
     params = slices["intensity_params"] if "intensity_params" in slices else pd.Series("", index=slices.index)
-    s["window"] = [json.loads(p).get("window", "") if isinstance(p, str) and p.startswith("{") else "" for p in params]
+    windows = {p: json.loads(p).get("window", "") if isinstance(p, str) and p.startswith("{") else ""
+               for p in set(params.tolist())}  # a handful of distinct settings per dataset: parse each once
+    s["window"] = params.map(windows).fillna("").to_numpy(object) if len(params) else []
     s["scale"] = s["display_width"] / s["width"]  # display px per stored px along columns
     s["scale_y"] = s["display_height"] / s["height"]  # and along rows (differs when pixels were not square)
     sx = [float(v[0]) if v is not None and len(v) == 2 else np.nan for v in s["spacing"]]
