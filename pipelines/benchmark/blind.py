@@ -25,7 +25,7 @@ LETTERS = "ABCDE"
 def _option_rows(items: pd.DataFrame) -> pd.DataFrame:
     """One row per (item, option) with its text and position features, and whether it is correct."""
     rows = []
-    for item in items.to_dict("records"):
+    for item in items[["item_id", "question", "clinical_vqa_task", "answer", *LETTERS]].to_dict("records"):
         opts = [(i, item[c]) for i, c in enumerate(LETTERS) if isinstance(item[c], str) and item[c]]
         nums = [_number(o) for _, o in opts]
         numeric = all(n is not None for n in nums)

@@ -45,7 +45,8 @@ def reletter(items: pd.DataFrame, seed: int) -> pd.DataFrame:
     first = out.sort_values("unit_id").drop_duplicates("unit_id")  # twins carry the same options
     for split, part in first.groupby("split"):
         units = []
-        for r in part.to_dict("records"):
+        cols = [c for c in ("unit_id", "multi_answer", "answer", "option_origins", "generator", *LETTERS) if c in part]
+        for r in part[cols].to_dict("records"):
             if r["multi_answer"]:
                 continue
             opts = [r[c] for c in LETTERS if isinstance(r[c], str)]
