@@ -77,7 +77,7 @@ def one_size(n: int, work: Path, workers: int) -> dict:
         "id": "ct_copies", "root": str(src), "format": "volume_pairs", "modality": "CT", "dimension": 3,
         "task_type": "seg", "label_map": str(LABEL_MAP), "license": "Apache-2.0"}]}))
     settings = {"standardize": {"workers": workers}, "benchmark": {"render_workers": workers},
-                "generators": {"workers": workers}}
+                "generators": {"workers": workers}, "ingest": {"workers": workers}}
     cfg = PipelineConfig.load(registry=registry, data_root=data, **settings)
     export_config_env(cfg, None)
     os.environ["MEDBENCH_CONFIG"] = str(work / "config.yaml")
@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
         out["wall_ratio_per_repeat"] = [round(y / x, 3) for x, y in zip(walls[a], walls[b])]
         out["input_ratio"] = b / a
         out["target_wall_ratio"] = 1.5
+    out["png_target_holds"] = all(r["png_files"] <= 1.2 * r["exported_items"] + r["review_sheets"] for r in results)
     return report("scale_bench", out)
 
 

@@ -35,6 +35,7 @@ class IngestSettings(BaseModel):
     max_pixels: int = Field(200_000_000, description="largest decoded image/volume, in voxels")
     image_extensions: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
     allow_external_symlinks: bool = Field(False, description="accept symlinks whose target is outside the dataset root")
+    workers: int = Field(1, description="processes checking the volume pairs of one dataset (memory: one pair each)")
 
 
 class StandardizeSettings(BaseModel):

@@ -184,6 +184,17 @@ def test_volume_bad_inputs(volumes):
     assert sorted(res.samples.column("name").to_pylist()) == ["case_000", "case_001", "case_002"]
 
 
+def test_volume_pairs_checked_in_worker_processes_give_the_same_tables(volumes):
+    """ingest.workers > 1 checks the pairs in other processes: the same samples and the same quarantine rows."""
+    from pipelines.ingest import ingest
+    from pipelines.registry import load_registry
+    source = load_registry(volumes.registry).get("ct")
+    one = ingest(source, volumes)
+    two = ingest(source, volumes.model_copy(update={"ingest": volumes.ingest.model_copy(update={"workers": 2})}))
+    assert one.samples.num_rows == 3 and one.quarantine.num_rows == 6
+    assert one.samples.equals(two.samples) and one.quarantine.equals(two.quarantine)
+
+
 def test_dicom_bad_inputs(tmp_path):
     """A truncated DICOM file, a header-corrupted one, and a SEG whose images are missing."""
     from pydicom.data import get_testdata_file

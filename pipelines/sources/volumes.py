@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -107,18 +109,24 @@ class VolumePairsReader(Reader):
         except SampleError as exc:
             yield Quarantined(exc.path, exc.reason, str(exc))
             return
-        for item in pairs:
-            if isinstance(item, Quarantined):
-                yield item
-                continue
-            image_ref, label_ref, name = item
-            yield self.guarded(image_ref, lambda: scan_volume_pair(self, image_ref, label_ref, name), image_ref)
+        jobs = [(self, *item) for item in pairs if not isinstance(item, Quarantined)]
+        workers = min(self.ctx.config.ingest.workers, len(jobs))
+        with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
+            checked = pool.map(_scan_guarded, jobs, chunksize=1) if pool else map(_scan_guarded, jobs)
+            for item in pairs:  # in listing order, so duplicate handling downstream is unchanged
+                yield item if isinstance(item, Quarantined) else next(checked)
 
     def load(self, row: dict) -> LoadedSample:
         return load_volume_pair(self, row)
 
     def load_pixels(self, row: dict) -> LoadedSample:
         return load_volume_pair(self, row, labels=False)
+
+
+def _scan_guarded(job: tuple) -> SampleRecord | Quarantined:
+    """One pair's check (in a worker process when ingest.workers > 1): both volumes decoded, then dropped."""
+    reader, image_ref, label_ref, name = job
+    return reader.guarded(image_ref, lambda: scan_volume_pair(reader, image_ref, label_ref, name), image_ref)
 
 
 def load_dataset_json(reader: Reader) -> dict:
