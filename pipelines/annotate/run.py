@@ -19,6 +19,7 @@ from pipelines.annotate import measure, words
 from pipelines.annotate.relations import relation_text, relations
 from pipelines.annotate.text import fact_check, image_caption, roi_caption
 from pipelines.config import PipelineConfig
+from pipelines.processes import ordered_map
 from pipelines.records import ROI_ANNOTATIONS, to_table
 from pipelines.registry import Source
 from pipelines.standardize.planes import plane
@@ -135,12 +136,7 @@ def annotate_dataset(source: Source, config: PipelineConfig, samples: pd.DataFra
     sample_rows = {r["sample_id"]: r for r in samples.to_dict("records")}
     slice_groups = {k: g.to_dict("records") for k, g in slices.groupby("sample_id")}
     jobs = [(sample_rows[s], source, slice_groups.get(s, []), rs, config) for s, rs in sorted(by_sample.items())]
-    if a.workers > 1 and len(jobs) > 1:
-        from concurrent.futures import ProcessPoolExecutor
-        with ProcessPoolExecutor(max_workers=a.workers) as pool:
-            parts = list(pool.map(_worker, jobs, chunksize=1))
-    else:
-        parts = [_worker(j) for j in jobs]
+    parts = list(ordered_map(_worker, jobs, a.workers))
     pix = {k: v for p in parts for k, v in p.items()}
     out = [_roi_row(r, pix.get(r["region_id"], {}), config) for r in rows]
     labels = geo.groupby("image_id")["label"].agg(lambda s: sorted(set(s)))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from pipelines import PIPELINE_VERSION
 from pipelines.config import PipelineConfig
 from pipelines.ids import derived_rng
 from pipelines.imageio import encode_png
+from pipelines.processes import ordered_map
 from pipelines.records import RENDERED_ITEMS, to_table
 from pipelines.registry import Source
 from pipelines.render.draw import draw_outlines, draw_prompt
@@ -152,11 +152,6 @@ def render_items(items: pd.DataFrame, datasets: dict[str, DatasetTables],
                         for r in its.itertuples(index=False)]
                 jobs.append(SampleJob(samples.loc[sample_id].to_dict(), t.source,
                                       {i: row.to_dict() for i, row in needed.iterrows()}, work, staging, rel_root))
-        workers = config.benchmark.render_workers
-        if workers > 1 and len(jobs) > 1:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                outputs = list(pool.map(_run, [(j, config) for j in jobs], chunksize=1))
-        else:
-            outputs = [render_sample(j, config) for j in jobs]
+        outputs = list(ordered_map(_run, [(j, config) for j in jobs], config.benchmark.render_workers))
     rows = sorted((r for out in outputs for r in out), key=lambda r: r["item_id"])
     return to_table(rows, RENDERED_ITEMS)

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from pipelines.processes import ordered_map
 from pipelines.sources.base import (
     LabelLayer,
     LoadedSample,
@@ -109,12 +108,10 @@ class VolumePairsReader(Reader):
         except SampleError as exc:
             yield Quarantined(exc.path, exc.reason, str(exc))
             return
-        jobs = [(self, *item) for item in pairs if not isinstance(item, Quarantined)]
-        workers = min(self.ctx.config.ingest.workers, len(jobs))
-        with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
-            checked = pool.map(_scan_guarded, jobs, chunksize=1) if pool else map(_scan_guarded, jobs)
-            for item in pairs:  # in listing order, so duplicate handling downstream is unchanged
-                yield item if isinstance(item, Quarantined) else next(checked)
+        checked = ordered_map(_scan_guarded, [(self, *item) for item in pairs if not isinstance(item, Quarantined)],
+                              self.ctx.config.ingest.workers)
+        for item in pairs:  # in listing order, so duplicate handling downstream is unchanged
+            yield item if isinstance(item, Quarantined) else next(checked)
 
     def load(self, row: dict) -> LoadedSample:
         return load_volume_pair(self, row)

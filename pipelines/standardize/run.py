@@ -13,7 +13,6 @@ import hashlib
 import json
 import shutil
 from collections import Counter, defaultdict
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from pipelines.config import PipelineConfig, StandardizeSettings
 from pipelines.ids import stable_id
 from pipelines.imageio import encode_png
 from pipelines.ingest import quarantine_row, reader_for
+from pipelines.processes import ordered_map
 from pipelines.records import QUARANTINE, REGIONS, SLICES, to_table
 from pipelines.registry import Source
 from pipelines.sources.base import LoadedSample, Quarantined, Reason, SampleError
@@ -365,11 +365,7 @@ def standardize_dataset(source: Source, config: PipelineConfig, samples: pa.Tabl
     rel_root = f"images/{source.id}"
     with staged_dir(DataLayout(data_root).images(source.id)) as staging:
         jobs = [(row, source, config, staging, rel_root) for row in samples.to_pylist()]
-        if workers > 1 and len(jobs) > 1:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                outputs = list(pool.map(_worker, jobs, chunksize=1))
-        else:
-            outputs = [_worker(j) for j in jobs]
+        outputs = list(ordered_map(_worker, jobs, workers))
     bad = [q for o in outputs for q in o.quarantine]
     return StandardizeResult(slices=_sorted([o.slices for o in outputs], SLICES, "image_id"),
                              regions=_sorted([o.regions for o in outputs], REGIONS, "region_id"),
