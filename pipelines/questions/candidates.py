@@ -186,7 +186,7 @@ def _image_labels(regions: pd.DataFrame, image_ids: pd.Series) -> list[list[str]
     present: dict[str, list[str]] = {}
     for image_id, label in zip(labs["image_id"].tolist(), labs["labels"].tolist()):
         present.setdefault(image_id, []).append(label)
-    return [list(present.get(i, [])) for i in image_ids.tolist()]
+    return [present[i] if i in present else [] for i in image_ids.tolist()]  # rows of one image share its list
 
 
 def _ids(df: pd.DataFrame, seed: int, dataset_id: str) -> pd.DataFrame:
@@ -327,15 +327,18 @@ def build_candidates(datasets: list[DatasetRows], vocab: pd.DataFrame, templates
     workers = config.generators.workers
     fork = workers > 1 and bool(config.generators.enabled) and "fork" in multiprocessing.get_all_start_methods()
     _FORKED = (ordered, vocab, config) if fork else ()
-    with ProcessPoolExecutor(workers - 1, multiprocessing.get_context("fork")) if fork else nullcontext() as pool:
-        pending = {ds.dataset_id: pool.submit(_generated_forked, i) for i, ds in enumerate(ordered)} if pool else {}
-        elig = Eligibility(vocab, pools, TemplatePicker(templates))  # loads MeSH while the generators run
-        for ds in ordered:
-            skipped: Counter = Counter()
-            frames.append(dataset_candidates(ds, elig, config, skipped, pending.get(ds.dataset_id)))
-            per_ds[ds.dataset_id] = skipped
-            total.update(skipped)
-    _FORKED = ()
+    try:
+        with ProcessPoolExecutor(workers - 1, multiprocessing.get_context("fork")) if fork else nullcontext() as pool:
+            pending = {ds.dataset_id: pool.submit(_generated_forked, i) for i, ds in enumerate(ordered)
+                       if not (ds.slices.empty or ds.regions.empty)} if pool else {}  # the ones dataset_candidates uses
+            elig = Eligibility(vocab, pools, TemplatePicker(templates))  # loads MeSH while the generators run
+            for ds in ordered:
+                skipped: Counter = Counter()
+                frames.append(dataset_candidates(ds, elig, config, skipped, pending.get(ds.dataset_id)))
+                per_ds[ds.dataset_id] = skipped
+                total.update(skipped)
+    finally:
+        _FORKED = ()  # the rows are not kept alive after a failed generator either
     frames = [f for f in frames if len(f)]
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CANDIDATES.names)
     df = df.sort_values("item_id", kind="stable").reset_index(drop=True)
