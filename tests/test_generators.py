@@ -210,3 +210,18 @@ def test_mirrored_consistency_copy_says_so_and_keeps_the_key():
                                   "viewer's left.")
     assert json.loads(m["generator_params"]) == {"side": "left", "mirrored": True, "viewer_left_is": "patient's left"}
     assert len({"i1", same["item_id"], m["item_id"]}) == 3 and set(pairs["subset"]) == {"consistency"}
+
+def test_perturbation_severity_is_relative_to_the_image():
+    """Blur scales with the shorter side and noise with the grey range (hand-computed: 0.4 % of 100 px = 0.4 px,
+    of 1,000 px = 4 px; 6 % of a 50..150 grey range = 6 grey levels), so a mild level is mild at any size."""
+    small = np.full((100, 160, 3), 50, np.uint8)
+    small[:, 80:] = 150
+    big = np.full((1000, 1600, 3), 50, np.uint8)
+    big[:, 800:] = 150
+    assert perturb(small, "gaussian_blur", 1, derived_rng(1, "b"))[1]["sigma_px"] == 0.4
+    assert perturb(big, "gaussian_blur", 1, derived_rng(1, "b"))[1]["sigma_px"] == 4.0
+    assert perturb(small, "gaussian_noise", 2, derived_rng(1, "n"))[1]["sigma_grey"] == 6.0
+    # the edge is softened over the same share of the image at both sizes
+    a = perturb(small, "gaussian_blur", 3, derived_rng(1, "b"))[0][50, :, 0].astype(float)
+    b = perturb(big, "gaussian_blur", 3, derived_rng(1, "b"))[0][500, :, 0].reshape(160, 10).mean(axis=1)
+    assert np.abs(a - b).max() <= 6

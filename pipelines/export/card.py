@@ -18,6 +18,7 @@ from huggingface_hub import DatasetCard, DatasetCardData
 
 from pipelines import PIPELINE_VERSION
 from pipelines.registry import Registry
+from pipelines.render.perturb import RULE
 
 SPLITS = ("val", "test")
 ROBUSTNESS_FOLDER = "robustness"
@@ -144,8 +145,8 @@ def split_info(split: str, files: list[Path], rows: int | None = None) -> dict:
 CONFIG_FOLDERS = {
     "consistency": "each laterality item twice, as displayed and mirrored left to right with a stem that says "
                    "so (same key); a pair counts only when both copies are answered right",
-    ROBUSTNESS_FOLDER: "perturbed copies of a seeded share of the test items (noise, blur, contrast, down-up "
-                       "sampling at three severities, each relative to the image), linked to their original",
+    ROBUSTNESS_FOLDER: "perturbed copies of a seeded share of the test items at three severities relative to the "
+                       f"image ({RULE}); same question, options and key as the original",
     "grounding": "the answer is a box: the structure named in the question, as [x0, y0, x1, y1] in 0..1 of the "
                  "image, scored by IoU >= 0.5",
 }
