@@ -17,6 +17,21 @@ from pipelines.run_state import failed_datasets
 from pipelines.storage import DataLayout
 
 
+# why a dataset makes no candidate, when that is the data's nature and not a fault: every label excluded by its
+# label map, or no image large enough to read
+EXPECTED_SKIPS = {"excluded_label": "its label map excludes every label it has",
+                  "no_readable_image": "none of its images passes the readability gates (too small or too elongated)"}
+
+
+def expected_without_candidates(skipped: dict[str, int]) -> str | None:
+    """The expected reason a dataset has no candidate, from its skip counts (None: not an expected outcome)."""
+    if "no_readable_image" in skipped:
+        return EXPECTED_SKIPS["no_readable_image"]
+    if skipped and set(skipped) == {"excluded_label"}:
+        return EXPECTED_SKIPS["excluded_label"]
+    return None
+
+
 @dataclass
 class Summary:
     root: Path
@@ -67,13 +82,30 @@ class Summary:
             return "-"
         return ", ".join(f"{k}={v}" for k, v in sorted(c.items())) or "0"
 
+    def expected_empty(self, ds: str) -> str | None:
+        """Why a dataset without items is an expected outcome (its images are all below the readability gates, it
+        reads the same images as an earlier registration, or its label map excludes every label), else None."""
+        rules = self.gated.get(ds, {})
+        units = max((u for _, u in rules.values()), default=0)
+        if units and sum(d for d, _ in rules.values()) == units:
+            return f"every candidate fails the readability gates ({self.gate_text(ds)})"
+        same = [a for a, b, _ in self.audit.get("duplicates", []) if b == ds]
+        if same:
+            return f"it reads the same images as {same[0]}, which keeps them (one source, one identity)"
+        return expected_without_candidates(self.not_built.get(ds, {}))
+
     def empty_datasets(self) -> list[str]:
-        """Datasets with described regions but no benchmark item: an error a user must see, with why."""
+        """Datasets with described regions but no benchmark item, with why: expected outcomes are said as such,
+        anything else is an error a user must see."""
         if not self.items and "benchmark" not in self.tables:
             return []
         out = []
         for ds, n in sorted(self.regions.items()):
             if n and not self.items.get(ds) and ds not in self.failed:
+                expected = self.expected_empty(ds)
+                if expected:
+                    out.append(f"  {ds}: 0 items, as expected: {expected}")
+                    continue
                 why = ", ".join(f"{r} {c}" for r, c in sorted(self.not_built.get(ds, {}).items()))
                 gate = self.gate_text(ds)
                 blind = self.audit.get("text_only_dropped_by_dataset", {}).get(ds)
