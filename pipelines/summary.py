@@ -46,10 +46,18 @@ class Summary:
     items: dict[str, int] = field(default_factory=dict)  # dataset -> benchmark items (when a benchmark was built)
     not_built: dict[str, dict[str, int]] = field(default_factory=dict)  # dataset -> why candidates were not made
     audit: dict = field(default_factory=dict)  # the benchmark audit's figures (tables/benchmark_audit.json)
+    changes: dict = field(default_factory=dict)  # the changelog's counts (tables/benchmark_changelog.json)
 
     def selection_lines(self) -> list[str]:
-        """What selection left out on purpose: reviewers' rejections and units the text alone answers."""
+        """What selection left out on purpose (reviewers' rejections, units the text alone answers) and what moved
+        since the previous build, with why."""
         a, out = self.audit, []
+        if self.changes and not self.changes.get("first_build"):
+            c = self.changes.get("counts", {})
+            why = ", ".join(f"{k} {v}" for k, v in self.changes.get("removed_by_reason", {}).items())
+            out.append(f"  since the previous build: {c.get('added', 0)} item(s) added, {c.get('removed', 0)} removed"
+                       + (f" ({why})" if why else "") + f", {c.get('changed', 0)} changed "
+                       "(tables/benchmark_changelog.json, benchmark/private/changelog.json)")
         if a.get("review_rejected_units"):
             out.append(f"  review: {a['review_rejected_units']} unit(s) rejected by reviewers left out "
                        "(medbench review; decisions in benchmark.item_reviews)")
@@ -196,6 +204,10 @@ def summarize(data_root: Path, dataset_ids: list[str]) -> Summary:
     audit = layout.table("benchmark_audit").with_suffix(".json")
     if audit.exists():
         s.audit = json.loads(audit.read_text())
+    log = layout.table("benchmark_changelog").with_suffix(".json")
+    if log.exists():
+        full = json.loads(log.read_text())
+        s.changes = {k: full.get(k) for k in ("counts", "removed_by_reason", "first_build") if k in full}
     bench = layout.root / "benchmark"
     if (bench / "manifest.json").exists() or (bench / "data").exists():
         s.benchmark = bench

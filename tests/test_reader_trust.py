@@ -198,3 +198,22 @@ def test_removing_a_dataset_leaves_the_others_items_and_keys(shared_build, tmp_p
     assert len(others) > 1000 and set(others.index) == set(without.index)
     cols = ["question", *LETTERS, "answer", "subset"]
     pd.testing.assert_frame_equal(others[cols].sort_index(), without[cols].sort_index())
+
+
+def test_changelog_names_what_moved_and_why():
+    from pipelines.benchmark.changelog import changelog
+    before = pd.DataFrame({"item_id": ["a", "b", "c", "d"], "unit_id": ["ua", "ub", "uc", "ud"],
+                           "dataset_id": ["x", "x", "y", "gone"], "subset": "main", "question": "q",
+                           "A": "1", "B": "2", "C": None, "D": None, "E": None, "answer": ["A", "A", "B", "A"],
+                           "split": "test"})
+    after = before.iloc[[0, 1]].copy()
+    after.loc[1, "answer"] = "B"
+    after = pd.concat([after, pd.DataFrame([{**before.iloc[0].to_dict(), "item_id": "e", "unit_id": "ue",
+                                             "dataset_id": "z"}])], ignore_index=True)
+    log = changelog(before, after, {"uc": "cross_dataset_cap"}, {"x", "y", "z"}, {"ua", "ub", "uc", "ue"})
+    assert log["counts"] == {"added": 1, "removed": 2, "changed": 1}
+    assert {r["item_id"]: r["reason"] for r in log["removed"]} == {"c": "cross_dataset_cap",
+                                                                    "d": "dataset removed from the registry"}
+    assert log["changed"] == [{"item_id": "b", "dataset_id": "x", "reason": "changed", "fields": ["answer"]}]
+    assert log["added"] == [{"item_id": "e", "dataset_id": "z", "reason": "dataset added"}]
+    assert changelog(None, after, {}, {"x"}, set())["first_build"]

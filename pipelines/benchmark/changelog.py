@@ -23,7 +23,7 @@ def changelog(before: pd.DataFrame | None, after: pd.DataFrame, fates: dict[str,
     if before is None or before.empty:
         added = [{"item_id": i, "dataset_id": d, "reason": "first build"}
                  for i, d in zip(after["item_id"], after["dataset_id"])]
-        return _summary(added, [], [])
+        return {**_summary(added, [], []), "first_build": True}
     before = before[before["subset"] == "main"] if "subset" in before else before
     old, new = before.set_index("item_id"), after.set_index("item_id")
     added = [{"item_id": i, "dataset_id": new.at[i, "dataset_id"],
