@@ -67,7 +67,9 @@ def dataset_rows(medbench: MedbenchResource) -> list[DatasetRows]:
                                layout.read("regions", ds, REGION_COLUMNS).to_pandas(),
                                layout.read("raw_samples", ds).to_pandas()[["sample_id", "dim"]],
                                frozenset(src.label_map.exhaustive_labels()),
-                               rle_lookup=partial(stored_masks, layout.table("regions", ds))))
+                               rle_lookup=partial(stored_masks, layout.table("regions", ds)),
+                               partial=frozenset(n for n in src.label_map.labels
+                                                 if src.label_map.spec(n).exhaustive is False)))
     return out
 
 

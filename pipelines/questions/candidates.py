@@ -56,6 +56,7 @@ class DatasetRows:
     samples: pd.DataFrame  # sample_id, dim
     exhaustive: frozenset[str] = frozenset()  # raw labels annotated exhaustively: the only ones counted
     rle_lookup: Callable[[list[str]], dict[str, str]] | None = None  # region id -> stored mask, on demand
+    partial: frozenset[str] = frozenset()  # raw labels the label map says are annotated only in part
 
 
 @dataclass
@@ -283,7 +284,7 @@ def _generated(ds: DatasetRows, vocab: pd.DataFrame, config: PipelineConfig) -> 
     """The generators' rows of one dataset and what they skipped."""
     skipped: Counter = Counter()
     rows = generated(ds.regions, ds.slices, ds.samples, vocab[vocab["dataset_id"] == ds.dataset_id], ds.exhaustive,
-                     config, skipped, ds.rle_lookup, ds.modality)
+                     config, skipped, ds.rle_lookup, ds.modality, ds.partial)
     return rows, skipped
 
 

@@ -44,12 +44,16 @@ def without_nested(rows: list[dict], inner: set[str]) -> list[dict]:
 
 
 def localised(regions: pd.DataFrame, slices: pd.DataFrame, vocab: pd.DataFrame, modality: str,
-              config: PipelineConfig) -> list[Spec]:
-    """Localisation, coarse-position and grounding questions from the boxes of every tagged region (masks and
-    detection boxes) on a seeded sample of readable planes: no stored mask is read."""
+              config: PipelineConfig, exhaustive: frozenset[str] = frozenset(),
+              partial: frozenset[str] = frozenset()) -> list[Spec]:
+    """Localisation, coarse-position and grounding questions from the boxes of every tagged region on a seeded
+    sample of readable planes: no stored mask is read. Only labels annotated wherever they appear: a segmentation
+    mask unless its label map says the label is partial, a detection box only when the label map says exhaustive
+    (an unboxed platelet could sit inside a decoy, or be "the other" platelet)."""
     g, seed = config.generators, config.seed
     wanted = [n for n in LOCALISE if n in g.enabled]
-    marked = regions[regions["kind"].isin(["mask", "box"])]
+    kind, raw = regions["kind"], regions["raw_label"]
+    marked = regions[((kind == "mask") & ~raw.isin(partial)) | ((kind == "box") & raw.isin(exhaustive))]
     if not wanted or marked.empty:
         return []
     v = vocab[vocab["status"].isin(["mesh", "no_mesh", "accepted"]) & vocab["department"].notna()
@@ -90,12 +94,13 @@ def localised(regions: pd.DataFrame, slices: pd.DataFrame, vocab: pd.DataFrame, 
 
 def generated(regions: pd.DataFrame, slices: pd.DataFrame, samples: pd.DataFrame, vocab: pd.DataFrame,
               exhaustive: frozenset[str], config: PipelineConfig, skipped: Counter,
-              rle_lookup: Callable[[list[str]], dict[str, str]] | None = None, modality: str = "") -> pd.DataFrame:
+              rle_lookup: Callable[[list[str]], dict[str, str]] | None = None, modality: str = "",
+              partial: frozenset[str] = frozenset()) -> pd.DataFrame:
     """One row per generated unit (Spec.row columns), deterministic for a seed. Each generator looks at a seeded
     sample of at most ``generators.max_planes`` planes that pass the image gates; ``rle_lookup`` fetches the stored masks of those planes
     only, so the cost of this step is bounded per dataset, not by its size."""
     g, seed = config.generators, config.seed
-    local = localised(regions, slices, vocab, modality, config)
+    local = localised(regions, slices, vocab, modality, config, exhaustive, partial)
     masks = regions[regions["kind"] == "mask"]
     if masks.empty or not (set(g.enabled) - set(LOCALISE)) or rle_lookup is None:
         return pd.DataFrame([s.row() for s in local])
