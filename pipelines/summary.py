@@ -20,13 +20,16 @@ from pipelines.storage import DataLayout
 # why a dataset makes no candidate, when that is the data's nature and not a fault: every label excluded by its
 # label map, or no image large enough to read
 EXPECTED_SKIPS = {"excluded_label": "its label map excludes every label it has",
-                  "no_readable_image": "none of its images passes the readability gates (too small or too elongated)"}
+                  "no_readable_image": "none of its images passes the readability gates (too small or too elongated)",
+                  "one_label_covers_image": "its one label covers most of every image, so its key never varies and "
+                                            "there is no location to ask about"}
 
 
 def expected_without_candidates(skipped: dict[str, int]) -> str | None:
     """The expected reason a dataset has no candidate, from its skip counts (None: not an expected outcome)."""
-    if "no_readable_image" in skipped:
-        return EXPECTED_SKIPS["no_readable_image"]
+    for reason in ("no_readable_image", "one_label_covers_image"):
+        if reason in skipped:
+            return EXPECTED_SKIPS[reason]
     if skipped and set(skipped) == {"excluded_label"}:
         return EXPECTED_SKIPS["excluded_label"]
     return None

@@ -56,22 +56,28 @@ def _trim(part: pd.DataFrame, margin: float, order: pd.Series) -> list[str]:
     return drop
 
 
-def balance_keys(items: pd.DataFrame, margin: float, seed: int) -> dict[str, str]:
-    """unit id -> why it is dropped ('constant_key' or 'key_balance'), per (dataset, task) and then per task.
-    ``items``: one row per item (twins share a unit) with unit_id, dataset_id, clinical_vqa_task, multi_answer,
-    n_options, answer and the option columns."""
+def _units(items: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.Series]:
     units = items[~items["multi_answer"].astype(bool)].sort_values("unit_id").drop_duplicates("unit_id")
-    if units.empty:
-        return {}
-    units = units.assign(key=key_texts(units))
-    order = pd.Series(unit_interval(seed, "key-balance", units["unit_id"]), index=units.index)
+    units = units.assign(key=key_texts(units)) if len(units) else units.assign(key=pd.Series(dtype=object))
+    return units, pd.Series(unit_interval(seed, "key-balance", units["unit_id"]), index=units.index)
+
+
+def balance_keys(items: pd.DataFrame, margin: float, seed: int) -> dict[str, str]:
+    """unit id -> why it is dropped ('constant_key' or 'key_balance'), per (dataset, task). ``items``: one row per
+    item (twins share a unit) with unit_id, dataset_id, clinical_vqa_task, multi_answer, n_options, answer and the
+    option columns."""
+    units, order = _units(items, seed)
     why: dict[str, str] = {}
     for _, part in units.groupby(["dataset_id", "clinical_vqa_task"], sort=True):
         single = part["key"].nunique() == 1
         for u in _trim(part, margin, order):
             why[u] = "constant_key" if single else "key_balance"
-    left = units[~units["unit_id"].isin(why)]
-    for _, part in left.groupby("clinical_vqa_task", sort=True):
-        for u in _trim(part, margin, order):
-            why.setdefault(u, "key_balance_task")
     return why
+
+
+def balance_tasks(items: pd.DataFrame, margin: float, seed: int) -> dict[str, str]:
+    """unit id -> 'key_balance_task' for the units the task-wide rule drops across datasets (run after
+    :func:`balance_keys`: it binds only where several datasets share a frequent key)."""
+    units, order = _units(items, seed)
+    return {u: "key_balance_task" for _, part in units.groupby("clinical_vqa_task", sort=True)
+            for u in _trim(part, margin, order)}

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.benchmark.balance import balance_keys
+from pipelines.benchmark.balance import balance_keys, balance_tasks
 from pipelines.benchmark.debias import drop_text_predictable
 from pipelines.benchmark.dedupe import duplicate_pairs, duplicate_planes
 from pipelines.benchmark.leakage import leak_components
@@ -73,9 +73,12 @@ def build_benchmark(candidates: Path, verdicts: pd.DataFrame, vocab: pd.DataFram
     selected = asm.table.to_pandas()
     boxed = selected["generator"] == "grounding"  # answered by a box: their own config, no letters or key priors
     ground, selected = selected[boxed], selected[~boxed]
-    balanced = balance_keys(selected, b.key_balance_margin, seed)
-    fates.update(balanced)
+    balanced = balance_keys(selected, b.key_balance_margin, seed)  # per dataset: letters placed again after
     selected = reletter(selected[~selected["unit_id"].isin(balanced)].reset_index(drop=True), seed)
+    across = balance_tasks(selected, b.key_balance_margin, seed)  # across datasets: no re-lettering (keys stay)
+    balanced.update(across)
+    fates.update(balanced)
+    selected = selected[~selected["unit_id"].isin(across)].reset_index(drop=True)
     both = _split(pd.concat([selected, ground], ignore_index=True), chosen, planes, config)
     ground = both[both["generator"] == "grounding"].assign(subset="grounding")
     selected = both[both["generator"] != "grounding"].reset_index(drop=True)

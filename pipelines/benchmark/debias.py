@@ -96,7 +96,8 @@ def _rounds(items: pd.DataFrame, b: BenchmarkSettings, seed: int, reletter, spli
 
 def drop_text_predictable(items: pd.DataFrame, b: BenchmarkSettings, seed: int, reletter) -> Debiased:
     """Drop units until the blind baseline is within its margins (or the rounds run out): per dataset on both
-    splits, then across datasets on the test split. ``reletter`` re-places the correct letters of what is kept."""
+    splits, then across datasets on the test split. ``reletter`` re-places the correct letters of what a dataset
+    keeps (the cross-dataset pass leaves letters alone)."""
     original = items
     before = blind_reports(items, b, seed)[2]
     kept, dropped, rounds = [], [], 0
@@ -106,7 +107,8 @@ def drop_text_predictable(items: pd.DataFrame, b: BenchmarkSettings, seed: int, 
         dropped += gone
         rounds = max(rounds, n)
     items = pd.concat(kept, ignore_index=True) if kept else items
-    items, gone, n = _rounds(items, b, seed, reletter, ("test",))
+    # across datasets the letters stay where they are: re-placing them would change keys of datasets no rule hit
+    items, gone, n = _rounds(items, b, seed, lambda df, _seed: df, ("test",))
     result = Debiased(items, dropped + gone, max(rounds, n), before, blind_reports(items, b, seed)[2],
                       global_dropped=gone)
     lost = original[original["unit_id"].isin(set(result.dropped))].drop_duplicates("unit_id")

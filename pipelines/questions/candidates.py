@@ -221,6 +221,21 @@ def nearby_labels(ds: DatasetRows, sl: pd.DataFrame, canonical: dict[str, str], 
     return out
 
 
+def _one_label_everywhere(ds: DatasetRows, elig: "Eligibility", config: PipelineConfig) -> bool:
+    """A dataset whose one label covers most of every image (a membrane network, a whole-field mask): its key never
+    varies and it has no location to ask about, so no question would need the image."""
+    marked = ds.regions[ds.regions["kind"] != "image"]
+    if marked.empty:
+        return False
+    labels = {elig.canonical.get((ds.dataset_id, raw)) for raw in marked["raw_label"]}
+    if len(labels) != 1:
+        return False
+    b = np.array(marked["bbox"].tolist(), float).reshape(-1, 4)
+    geo = ds.slices.set_index("image_id").loc[marked["image_id"], ["width", "height"]].to_numpy(float)
+    share = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) / (geo[:, 0] * geo[:, 1])
+    return bool((share > config.generators.locate_max_area).all())
+
+
 def _crowded_boxes(boxes: pd.DataFrame, sl: pd.DataFrame, config: PipelineConfig) -> set[tuple[str, str]]:
     """(image, label) pairs whose boxes a reader could not count: two boxes of the label closer than the count gap
     (overlapping ones included), or one within the gap of the image border."""
@@ -309,6 +324,8 @@ def dataset_candidates(ds: DatasetRows, elig: Eligibility, config: PipelineConfi
     geo = ds.slices.rename(columns={"display_width": "image_width", "display_height": "image_height"})
     if not readable_planes(geo, config.gates).any():  # nothing a reader could see: the reason when nothing is made
         skipped["no_readable_image"] += len(ds.slices)
+    if _one_label_everywhere(ds, elig, config):
+        skipped["one_label_covers_image"] += int((ds.regions["kind"] != "image").sum())
     t = targets(ds.regions, config.render.scope)
     kinds, target_ids = t["kind"].tolist(), t["target_id"].tolist()
     canonical = {raw: c for (d, raw), c in elig.canonical.items() if d == ds.dataset_id}
