@@ -33,7 +33,8 @@ class IngestSettings(BaseModel):
     """Limits that make readers refuse hostile or broken input instead of crashing."""
 
     max_pixels: int = Field(200_000_000, description="largest decoded image/volume, in voxels")
-    image_extensions: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+    image_extensions: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm",
+                                         ".pnm", ".webp")
     allow_external_symlinks: bool = Field(False, description="accept symlinks whose target is outside the dataset root")
     workers: int = Field(1, description="processes checking the volume pairs of one dataset (memory: one pair each)")
 
@@ -66,6 +67,10 @@ class StandardizeSettings(BaseModel):
         "liver": CTWindow(level=60, width=160),
     }
     default_ct_window: str = "soft_tissue"
+    fill_outlines: bool = Field(True, description="a 2D mask drawn as a thin closed outline (a head circumference "
+                                                  "ring) is described as the region it encloses, and marked so")
+    outline_hole_ratio: float = Field(4.0, description="an outline encloses at least this many times its own area")
+    outline_max_half_width: float = Field(3.0, description="an outline is at most about twice this many px thick")
     write_pngs: Literal["none", "all"] = Field(
         "none", description="'all' also writes every described slice as a PNG (the full SA-Med2D-style corpus); "
                             "by default only the selected items are rendered")
@@ -283,6 +288,12 @@ class GeneratorSettings(BaseModel):
     ratio_ladder: tuple[float, ...] = (1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0)
     diameter_ladder_mm: tuple[float, ...] = (2.5, 5, 7.5, 10, 15, 20, 30, 40, 60, 80, 120, 160, 240, 320, 480)
     area_ladder_cm2: tuple[float, ...] = (0.125, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+    area_fraction_ladder_pct: tuple[float, ...] = Field(
+        (0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 100), description="share of the image a structure covers (%), asked "
+                                                                "where the pixel size is unknown")
+    length_fraction_ladder_pct: tuple[float, ...] = Field(
+        (2.5, 5, 7.5, 10, 15, 20, 30, 40, 60, 80, 120, 160), description="longest diameter as a share of the image "
+                                                                         "width (%), where the pixel size is unknown")
     bin_margin: float = Field(0.08, description="a value within this relative distance of a bin edge is not asked")
     bin_options: int = Field(4, description="consecutive bins offered")
     direction_margin_deg: float = Field(10.0, description="the direction must lie this far inside its 45° sector")

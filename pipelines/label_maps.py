@@ -97,6 +97,14 @@ class LabelMap(_Tags):
     context: str | None = Field(None, description="body region for context synonyms: chest, abdomen, eye, ...")
     exhaustive: bool = Field(False, description="default of every label's `exhaustive`: counting items are made "
                                                 "only for labels whose every instance is annotated")
+    notes: str = Field("", description="free text for the reader of the file (which observer's masks, what was "
+                                       "left out and why); not used by the pipeline")
+
+    @field_validator("values", "labels", "ignore", mode="before")
+    @classmethod
+    def _empty(cls, v: Any, info: ValidationInfo) -> Any:
+        """`labels:` with nothing under it is YAML null: an empty section, not an error."""
+        return ([] if info.field_name == "ignore" else {}) if v is None else v
 
     def model_post_init(self, __context: object) -> None:
         for name in self.values.values():

@@ -35,7 +35,7 @@ def _image_record(reader: Reader, path: Path, labels: list[str], key: str, group
     lo, hi = intensity_range(arr)
     return SampleRecord(key=key, name=path.stem, source_path=rel, group_key=group_key,
                         image_refs=[rel], labels=labels, shape=list(arr.shape),
-                        spacing=[1.0, 1.0], intensity_min=lo, intensity_max=hi, meta=meta or {})
+                        intensity_min=lo, intensity_max=hi, meta=meta or {})
 
 
 class _ImageFileReader(Reader):
@@ -227,7 +227,7 @@ class NpzReader(Reader):
             lo, hi = intensity_range(img)
             yield SampleRecord(key=key, name=f"{split}_{i:05d}", source_path=o.file,
                                group_key=key, image_refs=[o.file], labels=names,
-                               label_values=values, shape=list(img.shape), spacing=[1.0, 1.0],
+                               label_values=values, shape=list(img.shape),
                                intensity_min=lo, intensity_max=hi,
                                meta={"split": split, "index": i})
 

@@ -56,7 +56,7 @@ class MaskPairsReader(Reader):
         return SampleRecord(key=rel, name=img.stem, source_path=rel, group_key=ctx.group_key(rel),
                             image_refs=[rel], label_ref=ctx.rel(mpath),
                             labels=sorted({lm.name_of(v) for v in values}), label_values=values,
-                            shape=list(image.shape), spacing=[1.0, 1.0], intensity_min=lo, intensity_max=hi)
+                            shape=list(image.shape), intensity_min=lo, intensity_max=hi)
 
     def scan(self) -> Iterator[SampleRecord | Quarantined]:
         img_dir = self.ctx.resolve(self.opts.images)

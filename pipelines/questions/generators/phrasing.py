@@ -11,6 +11,7 @@ import yaml
 from pipelines.config import PROJECT_ROOT, GeneratorSettings
 from pipelines.ids import stable_id
 from pipelines.questions.generators.bins import bin_text, window
+from pipelines.questions.generators.measure import ladder_for
 
 STEMS_PATH = PROJECT_ROOT / "templates" / "geometry.yaml"
 
@@ -34,6 +35,14 @@ def _variant(params: dict) -> str:
     return params["mode"]
 
 
+def pixel_text(mm: float | None) -> str:
+    """The displayed pixel size as a stem states it: two decimals from 0.1 mm up, else two significant digits
+    (0.0040 mm would otherwise read 0.00)."""
+    if mm is None:
+        return ""
+    return f"{mm:.2f}" if mm >= 0.1 else f"{mm:.2g}"
+
+
 def stem(params: dict, rng: np.random.Generator) -> tuple[str, str]:
     """(template id, text with placeholders still to fill: <modality>, <target>) of one unit."""
     s = stems()
@@ -42,7 +51,7 @@ def stem(params: dict, rng: np.random.Generator) -> tuple[str, str]:
     i = int(rng.integers(len(texts)))
     colours = [m["colour"] for m in params.get("marks", [])]
     values = {"n": len(colours), "a": colours[0] if colours else "", "b": colours[1] if len(colours) > 1 else "",
-              "px": f"{params.get('display_mm_per_px', 0):.2f}",
+              "px": pixel_text(params.get("display_mm_per_px")),
               "frame": s["frames"].get(params.get("frame", ""), ""),
               "convention": s["convention"].format(side=params.get("viewer_left_is", ""))}
     return stable_id("geometry", gen, variant, i, texts[i]), texts[i].format(**values).strip()
@@ -62,9 +71,7 @@ def options(params: dict, answers: list[str], rng: np.random.Generator, g: Gener
         others = [params["directions"][(k + step) % 8] for step in (2, 4, 6)]
         return [answers[0]] + [others[i] for i in rng.permutation(3)]  # no fixed order to point at the key
     if gen in ("size_ratio", "measurement"):
-        ladder, unit = ((list(g.ratio_ladder), "times") if gen == "size_ratio" else
-                        (list(g.diameter_ladder_mm), "mm") if params["quantity"] == "diameter" else
-                        (list(g.area_ladder_cm2), "cm²"))
+        ladder, unit = (list(g.ratio_ladder), "times") if gen == "size_ratio" else ladder_for(params["quantity"], g)
         idx = window(rng, params["bin"], len(ladder) - 1, g.bin_options)
         return [bin_text(i, ladder, unit) for i in idx]
     raise ValueError(f"no options rule for generator {gen!r}")
