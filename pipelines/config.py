@@ -103,13 +103,21 @@ class GateSettings(BaseModel):
 class RenderSettings(BaseModel):
     """How visual prompts are drawn (defaults close to GMAI-MMBench: red, ~0.3 alpha fill, opaque lines)."""
 
-    color: tuple[int, int, int] = (255, 0, 0)
-    alt_color: tuple[int, int, int] = (0, 255, 0)
+    mark_palette: dict[str, tuple[int, int, int]] = Field(
+        {"red": (255, 0, 0), "yellow": (255, 255, 0), "blue": (0, 0, 255), "green": (0, 255, 0),
+         "cyan": (0, 255, 255), "magenta": (255, 0, 255), "navy": (0, 0, 128)},
+        description="colours a single mark may take, in order of preference: the first that reaches min_contrast "
+                    "against the pixels under and around the mark is used (else the one with the highest contrast). "
+                    "Yellow and navy together reach 3.8 on any uniform background; pure black and white are left "
+                    "out because image backgrounds take them")
+    min_contrast: float = Field(3.0, description="WCAG contrast ratio (relative luminance) a mark needs against "
+                                                 "its local background")
+    halo: bool = Field(True, description="a named-colour outline of a generated question (its colour is in the "
+                                         "question text) that falls below min_contrast gets a 1-px black or white "
+                                         "edge on its outer side, so the colour stays the one the text names")
     alpha: float = 0.3
     line_fraction: float = Field(0.006, description="line thickness as a share of the image's shorter side")
     min_thickness: int = 1
-    red_surroundings_ratio: float = Field(
-        1.25, description="surroundings count as red when mean R exceeds both G and B by this factor")
     scope: Literal["label", "instance", "both"] = Field(
         "label", description="draw all components of a label together, each instance alone, or both")
     sheet_items: int = 24

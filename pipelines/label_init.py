@@ -99,6 +99,10 @@ def scan(registry: Path, dataset_id: str, config: PipelineConfig, names_file: Pa
     source = Source(entry=entry, root=root, label_map=OpenLabelMap(values=names), label_map_path=lm_path)
     res = ingest(source, config)
     found = Found(samples=res.samples.num_rows, quarantined=Counter(res.reason_counts))
+    if found.samples == 0:
+        raise RegistryError([Problem(Path(registry), dataset_id, "no readable sample: " + _why_empty(res),
+                                     "fix the entry's root, format and options until `medbench sources check --scan` "
+                                     "counts samples, then run `medbench labels init` again (no label map was written)")])
     for row in res.samples.to_pylist():
         found.labels.update(row["labels"] or [])
         found.labels.update(b["label"] for b in row["boxes"] or [])
@@ -107,6 +111,16 @@ def scan(registry: Path, dataset_id: str, config: PipelineConfig, names_file: Pa
     if entry.format in NAMED_FORMATS:  # labels are names in the files; values mean nothing there
         found.values = {}
     return entry, lm_path, found
+
+
+def _why_empty(res) -> str:
+    """The quarantine reasons of an empty scan, most frequent first, with one example message each."""
+    rows = res.quarantine.to_pylist()
+    counts = Counter(r["reason_code"] for r in rows)
+    first = {}
+    for r in rows:
+        first.setdefault(r["reason_code"], r["reason"])
+    return "; ".join(f"{code} x{n}: {first[code]}" for code, n in counts.most_common(3)) or "nothing found"
 
 
 def _q(text: str) -> str:
@@ -129,6 +143,7 @@ def render(entry: SourceEntry, found: Found, config: PipelineConfig) -> str:
             todo += bool(mark)
             lines.append(f"  {v}: {_q(name)}{mark}")
     lines.append("labels:")
+    n_lines = len(lines)
     for raw in sorted(found.labels):
         if raw == TODO_VALUE.format(raw.rsplit("_", 1)[-1]):
             continue
@@ -145,5 +160,7 @@ def render(entry: SourceEntry, found: Found, config: PipelineConfig) -> str:
                 todo += 1
                 note += f"; TODO: {'; '.join(tags.issues)}"
         lines.append(f"  {_q(raw)}: null  # {found.labels[raw]} sample(s) {note}")
+    if len(lines) == n_lines:  # only unnamed values: an empty section, still a valid map
+        lines[-1] = "labels: {}"
     lines.insert(3, f"# {todo} TODO(s)")
     return "\n".join(lines) + "\n"
