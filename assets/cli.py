@@ -101,7 +101,7 @@ def sources_check(registry: RegistryOpt = None, config: ConfigOpt = None, data_r
             quarantined = ", ".join(f"{k}={v}" for k, v in sorted(res.reason_counts.items())) or "0"
             sizes = ", ".join(f"{k}={v}" for k, v in sorted(res.spacing_counts.items())) or sizes
             notes += [f"{ds}: {n}" for n in res.notes]
-        counted = ", ".join(sorted(reg.get(ds).label_map.exhaustive_labels())) if e.task_type == "det" else ""
+        counted = ", ".join(sorted(reg.get(ds).label_map.exhaustive_labels())) if e.task_type in ("det", "seg") else ""
         table.add_row(ds, e.format, e.modality, str(e.dimension), e.task_type, str(samples), quarantined, sizes,
                       summary.gate_text(ds), counted or "-")
     print_table(table, title, columns)

@@ -134,8 +134,8 @@ def render(entry: SourceEntry, found: Found, config: PipelineConfig) -> str:
     tagger = Tagger(load_curated(config.vocab.curated_dir).tagging)
     todo = 0
     lines = [f"# label map for {entry.id}, written by `medbench labels init` from {found.samples} sample(s).",
-             "# Comments show what the vocabulary rules make of each label; resolve every TODO (see README,",
-             "# 'Label maps'), then `medbench sources check --scan`.", f"dataset: {entry.id}"]
+             "# Comments show what the vocabulary rules make of each label; resolve every TODO (see",
+             "# docs/registering_datasets.md, 'Label maps'), then `medbench sources check --scan`.", f"dataset: {entry.id}"]
     if found.values:
         lines.append("values:")
         for v, name in sorted(found.values.items()):

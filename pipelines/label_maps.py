@@ -136,9 +136,9 @@ def _explain(err: dict[str, Any]) -> str:
     where = ".".join(loc) or "(top level)"
     if err["type"] == "extra_forbidden":
         allowed = LABEL_KEYS if len(loc) >= 3 and loc[0] == "labels" else TOP_KEYS
-        return f"unknown key {loc[-1]!r} at {where}; fix: use one of {', '.join(allowed)} (see README, 'Label maps')"
+        return f"unknown key {loc[-1]!r} at {where}; fix: use one of {', '.join(allowed)} (see docs/registering_datasets.md, 'Label maps')"
     msg = err["msg"].removeprefix("Value error, ")
-    return f"{where}: {msg}; fix: see README, 'Label maps'"
+    return f"{where}: {msg}; fix: see docs/registering_datasets.md, 'Label maps'"
 
 
 def read_text_utf8(path: Path, what: str, error: type[Exception] = ValueError) -> str:

@@ -186,7 +186,7 @@ def load_registry(path: str | Path, ct_windows: Iterable[str] | None = None) -> 
             for err in exc.errors():
                 loc = ".".join(str(x) for x in err["loc"])
                 problems.append(Problem(path, name, f"field '{loc}': {err['msg']}",
-                                        "see the registry fields in README.md (id, root, format, modality, "
+                                        "see the registry fields in docs/registering_datasets.md (id, root, format, modality, "
                                         "dimension, task_type, label_map, license, group_rule, options)"))
             continue
         if not ID_PATTERN.match(entry.id):
@@ -229,7 +229,7 @@ def load_registry(path: str | Path, ct_windows: Iterable[str] | None = None) -> 
                 for err in exc.errors():
                     loc = ".".join(str(x) for x in err["loc"])
                     problems.append(Problem(path, name, f"options.{loc}: {err['msg']}",
-                                            f"see the '{entry.format}' reader options in README.md"))
+                                            f"see the '{entry.format}' reader options in docs/registering_datasets.md"))
         if entry.group_rule.kind == "filename_regex":
             try:
                 re.compile(entry.group_rule.pattern or "")

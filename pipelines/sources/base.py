@@ -118,8 +118,12 @@ class ReadContext:
         """Real paths files may lie under: the root and every folder the registry entry's options name (a root
         built of symlinks to the real image and mask folders is the user's own layout, not a file planted in
         a downloaded dataset)."""
+        from pipelines.sources import READERS  # local: the readers import this module
         dirs = [self.root.resolve()]
-        for value in self.source.entry.options.values():
+        entry = self.source.entry
+        options = READERS[entry.format].Options.model_validate(entry.options).model_dump() \
+            if entry.format in READERS else entry.options  # with the defaults ('images', 'masks', ...)
+        for value in options.values():
             if isinstance(value, str) and value and not os.path.isabs(value):
                 p = Path(os.path.normpath(self.root / value))
                 if p.is_relative_to(self.root) and p.is_dir():

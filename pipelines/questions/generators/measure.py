@@ -6,7 +6,8 @@ states the displayed pixel size so the answer can be read off the image. Where t
 structure is asked in the image's own terms: its area as a share of the image, its longest diameter as a share
 of the image's width; no unit is invented.
 
-Lengths come from the shape: the largest distance between two points of the structure's convex hull (pixel
+A structure touching the image border is not measured (its true extent is not on the image). Lengths come
+from the shape: the largest distance between two points of the structure's convex hull (pixel
 corners, anisotropic spacing respected), or, for a mask that was a closed outline (filled at describe time), the
 major axis of the ellipse fitted to its boundary (a head circumference traced as an ellipse). Areas are the
 region's pixels, which for an outline are the enclosed region. Computed from the stored mask for the sampled
@@ -52,10 +53,16 @@ def ellipse_major(mask: np.ndarray, sx: float, sy: float) -> float:
     return float(max(a, b))
 
 
+def cut_by_edge(r: dict) -> bool:
+    """The structure reaches the image border (a lesion running out of the dermoscope's field, an organ cut by
+    the scan's field of view): its true extent is not on the image, so its size is not asked."""
+    return r["x0"] <= 0 or r["y0"] <= 0 or r["x1"] >= r["width"] or r["y1"] >= r["height"]
+
+
 def plane_specs(plane: list[dict], rng: np.random.Generator, g: GeneratorSettings, length: dict[str, float]) -> list[Spec]:
     """At most ``per_plane`` measurement units of one plane; ``length``: region id -> longest length (mm where the
     plane's pixel size is known, else px)."""
-    rows = [r for r in plane if r["region_id"] in length]
+    rows = [r for r in plane if r["region_id"] in length and not cut_by_edge(r)]
     out = []
     for j in rng.permutation(len(rows))[: g.per_plane]:
         r = rows[j]
