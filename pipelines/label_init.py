@@ -96,7 +96,9 @@ def scan(registry: Path, dataset_id: str, config: PipelineConfig, names_file: Pa
         raise RegistryError([Problem(Path(registry), dataset_id, f"root folder {root} does not exist", "fix 'root'")])
     names = known_names(root, entry, names_file, pairs or {})
     lm_path = _resolve(base, entry.label_map)
-    source = Source(entry=entry, root=root, label_map=OpenLabelMap(values=names), label_map_path=lm_path)
+    table = _resolve(base, entry.pixel_size.table) if entry.pixel_size and entry.pixel_size.table else None
+    source = Source(entry=entry, root=root, label_map=OpenLabelMap(values=names), label_map_path=lm_path,
+                    pixel_table=table)
     res = ingest(source, config)
     found = Found(samples=res.samples.num_rows, quarantined=Counter(res.reason_counts))
     if found.samples == 0:

@@ -122,6 +122,8 @@ class Source:
         if ps.value is not None:
             from pipelines.geometry import MM_PER_UNIT
             return PixelSizes(constant_mm=ps.value * MM_PER_UNIT[ps.unit])
+        if self.pixel_table is None:  # a Source built without the registry check (labels init): sizes unknown
+            return PixelSizes()
         return read_pixel_table(self.pixel_table, ps.id_column or "", ps.value_column or "", ps.unit, ps.encoding)
 
     @property

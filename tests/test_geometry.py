@@ -147,7 +147,7 @@ def test_table_pixel_sizes_reach_every_sample_and_key(build):
     for r in sized.itertuples():  # the stated pixel size is the table's, at display scale
         p = json.loads(r.generator_params)
         stated = float(re.search(r"([\d.]+) mm", r.question).group(1))
-        assert stated == pytest.approx(p["display_mm_per_px"], rel=0.02)
+        assert stated == pytest.approx(p["display_mm_per_px"], rel=0.005)
 
 
 @needs_shared

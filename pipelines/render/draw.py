@@ -114,19 +114,27 @@ def draw_prompt(rgb: np.ndarray, granularity: str, s: RenderSettings, mask: np.n
 def draw_outlines(rgb: np.ndarray, marks: list[tuple[np.ndarray, tuple]], s: RenderSettings) -> tuple[np.ndarray, dict]:
     """Several structures, each outlined in its own named colour (generated questions refer to them by colour, so
     the colour is fixed). Rings are drawn largest structure first, so a small structure's outline is never covered
-    by a large one's. A ring whose colour falls below min_contrast against its local background gets a 1-px halo
-    on its outer side, black or white, whichever contrasts more with that background (``render.halo``)."""
+    by a large one's. A ring whose colour falls below min_contrast against its local background (other outlines left
+    out) gets a 1-px halo on its outer side, black or white, whichever keeps both the colour and the background
+    furthest from it (``render.halo``)."""
     h, w = rgb.shape[:2]
     t = thickness(w, h, s)
     out = rgb
     rings = [contour_ring(mask, t) for mask, _ in marks]
     info = []
-    for ring, (_, color) in zip(rings, marks):  # judged on the unmarked image, in the order the stem names them
-        bg = background(rgb, grow(ring, t) & ~ring)
-        ratio = contrast(float(luminance(np.array(color))), bg)
+    for i, (ring, (_, color)) in enumerate(zip(rings, marks)):  # in the order the stem names them
+        others = np.zeros(ring.shape, bool)  # other outlines (and their halos) drawn beside this one
+        for j, o in enumerate(rings):
+            if j != i:
+                others |= grow(o, 1)
+        bg = background(rgb, grow(ring, t) & ~ring & ~others)
+        lum = float(luminance(np.array(color)))
+        ratio = contrast(lum, bg)
         halo = None
-        if s.halo and ratio < s.min_contrast:
-            halo = (0, 0, 0) if contrast(0.0, bg) >= contrast(1.0, bg) else (255, 255, 255)
+        if s.halo and ratio < s.min_contrast:  # black or white: whichever separates the colour and what lies beyond
+            beyond = background(rgb, grow(ring, t + 1) & ~grow(ring, 1) & ~others)
+            halo = max(((0, 0, 0), (255, 255, 255)),
+                       key=lambda h: min(contrast(float(h[0] == 255), beyond), contrast(float(h[0] == 255), lum)))
         info.append({"contrast": round(ratio, 3), "background_luminance": round(bg, 4),
                      "halo": list(halo) if halo else None})
     for i in sorted(range(len(marks)), key=lambda k: -int(marks[k][0].sum())):
