@@ -106,9 +106,10 @@ def test_datasets_without_items_are_named_as_errors(exported):
     assert set(ids) == set(rows["dataset_id"]) | set(named), (sorted(ids), lines)
     assert "excluded_label" in named["dicompyler_rtstruct"]
     assert "isbi2012_em" in set(rows["dataset_id"])
-    # one-label segmentation sets with no other item type yet (vessels, nuclei): named with pool_too_small; no
+    # one-label segmentation sets with no other item type yet (vessels, nuclei, a lesion whose size is not asked
+    # where it runs out of the field of view): named with pool_too_small; no
     # other registration lacks options
-    awaiting = {"stare_vessels", "dsb2018_nuclei"}
+    awaiting = {"stare_vessels", "dsb2018_nuclei", "ph2_lesion_seg"}
     assert all("pool_too_small" in named[ds] for ds in awaiting & set(named)), lines
     assert not any("pool_too_small" in line for ds, line in named.items() if ds not in awaiting), lines
     for ds in set(named) & {"kvasir_seg", "pyradiomics_mr_nifti", "pyradiomics_mr_nrrd"}:

@@ -121,10 +121,15 @@ def draw_outlines(rgb: np.ndarray, marks: list[tuple[np.ndarray, tuple]], s: Ren
     t = thickness(w, h, s)
     out = rgb
     rings = [contour_ring(mask, t) for mask, _ in marks]
+    order = sorted(range(len(marks)), key=lambda k: -int(marks[k][0].sum()))
+    seen = [r.copy() for r in rings]  # what stays of each ring once the later (smaller) ones are drawn over it
+    for pos, k in enumerate(order):
+        for later in order[pos + 1:]:
+            seen[k] &= ~rings[later]
     info = []
-    for i, (ring, (_, color)) in enumerate(zip(rings, marks)):  # in the order the stem names them
+    for i, (ring, (_, color)) in enumerate(zip(seen, marks)):  # in the order the stem names them
         others = np.zeros(ring.shape, bool)  # other outlines (and their halos) drawn beside this one
-        for j, o in enumerate(rings):
+        for j, o in enumerate(seen):
             if j != i:
                 others |= grow(o, 1)
         bg = background(rgb, grow(ring, t) & ~ring & ~others)
@@ -137,9 +142,10 @@ def draw_outlines(rgb: np.ndarray, marks: list[tuple[np.ndarray, tuple]], s: Ren
                        key=lambda h: min(contrast(float(h[0] == 255), beyond), contrast(float(h[0] == 255), lum)))
         info.append({"contrast": round(ratio, 3), "background_luminance": round(bg, 4),
                      "halo": list(halo) if halo else None})
-    for i in sorted(range(len(marks)), key=lambda k: -int(marks[k][0].sum())):
+    any_ring = np.logical_or.reduce(rings) if rings else np.zeros((h, w), bool)
+    for i in order:
         mask, color = marks[i]
-        if info[i]["halo"]:
-            out = paint(out, grow(rings[i], 1) & ~rings[i] & ~mask, tuple(info[i]["halo"]))
+        if info[i]["halo"]:  # never over an outline: a halo separates, it does not hide
+            out = paint(out, grow(seen[i], 1) & ~any_ring & ~mask, tuple(info[i]["halo"]))
         out = paint(out, rings[i], color)
     return out, {"colors": [list(c) for _, c in marks], "thickness": t, "marks": info}
