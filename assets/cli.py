@@ -84,23 +84,29 @@ def sources_check(registry: RegistryOpt = None, config: ConfigOpt = None, data_r
         raise typer.Exit(1) from exc
     title = f"{reg.path} — {len(reg.ids)} dataset(s) OK"
     table = Table(title=title)
-    columns = ("id", "format", "modality", "dim", "task", "samples", "quarantined", "gated out (last build)",
-               "counted (exhaustive)")
+    columns = ("id", "format", "modality", "dim", "task", "samples", "quarantined", "pixel size",
+               "gated out (last build)", "counted (exhaustive)")
     for col in columns:
         table.add_column(col, overflow="fold", no_wrap=False)
     summary = summarize(cfg.data_root, reg.ids)
+    notes: list[str] = []
     for ds in reg.ids:
         e = reg.get(ds).entry
         samples, quarantined = summary.samples.get(ds, "-"), summary.quarantine_text(ds)
+        sizes = _pixel_size_text(e)
         if scan:
             from pipelines.ingest import ingest
             res = ingest(reg.get(ds), cfg)
             samples = res.samples.num_rows
             quarantined = ", ".join(f"{k}={v}" for k, v in sorted(res.reason_counts.items())) or "0"
-        counted = ", ".join(sorted(reg.get(ds).label_map.exhaustive_labels())) if e.task_type == "det" else ""
-        table.add_row(ds, e.format, e.modality, str(e.dimension), e.task_type, str(samples), quarantined,
+            sizes = ", ".join(f"{k}={v}" for k, v in sorted(res.spacing_counts.items())) or sizes
+            notes += [f"{ds}: {n}" for n in res.notes]
+        counted = ", ".join(sorted(reg.get(ds).label_map.exhaustive_labels())) if e.task_type in ("det", "seg") else ""
+        table.add_row(ds, e.format, e.modality, str(e.dimension), e.task_type, str(samples), quarantined, sizes,
                       summary.gate_text(ds), counted or "-")
     print_table(table, title, columns)
+    for line in notes:
+        console.print(line, markup=False, highlight=False, style="yellow")
     for line in summary.gate_warnings():
         console.print(line, markup=False, highlight=False, style="yellow")
     from pipelines.benchmark.dedupe import same_folder_pairs
@@ -110,6 +116,16 @@ def sources_check(registry: RegistryOpt = None, config: ConfigOpt = None, data_r
                       style="yellow")
     for line in summary.empty_datasets():
         console.print(line, markup=False, highlight=False, style="red")
+
+
+def _pixel_size_text(e) -> str:
+    """Where the entry's pixel size comes from, before a scan has counted it per sample."""
+    if e.dimension == 3:
+        return "header"
+    ps = e.pixel_size
+    if ps is None:
+        return "unknown"
+    return f"registry {ps.value:g} {ps.unit}" if ps.value is not None else f"table {ps.table.name}"
 
 
 def print_table(table: Table, title: str, columns: tuple[str, ...]) -> None:

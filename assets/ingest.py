@@ -34,13 +34,17 @@ def raw_samples(context: dg.AssetExecutionContext, medbench: MedbenchResource) -
     layout = medbench.layout
     path = atomic_write_table(result.samples, layout.table("raw_samples", dataset_id))
     qpath = atomic_write_table(result.quarantine, layout.quarantine("ingest", dataset_id))
-    n_bad = result.quarantine.num_rows
+    n_bad = result.rejected  # files an exclude pattern leaves out are counted in by_reason, not failed on
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version),
         metadata={
             **table_metadata(result.samples),
             "samples": result.samples.num_rows,
             "quarantined": n_bad,
+            "excluded_files": result.quarantine.num_rows - n_bad,
+            "pixel_size_origin": dg.MetadataValue.md(markdown_counts(result.spacing_counts, "origin")),
+            **({"pixel_size_notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in result.notes))}
+               if result.notes else {}),
             "path": dg.MetadataValue.path(str(path)),
             "quarantine_path": dg.MetadataValue.path(str(qpath)),
         },

@@ -33,7 +33,8 @@ class IngestSettings(BaseModel):
     """Limits that make readers refuse hostile or broken input instead of crashing."""
 
     max_pixels: int = Field(200_000_000, description="largest decoded image/volume, in voxels")
-    image_extensions: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+    image_extensions: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm",
+                                         ".pnm", ".webp")
     allow_external_symlinks: bool = Field(False, description="accept symlinks whose target is outside the dataset root")
     workers: int = Field(1, description="processes checking the volume pairs of one dataset (memory: one pair each)")
 
@@ -66,6 +67,10 @@ class StandardizeSettings(BaseModel):
         "liver": CTWindow(level=60, width=160),
     }
     default_ct_window: str = "soft_tissue"
+    fill_outlines: bool = Field(True, description="a 2D mask drawn as a thin closed outline (a head circumference "
+                                                  "ring) is described as the region it encloses, and marked so")
+    outline_hole_ratio: float = Field(4.0, description="an outline encloses at least this many times its own area")
+    outline_max_half_width: float = Field(3.0, description="an outline is at most about twice this many px thick")
     write_pngs: Literal["none", "all"] = Field(
         "none", description="'all' also writes every described slice as a PNG (the full SA-Med2D-style corpus); "
                             "by default only the selected items are rendered")
@@ -98,13 +103,21 @@ class GateSettings(BaseModel):
 class RenderSettings(BaseModel):
     """How visual prompts are drawn (defaults close to GMAI-MMBench: red, ~0.3 alpha fill, opaque lines)."""
 
-    color: tuple[int, int, int] = (255, 0, 0)
-    alt_color: tuple[int, int, int] = (0, 255, 0)
+    mark_palette: dict[str, tuple[int, int, int]] = Field(
+        {"red": (255, 0, 0), "yellow": (255, 255, 0), "blue": (0, 0, 255), "green": (0, 255, 0),
+         "cyan": (0, 255, 255), "magenta": (255, 0, 255), "navy": (0, 0, 128)},
+        description="colours a single mark may take, in order of preference: the first that reaches min_contrast "
+                    "against the pixels under and around the mark is used (else the one with the highest contrast). "
+                    "Yellow and navy together reach 3.8 on any uniform background; pure black and white are left "
+                    "out because image backgrounds take them")
+    min_contrast: float = Field(3.0, description="WCAG contrast ratio (relative luminance) a mark needs against "
+                                                 "its local background")
+    halo: bool = Field(True, description="a named-colour outline of a generated question (its colour is in the "
+                                         "question text) that falls below min_contrast gets a 1-px black or white "
+                                         "edge on its outer side, so the colour stays the one the text names")
     alpha: float = 0.3
     line_fraction: float = Field(0.006, description="line thickness as a share of the image's shorter side")
     min_thickness: int = 1
-    red_surroundings_ratio: float = Field(
-        1.25, description="surroundings count as red when mean R exceeds both G and B by this factor")
     scope: Literal["label", "instance", "both"] = Field(
         "label", description="draw all components of a label together, each instance alone, or both")
     sheet_items: int = 24
@@ -300,6 +313,12 @@ class GeneratorSettings(BaseModel):
     ratio_ladder: tuple[float, ...] = (1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0)
     diameter_ladder_mm: tuple[float, ...] = (2.5, 5, 7.5, 10, 15, 20, 30, 40, 60, 80, 120, 160, 240, 320, 480)
     area_ladder_cm2: tuple[float, ...] = (0.125, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+    area_fraction_ladder_pct: tuple[float, ...] = Field(
+        (0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 100), description="share of the image a structure covers (%), asked "
+                                                                "where the pixel size is unknown")
+    length_fraction_ladder_pct: tuple[float, ...] = Field(
+        (2.5, 5, 7.5, 10, 15, 20, 30, 40, 60, 80, 120, 160), description="longest diameter as a share of the image "
+                                                                         "width (%), where the pixel size is unknown")
     bin_margin: float = Field(0.08, description="a value within this relative distance of a bin edge is not asked")
     bin_options: int = Field(4, description="consecutive bins offered")
     direction_margin_deg: float = Field(10.0, description="the direction must lie this far inside its 45° sector")

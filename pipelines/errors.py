@@ -24,6 +24,7 @@ class Reason(str, Enum):
     NO_SAMPLES = "no_samples"
     BAD_GEOMETRY = "bad_geometry"
     UNSUPPORTED_PIXEL_TYPE = "unsupported_pixel_type"
+    EXCLUDED_FILE = "excluded_file"  # left out on purpose (an `exclude` pattern, a mask beside its image): counted, not lost
 
 
 class SampleError(Exception):

@@ -66,7 +66,15 @@ class HashCache:
 
 
 def _files(root: Path):
-    for dirpath, dirnames, filenames in os.walk(root):
+    """Every file under the root, following symlinked folders (a root built of links to the real image and
+    mask folders), each real folder once; dangling links are listed as such, not stat-ed."""
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames.sort()
         for name in sorted(filenames):
             full = os.path.join(dirpath, name)
@@ -78,7 +86,12 @@ def content_fingerprint(source: Source, cache: HashCache | None = None) -> str:
     cache = cache if cache is not None else HashCache()
     h = hashlib.sha256(source.entry.model_dump_json().encode())
     h.update(source.label_map_path.read_bytes())
+    if source.pixel_table is not None and source.pixel_table.is_file():  # may lie outside the root
+        h.update(source.pixel_table.read_bytes())
     for rel, full in _files(source.root):
+        if not os.path.exists(full):  # a dangling symlink: its name is all there is
+            h.update(f"{rel}:dangling\n".encode())
+            continue
         h.update(f"{rel}:{cache.sha256(full, os.stat(full))}\n".encode())
     return h.hexdigest()[:16]
 

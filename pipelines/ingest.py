@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 
@@ -17,6 +17,7 @@ from pipelines.sources.base import (
     ReadContext,
     Reader,
     Reason,
+    SampleError,
     SampleRecord,
 )
 
@@ -25,10 +26,21 @@ from pipelines.sources.base import (
 class IngestResult:
     samples: pa.Table
     quarantine: pa.Table
+    notes: list[str] = field(default_factory=list)  # what the user should know that is no quarantine (pixel-size table)
 
     @property
     def reason_counts(self) -> dict[str, int]:
         return dict(Counter(self.quarantine.column("reason_code").to_pylist()))
+
+    @property
+    def rejected(self) -> int:
+        """Quarantine rows that stand for lost input (files left out by an `exclude` pattern are not)."""
+        return sum(n for k, n in self.reason_counts.items() if k != Reason.EXCLUDED_FILE.value)
+
+    @property
+    def spacing_counts(self) -> dict[str, int]:
+        """Samples per pixel-size origin (header | registry | table | unknown)."""
+        return dict(Counter(self.samples.column("spacing_source").to_pylist()))
 
 
 def reader_for(source: Source, config: PipelineConfig) -> Reader:
@@ -46,11 +58,14 @@ def ingest(source: Source, config: PipelineConfig) -> IngestResult:
     reader = reader_for(source, config)
     rows: dict[str, dict] = {}
     bad: list[dict] = []
-    for item in reader.scan():
+    sizes = source.pixel_sizes()
+    for item in _scan(reader):
         if isinstance(item, Quarantined):
             bad.append(quarantine_row(source.id, "ingest", item, config.seed))
             continue
         assert isinstance(item, SampleRecord)
+        if source.entry.dimension == 2 and not item.spacing:
+            item.spacing, item.spacing_source = sizes.lookup(item.source_path, item.name)
         row = reader.ctx.sample_row(item)
         if row["sample_id"] in rows:
             bad.append(quarantine_row(source.id, "ingest", Quarantined(
@@ -60,9 +75,20 @@ def ingest(source: Source, config: PipelineConfig) -> IngestResult:
             continue
         rows[row["sample_id"]] = row
     if not rows:
+        hint = reader.empty_hint()
         bad.append(quarantine_row(source.id, "ingest", Quarantined(
             str(source.root), Reason.NO_SAMPLES,
-            f"dataset '{source.id}' yielded no usable sample; check 'root', 'format' and 'options'"), config.seed))
+            f"dataset '{source.id}' yielded no usable sample; check 'root', 'format' and 'options'"
+            + (f" ({hint})" if hint else "")), config.seed))
     samples = to_table([rows[k] for k in sorted(rows)], RAW_SAMPLES)
     bad.sort(key=lambda r: (r["source_path"], r["reason_code"], r["reason"]))
-    return IngestResult(samples=samples, quarantine=to_table(bad, QUARANTINE))
+    return IngestResult(samples=samples, quarantine=to_table(bad, QUARANTINE), notes=sizes.notes())
+
+
+def _scan(reader: Reader):
+    """The reader's records; a problem that stops the whole scan (the image folder missing, or a symlink out of
+    the dataset) ends it with one quarantine row naming the fix instead of a traceback."""
+    try:
+        yield from reader.scan()
+    except SampleError as exc:
+        yield Quarantined(exc.path or str(reader.ctx.root), exc.reason, str(exc))

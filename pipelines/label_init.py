@@ -96,9 +96,15 @@ def scan(registry: Path, dataset_id: str, config: PipelineConfig, names_file: Pa
         raise RegistryError([Problem(Path(registry), dataset_id, f"root folder {root} does not exist", "fix 'root'")])
     names = known_names(root, entry, names_file, pairs or {})
     lm_path = _resolve(base, entry.label_map)
-    source = Source(entry=entry, root=root, label_map=OpenLabelMap(values=names), label_map_path=lm_path)
+    table = _resolve(base, entry.pixel_size.table) if entry.pixel_size and entry.pixel_size.table else None
+    source = Source(entry=entry, root=root, label_map=OpenLabelMap(values=names), label_map_path=lm_path,
+                    pixel_table=table)
     res = ingest(source, config)
     found = Found(samples=res.samples.num_rows, quarantined=Counter(res.reason_counts))
+    if found.samples == 0:
+        raise RegistryError([Problem(Path(registry), dataset_id, "no readable sample: " + _why_empty(res),
+                                     "fix the entry's root, format and options until `medbench sources check --scan` "
+                                     "counts samples, then run `medbench labels init` again (no label map was written)")])
     for row in res.samples.to_pylist():
         found.labels.update(row["labels"] or [])
         found.labels.update(b["label"] for b in row["boxes"] or [])
@@ -107,6 +113,16 @@ def scan(registry: Path, dataset_id: str, config: PipelineConfig, names_file: Pa
     if entry.format in NAMED_FORMATS:  # labels are names in the files; values mean nothing there
         found.values = {}
     return entry, lm_path, found
+
+
+def _why_empty(res) -> str:
+    """The quarantine reasons of an empty scan, most frequent first, with one example message each."""
+    rows = res.quarantine.to_pylist()
+    counts = Counter(r["reason_code"] for r in rows)
+    first = {}
+    for r in rows:
+        first.setdefault(r["reason_code"], r["reason"])
+    return "; ".join(f"{code} x{n}: {first[code]}" for code, n in counts.most_common(3)) or "nothing found"
 
 
 def _q(text: str) -> str:
@@ -120,8 +136,8 @@ def render(entry: SourceEntry, found: Found, config: PipelineConfig) -> str:
     tagger = Tagger(load_curated(config.vocab.curated_dir).tagging)
     todo = 0
     lines = [f"# label map for {entry.id}, written by `medbench labels init` from {found.samples} sample(s).",
-             "# Comments show what the vocabulary rules make of each label; resolve every TODO (see README,",
-             "# 'Label maps'), then `medbench sources check --scan`.", f"dataset: {entry.id}"]
+             "# Comments show what the vocabulary rules make of each label; resolve every TODO (see",
+             "# docs/registering_datasets.md, 'Label maps'), then `medbench sources check --scan`.", f"dataset: {entry.id}"]
     if found.values:
         lines.append("values:")
         for v, name in sorted(found.values.items()):
@@ -129,6 +145,7 @@ def render(entry: SourceEntry, found: Found, config: PipelineConfig) -> str:
             todo += bool(mark)
             lines.append(f"  {v}: {_q(name)}{mark}")
     lines.append("labels:")
+    n_lines = len(lines)
     for raw in sorted(found.labels):
         if raw == TODO_VALUE.format(raw.rsplit("_", 1)[-1]):
             continue
@@ -145,5 +162,7 @@ def render(entry: SourceEntry, found: Found, config: PipelineConfig) -> str:
                 todo += 1
                 note += f"; TODO: {'; '.join(tags.issues)}"
         lines.append(f"  {_q(raw)}: null  # {found.labels[raw]} sample(s) {note}")
+    if len(lines) == n_lines:  # only unnamed values: an empty section, still a valid map
+        lines[-1] = "labels: {}"
     lines.insert(3, f"# {todo} TODO(s)")
     return "\n".join(lines) + "\n"

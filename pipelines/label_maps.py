@@ -112,6 +112,14 @@ class LabelMap(_Tags):
     context: str | None = Field(None, description="body region for context synonyms: chest, abdomen, eye, ...")
     exhaustive: bool = Field(False, description="default of every label's `exhaustive`: counting items are made "
                                                 "only for labels whose every instance is annotated")
+    notes: str = Field("", description="free text for the reader of the file (which observer's masks, what was "
+                                       "left out and why); not used by the pipeline")
+
+    @field_validator("values", "labels", "ignore", mode="before")
+    @classmethod
+    def _empty(cls, v: Any, info: ValidationInfo) -> Any:
+        """`labels:` with nothing under it is YAML null: an empty section, not an error."""
+        return ([] if info.field_name == "ignore" else {}) if v is None else v
 
     @model_validator(mode="after")
     def _nesting(self) -> "LabelMap":
@@ -154,9 +162,9 @@ def _explain(err: dict[str, Any]) -> str:
     where = ".".join(loc) or "(top level)"
     if err["type"] == "extra_forbidden":
         allowed = LABEL_KEYS if len(loc) >= 3 and loc[0] == "labels" else TOP_KEYS
-        return f"unknown key {loc[-1]!r} at {where}; fix: use one of {', '.join(allowed)} (see README, 'Label maps')"
+        return f"unknown key {loc[-1]!r} at {where}; fix: use one of {', '.join(allowed)} (see docs/registering_datasets.md, 'Label maps')"
     msg = err["msg"].removeprefix("Value error, ")
-    return f"{where}: {msg}; fix: see README, 'Label maps'"
+    return f"{where}: {msg}; fix: see docs/registering_datasets.md, 'Label maps'"
 
 
 def read_text_utf8(path: Path, what: str, error: type[Exception] = ValueError) -> str:

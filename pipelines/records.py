@@ -41,7 +41,8 @@ RAW_SAMPLES = _schema("raw_samples", [
     pa.field("boxes", pa.list_(BOX)),
     pa.field("label_values", pa.list_(pa.int64())),
     pa.field("shape", pa.list_(pa.int64())),
-    pa.field("spacing", pa.list_(pa.float64())),
+    pa.field("spacing", pa.list_(pa.float64())),  # mm, x then y (then z); empty when unknown
+    pa.field("spacing_source", pa.string()),  # header | registry | table | unknown (pipelines/geometry.py)
     pa.field("orientation", pa.string()),
     pa.field("intensity_min", pa.float64()),
     pa.field("intensity_max", pa.float64()),
@@ -65,7 +66,8 @@ SLICES = _schema("slices", [
     pa.field("index", pa.int64()),
     pa.field("orientation", pa.string()),
     pa.field("original_orientation", pa.string()),
-    pa.field("spacing", pa.list_(pa.float64())),
+    pa.field("spacing", pa.list_(pa.float64())),  # mm per pixel (column, row); empty when unknown
+    pa.field("spacing_source", pa.string()),  # header | registry | table | unknown
     pa.field("intensity_transform", pa.string()),
     pa.field("intensity_params", pa.string()),
     pa.field("width", pa.int64()),
@@ -97,6 +99,7 @@ REGIONS = _schema("regions", [
     pa.field("centroid", pa.list_(pa.float64())),  # x, y
     pa.field("width", pa.int64()),
     pa.field("height", pa.int64()),
+    pa.field("outline_filled", pa.bool_()),  # the mask was a closed outline; the region is what it encloses
 ])
 
 LABEL_VOCAB = _schema("label_vocab", [
@@ -161,6 +164,7 @@ CANDIDATES = _schema("qa_candidates", [
     pa.field("mark_min_side", pa.float64()),
     pa.field("mark_bbox", pa.list_(pa.float64())),  # display px
     pa.field("border_only", pa.bool_()),
+    pa.field("spacing_source", pa.string()),  # where the plane's pixel size came from: header | registry | table | unknown
     pa.field("generator", pa.string()),  # recognition | box_count | size_compare | size_ratio | ... (see generators)
     pa.field("generator_params", pa.string()),  # JSON: parameters, computed values and the marks (colour, regions)
     pa.field("balance_group", pa.string()),  # units whose keys selection keeps equally frequent (null: none)

@@ -36,6 +36,21 @@ class GroupRule(BaseModel):
     column: str | None = Field(None, description="manifest column holding the patient id")
 
 
+class PixelSize(BaseModel):
+    """The pixel size of a 2D dataset, where its files carry none: a documented constant, or a per-image table
+    (CSV/TSV with one row per image: an id column matched to the image's path, file name or stem, and a value
+    column). Square pixels; values in `unit`."""
+
+    model_config = ConfigDict(extra="forbid")
+    value: float | None = Field(None, gt=0, description="one size for every image of the dataset")
+    table: Path | None = Field(None, description="CSV/TSV of per-image sizes; relative to the registry file")
+    id_column: str | None = Field(None, description="the table's column naming the image")
+    value_column: str | None = Field(None, description="the table's column holding the size")
+    unit: Literal["nm", "um", "µm", "mm", "cm"] = "mm"
+    encoding: str | None = Field(None, description="the table's text encoding (default: UTF-8, else detected)")
+    source: str = Field("", description="where the value is documented (for the reader of the registry)")
+
+
 class SourceEntry(BaseModel):
     """One registered source dataset."""
 
@@ -51,6 +66,7 @@ class SourceEntry(BaseModel):
     group_rule: GroupRule = GroupRule()
     options: dict[str, Any] = {}
     readability_opt_out: list[str] = []  # gate rules (pipelines.gates.RULE_NAMES) this dataset is exempt from
+    pixel_size: PixelSize | None = None  # 2D only: volumes take their voxel size from the header
     notes: str = ""
 
     @field_validator("modality", mode="before")
@@ -95,6 +111,20 @@ class Source:
     root: Path
     label_map: LabelMap
     label_map_path: Path
+    pixel_table: Path | None = None  # the registry's per-image pixel-size table, resolved
+
+    def pixel_sizes(self):
+        """The dataset's 2D pixel sizes (pipelines.geometry.PixelSizes); read when asked (the table may be large)."""
+        from pipelines.geometry import PixelSizes, read_pixel_table
+        ps = self.entry.pixel_size
+        if ps is None:
+            return PixelSizes()
+        if ps.value is not None:
+            from pipelines.geometry import MM_PER_UNIT
+            return PixelSizes(constant_mm=ps.value * MM_PER_UNIT[ps.unit])
+        if self.pixel_table is None:  # a Source built without the registry check (labels init): sizes unknown
+            return PixelSizes()
+        return read_pixel_table(self.pixel_table, ps.id_column or "", ps.value_column or "", ps.unit, ps.encoding)
 
     @property
     def id(self) -> str:
@@ -158,7 +188,7 @@ def load_registry(path: str | Path, ct_windows: Iterable[str] | None = None) -> 
             for err in exc.errors():
                 loc = ".".join(str(x) for x in err["loc"])
                 problems.append(Problem(path, name, f"field '{loc}': {err['msg']}",
-                                        "see the registry fields in README.md (id, root, format, modality, "
+                                        "see the registry fields in docs/registering_datasets.md (id, root, format, modality, "
                                         "dimension, task_type, label_map, license, group_rule, options)"))
             continue
         if not ID_PATTERN.match(entry.id):
@@ -201,7 +231,7 @@ def load_registry(path: str | Path, ct_windows: Iterable[str] | None = None) -> 
                 for err in exc.errors():
                     loc = ".".join(str(x) for x in err["loc"])
                     problems.append(Problem(path, name, f"options.{loc}: {err['msg']}",
-                                            f"see the '{entry.format}' reader options in README.md"))
+                                            f"see the '{entry.format}' reader options in docs/registering_datasets.md"))
         if entry.group_rule.kind == "filename_regex":
             try:
                 re.compile(entry.group_rule.pattern or "")
@@ -214,8 +244,41 @@ def load_registry(path: str | Path, ct_windows: Iterable[str] | None = None) -> 
         if entry.group_rule.kind == "csv_column" and not entry.group_rule.column:
             problems.append(Problem(path, name, "group_rule kind csv_column needs 'column'",
                                     "add column: <manifest column with the patient id>"))
+        pixel_table = _pixel_size_problems(path, name, entry, base, problems)
         if label_map is not None and entry.id not in sources:
-            sources[entry.id] = Source(entry=entry, root=root, label_map=label_map, label_map_path=lm_path)
+            sources[entry.id] = Source(entry=entry, root=root, label_map=label_map, label_map_path=lm_path,
+                                       pixel_table=pixel_table)
     if problems:
         raise RegistryError(problems)
     return Registry(path=path, sources=sources)
+
+
+def _pixel_size_problems(path: Path, name: str, entry: SourceEntry, base: Path, problems: list[Problem]) -> Path | None:
+    """Check the entry's `pixel_size` (one of value / table with its columns; 2D only); returns the table path."""
+    ps = entry.pixel_size
+    if ps is None:
+        return None
+    fix = ("write pixel_size: {value: 0.004, unit: um} for one documented size, or pixel_size: {table: sizes.csv, "
+           "id_column: filename, value_column: pixel_mm, unit: mm} for one size per image (docs/geometry.md)")
+    if entry.dimension != 2:
+        problems.append(Problem(path, name, "pixel_size is for 2D datasets; a volume's voxel size comes from its header",
+                                "remove pixel_size (fix the volume's header if its spacing is wrong)"))
+        return None
+    if (ps.value is None) == (ps.table is None):
+        problems.append(Problem(path, name, "pixel_size needs exactly one of 'value' and 'table'", fix))
+        return None
+    if ps.table is None:
+        return None
+    if not ps.id_column or not ps.value_column:
+        problems.append(Problem(path, name, "pixel_size.table needs 'id_column' and 'value_column'", fix))
+    table = _resolve(base, ps.table)
+    if not table.is_file():
+        problems.append(Problem(path, name, f"pixel-size table {table} does not exist",
+                                "fix pixel_size.table (relative paths are relative to the registry file)"))
+    elif ps.id_column and ps.value_column:
+        from pipelines.geometry import PixelTableError, read_pixel_table
+        try:
+            read_pixel_table(table, ps.id_column, ps.value_column, ps.unit, ps.encoding)
+        except (PixelTableError, ValueError) as exc:
+            problems.append(Problem(path, name, str(exc).split("; fix")[0], "fix the table or the column names"))
+    return table

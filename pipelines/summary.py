@@ -129,8 +129,11 @@ class Summary:
 
     def render(self) -> str:
         lines = [f"outputs under {self.root}"]
+        excluded = sum(c.get("excluded_file", 0) for c in self.quarantine.values())
         lines.append(f"  datasets: {len(self.samples)}   samples: {sum(self.samples.values())}   "
-                     f"quarantined: {sum(sum(c.values()) for c in self.quarantine.values())}")
+                     f"quarantined: {sum(sum(c.values()) for c in self.quarantine.values()) - excluded}"
+                     + (f"   files excluded by pattern or as masks beside their images: {excluded} (reason "
+                        "excluded_file in the quarantine tables)" if excluded else ""))
         for name, n in self.tables.items():
             lines.append(f"  {name}: {n} rows  ({self.root / 'tables' / name})")
         for ds, why in sorted(self.failed.items()):

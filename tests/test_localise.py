@@ -90,8 +90,9 @@ def test_drawn_letters_follow_the_key():
     out, params = draw_lettered_boxes(img, [[10, 20, 30, 40], [60, 60, 80, 80], [60, 10, 80, 30]],
                                       ["B", "A", "C"], __import__("pipelines.config", fromlist=["RenderSettings"]).RenderSettings())
     assert params["letters"] == ["B", "A", "C"]
-    red = np.all(out == [255, 0, 0], axis=2)
-    assert red[20:40, 9].all() and red[19, 10:30].all()  # the ring sits just outside the first box (1 px)
+    ring = np.all(out == params["color"], axis=2)
+    assert ring[20:40, 9].all() and ring[19, 10:30].all()  # the ring sits just outside the first box (1 px)
+    assert params["contrast"] >= 3  # against the grey surroundings
 
 
 def test_partial_labels_are_not_localised():

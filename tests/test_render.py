@@ -117,13 +117,47 @@ def test_real_masks_and_boxes_pixel_exact(shared_config):
     assert check_pixels(shared_config, "bccd_voc", std, prompts, samples)["box"] == std.regions.num_rows
 
 
-def test_colour_choice_on_red_images(demo_config):
-    _, polyp, _ = build(demo_config, "demo_polyp")
-    _, ct, _ = build(demo_config, "demo_ct_abdomen")
-    polyp_params = [json.loads(p) for p in polyp["render_params"]]
-    ct_params = [json.loads(p) for p in ct["render_params"]]
-    assert all(p["red_surroundings"] and p["color"] == [0, 255, 0] for p in polyp_params)
-    assert all(not p["red_surroundings"] and p["color"] == [255, 0, 0] for p in ct_params)
+def wcag_luminance(rgb: np.ndarray) -> np.ndarray:
+    """Relative luminance as WCAG 2 defines it (sRGB linearised, 0.2126 R + 0.7152 G + 0.0722 B)."""
+    c = np.asarray(rgb, float) / 255.0
+    c = np.where(c <= 0.03928, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    return 0.2126 * c[..., 0] + 0.7152 * c[..., 1] + 0.0722 * c[..., 2]
+
+
+def wcag_ratio(a: float, b: float) -> float:
+    return (max(a, b) + 0.05) / (min(a, b) + 0.05)
+
+
+def test_mark_colour_contrasts_with_its_background(demo_config):
+    """Read back from the written PNGs: every line's colour has a contrast ratio >= 3 against the pixels beside the
+    line (a band of the line's width on both sides, as drawn), and every fill against the pixels under and around
+    it. On the red polyp phantoms the old fixed red/green pair failed this (red on red)."""
+    names = {}
+    for ds in ("demo_polyp", "demo_ct_abdomen"):
+        std, prompts, samples = build(demo_config, ds)
+        bases = base_images(demo_config, ds, std, samples)
+        for p in prompts.to_dict("records"):
+            if p["granularity"] == "image":
+                continue
+            params = json.loads(p["render_params"])
+            colour = np.array(params["color"])
+            out = rgb(demo_config, p["image_path"]).astype(int)
+            base = bases[p["image_id"]]
+            drawn = (out != base).any(axis=2)
+            h, w = out.shape[:2]
+            t = thickness(w, h, demo_config.render)
+            grown = cv2.dilate(drawn.astype(np.uint8), np.ones((2 * t + 1, 2 * t + 1), np.uint8)) > 0
+            if p["granularity"] == "mask":
+                zone = base[grown]  # the tint is seen over the structure and beside it
+            else:
+                assert (out[drawn] == colour).all()
+                zone = out[grown & ~drawn]  # beside the line, as exported
+            ratio = wcag_ratio(float(wcag_luminance(colour)), float(wcag_luminance(zone).mean()))
+            assert ratio >= 3.0 - 1e-6, (ds, p["item_id"], params)
+            assert ratio == pytest.approx(params["contrast"], abs=0.02)
+            names.setdefault(ds, set()).add(params["color_name"])
+    assert "red" not in names["demo_polyp"]  # red on a red mucosa phantom never reaches 3
+    assert len(names["demo_ct_abdomen"]) > 1  # chosen per image: light on dark soft tissue, dark on bright bone
 
 
 def test_label_scope_groups_components(demo_config):

@@ -46,7 +46,7 @@ def problems(width: int, height: int, rgb: np.ndarray, granularity: str, config:
         out.append("image_too_elongated")
     if long > config.display.max_image_side:
         out.append("image_too_large")
-    colours = [config.render.color, config.render.alt_color, *config.generators.palette.values()]
+    colours = list(dict.fromkeys([*config.render.mark_palette.values(), *config.generators.palette.values()]))
     if granularity in MARKED and mark_pixels(rgb, colours) < g.min_mark_side * 4:
         out.append("mark_not_visible")
     return out

@@ -38,10 +38,10 @@ from pipelines.vocab.taxonomy import KIND_GRANULARITIES
 LETTERS = "ABCDE"
 # what candidates read of the described rows (masks themselves are not needed until render)
 SLICE_COLUMNS = ["image_id", "sample_id", "group_id", "source_path", "axis", "index", "width", "height",
-                 "display_width", "display_height", "phash", "contrast", "orientation", "spacing", "intensity_params",
-                 "faint_labels", "content_bbox"]
+                 "display_width", "display_height", "phash", "contrast", "orientation", "spacing", "spacing_source",
+                 "intensity_params", "faint_labels", "content_bbox"]
 REGION_COLUMNS = ["region_id", "image_id", "kind", "raw_label", "labels", "component_index", "bbox", "area_px",
-                  "centroid"]
+                  "centroid", "outline_filled"]
 
 
 @dataclass

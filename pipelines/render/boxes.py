@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 
 from pipelines.config import RenderSettings
-from pipelines.render.draw import box_ring, paint, surroundings_are_red, thickness
+from pipelines.render.draw import background, box_ring, grow, paint, pick_colour, thickness
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -57,16 +57,19 @@ def draw_lettered_boxes(rgb: np.ndarray, boxes: list[list[float]], letters: list
     """The image with each display box drawn as an opaque ring just outside it and tagged with its letter."""
     h, w = rgb.shape[:2]
     t = thickness(w, h, s)
-    red = surroundings_are_red(rgb, boxes[0], t, s)
-    color = tuple(s.alt_color if red else s.color)
+    rings = [box_ring((h, w), box, t) for box in boxes]
+    drawn = np.logical_or.reduce(rings)
+    bg = background(rgb, grow(drawn, t) & ~drawn)  # one colour for every box, chosen against all their surroundings
+    name, color, ratio = pick_colour(bg, s)
     out = rgb
-    for box in boxes:
-        out = paint(out, box_ring((h, w), box, t), color)
+    for ring in rings:
+        out = paint(out, ring, color)
     taken = [(b[0] - t, b[1] - t, b[2] + t, b[3] + t) for b in boxes]
     for i, (box, letter) in enumerate(zip(boxes, letters)):
         others = taken[:i] + taken[i + 1:]
         rect, scale, weight = _tag_box(out.shape, letter, box, t, others)
         out = _tag(out, letter, rect, scale, weight)
         taken.append(rect)
-    return out, {"color": list(color), "red_surroundings": red, "thickness": t, "letters": letters,
+    return out, {"color": list(color), "color_name": name, "contrast": round(ratio, 3), "thickness": t,
+                 "letters": letters,
                  "boxes": [[round(float(v), 2) for v in b] for b in boxes]}

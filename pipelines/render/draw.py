@@ -6,9 +6,10 @@
   ``contour`` (an opaque ring just outside the mask boundary); the two are twins.
 
 Lines sit outside the region so the structure's own edge stays visible. Thickness scales with
-the image (``line_fraction`` of the shorter side, at least ``min_thickness``). When a region's
-surroundings are red (endoscopy, dermoscopy, histopathology) the alternative colour is used,
-and the choice is recorded. Everything is drawn on the display image (square pixels, bounded size),
+the image (``line_fraction`` of the shorter side, at least ``min_thickness``). A single mark's colour is
+chosen per image from ``render.mark_palette``: the first colour whose WCAG contrast ratio against the
+pixels under and around the mark reaches ``min_contrast`` (a red outline on pink skin would not), and the
+choice and its contrast are recorded. Everything is drawn on the display image (square pixels, bounded size),
 so line widths are what the reader sees.
 """
 
@@ -24,18 +25,34 @@ def thickness(width: int, height: int, s: RenderSettings) -> int:
     return max(s.min_thickness, int(round(s.line_fraction * min(width, height))))
 
 
-def surroundings_are_red(rgb: np.ndarray, bbox: list[float], t: int, s: RenderSettings) -> bool:
-    """Mean colour of a ring around the region's box (twice the line width, at least 4 px)."""
-    h, w = rgb.shape[:2]
-    pad = max(4, 2 * t)
-    x0, y0, x1, y1 = (int(v) for v in bbox)
-    outer = np.zeros((h, w), bool)
-    outer[max(0, y0 - pad):min(h, y1 + pad), max(0, x0 - pad):min(w, x1 + pad)] = True
-    outer[y0:y1, x0:x1] = False
-    if not outer.any():
-        outer[:] = True
-    r, g, b = (rgb[..., c][outer].mean() for c in range(3))
-    return bool(r > s.red_surroundings_ratio * max(g, b, 1.0))
+def luminance(rgb: np.ndarray) -> np.ndarray:
+    """WCAG relative luminance of sRGB pixels (..., 3) in 0..1."""
+    c = np.asarray(rgb, np.float64) / 255.0
+    lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    return lin @ np.array([0.2126, 0.7152, 0.0722])
+
+
+def contrast(l1: float, l2: float) -> float:
+    """WCAG contrast ratio of two relative luminances (1 to 21)."""
+    hi, lo = max(l1, l2), min(l1, l2)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def grow(where: np.ndarray, t: int) -> np.ndarray:
+    """``where`` grown by t px (chessboard distance)."""
+    return cv2.dilate(where.astype(np.uint8), np.ones((2 * t + 1, 2 * t + 1), np.uint8)) > 0
+
+
+def background(rgb: np.ndarray, zone: np.ndarray) -> float:
+    """Mean relative luminance of the unmarked image's pixels in ``zone`` (the whole image if empty)."""
+    return float(luminance(rgb[zone] if zone.any() else rgb.reshape(-1, 3)).mean())
+
+
+def pick_colour(bg: float, s: RenderSettings) -> tuple[str, tuple[int, int, int], float]:
+    """(name, colour, contrast): the first palette colour reaching min_contrast against ``bg``, else the best."""
+    scored = [(name, tuple(c), contrast(float(luminance(np.array(c))), bg)) for name, c in s.mark_palette.items()]
+    ok = [x for x in scored if x[2] >= s.min_contrast]
+    return ok[0] if ok else max(scored, key=lambda x: x[2])
 
 
 def draw_mask(rgb: np.ndarray, mask: np.ndarray, color, alpha: float) -> np.ndarray:
@@ -76,24 +93,59 @@ def draw_prompt(rgb: np.ndarray, granularity: str, s: RenderSettings, mask: np.n
         ys, xs = np.nonzero(mask)
         bbox = [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
     t = thickness(w, h, s)
-    red = surroundings_are_red(rgb, bbox, t, s)
-    color = tuple(s.alt_color if red else s.color)
     if granularity == "mask":
-        return draw_mask(rgb, mask, color, s.alpha), {"color": list(color), "red_surroundings": red, "alpha": s.alpha}
-    params = {"color": list(color), "red_surroundings": red, "thickness": t}
-    if granularity == "contour":
-        return paint(rgb, contour_ring(mask, t), color), params
-    if granularity == "box":
-        return paint(rgb, box_ring((h, w), bbox, t), color), params
-    raise ValueError(f"unknown granularity {granularity!r}")
+        drawn = mask
+    elif granularity == "contour":
+        drawn = contour_ring(mask, t)
+    elif granularity == "box":
+        drawn = box_ring((h, w), bbox, t)
+    else:
+        raise ValueError(f"unknown granularity {granularity!r}")
+    # what the reader sees the colour against: a band of the line's width on both sides of a line; under and
+    # around an alpha fill (the tint shows over the structure)
+    bg = background(rgb, grow(drawn, t) if granularity == "mask" else grow(drawn, t) & ~drawn)
+    name, color, ratio = pick_colour(bg, s)
+    params = {"color": list(color), "color_name": name, "contrast": round(ratio, 3), "background_luminance": round(bg, 4)}
+    if granularity == "mask":
+        return draw_mask(rgb, mask, color, s.alpha), {**params, "alpha": s.alpha}
+    return paint(rgb, drawn, color), {**params, "thickness": t}
 
 
 def draw_outlines(rgb: np.ndarray, marks: list[tuple[np.ndarray, tuple]], s: RenderSettings) -> tuple[np.ndarray, dict]:
-    """Several structures, each outlined in its own named colour (generated questions refer to them by colour).
-    Rings are drawn largest structure first, so a small structure's outline is never covered by a large one's."""
+    """Several structures, each outlined in its own named colour (generated questions refer to them by colour, so
+    the colour is fixed). Rings are drawn largest structure first, so a small structure's outline is never covered
+    by a large one's. A ring whose colour falls below min_contrast against its local background (other outlines left
+    out) gets a 1-px halo on its outer side, black or white, whichever keeps both the colour and the background
+    furthest from it (``render.halo``)."""
     h, w = rgb.shape[:2]
     t = thickness(w, h, s)
     out = rgb
-    for mask, color in sorted(marks, key=lambda mc: -int(mc[0].sum())):
-        out = paint(out, contour_ring(mask, t), color)
-    return out, {"colors": [list(c) for _, c in marks], "thickness": t}
+    rings = [contour_ring(mask, t) for mask, _ in marks]
+    order = sorted(range(len(marks)), key=lambda k: -int(marks[k][0].sum()))
+    seen = [r.copy() for r in rings]  # what stays of each ring once the later (smaller) ones are drawn over it
+    for pos, k in enumerate(order):
+        for later in order[pos + 1:]:
+            seen[k] &= ~rings[later]
+    info = []
+    for i, (ring, (_, color)) in enumerate(zip(seen, marks)):  # in the order the stem names them
+        others = np.zeros(ring.shape, bool)  # other outlines (and their halos) drawn beside this one
+        for j, o in enumerate(seen):
+            if j != i:
+                others |= grow(o, 1)
+        bg = background(rgb, grow(ring, t) & ~ring & ~others)
+        lum = float(luminance(np.array(color)))
+        ratio = contrast(lum, bg)
+        halo = None
+        if s.halo and ratio < s.min_contrast:  # black or white: whichever separates the colour and what lies beyond
+            beyond = background(rgb, grow(ring, t + 1) & ~grow(ring, 1) & ~others)
+            halo = max(((0, 0, 0), (255, 255, 255)),
+                       key=lambda h: min(contrast(float(h[0] == 255), beyond), contrast(float(h[0] == 255), lum)))
+        info.append({"contrast": round(ratio, 3), "background_luminance": round(bg, 4),
+                     "halo": list(halo) if halo else None})
+    any_ring = np.logical_or.reduce(rings) if rings else np.zeros((h, w), bool)
+    for i in order:
+        mask, color = marks[i]
+        if info[i]["halo"]:  # never over an outline: a halo separates, it does not hide
+            out = paint(out, grow(seen[i], 1) & ~any_ring & ~mask, tuple(info[i]["halo"]))
+        out = paint(out, rings[i], color)
+    return out, {"colors": [list(c) for _, c in marks], "thickness": t, "marks": info}

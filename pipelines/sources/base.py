@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import ClassVar
 
@@ -22,6 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from pipelines import PIPELINE_VERSION
 from pipelines.config import PipelineConfig
 from pipelines.errors import Reason, SampleError
+from pipelines.geometry import HEADER, UNKNOWN
 from pipelines.ids import salted_hash, stable_id
 from pipelines.registry import Source
 
@@ -52,7 +54,8 @@ class SampleRecord:
     boxes: list[Box] = field(default_factory=list)
     label_values: list[int] = field(default_factory=list)
     shape: list[int] = field(default_factory=list)
-    spacing: list[float] = field(default_factory=list)
+    spacing: list[float] = field(default_factory=list)  # mm; empty: the files give no size
+    spacing_source: str = ""  # header | registry | table | unknown; default: header when spacing is set
     orientation: str = ""
     intensity_min: float | None = None
     intensity_max: float | None = None
@@ -110,16 +113,35 @@ class ReadContext:
         self.check_inside(p, str(rel))
         return p
 
+    @cached_property
+    def trusted_dirs(self) -> tuple[Path, ...]:
+        """Real paths files may lie under: the root and every folder the registry entry's options name (a root
+        built of symlinks to the real image and mask folders is the user's own layout, not a file planted in
+        a downloaded dataset)."""
+        from pipelines.sources import READERS  # local: the readers import this module
+        dirs = [self.root.resolve()]
+        entry = self.source.entry
+        options = READERS[entry.format].Options.model_validate(entry.options).model_dump() \
+            if entry.format in READERS else entry.options  # with the defaults ('images', 'masks', ...)
+        for value in options.values():
+            if isinstance(value, str) and value and not os.path.isabs(value):
+                p = Path(os.path.normpath(self.root / value))
+                if p.is_relative_to(self.root) and p.is_dir():
+                    dirs.append(p.resolve())
+        return tuple(dict.fromkeys(dirs))
+
     def check_inside(self, path: Path, rel: str) -> None:
-        """A symlink inside the root may not lead outside it (unless ingest.allow_external_symlinks)."""
+        """A symlink inside the root may not lead outside it or the folders the entry names (unless
+        ingest.allow_external_symlinks)."""
         if self.config.ingest.allow_external_symlinks or not (path.is_symlink() or any(
                 q.is_symlink() for q in path.parents if q.is_relative_to(self.root) and q != self.root)):
             return
         real = path.resolve()
-        if not real.is_relative_to(self.root.resolve()):
+        if not any(real.is_relative_to(d) for d in self.trusted_dirs):
             raise SampleError(Reason.PATH_TRAVERSAL,
-                              f"'{rel}' is a symlink to {real}, outside the dataset root {self.root}; copy the "
-                              "file into the dataset (or set ingest.allow_external_symlinks: true)", rel)
+                              f"'{rel}' is a symlink to {real}, outside the dataset root {self.root} and the folders "
+                              "its registry options name; copy the file into the dataset, name its folder in the "
+                              "options (or set ingest.allow_external_symlinks: true)", rel)
 
     def rel(self, path: Path) -> str:
         return Path(os.path.normpath(path)).relative_to(self.root).as_posix()
@@ -158,6 +180,7 @@ class ReadContext:
             "label_values": [int(v) for v in rec.label_values],
             "shape": [int(s) for s in rec.shape],
             "spacing": [float(s) for s in rec.spacing],
+            "spacing_source": rec.spacing_source or (HEADER if rec.spacing else UNKNOWN),
             "orientation": rec.orientation,
             "intensity_min": rec.intensity_min,
             "intensity_max": rec.intensity_max,
@@ -186,6 +209,10 @@ class Reader:
 
     def load(self, row: dict[str, object]) -> LoadedSample:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def empty_hint(self) -> str:
+        """Why a scan found nothing, when the reader can tell (files of an extension it does not read)."""
+        return ""
 
     def load_pixels(self, row: dict[str, object]) -> LoadedSample:
         """The sample's pixels for rendering (marks come from the described RLE, not the labels): readers whose

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import csv
+import fnmatch
 import io
+import string
 import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from pydantic import field_validator
 
 from pipelines.imageio import read_image
 from pipelines.sources.base import (
@@ -35,7 +38,7 @@ def _image_record(reader: Reader, path: Path, labels: list[str], key: str, group
     lo, hi = intensity_range(arr)
     return SampleRecord(key=key, name=path.stem, source_path=rel, group_key=group_key,
                         image_refs=[rel], labels=labels, shape=list(arr.shape),
-                        spacing=[1.0, 1.0], intensity_min=lo, intensity_max=hi, meta=meta or {})
+                        intensity_min=lo, intensity_max=hi, meta=meta or {})
 
 
 class _ImageFileReader(Reader):
@@ -52,6 +55,9 @@ class ImageFolderReader(_ImageFileReader):
 
     format = "image_folder"
 
+    class Options(Reader.Options):
+        exclude: list[str] = []  # glob patterns (file name or path under the root) of files that are not images
+
     def scan(self) -> Iterator[SampleRecord | Quarantined]:
         exts = self.ctx.config.ingest.image_extensions
         for cls_dir in sorted(p for p in self.ctx.root.iterdir() if p.is_dir()):
@@ -59,6 +65,12 @@ class ImageFolderReader(_ImageFileReader):
                 if path.suffix.lower() not in exts or not path.is_file():
                     continue
                 rel = self.ctx.rel(path)
+                pat = next((p for p in self.opts.exclude if fnmatch.fnmatchcase(path.name, p)
+                            or fnmatch.fnmatchcase(rel, p)), None)
+                if pat is not None:
+                    yield Quarantined(rel, Reason.EXCLUDED_FILE, f"'{rel}' is not scanned as an image: it matches "
+                                      f"the exclude pattern {pat!r}")
+                    continue
                 yield self.guarded(rel, lambda: _image_record(
                     self, path, [cls_dir.name], rel, self.ctx.group_key(rel)), rel)
 
@@ -71,11 +83,24 @@ class CsvManifestReader(_ImageFileReader):
     class Options(Reader.Options):
         file: str
         path_column: str = "path"
+        path_template: str | None = None  # an image path built from the row's columns: "images/{image_id}.bmp"
         image_root: str = "."
         label_column: str | None = None
         label_separator: str | None = None
         label_columns: list[str] | None = None  # multi-label as 0/1 columns
         encoding: str | None = None  # default: UTF-8, else detected (charset-normalizer)
+
+        @field_validator("path_template")
+        @classmethod
+        def _template(cls, v: str | None) -> str | None:
+            if v is not None:
+                try:
+                    fields = [f for _, f, _, _ in string.Formatter().parse(v) if f is not None]
+                except ValueError as exc:
+                    raise ValueError(f"path_template {v!r} is not a template: {exc}") from exc
+                if not all(fields):
+                    raise ValueError(f"path_template {v!r} needs named fields, e.g. images/{{image_id}}.bmp")
+            return v
 
     def _labels(self, row: dict) -> list[str]:
         o = self.opts
@@ -95,7 +120,9 @@ class CsvManifestReader(_ImageFileReader):
             yield Quarantined(exc.path or o.file, exc.reason, str(exc))
             return
         yield from bad
-        needed = [o.path_column] + ([o.label_column] if o.label_column else []) + (o.label_columns or [])
+        fields = [f for _, f, _, _ in string.Formatter().parse(o.path_template or "") if f]
+        needed = (fields if o.path_template else [o.path_column]) + ([o.label_column] if o.label_column else []) \
+            + (o.label_columns or [])
         missing = [c for c in needed if c not in header]
         if missing:
             yield Quarantined(o.file, Reason.BAD_ANNOTATION,
@@ -103,7 +130,8 @@ class CsvManifestReader(_ImageFileReader):
             return
         group_col = self.ctx.source.entry.group_rule.column
         for i, row in rows:
-            ref = str(Path(o.image_root) / row[o.path_column])
+            ref = str(Path(o.image_root) / (o.path_template.format(**row).strip() if o.path_template
+                                             else row[o.path_column]))
 
             def one(row=row, ref=ref, i=i) -> SampleRecord:
                 path = self.ctx.resolve(ref)
@@ -227,7 +255,7 @@ class NpzReader(Reader):
             lo, hi = intensity_range(img)
             yield SampleRecord(key=key, name=f"{split}_{i:05d}", source_path=o.file,
                                group_key=key, image_refs=[o.file], labels=names,
-                               label_values=values, shape=list(img.shape), spacing=[1.0, 1.0],
+                               label_values=values, shape=list(img.shape),
                                intensity_min=lo, intensity_max=hi,
                                meta={"split": split, "index": i})
 

@@ -70,7 +70,7 @@ class _DetectionReader(Reader):
             raise SampleError(Reason.BAD_ANNOTATION, f"'{rel}' has no usable box left ({ann})", rel)
         return SampleRecord(key=rel, name=path.stem, source_path=rel, group_key=self.ctx.group_key(rel),
                             image_refs=[rel], label_ref=ann, boxes=good,
-                            labels=sorted({b.label for b in good}), shape=[h, w], spacing=[1.0, 1.0])
+                            labels=sorted({b.label for b in good}), shape=[h, w])
 
     def scan(self) -> Iterator[SampleRecord | Quarantined]:
         try:

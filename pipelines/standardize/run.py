@@ -22,6 +22,7 @@ import SimpleITK as sitk
 
 from pipelines import PIPELINE_VERSION
 from pipelines.config import PipelineConfig, StandardizeSettings
+from pipelines.geometry import HEADER, UNKNOWN, plane_spacing_2d
 from pipelines.ids import stable_id
 from pipelines.imageio import encode_png
 from pipelines.ingest import quarantine_row, reader_for
@@ -31,6 +32,7 @@ from pipelines.registry import Source
 from pipelines.sources.base import LoadedSample, Quarantined, Reason, SampleError
 from pipelines.standardize import intensity
 from pipelines.standardize.display import display_size, grey, phash_stack
+from pipelines.standardize.outlines import fill_outlines
 from pipelines.standardize.planes import chunks, occupied_indices, plane, plane_spacing, stack
 from pipelines.standardize.regions import StackRegions, describe_instances, describe_stack, label_instances, min_area
 from pipelines.storage import DataLayout, atomic_write_bytes, sha256_bytes, staged_dir
@@ -53,6 +55,7 @@ class SampleOutput:
         if not n:
             return table
         cols = {**self.masks, "kind": ["mask"] * n, "labels": [[lab] for lab in self.masks["raw_label"]],
+                "outline_filled": [False] * n,
                 **{k: [v] * n for k, v in prov.items()}}
         cols["area_pct"] = [100.0 * a / (wd * h) for a, wd, h in zip(cols["area_px"], cols["width"], cols["height"])]
         return pa.concat_tables([table, pa.Table.from_pydict({k: cols[k] for k in REGIONS.names}, schema=REGIONS)])
@@ -105,7 +108,8 @@ class _Writer:
         self.out.slices.append({
             "image_id": image_id, "name": f"{self.row['dataset_id']}/{self.case}/{stem}", "modality": self.row["modality"],
             "axis": axis, "index": index, "orientation": orientation, "original_orientation": original,
-            "spacing": [float(s) for s in spacing], "intensity_transform": t.name,
+            "spacing": [float(s) for s in spacing], "spacing_source": self.row.get("spacing_source") or
+            (HEADER if spacing else UNKNOWN), "intensity_transform": t.name,
             "intensity_params": json.dumps(t.params, sort_keys=True), "width": int(pixels.shape[1]),
             "height": int(pixels.shape[0]), "display_width": geo.width, "display_height": geo.height,
             "phash": facts.phash, "contrast": facts.contrast, "png_path": rel,
@@ -114,7 +118,8 @@ class _Writer:
         return image_id
 
     def region(self, image_id: str, name: str, kind: str, labels: list[str], component: int, width: int,
-               height: int, bbox: list[float], area: int, centroid: list[float], rle: str | None) -> None:
+               height: int, bbox: list[float], area: int, centroid: list[float], rle: str | None,
+               outline_filled: bool = False) -> None:
         x0, y0, x1, y1 = bbox
         if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
             raise SampleError(Reason.BAD_ANNOTATION, f"region {name} bbox {bbox} is outside its {width}x{height} image")
@@ -123,7 +128,7 @@ class _Writer:
             "name": name, "kind": kind,
             "raw_label": ";".join(labels), "labels": labels, "component_index": component, "mask_rle": rle,
             "area_px": int(area), "area_pct": float(100.0 * area / (width * height)), "bbox": bbox,
-            "centroid": centroid, "width": width, "height": height, **self.prov})
+            "centroid": centroid, "width": width, "height": height, "outline_filled": outline_filled, **self.prov})
 
 
 def _window_of(source: Source, label: str) -> str | None:
@@ -295,8 +300,10 @@ def _standardize_2d(w: _Writer, loaded: LoadedSample) -> None:
                         [(b.x0 + b.x1) / 2, (b.y0 + b.y1) / 2], None))
     floor = min_area(wd, h, cfg.min_region_pixels, cfg.min_region_fraction)
     faint: set[str] = set()
+    filled: set[tuple[str, int]] = set()  # (label, component) described as the region its outline encloses
     for layer in loaded.layers:
         inst, table = label_instances(np.asarray(layer.data), layer.names, cfg.connectivity_2d)
+        filled.update(table[i] for i in fill_outlines(inst, cfg))
         kept, dropped = describe_instances(inst, floor)
         w.out.dropped_small += len(dropped)
         faint.update(table[i][0] for i in dropped)
@@ -305,10 +312,11 @@ def _standardize_2d(w: _Writer, loaded: LoadedSample) -> None:
             pending.append(("mask", [label], comp, shape.bbox, shape.area_px, shape.centroid, shape.rle))
     if not pending:
         raise SampleError(Reason.EMPTY_MASK, "no region left after the small-mask filter")
-    image_id = w.image(pixels, "2d", 0, t, "", "", [1.0, 1.0], faint=sorted(faint))
+    image_id = w.image(pixels, "2d", 0, t, "", "", plane_spacing_2d(w.row.get("spacing")), faint=sorted(faint))
     for kind, labels, comp, bbox, area, centroid, rle in pending:
         name = f"{w.row['dataset_id']}/{w.case}/{kind}/{'+'.join(labels)}/{comp}"
-        w.region(image_id, name, kind, labels, comp, wd, h, bbox, area, centroid, rle)
+        w.region(image_id, name, kind, labels, comp, wd, h, bbox, area, centroid, rle,
+                 kind == "mask" and (labels[0], comp) in filled)
 
 
 def standardize_sample(row: dict, source: Source, config: PipelineConfig, staging: Path, rel_root: str) -> SampleOutput:

@@ -11,6 +11,7 @@ import yaml
 from pipelines.config import PROJECT_ROOT, GeneratorSettings
 from pipelines.ids import stable_id
 from pipelines.questions.generators.bins import bin_text, window
+from pipelines.questions.generators.measure import ladder_for
 
 STEMS_PATH = PROJECT_ROOT / "templates" / "geometry.yaml"
 
@@ -46,6 +47,14 @@ def letter_list(n: int) -> str:
     return ", ".join(letters[:-1]) + " and " + letters[-1] if n > 1 else letters[0]
 
 
+def pixel_text(mm: float | None) -> str:
+    """The displayed pixel size as a stem states it, to three significant digits (two decimals from 1 mm up): a
+    reader computing a size from it is off by at most 0.5 %, and 0.004 mm does not read 0.00."""
+    if mm is None:
+        return ""
+    return f"{mm:.2f}" if mm >= 1 else f"{mm:.3g}"
+
+
 def stem(params: dict, rng: np.random.Generator) -> tuple[str, str]:
     """(template id, text with placeholders still to fill: <modality>, <target>) of one unit."""
     s = stems()
@@ -54,7 +63,7 @@ def stem(params: dict, rng: np.random.Generator) -> tuple[str, str]:
     i = int(rng.integers(len(texts)))
     colours = [m["colour"] for m in params.get("marks", [])]
     values = {"n": len(colours), "a": colours[0] if colours else "", "b": colours[1] if len(colours) > 1 else "",
-              "px": f"{params.get('display_mm_per_px', 0):.2f}",
+              "px": pixel_text(params.get("display_mm_per_px")),
               "frame": s["frames"].get(params.get("frame", ""), ""),
               "convention": s["convention"].format(side=params.get("viewer_left_is", "")),
               "structure": params.get("structure", ""), "article": params.get("article", "the")}
@@ -84,9 +93,7 @@ def options(params: dict, answers: list[str], rng: np.random.Generator, g: Gener
     if gen == "grounding":
         return []
     if gen in ("size_ratio", "measurement"):
-        ladder, unit = ((list(g.ratio_ladder), "times") if gen == "size_ratio" else
-                        (list(g.diameter_ladder_mm), "mm") if params["quantity"] == "diameter" else
-                        (list(g.area_ladder_cm2), "cm²"))
+        ladder, unit = (list(g.ratio_ladder), "times") if gen == "size_ratio" else ladder_for(params["quantity"], g)
         idx = window(rng, params["bin"], len(ladder) - 1, g.bin_options)
         return [bin_text(i, ladder, unit) for i in idx]
     raise ValueError(f"no options rule for generator {gen!r}")

@@ -12,14 +12,15 @@ import numpy as np
 import pandas as pd
 
 from pipelines.config import PipelineConfig
-from pipelines.questions.generators.measure import feret_mm
+from pipelines.questions.generators.measure import ellipse_major, feret_mm
 from pipelines.standardize.regions import decode_rle
 
 
 @dataclass
 class PlaneFacts:
     pieces: dict[str, int] = field(default_factory=dict)  # region id -> 2D connected pieces
-    feret: dict[str, float] = field(default_factory=dict)  # single-piece region id -> longest diameter (mm)
+    feret: dict[str, float] = field(default_factory=dict)  # single-piece region id -> longest length (mm; px when the
+    # plane's pixel size is unknown): hull diameter, or the fitted ellipse's major axis of a filled outline
     counts: dict[tuple[str, str], tuple[int, bool, list[str], bool]] = field(default_factory=dict)
     # (image id, canonical) -> (cross-sections, any of them too small to see, region ids, any two of them (or one
     # and the image border) closer than a reader can tell apart)
@@ -60,6 +61,8 @@ def plane_facts(regions: pd.DataFrame, planes: pd.DataFrame, rle: dict[str, str]
                                         "display_height"]].to_dict("index")
     rows = regions[["image_id", "region_id", "raw_label"]].sort_values(["image_id", "region_id"], kind="stable")
     image_ids, region_ids, raws = (rows[c].tolist() for c in ("image_id", "region_id", "raw_label"))
+    outlines = set(regions.loc[regions["outline_filled"].fillna(False).astype(bool), "region_id"]) \
+        if "outline_filled" in regions else set()
     start = 0
     while start < len(image_ids):
         image_id = image_ids[start]
@@ -71,8 +74,9 @@ def plane_facts(regions: pd.DataFrame, planes: pd.DataFrame, rle: dict[str, str]
         masks = {rid: decode_rle(rle[rid], h, w) for rid in region_ids[start:end] if rid in rle}
         for rid, m in masks.items():
             facts.pieces[rid] = len(_components(m))
-            if facts.pieces[rid] == 1 and image_id in measure_planes and np.isfinite(p["sx"]):
-                facts.feret[rid] = feret_mm(m, float(p["sx"]), float(p["sy"]))
+            if facts.pieces[rid] == 1 and image_id in measure_planes:
+                sx, sy = (float(p["sx"]), float(p["sy"])) if np.isfinite(p["sx"]) else (1.0, 1.0)
+                facts.feret[rid] = (ellipse_major if rid in outlines else feret_mm)(m, sx, sy)
         counted: dict[str, list[str]] = {}
         for rid, raw in zip(region_ids[start:end], raws[start:end]):
             if raw in exhaustive and raw in canonical:

@@ -27,6 +27,7 @@ def plane_frame(slices: pd.DataFrame) -> pd.DataFrame:
     """Per image: geometry the generators need (display scale, physical pixel size, orientation)."""
     s = slices[["image_id", "sample_id", "axis", "index", "orientation", "spacing", "width", "height",
                 "display_width", "display_height"]].copy()
+    s["spacing_source"] = slices["spacing_source"] if "spacing_source" in slices else None
     params = slices["intensity_params"] if "intensity_params" in slices else pd.Series("", index=slices.index)
     windows = {p: json.loads(p).get("window", "") if isinstance(p, str) and p.startswith("{") else ""
                for p in set(params.tolist())}  # a handful of distinct settings per dataset: parse each once
@@ -44,7 +45,7 @@ def structures(regions: pd.DataFrame, planes: pd.DataFrame, vocab: pd.DataFrame,
                pieces: dict[str, int]) -> pd.DataFrame:
     """Tagged, visible mask structures drawn as one piece on their plane (``pieces``: 2D pieces per region, known
     for the sampled planes only; ``planes``: plane_frame's table), one row each: what every generator may mark."""
-    cols = ["region_id", "image_id", "raw_label", "x0", "y0", "x1", "y1", "cx", "cy", "area_px"]
+    cols = ["region_id", "image_id", "raw_label", "x0", "y0", "x1", "y1", "cx", "cy", "area_px", "outline_filled"]
     m = regions[regions["kind"] == "mask"]
     alone = m.groupby(["image_id", "raw_label"])["region_id"].transform("size") == 1  # one instance of the label
     m = m[alone & (m["region_id"].map(pieces) == 1)]  # ... drawn as one piece
@@ -52,8 +53,9 @@ def structures(regions: pd.DataFrame, planes: pd.DataFrame, vocab: pd.DataFrame,
         return pd.DataFrame(columns=cols)
     bbox = np.array(m["bbox"].tolist(), float).reshape(-1, 4)
     cen = np.array(m["centroid"].tolist(), float).reshape(-1, 2)
+    filled = m["outline_filled"].fillna(False).astype(bool) if "outline_filled" in m else False
     df = m[["region_id", "image_id", "raw_label", "area_px"]].assign(
-        x0=bbox[:, 0], y0=bbox[:, 1], x1=bbox[:, 2], y1=bbox[:, 3], cx=cen[:, 0], cy=cen[:, 1])
+        x0=bbox[:, 0], y0=bbox[:, 1], x1=bbox[:, 2], y1=bbox[:, 3], cx=cen[:, 0], cy=cen[:, 1], outline_filled=filled)
     v = vocab[vocab["status"].isin(["mesh", "no_mesh", "accepted"])]
     v = v[v["department"].notna() & (v["department"] != "N/A")]
     df = df.merge(v[["raw_label", "canonical_label", "laterality", "department", "semantic_type"]], on="raw_label")
