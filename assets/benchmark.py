@@ -157,9 +157,7 @@ def benchmark_exports(context: dg.AssetExecutionContext, medbench: MedbenchResou
                             f"{cfg.benchmark.near_duplicate_bits} bits of an image in the other split")
     figures = json.loads(audit_path(layout).read_text())
     out = layout.root / "benchmark"
-    log = changelog_path(layout)
-    manifest = export_all(bench.drop(columns="phash"), figures, layout.root, out, cfg, withheld,
-                          {"changelog.json": log.read_bytes()} if log.is_file() else None)
+    manifest = export_all(bench.drop(columns="phash"), figures, layout.root, out, cfg, withheld)
     report = verify_exports(out, cfg, opt_outs(medbench))
     leaks = cross_split_duplicates(out, cfg.benchmark.near_duplicate_bits)
     md = (out / "summary" / "summary.md").read_text()

@@ -60,7 +60,7 @@ class Summary:
             why = ", ".join(f"{k} {v}" for k, v in self.changes.get("removed_by_reason", {}).items())
             out.append(f"  since the previous build: {c.get('added', 0)} item(s) added, {c.get('removed', 0)} removed"
                        + (f" ({why})" if why else "") + f", {c.get('changed', 0)} changed "
-                       "(tables/benchmark_changelog.json, benchmark/private/changelog.json)")
+                       "(tables/benchmark_changelog.json)")
         if a.get("review_rejected_units"):
             out.append(f"  review: {a['review_rejected_units']} unit(s) rejected by reviewers left out "
                        "(medbench review; decisions in benchmark.item_reviews)")

@@ -96,7 +96,9 @@ def test_parquet_round_trip_with_datasets(built):
     for split in (ds["val"], ds["test"], robust["test"]):
         assert set(split.column_names) == public
     main_test = key[(key["config"] == "main") & (key["split"] == "test")]
-    assert len(main_test) == ds["test"].num_rows and key["answer"].notna().all()
+    assert len(main_test) == ds["test"].num_rows
+    assert key.loc[key["config"] != "grounding", "answer"].notna().all()
+    assert key.loc[key["config"] == "grounding", "box"].map(len).eq(4).all()  # a box answers a grounding item
     assert key["index"].is_unique and len(key) == len(full)
     df = pd.read_parquet(out / "data")
     assert len(df) == len(bench)

@@ -130,7 +130,7 @@ def test_text_only_baseline_is_at_chance_on_test(exported):
     b = cfg.benchmark
     items = _with_units(cfg, rows)
     for pred in (blind_predictions(items, b.text_only_folds, cfg.seed), prior_predictions(items, b.text_only_folds)):
-        report = blind_report(pred, b.text_only_margin, b.text_only_min_items)
+        report = blind_report(pred, b.text_only_margin, b.text_only_min_items, b.text_only_task_margin)
         assert report["items"] > 300
         assert report["accuracy"] <= report["chance"] + b.text_only_margin, report
         assert report["exceeds"] == [], report["by_task"]

@@ -228,11 +228,14 @@ def _one_label_everywhere(ds: DatasetRows, elig: "Eligibility", config: Pipeline
     if marked.empty:
         return False
     labels = {elig.canonical.get((ds.dataset_id, raw)) for raw in marked["raw_label"]}
-    if len(labels) != 1:
+    if len(labels) != 1 or None in labels:  # an excluded or unresolved label is another story
         return False
     b = np.array(marked["bbox"].tolist(), float).reshape(-1, 4)
-    geo = ds.slices.set_index("image_id").loc[marked["image_id"], ["width", "height"]].to_numpy(float)
-    share = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) / (geo[:, 0] * geo[:, 1])
+    boxes = pd.DataFrame({"image_id": marked["image_id"].to_numpy(), "x0": b[:, 0], "y0": b[:, 1], "x1": b[:, 2],
+                          "y1": b[:, 3]}).groupby("image_id").agg(x0=("x0", "min"), y0=("y0", "min"), x1=("x1", "max"),
+                                                                   y1=("y1", "max"))
+    geo = ds.slices.set_index("image_id").loc[boxes.index, ["width", "height"]].to_numpy(float)
+    share = (boxes["x1"] - boxes["x0"]) * (boxes["y1"] - boxes["y0"]) / (geo[:, 0] * geo[:, 1])
     return bool((share > config.generators.locate_max_area).all())
 
 

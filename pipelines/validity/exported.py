@@ -29,7 +29,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 
 LETTERS = "ABCDE"
-NOT_JUDGED = {"image", "answer"}  # the image is the point; val's answer is public by design
+# the image is the point; val's answer is public by design; the options are what every reader sees (their own
+# priors are the blind readers' to judge)
+NOT_JUDGED = {"image", "answer", *LETTERS}
 
 
 def public_rows(out: Path, folder: str = "data", with_images: bool = False) -> pd.DataFrame:
