@@ -24,6 +24,17 @@ class Reason(str, Enum):
     NO_SAMPLES = "no_samples"
     BAD_GEOMETRY = "bad_geometry"
     UNSUPPORTED_PIXEL_TYPE = "unsupported_pixel_type"
+    # the file itself, before any decoder sees it (pipelines.sourcefiles)
+    UNREADABLE = "unreadable"
+    NOT_A_REGULAR_FILE = "not_a_regular_file"
+    SYMLINK_LOOP = "symlink_loop"
+    DANGLING_LINK = "dangling_link"
+    FILE_TOO_LARGE = "file_too_large"
+    READ_TIMEOUT = "read_timeout"
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    # geometry the file states but medbench does not guess around
+    OBLIQUE_ORIENTATION = "oblique_orientation"
+    EXIF_ORIENTATION = "exif_orientation"
 
 
 class SampleError(Exception):

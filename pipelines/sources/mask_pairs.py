@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.imageio import read_image, read_mask
+from pipelines.sources.classification import unsupported_image
 from pipelines.sources.base import (
     LabelLayer,
     LoadedSample,
@@ -43,9 +44,9 @@ class MaskPairsReader(Reader):
         rel = ctx.rel(img)
         mask_ref = str(Path(o.masks) / o.mask_name.format(stem=img.stem, name=img.name))
         limit = ctx.config.ingest.max_pixels
-        image = read_image(img, limit, rel)
+        image = read_image(img, limit, rel, ctx.limits, exif="refuse")
         mpath = ctx.resolve(mask_ref)
-        mask = self._mask_values(read_mask(mpath, limit, mask_ref))
+        mask = self._mask_values(read_mask(mpath, limit, mask_ref, ctx.limits))
         if mask.shape[:2] != image.shape[:2]:
             raise SampleError(Reason.GRID_MISMATCH,
                               f"mask '{mask_ref}' is {mask.shape[1]}x{mask.shape[0]} but image '{rel}' is "
@@ -61,13 +62,20 @@ class MaskPairsReader(Reader):
     def scan(self) -> Iterator[SampleRecord | Quarantined]:
         img_dir = self.ctx.resolve(self.opts.images)
         exts = self.ctx.config.ingest.image_extensions
-        for img in sorted(p for p in img_dir.iterdir() if p.suffix.lower() in exts):
+        for img in sorted(img_dir.iterdir()):
+            if (other := unsupported_image(self, img)) is not None:
+                yield other
+                continue
+            if img.suffix.lower() not in exts:
+                continue
             rel = self.ctx.rel(img)
             yield self.guarded(rel, lambda: self._record(img), rel)
 
     def load(self, row: dict) -> LoadedSample:
         limit = self.ctx.config.ingest.max_pixels
-        image = read_image(self.ctx.resolve(row["image_refs"][0]), limit)
-        mask = self._mask_values(read_mask(self.ctx.resolve(row["label_ref"]), limit))
+        image = read_image(self.ctx.resolve(row["image_refs"][0]), limit, row["image_refs"][0], self.ctx.limits,
+                           exif="refuse")
+        mask = self._mask_values(read_mask(self.ctx.resolve(row["label_ref"]), limit, row["label_ref"],
+                                           self.ctx.limits))
         names = {v: self.ctx.source.label_map.name_of(v) for v in row["label_values"]}
         return LoadedSample(dim=2, image=image, layers=[LabelLayer(mask, names)])
