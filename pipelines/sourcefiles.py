@@ -90,10 +90,14 @@ def file_problem(path: Path, rel: str, limits: Limits = DEFAULT_LIMITS,
 
 
 def check_file(path: Path | str, rel: str = "", limits: Limits = DEFAULT_LIMITS) -> os.stat_result:
-    """stat of a usable regular source file, or the SampleError that says why it is not one."""
-    st, problem = file_problem(Path(path), rel or Path(path).name, limits)
+    """stat of a usable regular source file, or the SampleError that says why it is not one. The file is opened
+    (non-blocking) and closed once, so a file the user may not read is named ``unreadable`` here, before a
+    decoder turns the refusal into a vaguer error."""
+    path, rel = Path(path), rel or Path(path).name
+    st, problem = file_problem(path, rel, limits)
     if problem is not None:
         raise problem.error()
+    os.close(_open_regular(path, rel))
     return st
 
 

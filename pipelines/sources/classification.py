@@ -46,6 +46,7 @@ def _image_record(reader: Reader, path: Path, labels: list[str], key: str, group
                   meta: dict | None = None) -> SampleRecord:
     ctx = reader.ctx
     rel = ctx.rel(path)
+    check_file(path, rel, ctx.limits)  # what the file is decides first (a FIFO, a loop, unreadable)
     ctx.check_inside(path, rel)
     for label in labels:
         ctx.check_label(label, rel)
