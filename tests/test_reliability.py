@@ -11,6 +11,7 @@ the key) are in tests/test_reliability_build.py.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pydicom
 import pytest
 import SimpleITK as sitk
@@ -599,3 +601,219 @@ def test_unreadable_cache_and_state_never_stop_the_walk(tmp_path):
     cache.path = tmp_path / "no" / "such" / "dir" / "c.json"
     (tmp_path / "no").write_text("a file where a folder should be")
     cache.save()  # an unwritable cache costs a re-hash next time, never the build
+
+
+# -- 2. secrets never stored: the one redaction filter ------------------------------------------------
+
+KEY = "sk-reliability-0123456789abcdef"
+
+
+@pytest.mark.parametrize("text, secret", [
+    ("Authorization: Bearer abc.DEF-123_xyz", "abc.DEF-123_xyz"),
+    ("headers={'x-api-key': 'k3y-VALUE-9876'}", "k3y-VALUE-9876"),
+    ("POST https://host/openai/chat?api-version=2024&api-key=AZ-secret-42 failed", "AZ-secret-42"),
+    ("GET https://maps/x?token=t0k3nvalue&sig=s1gnature1", "t0k3nvalue"),
+    ('{"api_key": "json-secret-777", "client_secret": "cs-888888"}', "json-secret-777"),
+    ("Incorrect API key provided: sk-proj-AbCdEf0123456789", "sk-proj-AbCdEf0123456789"),
+    ("push failed with token hf_AbCdEfGhIjKlMnOp", "hf_AbCdEfGhIjKlMnOp"),
+])
+def test_credential_shapes_are_redacted(text, secret):
+    from pipelines.redact import MASK, redact
+    out = redact(text)
+    assert secret not in out and MASK in out
+
+
+def test_known_secret_values_are_redacted_wherever_they_appear(monkeypatch):
+    from pipelines.questions.llm import LLMClient
+    from pipelines.redact import redact
+    monkeypatch.setenv("OPENAI_API_KEY", "plainvalue-no-shape-1234")
+    assert "plainvalue-no-shape-1234" not in redact("the server said: plainvalue-no-shape-1234!")
+    LLMClient(PipelineConfig().llm, api_key="given-directly-5678")  # a key handed to the client is registered
+    assert "given-directly-5678" not in redact("echo given-directly-5678")
+    plain = "no API key: set OPENAI_API_KEY to use gpt-4o; 120 prompt tokens; http://127.0.0.1:8000/v1"
+    assert redact(plain) == plain  # ordinary text is left alone
+
+
+def test_every_log_record_is_redacted(monkeypatch):
+    import logging
+
+    from pipelines.redact import install_log_redaction
+    install_log_redaction()
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(logging.Formatter().format(record))
+
+    log = logging.getLogger("medbench.test.redaction")
+    log.addHandler(Keep())
+    log.propagate = False
+    log.warning("calling with %s", KEY)
+    try:
+        raise RuntimeError(f"401 for Bearer {KEY}")
+    except RuntimeError:
+        log.exception("request failed")
+    assert len(seen) == 2 and all(KEY not in s for s in seen) and "[REDACTED]" in seen[1]
+
+
+@pytest.mark.parametrize("status", [401, 500])
+def test_llm_errors_echoing_the_key_are_redacted_and_not_chained(tmp_path, monkeypatch, status):
+    from pipelines.questions.llm import LLMClient, LLMResponseError
+    from tests.openai_server import OpenAIServer
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    with OpenAIServer(lambda body: "{}", fail_with=status, fail_message="bad key {key} ({auth})") as server:
+        settings = PipelineConfig().llm.model_copy(update={"base_url": server.base_url, "max_retries": 0,
+                                                           "cache_dir": tmp_path / "cache"})
+        with pytest.raises(LLMResponseError) as err:
+            LLMClient(settings).complete_json([{"role": "user", "content": "x"}], "s", {"type": "object"})
+        assert server.requests[0]["auth"] == f"Bearer {KEY}"  # the server did see (and echo) it
+    assert KEY not in str(err.value) and "[REDACTED]" in str(err.value)
+    assert err.value.__cause__ is None and err.value.__context__ is None  # the SDK error (unredacted) is not chained
+
+
+def test_malformed_reply_echoing_the_key_and_failed_calls_are_counted(tmp_path, monkeypatch):
+    from pipelines.questions.llm import LLMClient, usage_summary
+    from tests.openai_server import OpenAIServer
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    with OpenAIServer(lambda body: f"here is your key {KEY} and no JSON") as server:
+        settings = PipelineConfig().llm.model_copy(update={"base_url": server.base_url, "max_retries": 0,
+                                                           "cache_dir": tmp_path / "cache"})
+        results = LLMClient(settings).map_json([([{"role": "user", "content": str(i)}], "s", {"type": "object"})
+                                                for i in range(3)])
+    usage = usage_summary([r for _, r in results])
+    assert usage["errors"] == 3 and all(KEY not in (c["error"] or "") for c in usage["calls"])
+
+
+def test_step_failures_are_redacted_before_dagster_stores_them(monkeypatch):
+    import dagster as dg
+
+    from assets.metadata import redacted_failures
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    with pytest.raises(dg.Failure) as err:
+        with redacted_failures():
+            try:
+                raise ConnectionError(f"proxy refused Authorization: Bearer {KEY}")
+            except ConnectionError as inner:
+                raise RuntimeError(f"step failed: {inner}") from inner
+    assert KEY not in (err.value.description or "") and err.value.__suppress_context__
+
+
+def test_hub_push_uses_the_same_filter():
+    from pipelines.publish import redact as hub_redact
+    assert "hf_TOKENVALUE123456" not in hub_redact("Authorization: Bearer hf_TOKENVALUE123456", None)
+    assert "my-own-token" not in hub_redact("failed for my-own-token", "my-own-token")
+
+
+# -- 6. one dataset's change never blocks another's rendering ------------------------------------------
+
+def _described(tmp: Path, names: tuple[str, ...] = ("a", "b")):
+    """Two image-folder datasets, ingested and described; every image region is an item."""
+    from pipelines.questions.candidates import targets
+    from pipelines.render.items import DatasetTables
+    from pipelines.standardize.run import standardize_dataset
+    docs, roots = [], {}
+    for name in names:
+        root, entry = folder(tmp / name, 2)
+        lm = tmp / f"{name}.yaml"
+        lm.write_text(yaml.safe_dump(FOLDER_MAP))
+        docs.append({"id": f"ds_{name}", "license": "test", "label_map": str(lm), **entry})
+        roots[f"ds_{name}"] = root
+    (tmp / "sources.yaml").write_text(yaml.safe_dump({"version": 1, "datasets": docs}))
+    cfg = PipelineConfig.model_validate({"registry": str(tmp / "sources.yaml"), "data_root": str(tmp / "data")})
+    registry = load_registry(cfg.registry)
+    tables, items = {}, []
+    for ds in registry.ids:
+        src = registry.get(ds)
+        samples = ingest(src, cfg).samples
+        std = standardize_dataset(src, cfg, samples, cfg.data_root)
+        tables[ds] = DatasetTables(src, samples.to_pandas(), std.slices.to_pandas(), std.regions.to_pandas())
+        for r in targets(std.regions.to_pandas(), cfg.render.scope).itertuples():
+            items.append({"item_id": f"{ds}_{r.target_id}", "dataset_id": ds, "image_id": r.image_id,
+                          "granularity": "image", "source_region_ids": list(r.member_region_ids),
+                          "generator_params": None, "variant": None})
+    items = pd.DataFrame(items)
+    sizes = {}
+    for ds, t in tables.items():
+        sl = t.slices.set_index("image_id")
+        for it in items[items["dataset_id"] == ds].itertuples():
+            sizes[it.item_id] = (int(sl.loc[it.image_id, "display_width"]), int(sl.loc[it.image_id, "display_height"]))
+    return cfg, tables, items, roots, sizes
+
+
+def _break(how: str, root: Path) -> None:
+    for p in sorted(root.rglob("*.png")):
+        if how == "edited":
+            arr = np.asarray(Image.open(p))
+            Image.fromarray(255 - arr).save(p)
+        elif how == "deleted":
+            p.unlink()
+        elif how == "fifo":
+            p.unlink()
+            fifo(p)
+
+
+@pytest.mark.parametrize("how, previous, keep", [
+    ("edited", "good", "all"), ("edited", "none", "none"), ("edited", "wrong_size", "none"),
+    ("edited", "png_deleted", "none"), ("edited", "png_corrupted", "none"),
+    ("deleted", "good", "all"), ("fifo", "good", "all"), ("fifo", "none", "none"),
+])
+def test_render_isolates_a_dataset_whose_source_changed(tmp_path, how, previous, keep):
+    from pipelines.render.items import render_items
+    cfg, tables, items, roots, sizes = _described(tmp_path)
+    out = cfg.data_root / "rendered"
+    first = render_items(items, tables, cfg, out, previous=None, sizes=sizes)
+    assert not first.stale and first.table.num_rows == len(items)
+    prev = first.table.to_pandas()
+    a_items = set(items.loc[items["dataset_id"] == "ds_a", "item_id"])
+    if previous == "none":
+        prev = None
+    elif previous == "wrong_size":
+        sizes = {k: ((w + 1, h) if k in a_items else (w, h)) for k, (w, h) in sizes.items()}
+    elif previous == "png_deleted":
+        for p in (out / "ds_a").iterdir():
+            p.unlink()
+    elif previous == "png_corrupted":
+        for p in (out / "ds_a").iterdir():
+            p.write_bytes(p.read_bytes()[:-8] + b"\0" * 8)
+    _break(how, roots["ds_a"])
+    res = render_items(items, tables, cfg, out, previous=prev, sizes=sizes)
+    assert set(res.stale) == {"ds_a"}  # only the changed dataset
+    got = set(res.table.column("item_id").to_pylist())
+    b_items = set(items["item_id"]) - a_items
+    assert b_items <= got  # the other dataset is rendered as usual
+    stale = res.stale["ds_a"]
+    if keep == "all":
+        assert a_items <= got and stale.reused == len(a_items) and not stale.left_out
+        kept, before = res.table.to_pandas().set_index("item_id"), first.table.to_pandas().set_index("item_id")
+        for i in a_items:  # the kept file is the last good one, byte for byte
+            data = (out / Path(kept.loc[i, "image_path"]).relative_to("rendered")).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == before.loc[i, "sha256"]
+    else:
+        assert not (a_items & got) and set(stale.left_out) == a_items
+
+
+def test_items_tied_to_an_unrendered_item_leave_with_it():
+    from assets.benchmark import leave_out_unrendered
+    bench = pd.DataFrame([
+        {"item_id": "m1", "unit_id": "u1", "variant_of": None, "dataset_id": "a", "image_path": None},
+        {"item_id": "c1", "unit_id": "u1", "variant_of": None, "dataset_id": "a", "image_path": "r/c1.png"},  # twin
+        {"item_id": "m1_flip", "unit_id": "u9", "variant_of": "m1", "dataset_id": "a", "image_path": "r/f.png"},
+        {"item_id": "x2", "unit_id": "u2", "variant_of": None, "dataset_id": "a", "image_path": "r/x2.png"},
+        {"item_id": "x2_noise", "unit_id": "u3", "variant_of": "x2", "dataset_id": "a", "image_path": None},
+        {"item_id": "ok", "unit_id": "u4", "variant_of": None, "dataset_id": "a", "image_path": "r/ok.png"},
+        {"item_id": "b1", "unit_id": "u5", "variant_of": None, "dataset_id": "b", "image_path": "r/b1.png"},
+        {"item_id": "b2", "unit_id": "u6", "variant_of": None, "dataset_id": "b", "image_path": None},
+    ])
+    kept, counts = leave_out_unrendered(bench, {"a"})
+    assert sorted(kept["item_id"]) == ["b1", "b2", "ok"] and counts == {"a": 5}  # b is not stale: b2 stays an error
+
+
+def test_summary_names_stale_datasets_and_llm_failures(tmp_path):
+    from pipelines.run_state import record_llm_calls, record_stale
+    from pipelines.summary import summarize
+    record_stale(tmp_path, {"ds_a": {"reason": "x.png: plane differs", "samples": 2, "reused": 3, "left_out": 1}})
+    record_llm_calls(tmp_path, "question_templates", 12, 12, ["401 Incorrect API key provided: [REDACTED]"])
+    text = summarize(tmp_path, ["ds_a", "ds_b"]).render()
+    assert "STALE dataset ds_a: x.png: plane differs; 3 item(s) keep their last good image, 1 left out" in text
+    assert "LLM question_templates: 12 request(s), 12 failed (first: 401 Incorrect API key provided: [REDACTED])" in text
