@@ -21,6 +21,7 @@ from pipelines.config import PipelineConfig
 from pipelines.ingest import ingest
 from pipelines.label_maps import LabelMap
 from pipelines.registry import Problem, RegistryError, Source, SourceEntry, _resolve, _resolve_lexical, root_allowed
+from pipelines.sourcefiles import read_bytes
 from pipelines.vocab.curated import load_curated
 from pipelines.vocab.mesh import load_mesh
 from pipelines.vocab.normalize import Normalizer
@@ -63,7 +64,7 @@ def known_names(root: Path, entry: SourceEntry, names_file: Path | None, pairs: 
                                                    root / "labels.json"]
     for path in candidates:
         if path and path.is_file():
-            doc = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+            doc = yaml.safe_load(read_bytes(path, path.name).decode("utf-8-sig"))  # capped, timed, regular only
             labels = doc.get("labels", doc) if isinstance(doc, dict) else {}
             for k, v in labels.items():
                 if str(k).lstrip("-").isdigit() and isinstance(v, str):
