@@ -327,6 +327,24 @@ def test_exif_orientation_is_applied_on_read(tmp_path, orientation):
     assert np.array_equal(expected, np.asarray(ImageOps.exif_transpose(Image.open(root / "normal" / "exif.png"))))
 
 
+def test_exif_image_is_rendered_upright(tmp_path):
+    """Describe and render an EXIF-6 photo: the item's PNG shows it turned as the tag says (grey levels re-derived
+    from the stored pixels with numpy)."""
+    from pipelines.render.items import render_items
+    cfg, tables, items, roots, sizes = _described(tmp_path, ("a",))
+    root = roots["ds_a"]
+    stored = _exif_png(next((root / "normal").iterdir()), root / "normal" / "exif.png", 6)
+    cfg, tables, items, roots, sizes = _described(tmp_path / "again", ("a",), prepared={"ds_a": root})
+    t = tables["ds_a"]
+    sample = t.samples.loc[t.samples["source_path"] == "normal/exif.png", "sample_id"].item()
+    image_id = t.slices.loc[t.slices["sample_id"] == sample, "image_id"].item()
+    item = items.loc[items["image_id"] == image_id, "item_id"].item()
+    res = render_items(items, tables, cfg, cfg.data_root / "rendered", sizes=sizes)
+    path = res.table.to_pandas().set_index("item_id").loc[item, "image_path"]
+    png = np.asarray(Image.open(cfg.data_root / path))
+    assert png.shape[:2] == (28, 20) and np.array_equal(png[..., 0], EXIF_VIEW[6](stored))
+
+
 def test_exif_rotated_image_with_annotations_is_refused(tmp_path):
     root, entry, stems = masks(tmp_path)
     img = Image.open(root / "images" / f"{stems[0]}.jpg")
@@ -707,14 +725,20 @@ def test_hub_push_uses_the_same_filter():
 
 # -- 6. one dataset's change never blocks another's rendering ------------------------------------------
 
-def _described(tmp: Path, names: tuple[str, ...] = ("a", "b")):
-    """Two image-folder datasets, ingested and described; every image region is an item."""
+def _described(tmp: Path, names: tuple[str, ...] = ("a", "b"), prepared: dict[str, Path] | None = None):
+    """Image-folder datasets (two by default), ingested and described; every image region is an item."""
     from pipelines.questions.candidates import targets
     from pipelines.render.items import DatasetTables
     from pipelines.standardize.run import standardize_dataset
     docs, roots = [], {}
+    tmp.mkdir(parents=True, exist_ok=True)
     for name in names:
-        root, entry = folder(tmp / name, 2)
+        if prepared and f"ds_{name}" in prepared:
+            root = prepared[f"ds_{name}"]
+            entry = {"root": str(root), "format": "image_folder", "modality": "X-ray", "dimension": 2,
+                     "task_type": "cls"}
+        else:
+            root, entry = folder(tmp / name, 2)
         lm = tmp / f"{name}.yaml"
         lm.write_text(yaml.safe_dump(FOLDER_MAP))
         docs.append({"id": f"ds_{name}", "license": "test", "label_map": str(lm), **entry})

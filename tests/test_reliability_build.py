@@ -73,8 +73,9 @@ def point_env(monkeypatch, cfg: PipelineConfig) -> None:
 
 
 def test_skip_decisions_come_from_the_data_root(built, monkeypatch):
-    """A second data root on the same Dagster home is empty: everything in it is stale, nothing 'up to date'.
-    A deleted table makes its dataset stale again; the built root itself is up to date."""
+    """A second data root on the same Dagster home is empty: everything in it is stale, nothing 'up to date'
+    (the instance has every partition materialized). A deleted table makes its dataset stale again; the built
+    root itself is up to date."""
     from assets.changes import plan_changes
     from assets.definitions import PER_DATASET_KEYS
     from pipelines.registry import load_registry
@@ -92,12 +93,46 @@ def test_skip_decisions_come_from_the_data_root(built, monkeypatch):
         assert plan_changes(instance, registry, cfg, PER_DATASET_KEYS).stale == ["demo_polyp"]
     finally:
         regions.write_bytes(kept)
-    from assets.build import build
+    from assets.changes import sync_registry
     logs: list[str] = []
-    point_env(monkeypatch, empty)
-    report = build(empty, log=logs.append, workers=1)  # the empty root is built, not skipped
-    assert report.succeeded == [*sorted(DATASETS), "global"] and not any("up to date" in m for m in logs)
-    assert (folder / "other_root" / "benchmark" / "manifest.json").is_file()
+    plan = sync_registry(instance, registry, empty, PER_DATASET_KEYS, log=logs.append)
+    assert plan.stale == sorted(DATASETS) and not any("up to date" in m for m in logs)
+
+
+def test_same_size_same_mtime_edit_changes_the_benchmark(built, monkeypatch):
+    """Swap the findings of two images in the manifest: same size, the old mtime restored (as `cp -p` or
+    `rsync -t` leave it). The next build re-reads the dataset and the benchmark's keys follow the file."""
+    from assets.build import build
+    cfg, folder = built
+    point_env(monkeypatch, cfg)
+    manifest = folder / "cxr_findings_phantom" / "manifest.csv"
+    before_bench = (cfg.data_root / "tables" / "benchmark.parquet").read_bytes()
+    st = manifest.stat()
+    lines = manifest.read_text().splitlines()
+    rows = [ln.split(",") for ln in lines]
+    i, j = 1, next(k for k in range(2, len(rows)) if rows[k][1] != rows[1][1])
+    rows[i][1], rows[j][1] = rows[j][1], rows[i][1]
+    manifest.write_text("\n".join(",".join(r) for r in rows) + "\n")
+    os.utime(manifest, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert manifest.stat().st_size == st.st_size and manifest.stat().st_mtime_ns == st.st_mtime_ns
+    report = build(cfg, log=lambda m: None, workers=1)
+    assert report.succeeded == ["demo_cxr_findings", "global"]
+    samples = pq.read_table(cfg.data_root / "tables" / "raw_samples" / "demo_cxr_findings.parquet").to_pandas()
+    truth = {r[0]: sorted(r[1].split(";")) for r in rows[1:]}  # re-derived from the edited file
+    got = {Path(p).name: sorted(labels) for p, labels in zip(samples["source_path"], samples["labels"])}
+    assert got == truth
+    assert (cfg.data_root / "tables" / "benchmark.parquet").read_bytes() != before_bench
+    bench = pq.read_table(cfg.data_root / "tables" / "benchmark.parquet").to_pandas()
+    by_image = samples.set_index("sample_id")["source_path"].map(lambda p: Path(p).name).to_dict()
+    slices = pq.read_table(cfg.data_root / "tables" / "slices" / "demo_cxr_findings.parquet").to_pandas()
+    image_of = slices.set_index("image_id")["sample_id"].map(by_image).to_dict()
+    swapped = {rows[i][0], rows[j][0]}
+    cxr = bench[(bench["dataset_id"] == "demo_cxr_findings") & bench["image_id"].map(image_of).isin(swapped)]
+    findings = {f for labels in truth.values() for f in labels}
+    for row in cxr.itertuples():  # a key that names findings names those the edited file gives the image
+        named = {x.strip() for x in str(row.answer_label).replace(";", ",").split(",")}
+        if named <= findings:
+            assert named <= set(truth[image_of[row.image_id]]), (row.question, row.answer_label)
 
 
 def test_a_stale_dataset_does_not_block_the_others_export(built, monkeypatch):
@@ -151,43 +186,6 @@ def test_a_stale_dataset_does_not_block_the_others_export(built, monkeypatch):
     finally:
         for p, b in originals.items():
             p.write_bytes(b)
-
-
-def test_same_size_same_mtime_edit_changes_the_benchmark(built, monkeypatch):
-    """Swap the findings of two images in the manifest: same size, the old mtime restored (as `cp -p` or
-    `rsync -t` leave it). The next build re-reads the dataset and the benchmark's keys follow the file."""
-    from assets.build import build
-    cfg, folder = built
-    point_env(monkeypatch, cfg)
-    build(cfg, log=lambda m: None, workers=1)  # back in step after the previous test's source restore
-    manifest = folder / "cxr_findings_phantom" / "manifest.csv"
-    before_bench = (cfg.data_root / "tables" / "benchmark.parquet").read_bytes()
-    st = manifest.stat()
-    lines = manifest.read_text().splitlines()
-    rows = [ln.split(",") for ln in lines]
-    i, j = 1, next(k for k in range(2, len(rows)) if rows[k][1] != rows[1][1])
-    rows[i][1], rows[j][1] = rows[j][1], rows[i][1]
-    manifest.write_text("\n".join(",".join(r) for r in rows) + "\n")
-    os.utime(manifest, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert manifest.stat().st_size == st.st_size and manifest.stat().st_mtime_ns == st.st_mtime_ns
-    report = build(cfg, log=lambda m: None, workers=1)
-    assert report.succeeded == ["demo_cxr_findings", "global"]
-    samples = pq.read_table(cfg.data_root / "tables" / "raw_samples" / "demo_cxr_findings.parquet").to_pandas()
-    truth = {r[0]: sorted(r[1].split(";")) for r in rows[1:]}  # re-derived from the edited file
-    got = {Path(p).name: sorted(labels) for p, labels in zip(samples["source_path"], samples["labels"])}
-    assert got == truth
-    assert (cfg.data_root / "tables" / "benchmark.parquet").read_bytes() != before_bench
-    bench = pq.read_table(cfg.data_root / "tables" / "benchmark.parquet").to_pandas()
-    by_image = samples.set_index("sample_id")["source_path"].map(lambda p: Path(p).name).to_dict()
-    slices = pq.read_table(cfg.data_root / "tables" / "slices" / "demo_cxr_findings.parquet").to_pandas()
-    image_of = slices.set_index("image_id")["sample_id"].map(by_image).to_dict()
-    swapped = {rows[i][0], rows[j][0]}
-    cxr = bench[(bench["dataset_id"] == "demo_cxr_findings") & bench["image_id"].map(image_of).isin(swapped)]
-    findings = {f for labels in truth.values() for f in labels}
-    for row in cxr.itertuples():  # a key that names findings names those the edited file gives the image
-        named = {x.strip() for x in str(row.answer_label).replace(";", ",").split(",")}
-        if named <= findings:
-            assert named <= set(truth[image_of[row.image_id]]), (row.question, row.answer_label)
 
 
 # -- secrets: the LLM path against a server that echoes the key -----------------------------------------

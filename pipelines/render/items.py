@@ -222,5 +222,7 @@ def render_items(items: pd.DataFrame, datasets: dict[str, DatasetTables],
             rows += reused
             entry.reused += len(reused)
             entry.left_out += missing
+            for item_id in missing:  # a PNG the failed sample wrote before it failed is not kept
+                (staging / ds / f"{item_id}.png").unlink(missing_ok=True)
     rows = sorted(rows, key=lambda r: r["item_id"])
     return RenderResult(to_table(rows, RENDERED_ITEMS), stale)
