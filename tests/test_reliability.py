@@ -284,7 +284,7 @@ def test_a_blocked_read_times_out(tmp_path):
     assert err.value.reason == Reason.READ_TIMEOUT and time.monotonic() - start < 10
 
 
-def test_npz_fifo_and_label_map_listing(tmp_path):
+def test_npz_archive_is_a_fifo(tmp_path):
     root = tmp_path / "npz"
     root.mkdir()
     fifo(root / "a.npz")
