@@ -19,6 +19,7 @@ from pipelines.benchmark.leakage import withhold_marked_leaks
 from pipelines.benchmark.reviews import decisions_path, rejected_units
 from pipelines.questions.audit import Outcome, item_checks
 from pipelines.questions.options import pools_from_table
+from pipelines.run_state import stale_datasets
 from pipelines.storage import atomic_write_bytes, atomic_write_table
 from pipelines.vocab.frame import vocab_frame
 
@@ -128,6 +129,25 @@ def benchmark(context: dg.AssetExecutionContext, medbench: MedbenchResource):
             for o in outcomes])
 
 
+def leave_out_unrendered(bench: pd.DataFrame, stale: set[str]) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Items of stale datasets that have no image, with every item tied to them (the other twin of their unit,
+    their copies and their original), are left out; ``{dataset: items left out}``. A missing image of a dataset
+    that is not stale stays an error for the caller."""
+    gone = bench["image_path"].isna() & bench["dataset_id"].isin(stale)
+    if not gone.any():
+        return bench, {}
+    while True:
+        ids, units = set(bench.loc[gone, "item_id"]), set(bench.loc[gone, "unit_id"].dropna())
+        originals = set(bench.loc[gone, "variant_of"].dropna())
+        tied = gone | bench["unit_id"].isin(units) | bench["variant_of"].isin(ids | originals) | \
+            bench["item_id"].isin(originals)
+        if tied.sum() == gone.sum():
+            break
+        gone = tied
+    counts = bench.loc[gone, "dataset_id"].value_counts().to_dict()
+    return bench[~gone].reset_index(drop=True), {str(k): int(v) for k, v in counts.items()}
+
+
 def with_images(medbench: MedbenchResource) -> pd.DataFrame:
     """The benchmark with each item's rendered image path (rendering comes after selection)."""
     bench = medbench.layout.read("benchmark").to_pandas()
@@ -148,6 +168,11 @@ def benchmark_exports(context: dg.AssetExecutionContext, medbench: MedbenchResou
     from pipelines.export.verify import cross_split_duplicates, verify_exports
     cfg, layout = medbench.config, medbench.layout
     bench = with_images(medbench)
+    stale = stale_datasets(layout.root)
+    bench, left_out = leave_out_unrendered(bench, set(stale))
+    for ds, n in sorted(left_out.items()):
+        context.log.warning(f"dataset {ds} is stale ({stale[ds]['reason']}): {n} item(s) without a good image "
+                            "left out of this export; re-materialize its slices/regions to bring it back")
     missing = bench["image_path"].isna()
     if missing.any():
         raise dg.Failure(f"{int(missing.sum())} benchmark items have no rendered image: materialize rendered_items")
@@ -166,6 +191,8 @@ def benchmark_exports(context: dg.AssetExecutionContext, medbench: MedbenchResou
     return dg.MaterializeResult(
         metadata={"files": len(manifest["files"]), "val": manifest["splits"]["val"], "test": manifest["splits"]["test"],
                   "withheld_cross_split_marked": len(withheld),
+                  "stale_datasets": dg.MetadataValue.json({ds: {**info, "left_out_of_export": left_out.get(ds, 0)}
+                                                           for ds, info in sorted(stale.items())}),
                   "out": dg.MetadataValue.path(str(out)), "summary": dg.MetadataValue.md(md),
                   "manifest": dg.MetadataValue.json({k: v["sha256"][:16] for k, v in manifest["files"].items()})},
         check_results=[dg.AssetCheckResult(

@@ -13,13 +13,20 @@ from pathlib import Path
 import dagster as dg
 
 from assets.changes import globals_up_to_date, sync_registry
-from assets.definitions import ALL_ASSETS, ALL_CHECKS, ANNOTATE, GLOBAL, GLOBAL_KEYS, PER_DATASET, PER_DATASET_KEYS, PUBLISH, defs
+from assets.definitions import ALL_ASSETS, ALL_CHECKS, ANNOTATE, GLOBAL, PER_DATASET, PER_DATASET_KEYS, PUBLISH, defs
 from assets.parallel import QUIET, failure_reason, materialize_partitions
 from pipelines.benchmark.reviews import decisions_newer_than
 from pipelines.config import PROJECT_ROOT, PipelineConfig
 from pipelines.housekeeping import build_lock, pid_alive, remove_stale_staging
-from pipelines.registry import load_registry
-from pipelines.run_state import record_outcomes
+from pipelines.registry import registry_of
+from pipelines.run_state import (
+    forget_globals,
+    forget_llm_calls,
+    llm_calls,
+    record_globals,
+    record_outcomes,
+    usable,
+)
 
 
 class BuildError(ValueError):
@@ -54,6 +61,12 @@ class BuildReport:
     failed: list[str] = field(default_factory=list)
     reasons: dict[str, str] = field(default_factory=dict)  # failed dataset (or 'global') -> why
     cleaned: list[Path] = field(default_factory=list)  # stale staging folders removed
+    llm_failed: dict[str, tuple[int, int]] = field(default_factory=dict)  # step -> (failed, requests), this run
+
+    @property
+    def templates_missing(self) -> int:
+        """LLM template requests of this run that failed: templates asked for that could not be made."""
+        return self.llm_failed.get("question_templates", (0, 0))[0]
 
 
 ASSET_NAMES = sorted(k.to_user_string() for a in ALL_ASSETS for k in a.keys)
@@ -96,7 +109,7 @@ def build(config: PipelineConfig, select: list[str] | None = None, datasets: lis
     explicit `select` re-runs. Datasets gone from the registry lose their partition and outputs. A dataset
     that fails is recorded with its reason and the cross-dataset stages run on the others.
     `step(label)` is called before each stage (a progress display counts them)."""
-    registry = load_registry(config.registry, config.standardize.ct_windows)
+    registry = registry_of(config)
     check_request(registry.ids, select, datasets)
     ensure_dagster_home()
     with build_lock(config.data_root):
@@ -117,7 +130,7 @@ def _build(config: PipelineConfig, registry_ids: list[str], select: list[str] | 
         log(f"removed stale staging folder {path}")
     if (orphans := mark_orphan_runs(instance)):
         log(f"marked {orphans} run(s) of killed builds as failed")
-    registry = load_registry(config.registry, config.standardize.ct_windows)
+    registry = registry_of(config)
     plan = sync_registry(instance, registry, config, PER_DATASET_KEYS, None if ids == registry_ids else ids,
                          force or bool(select), log)
     tags = {"medbench/build": "1", "medbench/pid": str(os.getpid())}
@@ -137,19 +150,30 @@ def _build(config: PipelineConfig, registry_ids: list[str], select: list[str] | 
     global_keys = _keys(GLOBAL, select) + (_keys(PUBLISH, select) if select else [])  # publishing only on request
     if select or config.annotate.enabled:  # ROI annotations when named or switched on
         global_keys += _keys(ANNOTATE, select)
+    inputs = {ds: plan.versions[ds] for ds in usable(registry.ids, config.data_root) if ds in plan.versions}
     stale_globals = force or bool(select) or plan.changed_anything or \
-        not globals_up_to_date(instance, GLOBAL_KEYS, PER_DATASET_KEYS) or \
+        not globals_up_to_date(config, inputs) or \
         decisions_newer_than(config, config.data_root / "tables" / "benchmark.parquet")  # reviewers rejected items
     if global_keys and stale_globals:
         step("cross-dataset stages")
         if report.failed:
             log(f"cross-dataset stages run without the failed dataset(s): {', '.join(report.failed)}")
         log(f"materializing {', '.join(k.to_user_string() for k in global_keys)}")
-        res = dg.materialize([*ALL_ASSETS, *ALL_CHECKS], selection=global_keys, instance=instance, resources=defs.resources,
+        llm_steps = [k.to_user_string() for k in global_keys if k.to_user_string() in ("label_vocab", "question_templates")]
+        forget_llm_calls(config.data_root, llm_steps)  # what this run's steps ask for, not what an earlier run did
+        res = dg.materialize([*ALL_ASSETS, *ALL_CHECKS], selection=global_keys, instance=instance,
+                             resources=defs.resources,
                              raise_on_error=False, run_config=QUIET, tags=tags)
+        report.llm_failed = {step: (c["failed"], c["requests"]) for step, c in llm_calls(config.data_root).items()
+                             if c.get("failed") and step in llm_steps}
+        for step, (failed, requests) in sorted(report.llm_failed.items()):
+            log(f"{step}: {failed} of {requests} LLM request(s) failed")
         if res.success:
             report.succeeded.append("global")
+            # the data root records what its cross-dataset outputs were built from (a partial --select does not)
+            record_globals(config.data_root, inputs) if not select else forget_globals(config.data_root)
         else:
+            forget_globals(config.data_root)
             report.failed.append("global")
             report.reasons["global"] = failure_reason(res)
     elif global_keys:

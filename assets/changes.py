@@ -1,10 +1,11 @@
-"""Which dataset partitions are new, changed, unchanged or removed, judged against what is materialized.
+"""Which dataset partitions are new, changed, unchanged or removed, judged against the data root.
 
 The registry sensor, the nightly schedule and `medbench build` all ask this module, so they agree.
-A partition is up to date when the data version recorded by its latest `raw_samples`
-materialization equals the current run version (content fingerprint + settings + code) and every
-other per-dataset asset was materialized after it. Nothing here reads a sensor cursor: a first tick
-on an already-built instance therefore starts from what is materialized.
+A partition is up to date when the data root's own state (pipelines.run_state) says its per-dataset
+outputs exist and were built from the current run version (content fingerprint + settings + code).
+The Dagster instance is not asked: one Dagster home may serve several data roots, and an empty data
+root must never count as built. Nothing here reads a sensor cursor either: a first tick on an
+already-built data root therefore starts from what is built.
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ from pipelines.cleanup import remove_dataset_outputs
 from pipelines.config import PipelineConfig
 from pipelines.fingerprint import HashCache, code_version, hash_cache_path, registry_fingerprints, run_version
 from pipelines.registry import Registry
-
-RAW = dg.AssetKey("raw_samples")
-DATA_VERSION_TAG = "dagster/data_version"
+from pipelines.run_state import built_version, globals_current
+from pipelines.sourcefiles import FileProblem
 
 
 @lru_cache(maxsize=1)
@@ -29,32 +29,15 @@ def current_code_version() -> str:
     return code_version()
 
 
-def dataset_run_versions(registry: Registry, config: PipelineConfig, only: list[str] | None = None) -> dict[str, str]:
-    """Run version per registered dataset (content hashes cached under the data root)."""
-    cache = HashCache.load(hash_cache_path(config.data_root))
-    fps = registry_fingerprints(registry, cache, only)
+def dataset_run_versions(registry: Registry, config: PipelineConfig, only: list[str] | None = None,
+                         problems: dict[str, list[FileProblem]] | None = None) -> dict[str, str]:
+    """Run version per registered dataset (content hashes cached under the data root; ``changes.verify``
+    re-hashes every file). Files that cannot be read land in ``problems``, never in an exception."""
+    cache = HashCache.load(hash_cache_path(config.data_root), verify=config.changes.verify,
+                           limits=config.ingest.limits)
+    fps = registry_fingerprints(registry, cache, only, problems)
     cfg, code = config.fingerprint(), current_code_version()
     return {ds: run_version(fp, cfg, code) for ds, fp in fps.items()}
-
-
-def _latest(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | None = None):
-    flt = dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None)
-    records = instance.fetch_materializations(flt, limit=1).records
-    return records[0] if records else None
-
-
-def materialized_version(instance: dg.DagsterInstance, dataset_id: str,
-                         per_dataset_keys: list[dg.AssetKey]) -> str | None:
-    """The run version the partition's outputs were built from, or None when they are incomplete."""
-    raw = _latest(instance, RAW, dataset_id)
-    if raw is None:
-        return None
-    for key in per_dataset_keys:
-        rec = _latest(instance, key, dataset_id)
-        if rec is None or rec.storage_id < raw.storage_id:
-            return None
-    mat = raw.asset_materialization
-    return (mat.tags or {}).get(DATA_VERSION_TAG) if mat else None
 
 
 @dataclass
@@ -78,21 +61,14 @@ def plan_changes(instance: dg.DagsterInstance, registry: Registry, config: Pipel
     plan = ChangePlan(versions, added=[ds for ds in registry.ids if ds not in known],
                       removed=sorted(known - set(registry.ids)) if only is None else [])
     for ds in only or registry.ids:
-        up_to_date = not force and materialized_version(instance, ds, per_dataset_keys) == versions[ds]
+        up_to_date = not force and built_version(config.data_root, ds) == versions[ds]
         (plan.fresh if up_to_date else plan.stale).append(ds)
     return plan
 
 
-def globals_up_to_date(instance: dg.DagsterInstance, global_keys: list[dg.AssetKey],
-                       per_dataset_keys: list[dg.AssetKey]) -> bool:
-    """Every cross-dataset asset exists, was built by this code, and after the newest per-dataset output."""
-    newest_input = max((r.storage_id for k in per_dataset_keys if (r := _latest(instance, k))), default=0)
-    for key in global_keys:
-        rec = _latest(instance, key)
-        tags = (rec.asset_materialization.tags or {}) if rec and rec.asset_materialization else {}
-        if rec is None or rec.storage_id < newest_input or tags.get("dagster/code_version") != current_code_version():
-            return False
-    return True
+def globals_up_to_date(config: PipelineConfig, versions: dict[str, str]) -> bool:
+    """The cross-dataset outputs under the data root exist and were built from exactly these dataset versions."""
+    return globals_current(config.data_root, versions)
 
 
 def remove_datasets(instance: dg.DagsterInstance, config: PipelineConfig, removed: list[str],

@@ -19,7 +19,7 @@ from pipelines import __version__
 from pipelines.config import PROJECT_ROOT, PipelineConfig
 from pipelines.housekeeping import BuildLocked
 from pipelines.label_maps import LabelMapError
-from pipelines.registry import RegistryError, load_registry
+from pipelines.registry import RegistryError, registry_of
 from pipelines.summary import summarize
 
 
@@ -78,7 +78,7 @@ def sources_check(registry: RegistryOpt = None, config: ConfigOpt = None, data_r
     """Validate the registry; show each dataset and its quarantine counts."""
     cfg = _config(config, registry, data_root)
     try:
-        reg = load_registry(cfg.registry, cfg.standardize.ct_windows)
+        reg = registry_of(cfg)
     except RegistryError as exc:
         console.print(str(exc), style="red", markup=False, highlight=False)
         raise typer.Exit(1) from exc
@@ -154,13 +154,20 @@ def build(select: Annotated[list[str] | None, typer.Option("--select", "-s", hel
           registry: RegistryOpt = None, config: ConfigOpt = None, data_root: DataRootOpt = None,
           strict: Annotated[bool, typer.Option(help="an unresolved label stops the run (vocab.strict_labels)")] = False,
           force: Annotated[bool, typer.Option(help="re-run datasets that are up to date")] = False,
-          workers: Annotated[int | None, typer.Option(help="datasets at once (default: CPU cores)")] = None):
+          workers: Annotated[int | None, typer.Option(help="datasets at once (default: CPU cores)")] = None,
+          verify: Annotated[bool, typer.Option(help="re-hash every source file to detect changes (changes.verify; "
+                                                    "costs one full read of every dataset)")] = False,
+          allow_llm_failures: Annotated[bool, typer.Option(
+              "--allow-llm-failures", help="exit 0 although LLM template requests failed (the offline bank "
+                                           "covers them); by default such a run exits 1")] = False):
     """Materialize what changed with Dagster (no UI), then print a summary."""
     from assets.build import BuildError, check_request, export_config_env, planned_steps
     from assets.build import build as run_build
     cfg = _config(config, registry, data_root)
+    if verify:
+        cfg = cfg.model_copy(update={"changes": cfg.changes.model_copy(update={"verify": True})})
     try:
-        reg = load_registry(cfg.registry, cfg.standardize.ct_windows)
+        reg = registry_of(cfg)
     except RegistryError as exc:
         console.print(str(exc), markup=False, highlight=False, style="red")
         raise typer.Exit(1) from exc
@@ -184,12 +191,23 @@ def build(select: Annotated[list[str] | None, typer.Option("--select", "-s", hel
         except BuildLocked as exc:
             raise UserError(str(exc)) from None
         progress.update(task, completed=progress.tasks[task].total, description="done")
-    console.print(summarize(cfg.data_root, reg.ids).render(), highlight=False, markup=False)
+    summary = summarize(cfg.data_root, reg.ids)
+    console.print(summary.render(), highlight=False, markup=False)
+    if summary.stale and not report.failed:
+        console.print(f"stale: {', '.join(sorted(summary.stale))} (the other datasets were exported)", style="red",
+                      markup=False, highlight=False)
+        raise typer.Exit(1)
     if report.failed:
         for name in report.failed:
             console.print(f"failed: {name}: {report.reasons.get(name, '?')}", style="red", markup=False,
                           highlight=False)
         console.print("details in the Dagster run logs (`make dev` opens the UI)", highlight=False)
+        raise typer.Exit(1)
+    if report.templates_missing and not allow_llm_failures:
+        failed, requests = report.llm_failed["question_templates"]
+        console.print(f"failed: {failed} of {requests} LLM template request(s) could not be made (the offline bank "
+                      "was used for them); fix the endpoint/key and rerun with --force, or pass "
+                      "--allow-llm-failures to accept the run", style="red", markup=False, highlight=False)
         raise typer.Exit(1)
 
 
@@ -197,7 +215,7 @@ def build(select: Annotated[list[str] | None, typer.Option("--select", "-s", hel
 def summary(registry: RegistryOpt = None, config: ConfigOpt = None, data_root: DataRootOpt = None):
     """Print where the outputs are and what they hold."""
     cfg = _config(config, registry, data_root)
-    console.print(summarize(cfg.data_root, load_registry(cfg.registry).ids).render(), highlight=False, markup=False)
+    console.print(summarize(cfg.data_root, registry_of(cfg).ids).render(), highlight=False, markup=False)
 
 
 @app.command("dagster-home")
@@ -228,7 +246,7 @@ def vocab_check(registry: RegistryOpt = None, config: ConfigOpt = None, data_roo
     from pipelines.vocab.mesh import load_mesh
     cfg = _config(config, registry, data_root)
     mesh = load_mesh(cfg.vocab.mesh_source)
-    reg = load_registry(cfg.registry)
+    reg = registry_of(cfg)
     problems = load_curated(cfg.vocab.curated_dir).problems(mesh) + load_fallback().problems(mesh)
     for ds in reg.ids:
         src = reg.get(ds)

@@ -8,6 +8,7 @@ from assets.metadata import table_metadata
 from assets.partitions import datasets_partitions
 from assets.resources import MedbenchResource
 from pipelines.ingest import ingest
+from pipelines.run_state import record_ingested
 from pipelines.storage import atomic_write_table
 
 
@@ -29,11 +30,13 @@ def markdown_counts(counts: dict[str, int], header: str = "reason") -> str:
 def raw_samples(context: dg.AssetExecutionContext, medbench: MedbenchResource) -> dg.MaterializeResult:
     dataset_id = context.partition_key
     source = medbench.sources.get(dataset_id)
-    version = dataset_run_versions(medbench.sources, medbench.config, [dataset_id])[dataset_id]  # before reading
-    result = ingest(source, medbench.config)
+    problems: dict = {}
+    version = dataset_run_versions(medbench.sources, medbench.config, [dataset_id], problems)[dataset_id]  # before reading
+    result = ingest(source, medbench.config, problems.get(dataset_id))
     layout = medbench.layout
     path = atomic_write_table(result.samples, layout.table("raw_samples", dataset_id))
     qpath = atomic_write_table(result.quarantine, layout.quarantine("ingest", dataset_id))
+    record_ingested(layout.root, dataset_id, version)
     n_bad = result.rejected  # files an exclude pattern leaves out are counted in by_reason, not failed on
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version),

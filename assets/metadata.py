@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import base64
 import io
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
 from PIL import Image
+
+from pipelines.redact import redact, redacted_error
 
 PREVIEW_ROWS = 10
 SCALARS = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean, pa.types.is_string)
@@ -63,3 +66,15 @@ def image_preview(path: Path, max_side: int = 256, title: str = "preview") -> dg
 
 def preview_markdown(path: Path, max_side: int = 256, title: str = "preview") -> str:
     return f"![{title}](data:image/jpeg;base64,{thumbnail_b64(path, max_side)})\n\n[full size: {path}](file://{path})"
+
+
+@contextmanager
+def redacted_failures():
+    """Steps that talk to a service holding a credential run inside this: an exception leaving them becomes a
+    dg.Failure whose text is redacted, with nothing chained (Dagster stores causes and contexts verbatim)."""
+    try:
+        yield
+    except dg.Failure as exc:
+        raise dg.Failure(description=redact(exc.description or ""), metadata=exc.metadata) from None
+    except Exception as exc:  # noqa: BLE001 - every failure is re-raised, redacted
+        raise dg.Failure(description=redacted_error(exc)) from None

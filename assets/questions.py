@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from assets.ingest import markdown_counts
-from assets.metadata import table_metadata
+from assets.metadata import redacted_failures, table_metadata
 from assets.resources import LLMResource, MedbenchResource
 from pipelines.questions.candidates import REGION_COLUMNS, SLICE_COLUMNS, DatasetRows, build_candidates
 from pipelines.summary import expected_without_candidates
@@ -16,6 +16,8 @@ from pipelines.questions.llm import usage_summary
 from pipelines.questions.options import build_pools, pools_from_table, pools_table
 from pipelines.questions.templates import generate_templates
 from pipelines.questions.validate import load_cues
+from pipelines.redact import redact, redact_obj
+from pipelines.run_state import record_llm_calls
 from pipelines.storage import atomic_write_table, stored_masks
 from pipelines.vocab.frame import vocab_frame
 
@@ -26,19 +28,27 @@ def question_templates(context: dg.AssetExecutionContext, medbench: MedbenchReso
     cfg = medbench.config
     vocab = vocab_frame(medbench.layout.read("label_vocab"))
     counting = {ds for ds in medbench.dataset_ids if medbench.sources.get(ds).entry.task_type == "det"}
-    run = generate_templates(vocab, cfg, load_cues(), llm.client(cfg), counting if cfg.questions.counting else set())
+    with redacted_failures():
+        run = generate_templates(vocab, cfg, load_cues(), llm.client(cfg), counting if cfg.questions.counting else set())
     path = atomic_write_table(run.table, medbench.layout.table("question_templates"))
     df = run.table.to_pandas()
-    for note in run.notes:
-        context.log.warning(note) if "no API key" in note or "malformed" in note else context.log.info(note)
     usage = usage_summary(run.calls)
+    notes = [redact(n) for n in run.notes]
+    for note in notes:
+        context.log.warning(note) if "no API key" in note or "malformed" in note else context.log.info(note)
+    failed = [c.error for c in run.calls if c.error]
+    record_llm_calls(medbench.layout.root, "question_templates", usage["requests"], len(failed), failed)
+    if failed:
+        context.log.warning(f"{len(failed)} of {usage['requests']} LLM template requests failed (the offline bank "
+                            f"covers them): {failed[0]}")
     return dg.MaterializeResult(metadata={
         "templates": len(df), "by_status": dg.MetadataValue.md(markdown_counts(df["review_status"].value_counts().to_dict(), "status")),
         "by_origin": dg.MetadataValue.md(markdown_counts(df["origin"].value_counts().to_dict(), "origin")),
         "model": cfg.llm.model, "api_calls": usage["api_calls"], "cache_hits": usage["cache_hits"],
         "prompt_tokens": usage["prompt_tokens"], "completion_tokens": usage["completion_tokens"],
-        "cost_usd": usage["cost_usd"], "llm_errors": usage["errors"], "calls": dg.MetadataValue.json(usage["calls"]),
-        "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in run.notes) or "-"),
+        "cost_usd": usage["cost_usd"], "llm_errors": usage["errors"],
+        "calls": dg.MetadataValue.json(redact_obj(usage["calls"])),
+        "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in notes) or "-"),
         "path": dg.MetadataValue.path(str(path))})
 
 

@@ -6,7 +6,7 @@ from functools import cached_property
 import dagster as dg
 
 from pipelines.config import PipelineConfig
-from pipelines.registry import Registry, load_registry
+from pipelines.registry import Registry, registry_of
 from pipelines.run_state import usable
 from pipelines.storage import DataLayout
 
@@ -26,7 +26,7 @@ class MedbenchResource(dg.ConfigurableResource):
 
     @cached_property
     def sources(self) -> Registry:
-        return load_registry(self.config.registry, self.config.standardize.ct_windows)
+        return registry_of(self.config)
 
     @property
     def dataset_ids(self) -> list[str]:

@@ -16,7 +16,7 @@ import dagster as dg
 from assets.changes import plan_changes, remove_datasets
 from assets.partitions import datasets_partitions
 from pipelines.config import PipelineConfig
-from pipelines.registry import RegistryError, load_registry
+from pipelines.registry import RegistryError, registry_of
 
 MAX_REQUESTS_PER_TICK = 50
 
@@ -25,7 +25,7 @@ def _requests(instance: dg.DagsterInstance, per_dataset: list[dg.AssetKey], glob
               requested: dict[str, str]):
     """(plan, run requests) for what changed; `requested` holds versions already asked for."""
     config = PipelineConfig.load()
-    plan = plan_changes(instance, load_registry(config.registry), config, per_dataset)
+    plan = plan_changes(instance, registry_of(config), config, per_dataset)
     todo = [ds for ds in plan.stale if requested.get(ds) != plan.versions[ds]][:MAX_REQUESTS_PER_TICK]
     runs = [dg.RunRequest(partition_key=ds, asset_selection=per_dataset,
                           tags={"medbench/reason": "new" if ds in plan.added else "changed"}) for ds in todo]

@@ -9,6 +9,7 @@ import pyarrow.compute as pc
 from assets.ingest import markdown_counts
 from assets.partitions import datasets_partitions
 from assets.resources import MedbenchResource
+from pipelines.run_state import record_described
 from pipelines.standardize.run import standardize_dataset
 from pipelines.storage import atomic_write_table
 
@@ -39,6 +40,7 @@ def standardized(context: dg.AssetExecutionContext, medbench: MedbenchResource):
     spath = atomic_write_table(res.slices, layout.table("slices", dataset_id))
     rpath = atomic_write_table(res.regions, layout.table("regions", dataset_id))
     qpath = atomic_write_table(res.quarantine, layout.quarantine("standardize", dataset_id))
+    record_described(layout.root, dataset_id)
     by_axis = Counter(res.slices.column("axis").to_pylist())
     by_kind = Counter(res.regions.column("kind").to_pylist())
     yield dg.MaterializeResult(asset_key="slices", metadata={

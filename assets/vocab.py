@@ -7,9 +7,10 @@ from collections import Counter
 import dagster as dg
 
 from assets.ingest import markdown_counts
-from assets.metadata import table_metadata
+from assets.metadata import redacted_failures, table_metadata
 from assets.resources import LLMResource, MedbenchResource
 from pipelines.questions.llm import usage_summary
+from pipelines.run_state import record_llm_calls
 from pipelines.storage import atomic_write_bytes, atomic_write_table
 from pipelines.vocab.build import DatasetLabels, build_vocab, kinds_by_label, unresolved_names
 from pipelines.vocab.curated import load_curated
@@ -71,9 +72,16 @@ def label_vocab(context: dg.AssetExecutionContext, medbench: MedbenchResource, l
     mesh = load_mesh(cfg.vocab.mesh_source)
     client, calls = llm.client(cfg), []
     suggest = llm_suggester(client, calls) if client.api_key and cfg.questions.use_llm else None
-    table = build_vocab(_datasets(medbench), mesh, load_curated(cfg.vocab.curated_dir), cfg.seed,
-                        suggest=suggest, suggest_origin=f"llm:{client.model}")
+    with redacted_failures():
+        table = build_vocab(_datasets(medbench), mesh, load_curated(cfg.vocab.curated_dir), cfg.seed,
+                            suggest=suggest, suggest_origin=f"llm:{client.model}")
     path = atomic_write_table(table, medbench.layout.table("label_vocab"))
+    failed = [c.error for c in calls if c.error]
+    if suggest is not None:
+        record_llm_calls(medbench.layout.root, "label_vocab", len(calls), len(failed), failed)
+    if failed:
+        context.log.warning(f"{len(failed)} of {len(calls)} LLM tag requests failed (those tags stay to the "
+                            f"rules): {failed[0]}")
     df = table.to_pandas()
     unresolved = df[df["status"] == "unresolved"]
     pairs = related_pairs(df)
@@ -82,6 +90,7 @@ def label_vocab(context: dg.AssetExecutionContext, medbench: MedbenchResource, l
     return dg.MaterializeResult(
         metadata={**table_metadata(table), "raw_labels": len(df), "canonical_labels": df["canonical_label"].nunique(),
                   "mesh_version": mesh.version, "llm_tag_calls": usage_summary(calls)["requests"],
+                  "llm_tag_errors": len(failed),
                   "by_status": dg.MetadataValue.md(markdown_counts(df["status"].value_counts().to_dict(), "status")),
                   "rules_fired": dg.MetadataValue.md(markdown_counts(Counter(rules), "rule")),
                   "path": dg.MetadataValue.path(str(path))},

@@ -11,10 +11,13 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from pipelines.sourcefiles import Limits
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,10 +36,27 @@ class IngestSettings(BaseModel):
     """Limits that make readers refuse hostile or broken input instead of crashing."""
 
     max_pixels: int = Field(200_000_000, description="largest decoded image/volume, in voxels")
+    max_file_bytes: int = Field(8 << 30, description="largest source file read or hashed, in bytes (file_too_large)")
+    read_timeout_s: float = Field(600.0, description="longest read, hash or decode of one source file or sample "
+                                                     "(read_timeout): a stalled mount cannot hang the build")
     image_extensions: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm",
                                          ".pnm", ".webp")
     allow_external_symlinks: bool = Field(False, description="accept symlinks whose target is outside the dataset root")
     workers: int = Field(1, description="processes checking the volume pairs of one dataset (memory: one pair each)")
+    data_dirs: tuple[Path, ...] = Field((), description="folders, besides the registry's own folder, that registry "
+                                                        "roots may lie in (MEDBENCH_DATA_DIRS, ':'-separated)")
+
+    @property
+    def limits(self) -> "Limits":
+        from pipelines.sourcefiles import Limits
+        return Limits(max_bytes=self.max_file_bytes, timeout_s=self.read_timeout_s)
+
+
+class ChangeSettings(BaseModel):
+    """How source changes are detected (changes no output, so it is not part of the settings hash)."""
+
+    verify: bool = Field(False, description="re-hash every source file instead of trusting unchanged size, mtime, "
+                                            "inode and ctime (`medbench build --verify`; the sensor reads it too)")
 
 
 class StandardizeSettings(BaseModel):
@@ -56,6 +76,10 @@ class StandardizeSettings(BaseModel):
     connectivity_3d: Literal[6, 18, 26] = 26
     connectivity_2d: Literal[4, 8] = 8
     resample_isotropic: bool = False
+    oblique: Literal["resample", "quarantine"] = Field(
+        "resample", description="a volume whose axes are rotated beyond oblique_tolerance_deg from the patient axes: "
+                                "resampled onto the nearest axis-aligned grid (recorded), or quarantined")
+    oblique_tolerance_deg: float = Field(1.0, description="largest axis rotation treated as axis-aligned")
     workers: int = Field(1, description="processes per dataset partition (memory: one volume each)")
     grid_tolerance: float = Field(1e-3, description="relative tolerance of the image/label grid check")
     mr_percentiles: tuple[float, float] = (0.5, 99.5)
@@ -236,6 +260,7 @@ class PipelineConfig(BaseModel):
     questions: QuestionSettings = QuestionSettings()
     benchmark: BenchmarkSettings = BenchmarkSettings()
     publish: PublishSettings = PublishSettings()
+    changes: ChangeSettings = ChangeSettings()
     annotate: "AnnotateSettings" = Field(default_factory=lambda: AnnotateSettings())
     generators: "GeneratorSettings" = Field(default_factory=lambda: GeneratorSettings())
     robustness: "RobustnessSettings" = Field(default_factory=lambda: RobustnessSettings())
@@ -252,12 +277,18 @@ class PipelineConfig(BaseModel):
                          ("seed", "MEDBENCH_SEED"), ("id_salt", "MEDBENCH_ID_SALT")):
             if os.environ.get(env):
                 data[key] = os.environ[env]
+        if os.environ.get("MEDBENCH_DATA_DIRS"):
+            ingest = dict(data.get("ingest") or {})
+            ingest["data_dirs"] = [*ingest.get("data_dirs", []),
+                                   *(d for d in os.environ["MEDBENCH_DATA_DIRS"].split(os.pathsep) if d)]
+            data["ingest"] = ingest
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(data)
 
     def fingerprint(self) -> str:
         """Short hash of the settings that change outputs (paths and publishing excluded)."""
-        payload = self.model_dump(mode="json", exclude={"registry", "data_root", "publish"})
+        payload = self.model_dump(mode="json", exclude={"registry": True, "data_root": True, "publish": True,
+                                                        "changes": True, "ingest": {"data_dirs"}})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 

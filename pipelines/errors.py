@@ -25,6 +25,17 @@ class Reason(str, Enum):
     BAD_GEOMETRY = "bad_geometry"
     UNSUPPORTED_PIXEL_TYPE = "unsupported_pixel_type"
     EXCLUDED_FILE = "excluded_file"  # left out on purpose (an `exclude` pattern, a mask beside its image): counted, not lost
+    # the file itself, before any decoder sees it (pipelines.sourcefiles)
+    UNREADABLE = "unreadable"
+    NOT_A_REGULAR_FILE = "not_a_regular_file"
+    SYMLINK_LOOP = "symlink_loop"
+    DANGLING_LINK = "dangling_link"
+    FILE_TOO_LARGE = "file_too_large"
+    READ_TIMEOUT = "read_timeout"
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    # geometry the file states but medbench does not guess around
+    OBLIQUE_ORIENTATION = "oblique_orientation"
+    EXIF_ORIENTATION = "exif_orientation"
 
 
 class SampleError(Exception):

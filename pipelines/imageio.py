@@ -1,23 +1,56 @@
-"""2D image decoding and encoding (Pillow to read, OpenCV to write PNG), with size guards."""
+"""2D image decoding and encoding (Pillow to read, OpenCV to write PNG), with size guards.
+
+Orientation comes from the file: an EXIF orientation tag is applied on read (the image is shown as a
+camera or viewer shows it). Where annotations give pixel coordinates (masks, boxes) the frame they were
+drawn in cannot be told from the files, so such an image is refused (``exif_orientation``) rather than
+guessed. A GIF is read as its first frame.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pipelines.errors import Reason, SampleError
+from pipelines.sourcefiles import DEFAULT_LIMITS, Limits, check_file
 
 Image.MAX_IMAGE_PIXELS = None  # we enforce our own, configurable limit before decoding
+EXIF_ORIENTATION_TAG = 0x0112
+SWAPS_AXES = {5, 6, 7, 8}  # EXIF orientations that turn the image by 90 degrees
+Exif = Literal["apply", "refuse"]
 
 
-def image_size(path: Path, max_pixels: int, rel: str = "") -> tuple[int, int]:
-    """(width, height) from the header only; refuses absurd sizes before any decoding."""
+def exif_orientation(im: Image.Image) -> int:
+    """The EXIF orientation (1 = as stored); an unreadable EXIF block counts as none."""
+    try:
+        value = im.getexif().get(EXIF_ORIENTATION_TAG, 1)
+    except (OSError, ValueError, SyntaxError, TypeError):
+        return 1
+    return int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _check_orientation(orientation: int, exif: Exif, rel: str) -> None:
+    if orientation != 1 and exif == "refuse":
+        raise SampleError(Reason.EXIF_ORIENTATION,
+                          f"'{rel}' carries EXIF orientation {orientation} (shown rotated/flipped), and its "
+                          "annotations give pixel coordinates whose frame cannot be told from the files; rotate the "
+                          "image and its annotations into the shown orientation and save it without the tag "
+                          "(e.g. `mogrify -auto-orient`)", rel)
+
+
+def image_size(path: Path, max_pixels: int, rel: str = "", limits: Limits = DEFAULT_LIMITS,
+               exif: Exif = "apply") -> tuple[int, int]:
+    """(width, height) as shown (after the EXIF orientation) from the header only; refuses absurd sizes
+    before any decoding."""
+    check_file(path, rel or path.name, limits)
     try:
         with Image.open(path) as im:
             w, h = im.size
+            orientation = exif_orientation(im)
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise SampleError(Reason.CORRUPT_FILE, f"'{rel or path.name}' is not a readable image: {exc}",
                           rel) from exc
@@ -25,15 +58,20 @@ def image_size(path: Path, max_pixels: int, rel: str = "") -> tuple[int, int]:
         raise SampleError(Reason.TOO_MANY_PIXELS,
                           f"'{rel or path.name}' declares {w}x{h} = {w * h} pixels, over the limit "
                           f"{max_pixels} (ingest.max_pixels); raise the limit if the image is genuine", rel)
-    return w, h
+    _check_orientation(orientation, exif, rel or path.name)
+    return (h, w) if orientation in SWAPS_AXES else (w, h)
 
 
-def read_image(path: Path, max_pixels: int, rel: str = "") -> np.ndarray:
-    """Decode an image to (H, W) or (H, W, 3) keeping bit depth (8/16-bit, float)."""
-    image_size(path, max_pixels, rel)
+def read_image(path: Path, max_pixels: int, rel: str = "", limits: Limits = DEFAULT_LIMITS,
+               exif: Exif = "apply") -> np.ndarray:
+    """Decode an image to (H, W) or (H, W, 3) keeping bit depth (8/16-bit, float), as shown (EXIF applied)."""
+    image_size(path, max_pixels, rel, limits, exif)
     try:
         with Image.open(path) as im:
+            im.seek(0)  # a multi-frame file (GIF, TIFF stack) is read as its first frame
             im.load()
+            if exif_orientation(im) != 1:
+                im = ImageOps.exif_transpose(im)
             mode = im.mode
             if mode in ("P", "PA", "RGBA", "LA", "CMYK", "YCbCr", "1"):
                 im = im.convert("RGB" if mode not in ("1", "LA") else "L")
@@ -51,9 +89,9 @@ def read_image(path: Path, max_pixels: int, rel: str = "") -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def read_mask(path: Path, max_pixels: int, rel: str = "") -> np.ndarray:
-    """A label image as one channel; colour-saved masks take the channel maximum."""
-    arr = read_image(path, max_pixels, rel)
+def read_mask(path: Path, max_pixels: int, rel: str = "", limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
+    """A label image as one channel; colour-saved masks take the channel maximum (never re-oriented)."""
+    arr = read_image(path, max_pixels, rel, limits, exif="refuse")
     if arr.ndim == 3:
         arr = arr.max(axis=2)
     return arr

@@ -11,6 +11,7 @@ from pipelines import PIPELINE_VERSION
 from pipelines.config import PipelineConfig
 from pipelines.records import QUARANTINE, RAW_SAMPLES, to_table
 from pipelines.registry import Source
+from pipelines.sourcefiles import FileProblem, tree_problems
 from pipelines.sources import READERS
 from pipelines.sources.base import (
     Quarantined,
@@ -53,8 +54,12 @@ def quarantine_row(dataset_id: str, stage: str, q: Quarantined, seed: int, sampl
             "seed": seed}
 
 
-def ingest(source: Source, config: PipelineConfig) -> IngestResult:
-    """Scan one dataset. Rows are sorted by sample id so the output is byte-stable."""
+def ingest(source: Source, config: PipelineConfig, problems: list[FileProblem] | None = None) -> IngestResult:
+    """Scan one dataset. Rows are sorted by sample id so the output is byte-stable.
+
+    ``problems`` are the paths change detection could not use (a loop, a dangling link, a FIFO, an
+    unreadable file); without them the root is walked here (stat only). Each one the reader did not
+    already report becomes its own quarantine row, so no such file is skipped silently."""
     reader = reader_for(source, config)
     rows: dict[str, dict] = {}
     bad: list[dict] = []
@@ -74,6 +79,12 @@ def ingest(source: Source, config: PipelineConfig) -> IngestResult:
                 row["sample_id"]))
             continue
         rows[row["sample_id"]] = row
+    reported = {r["source_path"] for r in bad}
+    found = problems if problems is not None else tree_problems(source.root, config.ingest.limits)
+    for p in found:
+        if p.rel not in reported:
+            reported.add(p.rel)
+            bad.append(quarantine_row(source.id, "ingest", Quarantined(p.rel, p.reason, p.message), config.seed))
     if not rows:
         hint = reader.empty_hint()
         bad.append(quarantine_row(source.id, "ingest", Quarantined(

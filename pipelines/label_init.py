@@ -20,7 +20,8 @@ import yaml
 from pipelines.config import PipelineConfig
 from pipelines.ingest import ingest
 from pipelines.label_maps import LabelMap
-from pipelines.registry import Problem, RegistryError, Source, SourceEntry, _resolve
+from pipelines.registry import Problem, RegistryError, Source, SourceEntry, _resolve, _resolve_lexical, root_allowed
+from pipelines.sourcefiles import read_bytes
 from pipelines.vocab.curated import load_curated
 from pipelines.vocab.mesh import load_mesh
 from pipelines.vocab.normalize import Normalizer
@@ -63,7 +64,7 @@ def known_names(root: Path, entry: SourceEntry, names_file: Path | None, pairs: 
                                                    root / "labels.json"]
     for path in candidates:
         if path and path.is_file():
-            doc = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+            doc = yaml.safe_load(read_bytes(path, path.name).decode("utf-8-sig"))  # capped, timed, regular only
             labels = doc.get("labels", doc) if isinstance(doc, dict) else {}
             for k, v in labels.items():
                 if str(k).lstrip("-").isdigit() and isinstance(v, str):
@@ -91,6 +92,10 @@ def scan(registry: Path, dataset_id: str, config: PipelineConfig, names_file: Pa
     """Ingest the dataset with an open label map; returns the entry, the label-map path and what was found."""
     entry = registry_entry(registry, dataset_id)
     base = Path(registry).resolve().parent
+    if not root_allowed(_resolve_lexical(base, entry.root), base, config.ingest.data_dirs):
+        raise RegistryError([Problem(Path(registry), dataset_id, f"root {entry.root} lies outside the registry's "
+                                     "folder and the allowed data folders",
+                                     "list its parent folder in ingest.data_dirs (or MEDBENCH_DATA_DIRS)")])
     root = _resolve(base, entry.root)
     if not root.is_dir():
         raise RegistryError([Problem(Path(registry), dataset_id, f"root folder {root} does not exist", "fix 'root'")])

@@ -26,6 +26,7 @@ from huggingface_hub.errors import HfHubHTTPError, RemoteEntryNotFoundError
 from pipelines import PIPELINE_VERSION
 from pipelines.config import PublishSettings
 from pipelines.export.card import roi_config
+from pipelines.redact import redact as redact_text
 
 # What may be published, relative to the export folder. Everything else stays local.
 CONFIGS = ("consistency", "robustness", "grounding")  # config folders beside the main data/ (each optional)
@@ -96,11 +97,8 @@ class PushReport:
 
 
 def redact(text: str, token: str | None) -> str:
-    """Remove the token, any bearer credential and anything shaped like a Hub token from a text."""
-    if token:
-        text = text.replace(token, "[REDACTED]")
-    text = re.sub(r"(?i)(bearer)\s+[^\s'\",;]+", r"\1 [REDACTED]", text)
-    return re.sub(r"\bhf_[A-Za-z0-9]{8,}\b", "[REDACTED]", text)
+    """The one redaction filter (pipelines.redact), with this push's token as a known secret."""
+    return redact_text(text, [token] if token else [])
 
 
 def _allowed(rel: str) -> bool:

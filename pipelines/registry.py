@@ -6,6 +6,7 @@ user can correct the file in one pass.
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -152,10 +153,47 @@ def _resolve(base: Path, p: Path) -> Path:
     return p if p.is_absolute() else (base / p).resolve()
 
 
-def load_registry(path: str | Path, ct_windows: Iterable[str] | None = None) -> Registry:
+def _resolve_lexical(base: Path, p: Path) -> Path:
+    """Absolute, with '..' collapsed but symlinks kept (the path as written)."""
+    return Path(os.path.normpath(p if p.is_absolute() else base / p))
+
+
+def configured_data_dirs() -> list[Path]:
+    """ingest.data_dirs of the configuration the environment names (MEDBENCH_CONFIG, MEDBENCH_DATA_DIRS)."""
+    from pipelines.config import PipelineConfig
+    try:
+        return list(PipelineConfig.load().ingest.data_dirs)
+    except (OSError, ValueError):  # an unreadable config is reported where it is loaded for the run
+        return [Path(d) for d in os.environ.get("MEDBENCH_DATA_DIRS", "").split(os.pathsep) if d]
+
+
+def registry_of(config) -> "Registry":
+    """The registry a configuration names, with its CT windows and allowed data folders."""
+    return load_registry(config.registry, config.standardize.ct_windows, config.ingest.data_dirs)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or path.is_relative_to(folder)
+
+
+def root_allowed(root: Path, registry_dir: Path, data_dirs: Iterable[Path]) -> bool:
+    """A root lies inside the registry's folder or an allowed data folder, written as it is (``..`` resolved) or
+    after following its symlinks: a link the user placed there is a deliberate choice, ``../../etc`` is not."""
+    folders = [registry_dir, *(Path(d).expanduser() for d in data_dirs)]
+    lexical = Path(os.path.normpath(root))
+    candidates = [Path(os.path.normpath(f.absolute())) for f in folders] + [f.resolve() for f in folders]
+    return any(_inside(lexical, f) or _inside(root.resolve(), f) for f in candidates)
+
+
+def load_registry(path: str | Path, ct_windows: Iterable[str] | None = None,
+                  data_dirs: Iterable[Path] | None = None) -> Registry:
     """Parse and validate a registry; raise :class:`RegistryError` listing every problem.
 
-    `ct_windows` are the configured window names label maps may use (the defaults when None)."""
+    `ct_windows` are the configured window names label maps may use (the defaults when None). A dataset
+    root must lie inside the registry's folder or one of `data_dirs` (``ingest.data_dirs`` of the
+    configuration the environment names when None), so a registry cannot send the readers through the
+    rest of the file system."""
+    data_dirs = list(configured_data_dirs() if data_dirs is None else data_dirs)
     from pipelines.sources import (
         READERS,  # local import: readers import the registry types
     )
@@ -209,6 +247,14 @@ def load_registry(path: str | Path, ct_windows: Iterable[str] | None = None) -> 
         if unknown_rules:
             problems.append(Problem(path, name, f"readability_opt_out names unknown rules {unknown_rules}",
                                     f"use rule names from: {', '.join(RULE_NAMES)}"))
+        root = _resolve_lexical(base, entry.root)
+        if not root_allowed(root, base, data_dirs):
+            allowed = ", ".join(str(d) for d in [base, *data_dirs])
+            problems.append(Problem(path, name, f"root {entry.root} resolves to {root.resolve()}, outside the "
+                                    f"registry's folder and the allowed data folders ({allowed})",
+                                    "move the dataset under the registry's folder, or list its parent folder in "
+                                    "ingest.data_dirs of the config (--config) or MEDBENCH_DATA_DIRS"))
+            continue
         root = _resolve(base, entry.root)
         if not root.is_dir():
             problems.append(Problem(path, name, f"root folder {root} does not exist",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipelines.run_state import failed_datasets
+from pipelines.run_state import failed_datasets, llm_calls, stale_datasets
 from pipelines.storage import DataLayout
 
 
@@ -50,6 +50,23 @@ class Summary:
     not_built: dict[str, dict[str, int]] = field(default_factory=dict)  # dataset -> why candidates were not made
     audit: dict = field(default_factory=dict)  # the benchmark audit's figures (tables/benchmark_audit.json)
     changes: dict = field(default_factory=dict)  # the changelog's counts (tables/benchmark_changelog.json)
+    stale: dict[str, dict] = field(default_factory=dict)  # dataset -> why its items could not all be rendered
+    llm: dict[str, dict] = field(default_factory=dict)  # step -> LLM requests and failures of its last run
+
+    def stale_lines(self) -> list[str]:
+        return [f"  STALE dataset {ds}: {v.get('reason', '?')}; {v.get('reused', 0)} item(s) keep their last good "
+                f"image, {v.get('left_out', 0)} left out (re-materialize its slices/regions: `medbench build "
+                f"--dataset {ds}`)" for ds, v in sorted(self.stale.items())]
+
+    def llm_lines(self) -> list[str]:
+        out = []
+        for step, c in sorted(self.llm.items()):
+            if c.get("requests"):
+                line = f"  LLM {step}: {c['requests']} request(s), {c.get('failed', 0)} failed"
+                if c.get("failed"):
+                    line += f" (first: {(c.get('errors') or ['?'])[0]})"
+                out.append(line)
+        return out
 
     def selection_lines(self) -> list[str]:
         """What selection left out on purpose (reviewers' rejections, units the text alone answers) and what moved
@@ -138,6 +155,7 @@ class Summary:
             lines.append(f"  {name}: {n} rows  ({self.root / 'tables' / name})")
         for ds, why in sorted(self.failed.items()):
             lines.append(f"  FAILED dataset {ds}: {why} (left out of the benchmark)")
+        lines += self.stale_lines() + self.llm_lines()
         if self.unresolved:
             lines.append(f"  unresolved labels ({len(self.unresolved)}; their items are left out; resolve them "
                          "in the label map with canonical/mesh_id/no_mesh/accept):")
@@ -175,6 +193,8 @@ def summarize(data_root: Path, dataset_ids: list[str]) -> Summary:
     s = Summary(root=Path(data_root))
     registered = set(dataset_ids)
     s.failed = {k: v for k, v in failed_datasets(data_root).items() if k in registered}
+    s.stale = {k: v for k, v in stale_datasets(data_root).items() if k in registered}
+    s.llm = llm_calls(data_root)
     for ds in dataset_ids:
         p = layout.table("raw_samples", ds)
         if p.exists():

@@ -12,6 +12,7 @@ from pathlib import Path
 from charset_normalizer import from_bytes
 
 from pipelines.errors import Reason, SampleError
+from pipelines.sourcefiles import DEFAULT_LIMITS, Limits, read_bytes
 
 
 def decode_text(data: bytes, rel: str, encoding: str | None = None) -> tuple[str, str]:
@@ -33,5 +34,6 @@ def decode_text(data: bytes, rel: str, encoding: str | None = None) -> tuple[str
     return str(best), best.encoding
 
 
-def read_text(path: Path, rel: str, encoding: str | None = None) -> str:
-    return decode_text(Path(path).read_bytes(), rel, encoding)[0]
+def read_text(path: Path, rel: str, encoding: str | None = None, limits: Limits = DEFAULT_LIMITS) -> str:
+    """A source text file (regular files only, read under the size cap and deadline), decoded."""
+    return decode_text(read_bytes(path, rel, limits), rel, encoding)[0]

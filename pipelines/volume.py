@@ -11,6 +11,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from pipelines.errors import Reason, SampleError
+from pipelines.sourcefiles import DEFAULT_LIMITS, Limits, check_file
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,12 @@ def orientation_code(direction: tuple[float, ...]) -> str:
     return sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(direction)
 
 
-def read_header(path: Path, rel: str, max_voxels: int) -> Grid:
-    """Geometry without reading voxels; refuses volumes larger than the limit."""
+def read_header(path: Path, rel: str, max_voxels: int, limits: Limits = DEFAULT_LIMITS) -> Grid:
+    """Geometry without reading voxels; refuses volumes larger than the limit (and anything but a regular
+    file under the size cap: ITK would block on a FIFO and read /dev/zero for ever)."""
+    check_file(path, rel, limits)
+    for data in detached_data_files(path, limits):
+        check_file(data, f"{rel} -> {data.name}", limits)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -49,6 +54,27 @@ def read_header(path: Path, rel: str, max_voxels: int) -> Grid:
                           f"'{rel}' declares {grid.size} = {grid.voxels} voxels, over the limit {max_voxels} "
                           "(ingest.max_pixels)", rel)
     return grid
+
+
+DETACHED_KEYS = {".mhd": "elementdatafile", ".nhdr": "data file"}
+
+
+def detached_data_files(path: Path, limits: Limits = DEFAULT_LIMITS) -> list[Path]:
+    """The data files a detached header (.mhd, .nhdr) names: ITK opens them too, so they are checked too."""
+    key = next((k for suffix, k in DETACHED_KEYS.items() if path.name.lower().endswith(suffix)), None)
+    if key is None:
+        return []
+    from pipelines.sourcefiles import read_bytes
+    text = read_bytes(path, path.name, Limits(min(limits.max_bytes, 1 << 20), limits.timeout_s))
+    out = []
+    for line in text.decode("latin-1").splitlines():
+        name, sep, value = line.partition(":" if key == "data file" else "=")
+        if sep and name.strip().lower() in (key, "datafile") and value.strip():
+            value = value.strip()
+            if value.upper() in ("LOCAL", "LIST") or value.upper().startswith("LIST"):
+                continue
+            out.append(path.parent / value.split()[0])
+    return out
 
 
 def check_nifti_payload(path: Path, rel: str) -> None:
@@ -71,9 +97,10 @@ def check_nifti_payload(path: Path, rel: str) -> None:
         raise SampleError(Reason.CORRUPT_FILE, f"'{rel}' is truncated or corrupt: {exc}", rel) from exc
 
 
-def read_volume(path: Path, rel: str, max_voxels: int, verify: bool = True) -> sitk.Image:
+def read_volume(path: Path, rel: str, max_voxels: int, verify: bool = True,
+                limits: Limits = DEFAULT_LIMITS) -> sitk.Image:
     """Read a volume; ``verify`` streams NIfTI payloads once more (ingest does, later loads skip it)."""
-    read_header(path, rel, max_voxels)
+    read_header(path, rel, max_voxels, limits)
     if verify and path.name.endswith((".nii", ".nii.gz")):
         check_nifti_payload(path, rel)
     try:
@@ -157,3 +184,74 @@ def check_grid(image: sitk.Image, label: sitk.Image, rel: str, tol: float, code:
         raise SampleError(Reason.GRID_MISMATCH,
                           f"label of '{rel}' is not on the image grid ({'; '.join(problems)}); resample the "
                           "label onto the image (nearest neighbour) or fix its header", rel)
+
+
+def obliquity_deg(direction: tuple[float, ...]) -> float:
+    """The largest angle, in degrees, between an image axis and the patient axis nearest to it (0 for an
+    axis-aligned grid, whatever its permutation or flips)."""
+    d = np.asarray(direction, float).reshape(3, 3) if len(direction) == 9 else None
+    if d is None:
+        return 0.0
+    cols = d / np.linalg.norm(d, axis=0, keepdims=True)
+    cosines = np.clip(np.abs(cols).max(axis=0), 0.0, 1.0)
+    return float(np.degrees(np.arccos(cosines)).max())
+
+
+def nearest_axis_direction(direction: tuple[float, ...]) -> np.ndarray:
+    """The axis-aligned direction matrix (a signed permutation) nearest to ``direction``: each image axis
+    goes to the patient axis it is closest to, each patient axis used once."""
+    d = np.asarray(direction, float).reshape(3, 3)
+    out = np.zeros((3, 3))
+    free_rows, free_cols = [0, 1, 2], [0, 1, 2]
+    for _ in range(3):  # greedy on the largest remaining |cosine|: unique for any rotation under 45 degrees
+        sub = np.abs(d[np.ix_(free_rows, free_cols)])
+        r, c = np.unravel_index(int(np.argmax(sub)), sub.shape)
+        row, col = free_rows.pop(r), free_cols.pop(c)
+        out[row, col] = 1.0 if d[row, col] >= 0 else -1.0
+    return out
+
+
+def resample_axis_aligned(image: sitk.Image, labels: list[sitk.Image]) -> tuple[sitk.Image, list[sitk.Image], dict]:
+    """Resample an oblique volume (linear) and its label volumes (nearest neighbour) onto the axis-aligned grid
+    nearest to it: same voxel size per axis, extent covering the whole rotated volume, voxels outside it at the
+    image's minimum (labels 0). Returns what was done, for the record."""
+    src = np.asarray(image.GetDirection(), float).reshape(3, 3)
+    target = nearest_axis_direction(image.GetDirection())
+    spacing = np.asarray(image.GetSpacing(), float)
+    size = np.asarray(image.GetSize())
+    # the new axis j takes the spacing of the source axis it came from
+    src_of = [int(np.argmax(np.abs(src.T @ target[:, j]))) for j in range(3)]
+    new_spacing = spacing[src_of]
+    corners = np.array([[i, j, k] for i in (0, size[0] - 1) for j in (0, size[1] - 1) for k in (0, size[2] - 1)], float)
+    world = np.asarray(image.GetOrigin()) + (corners * spacing) @ src.T
+    local = world @ target  # coordinates along the new axes
+    lo, hi = local.min(axis=0), local.max(axis=0)
+    new_size = [int(np.ceil((hi[j] - lo[j]) / new_spacing[j] - 1e-6)) + 1 for j in range(3)]
+    origin = target @ lo
+    arr = sitk.GetArrayViewFromImage(image)
+    background = float(arr.min()) if arr.size else 0.0
+
+    def onto(img: sitk.Image, interp, default: float) -> sitk.Image:
+        return sitk.Resample(img, new_size, sitk.Transform(), interp, tuple(origin), tuple(new_spacing),
+                             tuple(target.ravel()), default, img.GetPixelID())
+
+    info = {"oblique_deg": round(obliquity_deg(image.GetDirection()), 3),
+            "resampled_to": orientation_code(tuple(target.ravel())), "resampled_size": new_size}
+    return onto(image, sitk.sitkLinear, background), [onto(lab, sitk.sitkNearestNeighbor, 0) for lab in labels], info
+
+
+def check_oblique(image: sitk.Image, rel: str, policy: str, tolerance_deg: float) -> dict:
+    """{} for an axis-aligned volume; for an oblique one, what describe will do (recorded in the sample), or a
+    SampleError (oblique_orientation) when the policy is to quarantine."""
+    if image.GetDimension() != 3:
+        return {}
+    angle = obliquity_deg(image.GetDirection())
+    if angle <= tolerance_deg:
+        return {}
+    if policy != "resample":
+        raise SampleError(Reason.OBLIQUE_ORIENTATION,
+                          f"'{rel}' is oblique: its axes are rotated {angle:.1f} degrees from the patient axes "
+                          f"(over standardize.oblique_tolerance_deg = {tolerance_deg:g}); set standardize.oblique: "
+                          "resample to resample it onto the nearest axis-aligned grid, or reslice it yourself", rel)
+    return {"oblique_deg": round(angle, 3), "oblique": "resampled to the nearest axis-aligned grid "
+                                                       "(linear; labels nearest neighbour)"}

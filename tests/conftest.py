@@ -25,6 +25,16 @@ needs_shared = pytest.mark.skipif(
     not HAVE_SHARED, reason=f"real sample datasets not found at {SHARED} (clone with ../shared beside the repo)")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _allowed_data_dirs(tmp_path_factory):
+    """Registries in tests point at ../shared and at the session's temporary folders: both are allowed data
+    folders (ingest.data_dirs via MEDBENCH_DATA_DIRS), as a user's config would list their data disks."""
+    old = os.environ.get("MEDBENCH_DATA_DIRS")
+    os.environ["MEDBENCH_DATA_DIRS"] = os.pathsep.join([str(SHARED), str(tmp_path_factory.getbasetemp())])
+    yield
+    os.environ.pop("MEDBENCH_DATA_DIRS", None) if old is None else os.environ.__setitem__("MEDBENCH_DATA_DIRS", old)
+
+
 @pytest.fixture(scope="session")
 def demo_sources(tmp_path_factory) -> Path:
     """The demo datasets written once per test session (also used by the demo registry copy)."""

@@ -1,7 +1,10 @@
 """A real HTTP server on 127.0.0.1 that speaks the OpenAI chat-completions protocol, for tests.
 
 Scripted replies (status, content) are served first, then a default responder answers. Every
-request body is recorded, so tests can count API calls.
+request body is recorded, so tests can count API calls. An error message may contain ``{auth}``
+(the request's Authorization header) or ``{key}`` (the key in it): the server echoes the credential
+back, as careless servers and proxies do, so tests can prove it is never stored. ``fail_with``
+makes every request fail with that status (and the echoed message ``fail_message``).
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ def completion(content: str, model: str = "gpt-4o", prompt_tokens: int = 120, co
 
 
 class OpenAIServer:
-    def __init__(self, default: Callable[[dict], str]):
+    def __init__(self, default: Callable[[dict], str], fail_with: int | None = None,
+                 fail_message: str = "invalid credentials {auth} (key {key})"):
         self.default = default
+        self.fail_with, self.fail_message = fail_with, fail_message
         self.script: list[tuple[int, str]] = []
         self.requests: list[dict] = []
         self.lock = threading.Lock()
@@ -40,9 +45,14 @@ class OpenAIServer:
                     scripted = server.script.pop(0) if server.script else None
                 if not self.path.endswith("/chat/completions"):
                     return self._send(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+                auth = self.headers.get("Authorization") or ""
+                echo = {"auth": auth, "key": auth.removeprefix("Bearer ").strip()}
+                if server.fail_with and not scripted:
+                    scripted = (server.fail_with, server.fail_message)
                 if scripted and scripted[0] != 200:
-                    return self._send(scripted[0], {"error": {"message": scripted[1], "type": "server_error"}},
-                                      {"retry-after-ms": "5"})
+                    return self._send(scripted[0], {"error": {"message": scripted[1].format(**echo),
+                                                              "type": "server_error", "key_seen": echo["key"]}},
+                                      {"retry-after-ms": "5", "x-echo-authorization": auth})
                 content = scripted[1] if scripted else server.default(body)
                 self._send(200, completion(content, body.get("model", "gpt-4o")))
 

@@ -99,9 +99,9 @@ def test_every_registration_yields_items_or_an_expected_outcome(exported):
     the pyradiomics volumes), every label excluded (the RT body outline), or one label covering every image (the
     ISBI membranes). Nothing is an error."""
     cfg, rows = exported
-    from pipelines.registry import load_registry
+    from pipelines.registry import registry_of
     from pipelines.summary import summarize
-    ids = load_registry(cfg.registry, cfg.standardize.ct_windows).ids
+    ids = registry_of(cfg).ids
     lines = summarize(cfg.data_root, ids).empty_datasets()
     assert not any("ERROR" in line for line in lines), lines
     expected = {line.split(":")[0].strip(): line for line in lines}

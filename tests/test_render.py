@@ -36,7 +36,7 @@ def build(cfg: PipelineConfig, ds: str, limit: int | None = None):
                            "generator_params": None, "variant": None}
                           for r in t.itertuples() for g in KIND_GRANULARITIES[r.kind]])
     tables = {ds: DatasetTables(src, samples.to_pandas(), std.slices.to_pandas(), std.regions.to_pandas())}
-    rendered = render_items(items, tables, cfg, cfg.data_root / "rendered")
+    rendered = render_items(items, tables, cfg, cfg.data_root / "rendered").table
     return std, items.merge(rendered.to_pandas(), on="item_id"), samples
 
 

@@ -14,7 +14,7 @@ from pipelines.export.card import CONFIG_FOLDERS, build_card
 from pipelines.export.parquet import FEATURES, answer_key, write_parquet
 from pipelines.export.summary import summary
 from pipelines.export.tsv import write_tsv
-from pipelines.registry import load_registry
+from pipelines.registry import registry_of
 from pipelines.storage import atomic_write_bytes, staged_dir
 from pipelines.vocab.tree import lexical_tree, tree_html, tree_json
 
@@ -37,7 +37,7 @@ def export_all(bench: pd.DataFrame, figures: dict, data_root: Path, out_dir: Pat
                 write_tsv(part, data_root, stage / sub, f"{name}_{sub.upper()}")
         write_tsv(bench, data_root, stage, name)
         answer_key(full, stage)
-        card = build_card(bench, figures, load_registry(config.registry), FEATURES, config.fingerprint(),
+        card = build_card(bench, figures, registry_of(config), FEATURES, config.fingerprint(),
                           name, folder=stage)
         atomic_write_bytes(stage / "README.md", str(card).encode("utf-8"))
         tree = lexical_tree(bench, label="answer_label")

@@ -3,6 +3,10 @@
 Every response is stored under cache_dir by the hash of (model, messages, parameters), so a re-run
 with unchanged inputs makes no request. Retries with exponential backoff on 429/5xx and timeouts
 are the openai SDK's own (``max_retries``); concurrency is bounded by a thread pool.
+
+Errors are redacted before they leave this module (a server may echo the key in its 401/500 body, the
+SDK may quote headers or a keyed URL) and raised without the SDK's exception chained to them, so no
+stored event, log line or metadata value can carry the key.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pipelines.config import LLMSettings
+from pipelines.redact import redact, register_secret
 from pipelines.storage import atomic_write_bytes
 
 
@@ -47,12 +52,18 @@ class LLMClient:
     def __init__(self, settings: LLMSettings, api_key: str | None = None):
         self.settings = settings
         self.api_key = api_key if api_key is not None else os.environ.get(settings.api_key_env)
+        register_secret(self.api_key)  # whatever path an error takes, this value is redacted
         self.cache_dir = Path(settings.cache_dir)
         self._client = None
 
     @property
     def model(self) -> str:
         return self.settings.model
+
+    @property
+    def endpoint(self) -> str:
+        """The server, for messages: the base URL without its query string (which may hold a key)."""
+        return redact((self.settings.base_url or "OpenAI").split("?")[0])
 
     def _sdk(self):
         if not self.api_key:
@@ -84,15 +95,19 @@ class LLMClient:
             cached = json.loads(path.read_text(encoding="utf-8"))
             return cached["data"], CallRecord(key, self.model, True, cached["prompt_tokens"], cached["completion_tokens"], 0.0)
         import openai
+        failure = None
         try:
             resp = self._sdk().chat.completions.create(model=self.model, messages=messages, **params)
         except openai.APIError as exc:
-            raise LLMResponseError(f"{self.settings.base_url or 'OpenAI'}: {type(exc).__name__}: {exc}") from exc
+            failure = redact(f"{self.endpoint}: {type(exc).__name__}: {exc}")
+        if failure is not None:  # raised outside the except block: the SDK's unredacted error is not chained
+            raise LLMResponseError(failure)
         text = resp.choices[0].message.content or ""
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise LLMResponseError(f"model returned malformed JSON ({exc.msg} at {exc.pos}): {text[:120]!r}") from exc
+            raise LLMResponseError(redact(f"model returned malformed JSON ({exc.msg} at {exc.pos}): {text[:120]!r}")) \
+                from None
         if not isinstance(data, dict):
             raise LLMResponseError(f"model returned {type(data).__name__}, expected an object")
         usage = resp.usage
@@ -115,7 +130,7 @@ class LLMClient:
                 if on_error:
                     on_error(exc)
                 key = request_hash(self.model, messages, self._params(name, schema))
-                return None, CallRecord(key, self.model, False, error=str(exc))
+                return None, CallRecord(key, self.model, False, error=redact(str(exc)))
 
         with ThreadPoolExecutor(max_workers=max(1, self.settings.max_concurrency)) as pool:
             return list(pool.map(one, requests))

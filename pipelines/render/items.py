@@ -4,13 +4,18 @@ bring them to display geometry, draw the marks, write one PNG per item.
 Work is grouped by sample, so memory is bounded by one volume per worker (``benchmark.render_workers``
 processes). Files go to a staging folder swapped in whole, so a failed run leaves the previous
 rendering untouched.
+
+One dataset's trouble stays its own: a sample that cannot be rendered (its source changed since it was
+described, it no longer decodes) makes its dataset *stale*. That sample's items keep the image of the
+last good rendering when there is one (same item, same display size), else they are left out; every
+other item, of this dataset and the others, is rendered as usual.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +24,7 @@ import pyarrow as pa
 
 from pipelines import PIPELINE_VERSION
 from pipelines.config import PipelineConfig
+from pipelines.errors import SampleError
 from pipelines.ids import derived_rng
 from pipelines.imageio import encode_png
 from pipelines.processes import ordered_map
@@ -122,8 +128,55 @@ def render_sample(job: SampleJob, config: PipelineConfig) -> list[dict]:
     return rows
 
 
-def _run(args: tuple[SampleJob, PipelineConfig]) -> list[dict]:
-    return render_sample(*args)
+def _run(args: tuple[SampleJob, PipelineConfig]) -> tuple[list[dict], str]:
+    """(rows, '') or ([], why the sample could not be rendered): one sample's failure never ends the step."""
+    job, config = args
+    try:
+        return render_sample(job, config), ""
+    except (SampleError, OSError, RuntimeError, ValueError, KeyError, IndexError, TypeError) as exc:
+        return [], f"{job.sample['source_path']}: {type(exc).__name__}: {exc}"
+
+
+@dataclass
+class StaleDataset:
+    """A dataset whose items could not all be rendered from its described state."""
+
+    reason: str  # the first failure
+    samples: int = 0  # samples that failed
+    reused: int = 0  # items shown with the image of the last good rendering
+    left_out: list[str] = field(default_factory=list)  # items without an image (no last good one)
+
+    def as_dict(self) -> dict:
+        return {"reason": self.reason, "samples": self.samples, "reused": self.reused,
+                "left_out": len(self.left_out)}
+
+
+@dataclass
+class RenderResult:
+    table: pa.Table
+    stale: dict[str, StaleDataset] = field(default_factory=dict)
+
+
+def _last_good(previous: pd.DataFrame | None, previous_root: Path, item_ids: list[str], sizes: dict[str, tuple],
+               staging: Path, rel_root: str) -> tuple[list[dict], list[str]]:
+    """Rows of the last good rendering for these items (their PNGs copied into the staging folder), and the
+    items that have none. An earlier PNG counts only when it exists and has the item's current display size."""
+    rows, missing = [], []
+    by_id = previous.set_index("item_id", drop=False) if previous is not None and len(previous) else None
+    for item_id in item_ids:
+        row = by_id.loc[item_id].to_dict() if by_id is not None and item_id in by_id.index else None
+        src = previous_root / row["image_path"] if row else None
+        if row is None or not src.is_file() or (row["width"], row["height"]) != sizes.get(item_id, (None, None)) \
+                or not str(row["image_path"]).startswith(f"{rel_root}/"):
+            missing.append(item_id)
+            continue
+        data = src.read_bytes()
+        if sha256_bytes(data) != row["sha256"]:
+            missing.append(item_id)
+            continue
+        atomic_write_bytes(staging / Path(row["image_path"]).relative_to(rel_root), data)
+        rows.append(row)
+    return rows, missing
 
 
 @dataclass
@@ -137,9 +190,12 @@ class DatasetTables:
 
 
 def render_items(items: pd.DataFrame, datasets: dict[str, DatasetTables],
-                 config: PipelineConfig, out_dir: Path, rel_root: str = "rendered") -> pa.Table:
+                 config: PipelineConfig, out_dir: Path, rel_root: str = "rendered",
+                 previous: pd.DataFrame | None = None, sizes: dict[str, tuple[int, int]] | None = None) -> RenderResult:
     """Render every benchmark item (``items``: item_id, dataset_id, image_id, granularity, source_region_ids,
-    generator_params, variant) into ``out_dir``."""
+    generator_params, variant) into ``out_dir``. ``previous`` is the last rendered_items table (rows whose
+    image_path lies under ``out_dir``'s parent) and ``sizes`` each item's display (width, height): items of a
+    sample that cannot be rendered fall back on them (see the module docstring)."""
     jobs: list[SampleJob] = []
     with staged_dir(out_dir) as staging:
         for ds, part in items.groupby("dataset_id", sort=True):
@@ -159,5 +215,20 @@ def render_items(items: pd.DataFrame, datasets: dict[str, DatasetTables],
                 jobs.append(SampleJob(samples.loc[sample_id].to_dict(), t.source,
                                       {i: row.to_dict() for i, row in needed.iterrows()}, work, staging, rel_root))
         outputs = list(ordered_map(_run, [(j, config) for j in jobs], config.benchmark.render_workers))
-    rows = sorted((r for out in outputs for r in out), key=lambda r: r["item_id"])
-    return to_table(rows, RENDERED_ITEMS)
+        stale: dict[str, StaleDataset] = {}
+        rows = [r for out, _ in outputs for r in out]
+        for job, (_, why) in zip(jobs, outputs):
+            if not why:
+                continue
+            ds = job.source.id
+            entry = stale.setdefault(ds, StaleDataset(reason=why))
+            entry.samples += 1
+            reused, missing = _last_good(previous, Path(out_dir).parent, [it["item_id"] for it in job.items],
+                                         sizes or {}, staging, rel_root)
+            rows += reused
+            entry.reused += len(reused)
+            entry.left_out += missing
+            for item_id in missing:  # a PNG the failed sample wrote before it failed is not kept
+                (staging / ds / f"{item_id}.png").unlink(missing_ok=True)
+    rows = sorted(rows, key=lambda r: r["item_id"])
+    return RenderResult(to_table(rows, RENDERED_ITEMS), stale)

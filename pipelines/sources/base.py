@@ -26,6 +26,7 @@ from pipelines.errors import Reason, SampleError
 from pipelines.geometry import HEADER, UNKNOWN
 from pipelines.ids import salted_hash, stable_id
 from pipelines.registry import Source
+from pipelines.sourcefiles import Limits, file_problem, with_timeout
 
 
 @dataclass
@@ -108,8 +109,16 @@ class ReadContext:
                               f"path '{rel}' points outside the dataset root {self.root}; "
                               "annotations may only reference files inside the dataset", str(rel))
         if not p.exists():
+            if p.is_symlink() or os.path.lexists(p):  # the link is there, its target is not (or loops)
+                _, problem = file_problem(p, str(rel), self.limits)
+                if problem is not None:
+                    raise problem.error()
             raise SampleError(Reason.MISSING_FILE,
                               f"'{rel}' is referenced but does not exist under {self.root}", str(rel))
+        if not p.is_dir():  # folders are listed by the readers; files must be regular and under the cap
+            _, problem = file_problem(p, str(rel), self.limits)
+            if problem is not None:
+                raise problem.error()
         self.check_inside(p, str(rel))
         return p
 
@@ -129,6 +138,10 @@ class ReadContext:
                 if p.is_relative_to(self.root) and p.is_dir():
                     dirs.append(p.resolve())
         return tuple(dict.fromkeys(dirs))
+
+    @property
+    def limits(self) -> Limits:
+        return self.config.ingest.limits
 
     def check_inside(self, path: Path, rel: str) -> None:
         """A symlink inside the root may not lead outside it or the folders the entry names (unless
@@ -221,9 +234,10 @@ class Reader:
 
     # helpers shared by readers -------------------------------------------------------
     def guarded(self, rel: str, fn, key: str | None = None) -> SampleRecord | Quarantined:
-        """Run ``fn`` for one sample; a SampleError or a decoding failure becomes a quarantine row."""
+        """Run ``fn`` for one sample under the read deadline (ingest.read_timeout_s); a SampleError, a
+        decoding failure or a timeout becomes a quarantine row."""
         try:
-            return fn()
+            return with_timeout(fn, self.ctx.limits.timeout_s, rel)
         except SampleError as exc:
             return Quarantined(exc.path or rel, exc.reason, str(exc), key)
         except (OSError, ValueError, RuntimeError, KeyError, IndexError, TypeError,

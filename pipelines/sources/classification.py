@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import field_validator
 
 from pipelines.imageio import read_image
+from pipelines.sourcefiles import DEFAULT_LIMITS, Limits
 from pipelines.sources.base import (
     LoadedSample,
     Quarantined,
@@ -24,17 +25,35 @@ from pipelines.sources.base import (
     SampleRecord,
     intensity_range,
 )
+from pipelines.sourcefiles import check_file, read_bytes
 from pipelines.textio import decode_text
+
+# image files Pillow knows that are not in ingest.image_extensions: reported, never skipped silently
+OTHER_IMAGE_SUFFIXES = frozenset({".webp", ".jp2", ".j2k", ".jpx", ".ppm", ".pgm", ".pbm", ".pnm", ".ico",
+                                  ".psd", ".tga", ".dib", ".pcx", ".heic", ".heif", ".avif", ".jfif", ".jpe"})
+
+
+def unsupported_image(reader: Reader, path: Path) -> Quarantined | None:
+    """A quarantine row for an image file whose extension medbench does not read, else None."""
+    suffix = path.suffix.lower()
+    if suffix in reader.ctx.config.ingest.image_extensions or suffix not in OTHER_IMAGE_SUFFIXES:
+        return None
+    rel = reader.ctx.rel(path)
+    return Quarantined(rel, Reason.UNSUPPORTED_FORMAT,
+                       f"'{rel}' is a {suffix} image, which medbench does not read (ingest.image_extensions: "
+                       f"{', '.join(reader.ctx.config.ingest.image_extensions)}); convert it to PNG, or add "
+                       f"'{suffix}' to ingest.image_extensions if Pillow reads it")
 
 
 def _image_record(reader: Reader, path: Path, labels: list[str], key: str, group_key: str,
                   meta: dict | None = None) -> SampleRecord:
     ctx = reader.ctx
     rel = ctx.rel(path)
+    check_file(path, rel, ctx.limits)  # what the file is decides first (a FIFO, a loop, unreadable)
     ctx.check_inside(path, rel)
     for label in labels:
         ctx.check_label(label, rel)
-    arr = read_image(path, ctx.config.ingest.max_pixels, rel)
+    arr = read_image(path, ctx.config.ingest.max_pixels, rel, ctx.limits)
     lo, hi = intensity_range(arr)
     return SampleRecord(key=key, name=path.stem, source_path=rel, group_key=group_key,
                         image_refs=[rel], labels=labels, shape=list(arr.shape),
@@ -46,7 +65,8 @@ class _ImageFileReader(Reader):
 
     def load(self, row: dict) -> LoadedSample:
         path = self.ctx.resolve(row["image_refs"][0])
-        return LoadedSample(dim=2, image=read_image(path, self.ctx.config.ingest.max_pixels),
+        return LoadedSample(dim=2, image=read_image(path, self.ctx.config.ingest.max_pixels,
+                                                    row["image_refs"][0], self.ctx.limits),
                             labels=list(row["labels"]))
 
 
@@ -62,8 +82,11 @@ class ImageFolderReader(_ImageFileReader):
         exts = self.ctx.config.ingest.image_extensions
         for cls_dir in sorted(p for p in self.ctx.root.iterdir() if p.is_dir()):
             for path in sorted(cls_dir.rglob("*")):
-                if path.suffix.lower() not in exts or not path.is_file():
+                if (other := unsupported_image(self, path)) is not None:
+                    yield other
                     continue
+                if path.suffix.lower() not in exts or not path.is_file():
+                    continue  # a FIFO, device, loop or dangling link: reported by ingest's walk of the root
                 rel = self.ctx.rel(path)
                 pat = next((p for p in self.opts.exclude if fnmatch.fnmatchcase(path.name, p)
                             or fnmatch.fnmatchcase(rel, p)), None)
@@ -115,7 +138,7 @@ class CsvManifestReader(_ImageFileReader):
         o = self.opts
         try:
             manifest = self.ctx.resolve(o.file)
-            header, rows, bad = read_manifest(manifest, o.file, o.encoding)
+            header, rows, bad = read_manifest(manifest, o.file, o.encoding, self.ctx.limits)
         except SampleError as exc:
             yield Quarantined(exc.path or o.file, exc.reason, str(exc))
             return
@@ -145,10 +168,11 @@ class CsvManifestReader(_ImageFileReader):
             yield self.guarded(ref, one, ref)
 
 
-def read_manifest(path: Path, rel: str, encoding: str | None) -> tuple[list[str], list[tuple[int, dict]], list[Quarantined]]:
+def read_manifest(path: Path, rel: str, encoding: str | None,
+                  limits: Limits = DEFAULT_LIMITS) -> tuple[list[str], list[tuple[int, dict]], list[Quarantined]]:
     """Header, (line number, row) pairs and one quarantine row per line whose field count differs from
     the header's. The delimiter is a tab for .tsv/.tab files, else a comma."""
-    text, _ = decode_text(path.read_bytes(), rel, encoding)
+    text, _ = decode_text(read_bytes(path, rel, limits), rel, encoding)
     if not text.strip():
         raise SampleError(Reason.BAD_ANNOTATION, f"manifest {rel} is empty; it needs a header line and one "
                           "row per image", rel)
@@ -186,6 +210,7 @@ class NpzReader(Reader):
         o = self.opts
         try:
             path = self.ctx.resolve(o.file)
+            check_file(path, o.file, self.ctx.limits)
             npz = np.load(path, allow_pickle=False)
         except SampleError as exc:
             yield Quarantined(exc.path or o.file, exc.reason, str(exc))

@@ -20,6 +20,7 @@ from pipelines.sources.base import (
     SampleError,
     SampleRecord,
 )
+from pipelines.sourcefiles import read_bytes
 from pipelines.textio import read_text
 
 MIN_BOX_SIDE = 2.0  # px; smaller boxes (e.g. the 1x1 VOC boxes in BCCD) cannot be drawn or seen
@@ -56,7 +57,7 @@ class _DetectionReader(Reader):
     def _record(self, ref: str, ann: str, boxes: list[Box], out: list[Quarantined]) -> SampleRecord:
         path = self.ctx.resolve(ref)
         rel = self.ctx.rel(path)
-        w, h = image_size(path, self.ctx.config.ingest.max_pixels, rel)
+        w, h = image_size(path, self.ctx.config.ingest.max_pixels, rel, self.ctx.limits, exif="refuse")
         known = []
         for b in boxes:
             try:
@@ -93,7 +94,8 @@ class _DetectionReader(Reader):
 
     def load(self, row: dict) -> LoadedSample:
         path = self.ctx.resolve(row["image_refs"][0])
-        return LoadedSample(dim=2, image=read_image(path, self.ctx.config.ingest.max_pixels),
+        return LoadedSample(dim=2, image=read_image(path, self.ctx.config.ingest.max_pixels, row["image_refs"][0],
+                                                    self.ctx.limits, exif="refuse"),
                             boxes=[Box(**b) for b in row["boxes"]])
 
 
@@ -108,7 +110,7 @@ class CocoReader(_DetectionReader):
         o = self.opts
         path = self.ctx.resolve(o.file)
         try:
-            doc = json.loads(read_text(path, o.file))
+            doc = json.loads(read_text(path, o.file, limits=self.ctx.limits))
             categories, images, annotations = doc["categories"], doc["images"], doc["annotations"]
             if not all(isinstance(x, list) for x in (categories, images, annotations)):
                 raise TypeError("'categories', 'images' and 'annotations' must be lists")
@@ -165,7 +167,7 @@ class VocReader(_DetectionReader):
         for xml_path in sorted(ann_dir.glob("*.xml")):
             ann = self.ctx.rel(xml_path)
             try:
-                root = ET.parse(xml_path).getroot()
+                root = ET.fromstring(read_bytes(xml_path, ann, self.ctx.limits))  # bytes: the XML declaration decides
                 fname = root.findtext("filename") or f"{xml_path.stem}.jpg"
                 boxes = []
                 for obj in root.iter("object"):
@@ -173,6 +175,9 @@ class VocReader(_DetectionReader):
                     boxes.append(Box(obj.findtext("name", "").strip(),
                                      float(bb.findtext("xmin")) - 1, float(bb.findtext("ymin")) - 1,
                                      float(bb.findtext("xmax")), float(bb.findtext("ymax"))))
+            except SampleError as exc:  # not a regular file, unreadable, not text
+                yield ann, ann, Quarantined(exc.path or ann, exc.reason, str(exc))
+                continue
             except (ET.ParseError, TypeError, ValueError, AttributeError) as exc:
                 yield ann, ann, Quarantined(ann, Reason.BAD_ANNOTATION, f"VOC file '{ann}' is malformed: {exc}")
                 continue
@@ -191,15 +196,16 @@ class YoloReader(_DetectionReader):
 
     def annotations(self):
         classes_ref = self.opts.classes_file
-        classes = [c.strip() for c in read_text(self.ctx.resolve(classes_ref), classes_ref).splitlines()]
+        classes = [c.strip() for c in read_text(self.ctx.resolve(classes_ref), classes_ref,
+                                                limits=self.ctx.limits).splitlines()]
         classes = [c for c in classes if c]
         img_dir = self.ctx.resolve(self.opts.images)
         for img in sorted(p for p in img_dir.iterdir() if p.suffix.lower() in self.ctx.config.ingest.image_extensions):
             txt = str(Path(self.opts.labels) / f"{img.stem}.txt")
             ref = self.ctx.rel(img)
             try:
-                w, h = image_size(img, self.ctx.config.ingest.max_pixels, ref)
-                lines = read_text(self.ctx.resolve(txt), txt).splitlines()
+                w, h = image_size(img, self.ctx.config.ingest.max_pixels, ref, self.ctx.limits, exif="refuse")
+                lines = read_text(self.ctx.resolve(txt), txt, limits=self.ctx.limits).splitlines()
             except SampleError as exc:
                 yield ref, txt, Quarantined(exc.path, exc.reason, str(exc))
                 continue

@@ -32,12 +32,13 @@ from pipelines.sources.base import (
     intensity_range,
     present_values,
 )
-from pipelines.volume import orientation_code, read_volume
+from pipelines.sourcefiles import check_file
+from pipelines.volume import check_oblique, orientation_code, read_volume
 
 TAGS = [
     "Modality", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "FrameOfReferenceUID",
     "PatientID", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows",
-    "Columns", "NumberOfFrames", "PhotometricInterpretation",
+    "Columns", "NumberOfFrames", "PhotometricInterpretation", "GantryDetectorTilt",
 ]
 IMAGE_MODALITIES = {"CT", "MR", "PT", "CR", "DX", "MG", "US", "XA", "NM", "OT"}
 
@@ -70,7 +71,11 @@ def index_headers(reader: Reader, pattern: str = "**/*") -> tuple[list[Header], 
             continue
         rel = reader.ctx.rel(path)
         try:
+            check_file(path, rel, reader.ctx.limits)
             ds = read_header(path)
+        except SampleError as exc:  # too large (FIFOs and devices are not is_file(): the root walk reports them)
+            bad.append(Quarantined(exc.path or rel, exc.reason, str(exc)))
+            continue
         except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
             bad.append(Quarantined(rel, Reason.CORRUPT_FILE,
                                    f"'{rel}' is not a readable DICOM file: {type(exc).__name__}: {exc}"))
@@ -131,15 +136,43 @@ def read_header(path: Path) -> pydicom.Dataset:
     return ds
 
 
-def check_series_geometry(members: list[Header]) -> None:
-    """One orientation and evenly spaced slices, or a quarantine: a missing slice or a mixed series
-    would otherwise get one wrong spacing for the whole volume."""
+def series_tilt_deg(members: list[Header]) -> float:
+    """How far the slice stack leans: the gantry tilt the headers state (0018,1120), or the angle between
+    the slice normal and the line through the first and last ImagePositionPatient, whichever is larger."""
+    stated = max((abs(float(h.get("GantryDetectorTilt", 0) or 0)) for h in members), default=0.0)
+    if len(members) < 2:
+        return stated
+    a = np.array(members[0].get("ImagePositionPatient", [0, 0, 0]), float)
+    b = np.array(members[-1].get("ImagePositionPatient", [0, 0, 0]), float)
+    step = b - a
+    if np.linalg.norm(step) < 1e-6:
+        return stated
+    cos = abs(float(step @ members[0].normal)) / (np.linalg.norm(step) * np.linalg.norm(members[0].normal) or 1.0)
+    return max(stated, float(np.degrees(np.arccos(min(1.0, cos)))))
+
+
+def check_tilt(members: list[Header], tolerance_deg: float = 1.0) -> None:
+    """A gantry-tilted (sheared) slice stack is refused: ITK would read it as if it were not sheared."""
+    tilt = series_tilt_deg(members)
+    if tilt > tolerance_deg:
+        first = members[0].rel
+        raise SampleError(Reason.OBLIQUE_ORIENTATION,
+                          f"series starting at '{first}' is acquired with a gantry tilt of {tilt:.1f} degrees "
+                          "(0018,1120 / slice positions off the slice normal): its slices are sheared, which "
+                          "medbench does not resample; correct the tilt first (e.g. dcm2niix's tilt correction) "
+                          "and register the corrected volume", first)
+
+
+def check_series_geometry(members: list[Header], tilt_tolerance_deg: float = 1.0) -> None:
+    """One orientation, slices stacked along their normal and evenly spaced, or a quarantine: a missing
+    slice, a mixed series or a gantry tilt would otherwise get one wrong geometry for the whole volume."""
     first = members[0].rel
     iops = np.array([np.array(h.get("ImageOrientationPatient", [1, 0, 0, 0, 1, 0]), float) for h in members])
     if not np.allclose(iops, iops[0], atol=1e-3):
         kinds = len({tuple(np.round(r, 3)) for r in iops})
         raise SampleError(Reason.BAD_GEOMETRY, f"series starting at '{first}' mixes {kinds} slice orientations "
                           "(ImageOrientationPatient); split it into one series per orientation", first)
+    check_tilt(members, tilt_tolerance_deg)
     if len(members) < 3:
         return
     pos = np.array([h.position for h in members])
@@ -193,7 +226,7 @@ def _read_paths(reader: Reader, paths: list[str], files: list[str]) -> sitk.Imag
     limit = reader.ctx.config.ingest.max_pixels
     try:
         if len(paths) == 1:
-            img = read_volume(Path(paths[0]), files[0], limit)
+            img = read_volume(Path(paths[0]), files[0], limit, limits=reader.ctx.limits)
             if img.GetDimension() == 2:
                 img = sitk.JoinSeries(img)
             return img
@@ -232,12 +265,15 @@ class DicomSeriesReader(Reader):
             yield self.guarded(first, lambda: self._record(key, members), first)
 
     def _record(self, key: str, members: list[Header]) -> SampleRecord:
-        check_series_geometry(members)
+        cfg = self.ctx.config.standardize
+        check_series_geometry(members, cfg.oblique_tolerance_deg)
         files = [h.rel for h in members]
         series_dir = str(Path(files[0]).parent)
         image = read_series(self, files)
         name = f"series_{stable_id(key, length=8)}"
         meta = {"files": files, "photometric": str(members[0].get("PhotometricInterpretation", ""))}
+        if self.opts.label is None:
+            meta.update(check_oblique(image, files[0], cfg.oblique, cfg.oblique_tolerance_deg))
         group = _group_key(self, members[0], series_dir)
         if self.opts.label is None:
             arr = sitk.GetArrayViewFromImage(image)
@@ -338,8 +374,11 @@ class DicomSegReader(Reader):
         seg, members = self._referenced(h.rel, images)
         for s in seg.SegmentSequence:
             self.ctx.check_label(str(s.SegmentLabel), h.rel)
+        cfg = self.ctx.config.standardize
+        check_tilt(members, cfg.oblique_tolerance_deg)
         files = [m.rel for m in members]
         image = read_series(self, files)
+        oblique = check_oblique(image, files[0], cfg.oblique, cfg.oblique_tolerance_deg)
         layers = self._rasterize(seg, members, image)
         arr = sitk.GetArrayViewFromImage(image)
         check_finite(arr, files[0])
@@ -351,7 +390,7 @@ class DicomSegReader(Reader):
                             group_key=_group_key(self, members[0], h.rel), image_refs=files, label_ref=h.rel,
                             labels=sorted(set(labels)), shape=list(image.GetSize()),
                             spacing=list(image.GetSpacing()), orientation=orientation_code(image.GetDirection()),
-                            intensity_min=lo, intensity_max=hi, meta={"files": files})
+                            intensity_min=lo, intensity_max=hi, meta={"files": files, **oblique})
 
     def load(self, row: dict) -> LoadedSample:
         headers = [Header(f, pydicom.dcmread(self.ctx.resolve(f), stop_before_pixels=True, specific_tags=TAGS))
@@ -458,7 +497,10 @@ class RtStructReader(Reader):
             raise SampleError(Reason.REFERENCED_IMAGES_MISSING,
                               f"RTSTRUCT '{h.rel}': no ROI has a contour on an image present in the dataset", h.rel)
         files = [m.rel for m in members]
+        cfg = self.ctx.config.standardize
+        check_tilt(members, cfg.oblique_tolerance_deg)
         image = read_series(self, files)
+        oblique = check_oblique(image, files[0], cfg.oblique, cfg.oblique_tolerance_deg)
         layers = self._rasterize(rs, members, image, drawable)
         labels = [lay.names[1] for lay in layers if present_values(sitk.GetArrayViewFromImage(lay.data))]
         if not labels:
@@ -470,7 +512,7 @@ class RtStructReader(Reader):
                             labels=sorted(set(labels)), shape=list(image.GetSize()),
                             spacing=list(image.GetSpacing()), orientation=orientation_code(image.GetDirection()),
                             intensity_min=lo, intensity_max=hi,
-                            meta={"files": files, "rois": {str(k): v for k, v in drawable.items()}})
+                            meta={"files": files, "rois": {str(k): v for k, v in drawable.items()}, **oblique})
 
     def load(self, row: dict) -> LoadedSample:
         meta = json.loads(row["reader_meta"])

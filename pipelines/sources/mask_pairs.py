@@ -29,6 +29,7 @@ import numpy as np
 from pydantic import field_validator
 
 from pipelines.imageio import read_image, read_mask
+from pipelines.sources.classification import unsupported_image
 from pipelines.sources.base import (
     LabelLayer,
     LoadedSample,
@@ -122,14 +123,14 @@ class MaskPairsReader(Reader):
     def _instances(self, refs: list[str], limit: int) -> np.ndarray:
         """One instance-id array: a single file's non-zero values, or file k's foreground as id k."""
         if len(refs) == 1:
-            raw = read_mask(self.ctx.resolve(refs[0]), limit, refs[0])
+            raw = read_mask(self.ctx.resolve(refs[0]), limit, refs[0], self.ctx.limits)
             if raw.dtype.kind not in "ui":
                 raise SampleError(Reason.BAD_ANNOTATION, f"instance mask '{refs[0]}' holds {raw.dtype} values; an "
                                   "instance map needs integer ids (0 = background)", refs[0])
             return raw.astype(np.int32)
         out = None
         for k, ref in enumerate(refs, start=1):
-            fg = self._mask_values_binary(read_mask(self.ctx.resolve(ref), limit, ref))
+            fg = self._mask_values_binary(read_mask(self.ctx.resolve(ref), limit, ref, self.ctx.limits))
             if out is None:
                 out = np.zeros(fg.shape, np.int32)
             elif fg.shape != out.shape:
@@ -145,7 +146,7 @@ class MaskPairsReader(Reader):
     def _labels(self, refs: list[str], limit: int) -> np.ndarray:
         if self.opts.mode == "instances":
             return self._instances(refs, limit)
-        return self._mask_values(read_mask(self.ctx.resolve(refs[0]), limit, refs[0]))
+        return self._mask_values(read_mask(self.ctx.resolve(refs[0]), limit, refs[0], self.ctx.limits))
 
     def _record(self, img: Path, refs: list[str]) -> SampleRecord:
         ctx, o = self.ctx, self.opts
@@ -159,7 +160,7 @@ class MaskPairsReader(Reader):
             raise SampleError(Reason.BAD_ANNOTATION, f"image '{rel}' matches {len(refs)} mask files ({shown}); narrow "
                               "'mask_name', or set mode: instances when each file is one instance", rel)
         limit = ctx.config.ingest.max_pixels
-        image = read_image(img, limit, rel)
+        image = read_image(img, limit, rel, ctx.limits, exif="refuse")
         ctx.check_inside(img, rel)
         mask = self._labels(refs, limit)
         if mask.shape[:2] != image.shape[:2]:
@@ -200,7 +201,12 @@ class MaskPairsReader(Reader):
             return
         img_dir = self.ctx.resolve(self.opts.images)
         exts = self.ctx.config.ingest.image_extensions
-        files = sorted(p for p in img_dir.iterdir() if p.suffix.lower() in exts and p.is_file())
+        files = []
+        for p in sorted(img_dir.iterdir()):
+            if (other := unsupported_image(self, p)) is not None:  # an image format medbench does not read
+                yield other
+            elif p.suffix.lower() in exts and p.is_file():
+                files.append(p)
         kept: list[tuple[Path, list[str]]] = []
         for img in files:
             why = self._excluded_by(img, img_dir)
@@ -258,7 +264,8 @@ class MaskPairsReader(Reader):
 
     def load(self, row: dict) -> LoadedSample:
         limit = self.ctx.config.ingest.max_pixels
-        image = read_image(self.ctx.resolve(row["image_refs"][0]), limit)
+        image = read_image(self.ctx.resolve(row["image_refs"][0]), limit, row["image_refs"][0], self.ctx.limits,
+                           exif="refuse")
         mask = self._labels(self._refs(row), limit)
         if self.opts.mode == "instances":
             label = self._instance_label(row["label_ref"])

@@ -24,7 +24,7 @@ from pipelines.sources.base import (
     named_values,
 )
 from pipelines.textio import read_text
-from pipelines.volume import check_grid, orientation_code, read_volume
+from pipelines.volume import check_grid, check_oblique, orientation_code, read_volume
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -44,8 +44,8 @@ def scan_volume_pair(reader: Reader, image_ref: str, label_ref: str, name: str,
     ctx = reader.ctx
     limit = ctx.config.ingest.max_pixels
     if image is None:
-        image = read_volume(ctx.resolve(image_ref), image_ref, limit)
-    label = read_volume(ctx.resolve(label_ref), label_ref, limit)
+        image = read_volume(ctx.resolve(image_ref), image_ref, limit, limits=ctx.limits)
+    label = read_volume(ctx.resolve(label_ref), label_ref, limit, limits=ctx.limits)
     check_grid(image, label, image_ref, ctx.config.standardize.grid_tolerance,
                ctx.config.standardize.canonical_orientation)
     arr = sitk.GetArrayViewFromImage(image)
@@ -56,6 +56,8 @@ def scan_volume_pair(reader: Reader, image_ref: str, label_ref: str, name: str,
             raise SampleError(Reason.CORRUPT_FILE, f"label '{label_ref}' has non-integer values", label_ref)
         lab = lab.astype(np.int64)
     values = named_values(lab, ctx, label_ref, "label volume")
+    cfg = ctx.config.standardize
+    meta = {**(meta or {}), **check_oblique(image, image_ref, cfg.oblique, cfg.oblique_tolerance_deg)}
     lm = ctx.source.label_map
     lo, hi = intensity_range(arr)
     return SampleRecord(
@@ -64,16 +66,17 @@ def scan_volume_pair(reader: Reader, image_ref: str, label_ref: str, name: str,
         labels=sorted({lm.name_of(v) for v in values}), label_values=values,
         shape=list(image.GetSize()), spacing=list(image.GetSpacing()),
         orientation=orientation_code(image.GetDirection()), intensity_min=lo, intensity_max=hi,
-        meta=meta or {})
+        meta=meta)
 
 
 def load_volume_pair(reader: Reader, row: dict, labels: bool = True) -> LoadedSample:
     ctx = reader.ctx
     limit = ctx.config.ingest.max_pixels
-    image = read_volume(ctx.resolve(row["image_refs"][0]), row["image_refs"][0], limit, verify=False)
+    image = read_volume(ctx.resolve(row["image_refs"][0]), row["image_refs"][0], limit, verify=False,
+                        limits=ctx.limits)
     if not labels:
         return LoadedSample(dim=3, image=image, layers=[])
-    label = read_volume(ctx.resolve(row["label_ref"]), row["label_ref"], limit, verify=False)
+    label = read_volume(ctx.resolve(row["label_ref"]), row["label_ref"], limit, verify=False, limits=ctx.limits)
     names = {int(v): ctx.source.label_map.name_of(v) for v in row["label_values"]}
     return LoadedSample(dim=3, image=image, layers=[LabelLayer(label, names)])
 
@@ -130,7 +133,7 @@ def load_dataset_json(reader: Reader) -> dict:
     """dataset.json as a dict, or a SampleError (bad_annotation) that says what is wrong with it."""
     rel = reader.opts.dataset_json
     try:
-        doc = json.loads(read_text(reader.ctx.resolve(rel), rel))
+        doc = json.loads(read_text(reader.ctx.resolve(rel), rel, limits=reader.ctx.limits))
     except ValueError as exc:
         raise SampleError(Reason.BAD_ANNOTATION, f"{rel} is not valid JSON ({exc}); fix the file", rel) from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("labels", {}), dict):

@@ -36,7 +36,8 @@ from pipelines.standardize.outlines import fill_outlines
 from pipelines.standardize.planes import chunks, occupied_indices, plane, plane_spacing, stack
 from pipelines.standardize.regions import StackRegions, describe_instances, describe_stack, label_instances, min_area
 from pipelines.storage import DataLayout, atomic_write_bytes, sha256_bytes, staged_dir
-from pipelines.volume import check_grid, orientation_code, reorient
+from pipelines.sourcefiles import with_timeout
+from pipelines.volume import check_grid, check_oblique, orientation_code, reorient, resample_axis_aligned
 
 
 @dataclass
@@ -150,11 +151,18 @@ class CanonicalVolume:
 
 
 def canonical_volume(loaded: LoadedSample, cfg: StandardizeSettings, source_path: str) -> CanonicalVolume:
-    """Reorient (no interpolation) and check that image and label grids agree; shared by describe and render."""
+    """Reorient (no interpolation) and check that image and label grids agree; shared by describe and render.
+    An oblique volume is first resampled onto the nearest axis-aligned grid (or refused), never read as if
+    its axes were the patient's."""
     code = cfg.canonical_orientation
     original = orientation_code(loaded.image.GetDirection())
-    image = reorient(loaded.image, code)
-    layers = [(reorient(layer.data, code), layer.names) for layer in loaded.layers]
+    image, labels = loaded.image, [layer.data for layer in loaded.layers]
+    if check_oblique(image, source_path, cfg.oblique, cfg.oblique_tolerance_deg):  # raises when quarantined
+        for lab_img in labels:  # the labels must lie on the oblique grid before both are resampled
+            check_grid(image, lab_img, source_path, cfg.grid_tolerance, code)
+        image, labels, _ = resample_axis_aligned(image, labels)
+    image = reorient(image, code)
+    layers = [(reorient(lab, code), layer.names) for lab, layer in zip(labels, loaded.layers)]
     for lab_img, _ in layers:  # both already canonical: check_grid's own reorientation is a no-op
         check_grid(image, lab_img, source_path, cfg.grid_tolerance, code)
     if cfg.resample_isotropic:
@@ -323,7 +331,8 @@ def standardize_sample(row: dict, source: Source, config: PipelineConfig, stagin
     """All slices and regions of one sample; a bad sample becomes a quarantine row instead."""
     w = _Writer(row, source, config, staging, rel_root)
     try:
-        loaded = reader_for(source, config).load(row)
+        loaded = with_timeout(lambda: reader_for(source, config).load(row), config.ingest.read_timeout_s,
+                              row["source_path"], "decoding")
         (_standardize_3d if loaded.dim == 3 else _standardize_2d)(w, loaded)
     except SampleError as exc:
         shutil.rmtree(staging / w.case, ignore_errors=True)
@@ -346,7 +355,8 @@ class SamplePlanes:
 
     def __init__(self, row: dict, source: Source, config: PipelineConfig):
         self.row, self.config = row, config
-        self.loaded = reader_for(source, config).load_pixels(row)  # the labels' marks come from the RLE
+        self.loaded = with_timeout(lambda: reader_for(source, config).load_pixels(row),  # marks come from the RLE
+                                   config.ingest.read_timeout_s, row["source_path"], "decoding")
         self.canon = canonical_volume(self.loaded, config.standardize, row["source_path"]) \
             if self.loaded.dim == 3 else None
 

@@ -7,6 +7,7 @@ from pipelines.questions.llm import (
     LLMClient,
     LLMResponseError,
     LLMUnavailable,
+    request_hash,
 )
 
 
@@ -23,7 +24,10 @@ def llm_suggester(client: LLMClient, records: list[CallRecord]):
                                         f"from: {', '.join(allowed)}."}]
         try:
             data, record = client.complete_json(messages, f"label_{field}", schema)
-        except (LLMUnavailable, LLMResponseError):
+        except LLMUnavailable:
+            return None
+        except LLMResponseError as exc:  # counted: a failed call is never silent
+            records.append(CallRecord(request_hash(client.model, messages, {}), client.model, False, error=str(exc)))
             return None
         records.append(record)
         value = data.get("value")
