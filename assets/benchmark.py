@@ -16,6 +16,7 @@ from pipelines.benchmark.audit import audit
 from pipelines.benchmark.build import build_benchmark
 from pipelines.benchmark.leakage import withhold_marked_leaks
 from pipelines.benchmark.reviews import decisions_path, rejected_units
+from pipelines.gates import fully_gated, unreadable_planes
 from pipelines.questions.audit import Outcome, item_checks
 from pipelines.questions.options import pools_from_table
 from pipelines.storage import atomic_write_bytes, atomic_write_table
@@ -43,12 +44,19 @@ def plane_hashes(layout) -> pd.DataFrame:
 
 def datasets_without_items(medbench: MedbenchResource, bench: pd.DataFrame) -> Outcome:
     """A described dataset (it has regions) that yields no benchmark item fails this check (not a warning):
-    a whole registration must not vanish silently."""
-    have = set(bench["dataset_id"])
-    empty = [ds for ds in medbench.dataset_ids if ds not in have and medbench.layout.table("regions", ds).is_file()
-             and pq.ParquetFile(medbench.layout.table("regions", ds)).metadata.num_rows > 0]
-    return Outcome("every_dataset_has_items", not empty, False,
-                   {"datasets": ", ".join(empty) or "-", "count": len(empty)})
+    a whole registration must not vanish silently. One the readability gates leave without items (every
+    candidate unit dropped, or no plane readable) is the gates' expected outcome: named, not failed."""
+    have, layout = set(bench["dataset_id"]), medbench.layout
+    empty = [ds for ds in medbench.dataset_ids if ds not in have and layout.table("regions", ds).is_file()
+             and pq.ParquetFile(layout.table("regions", ds)).metadata.num_rows > 0]
+    gated = fully_gated(layout.read("gate_drops").to_pandas()) if layout.table("gate_drops").exists() else set()
+    geometry = ["display_width", "display_height", "contrast"]
+    gated |= {ds for ds in empty if layout.table("slices", ds).is_file()
+              and unreadable_planes(layout.read("slices", ds, geometry).to_pandas(), medbench.config.gates)}
+    failing = [ds for ds in empty if ds not in gated]
+    return Outcome("every_dataset_has_items", not failing, False,
+                   {"datasets": ", ".join(failing) or "-", "count": len(failing),
+                    "gated_out": ", ".join(ds for ds in empty if ds in gated) or "-"})
 
 
 def _severity(warn_only: bool) -> dg.AssetCheckSeverity:

@@ -88,7 +88,7 @@ def sources_check(registry: RegistryOpt = None, config: ConfigOpt = None, data_r
                "counted (exhaustive)")
     for col in columns:
         table.add_column(col, overflow="fold", no_wrap=False)
-    summary = summarize(cfg.data_root, reg.ids)
+    summary = summarize(cfg.data_root, reg.ids, cfg.gates)
     for ds in reg.ids:
         e = reg.get(ds).entry
         samples, quarantined = summary.samples.get(ds, "-"), summary.quarantine_text(ds)
@@ -163,7 +163,7 @@ def build(select: Annotated[list[str] | None, typer.Option("--select", "-s", hel
         except BuildLocked as exc:
             raise UserError(str(exc)) from None
         progress.update(task, completed=progress.tasks[task].total, description="done")
-    console.print(summarize(cfg.data_root, reg.ids).render(), highlight=False, markup=False)
+    console.print(summarize(cfg.data_root, reg.ids, cfg.gates).render(), highlight=False, markup=False)
     if report.failed:
         for name in report.failed:
             console.print(f"failed: {name}: {report.reasons.get(name, '?')}", style="red", markup=False,
@@ -176,7 +176,7 @@ def build(select: Annotated[list[str] | None, typer.Option("--select", "-s", hel
 def summary(registry: RegistryOpt = None, config: ConfigOpt = None, data_root: DataRootOpt = None):
     """Print where the outputs are and what they hold."""
     cfg = _config(config, registry, data_root)
-    console.print(summarize(cfg.data_root, load_registry(cfg.registry).ids).render(), highlight=False, markup=False)
+    console.print(summarize(cfg.data_root, load_registry(cfg.registry).ids, cfg.gates).render(), highlight=False, markup=False)
 
 
 @app.command("dagster-home")

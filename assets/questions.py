@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 from assets.ingest import markdown_counts
 from assets.metadata import table_metadata
 from assets.resources import LLMResource, MedbenchResource
+from pipelines.gates import unreadable_planes
 from pipelines.questions.candidates import REGION_COLUMNS, SLICE_COLUMNS, DatasetRows, build_candidates
 from pipelines.questions.llm import usage_summary
 from pipelines.questions.options import build_pools, pools_from_table, pools_table
@@ -75,7 +76,8 @@ def dataset_rows(medbench: MedbenchResource) -> list[DatasetRows]:
     check_specs=[dg.AssetCheckSpec("pool_too_small", asset="qa_candidates",
                                    description="regions whose label has no certainly-wrong option in its pool"),
                  dg.AssetCheckSpec("datasets_without_candidates", asset="qa_candidates",
-                                   description="described datasets that yield no candidate at all, with the reasons")],
+                                   description="described datasets that yield no candidate at all, with the reasons (a dataset "
+                                                "none of whose planes passes the image gates is listed apart: expected)")],
     description="Every question the described regions allow, as rows with display geometry (no pixels).")
 def qa_candidates(context: dg.AssetExecutionContext, medbench: MedbenchResource):
     cfg, layout = medbench.config, medbench.layout
@@ -91,8 +93,10 @@ def qa_candidates(context: dg.AssetExecutionContext, medbench: MedbenchResource)
     atomic_write_table(pa.Table.from_pandas(skips, preserve_index=False), layout.table("candidate_skips"))
     df = result.table.select(["unit_id", "dataset_id", "granularity", "clinical_vqa_task"]).to_pandas()
     per_ds = df.groupby("dataset_id")["unit_id"].nunique().to_dict()
+    unreadable = {d.dataset_id: unreadable_planes(d.slices, cfg.gates) for d in rows if not per_ds.get(d.dataset_id)}
     empty = {d.dataset_id: dict(result.skipped_by_dataset.get(d.dataset_id, {})) for d in rows
-             if not per_ds.get(d.dataset_id)}
+             if not per_ds.get(d.dataset_id) and not unreadable[d.dataset_id]}
+    unreadable = {ds: rules for ds, rules in unreadable.items() if rules}
     return dg.MaterializeResult(
         metadata={**table_metadata(result.table), "items": len(df), "units": int(df["unit_id"].nunique()),
                   "skipped": dg.MetadataValue.md(markdown_counts(result.skipped, "reason")),
@@ -106,4 +110,5 @@ def qa_candidates(context: dg.AssetExecutionContext, medbench: MedbenchResource)
                                 metadata={"items_skipped": int(result.skipped.get("pool_too_small", 0))}),
             dg.AssetCheckResult(check_name="datasets_without_candidates", passed=not empty,
                                 severity=dg.AssetCheckSeverity.ERROR,
-                                metadata={"datasets": dg.MetadataValue.json(empty)})])
+                                metadata={"datasets": dg.MetadataValue.json(empty),
+                                          "no_readable_plane": dg.MetadataValue.json(unreadable)})])

@@ -94,16 +94,18 @@ def test_every_counted_label_has_varied_keys(exported):
 
 
 def test_datasets_without_items_are_named_as_errors(exported):
-    """Every registration yields items or is named as an error with why: fully excluded label sets,
-    gated-out images, and one-label sets whose only key the text alone gives away (dropped by the blind
-    baseline); the fallback vocabulary gives the ISBI membranes items."""
+    """Every registration yields items, is left out by the readability gates (named apart, expected), or is
+    named as an error with why: fully excluded label sets and one-label sets whose only key the text alone
+    gives away (dropped by the blind baseline); the fallback vocabulary gives the ISBI membranes items."""
     cfg, rows = exported
     from pipelines.registry import load_registry
     from pipelines.summary import summarize
     ids = load_registry(cfg.registry, cfg.standardize.ct_windows).ids
-    lines = summarize(cfg.data_root, ids).empty_datasets()
+    summary = summarize(cfg.data_root, ids, cfg.gates)
+    lines = summary.empty_datasets()
     named = {line.split("ERROR ")[1].split(":")[0]: line for line in lines}
-    assert set(ids) == set(rows["dataset_id"]) | set(named), (sorted(ids), lines)
+    assert set(ids) == set(rows["dataset_id"]) | set(named) | summary.gated_out(), (sorted(ids), lines)
+    assert "pneumoniamnist_csv" in summary.gated_out() and "pneumoniamnist_csv" not in named  # 28 x 28 X-rays
     assert "excluded_label" in named["dicompyler_rtstruct"]
     assert "isbi2012_em" in set(rows["dataset_id"])
     assert not any("pool_too_small" in line for line in lines), lines  # no registration lacks options now
