@@ -22,6 +22,7 @@ from pipelines.registry import Registry
 SPLITS = ("val", "test")
 ROBUSTNESS_FOLDER = "robustness"
 ROI_FOLDER = "roi"  # convention: an ROI-annotation export writes roi/{split}-*.parquet beside data/
+REPO_PLACEHOLDER = "ORG/NAME"  # the card's load lines name the Hub repo; `medbench push` fills in the real id
 
 # Hub licence ids by how much they restrict reuse (higher = more restrictive). Unknown terms rank as
 # non-commercial: a licence we cannot read is never treated as permissive.
@@ -266,10 +267,10 @@ def _body(bench, figures, sources, licences, splits, name, fingerprint, has_roi,
               "more than the margin). Flagged units are answered correctly with high confidence without the image. "
               "Split overlap counts must be 0.", ""]
     lines += ["## Load and evaluate", "", "```python", "from datasets import load_dataset", "",
-              'ds = load_dataset("ORG/NAME")  # or a local copy: load_dataset("path/to/benchmark")',
+              f'ds = load_dataset("{REPO_PLACEHOLDER}")  # or a local copy: load_dataset("path/to/benchmark")',
               'val = ds["val"]  # image (PIL), question, options A-E, answer, tags']
     if has_roi:
-        lines += ['roi = load_dataset("ORG/NAME", "roi_annotations")']
+        lines += [f'roi = load_dataset("{REPO_PLACEHOLDER}", "roi_annotations")']
     lines += ["```", "",
               f"VLMEvalKit: `tsv/{name}_VAL.tsv` and `tsv/{name}_TEST.tsv` follow the GMAI-MMBench TSV columns "
               "(base64 image, question, A-E, answer on val, category = clinical VQA task); register them as a custom "
