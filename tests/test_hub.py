@@ -319,6 +319,7 @@ def test_hub_push_asset_commits_and_is_opt_in(folder, hub, tmp_path):
         "medbench": MedbenchResource(config_file=str(config), data_root=str(tmp_path / "root"))})
     meta = res.asset_materializations_for_node("hub_push")[0].metadata
     assert meta["commit"].value == hub.commits(REPO)[0].oid and meta["unchanged"].value == 0
+    assert meta["configs"].value == "default, robustness"
 
 
 def test_retries_with_backoff_on_429_and_5xx(folder, hub):
