@@ -1,6 +1,6 @@
 """Rebuild every dataset partition as one backfill through `dagster dev`, then screenshot the backfill page.
 
-python -m bench.ui_backfill [--out docs/images/backfill.png] [--port 3124]
+python -m bench.ui_backfill [--out-dir docs/images] [--port 3124]
 Needs a built data root (`medbench build`: the partitions exist) and Debian's chromium. The backfill is
 launched with the UI's own GraphQL mutation (`launchPartitionBackfill`, what the "Launch backfill" button of
 the materialize dialog sends): every per-dataset asset for all partitions plus the cross-dataset assets, one
@@ -57,13 +57,15 @@ def wait_backfill(base: str, backfill_id: str, timeout: float = 1200) -> dict:
     raise TimeoutError(f"backfill {backfill_id} did not finish within {timeout:.0f} s")
 
 
-def backfill_page(base: str, backfill_id: str) -> str:
-    return f"{base}/runs/b/{backfill_id}?tab=partitions"
+def backfill_page(base: str, backfill_id: str, tab: str = "overview") -> str:
+    """The backfill's page: `overview` (each asset's partitions targeted, in progress, succeeded, failed) or
+    `runs` (the runs it launched)."""
+    return f"{base}/runs/b/{backfill_id}" + ("" if tab == "overview" else f"?tab={tab}")
 
 
-def main(argv: list[str] | None = None) -> Path:
+def main(argv: list[str] | None = None) -> list[Path]:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", type=Path, default=PROJECT_ROOT / "docs" / "images" / "backfill.png")
+    ap.add_argument("--out-dir", type=Path, default=PROJECT_ROOT / "docs" / "images")
     ap.add_argument("--port", type=int, default=3124)
     args = ap.parse_args(argv)
     chromium = find_chromium()
@@ -72,9 +74,10 @@ def main(argv: list[str] | None = None) -> Path:
     with dagster_dev(args.port) as base:
         backfill_id = launch_rebuild(base)
         record = wait_backfill(base, backfill_id)
-        shot = screenshot(backfill_page(base, backfill_id), args.out, chromium)
-    print(record["status"], f"{record['numPartitions']} partitions, {len(record['runs'])} runs", shot)
-    return shot
+        shots = [screenshot(backfill_page(base, backfill_id, tab), args.out_dir / name, chromium)
+                 for tab, name in (("overview", "backfill.png"), ("runs", "backfill_runs.png"))]
+    print(record["status"], f"{record['numPartitions']} partitions, {len(record['runs'])} runs", *shots)
+    return shots
 
 
 if __name__ == "__main__":
