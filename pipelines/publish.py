@@ -36,7 +36,8 @@ ALLOWED = ("README.md", "manifest.json", "data/*.parquet", "roi/images/*.png", "
            "lexical_tree.json", "lexical_tree.html", "summary/*.md", "summary/*.png")
 NEVER = ("private/*", "*/private/*", "*answer_key*", "*provenance*")
 # remote folders we own: stale files there are deleted (a config folder too, when a build no longer writes it)
-MANAGED = ("data/", "roi/", "tsv/", "summary/", "consistency/", "robustness/", "grounding/")
+CONFIGS = ("consistency", "robustness", "grounding")  # config folders beside the main data/ (each optional)
+MANAGED = ("data/", "roi/", "tsv/", "summary/", *(f"{c}/" for c in CONFIGS))
 RETRY_STATUS = {429, 500, 502, 503, 504}
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 T = TypeVar("T")
