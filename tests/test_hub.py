@@ -83,7 +83,8 @@ def synthetic_bench(data_root, dataset_ids: list[str], n: int = 18, robustness: 
     tests = [r for r in rows if r["split"] == "test"][:robustness]
     for k, r in enumerate(tests):
         rows.append({**r, "index": n + k, "item_id": f"rob{k:04d}", "unit_id": f"robunit{k:04d}",
-                     "subset": "robustness", "variant_of": r["item_id"], "variant": "gaussian_noise:1"})
+                     "subset": "robustness", "variant_of": r["item_id"],
+                     "variant": json.dumps({"kind": "gaussian_noise", "severity": 1}, sort_keys=True)})
     return pd.DataFrame(rows)
 
 
@@ -139,13 +140,15 @@ def hub(monkeypatch, tmp_path):
 
 def load_from_hub(hub: HubServer, configs: list[str], tmp_path: Path) -> dict:
     """`datasets.load_dataset(REPO, config)` for each config in a fresh process whose HF_ENDPOINT is the local
-    server (what a user of another Hub does): {config: {split: [rows, first image size, columns]}}."""
+    server (what a user of another Hub does): {config: {split: [rows, first image size, columns,
+    answers given]}}."""
     code = ("import json, sys, datasets\n"
             "out = {}\n"
             "for name in sys.argv[2:]:\n"
             "    ds = datasets.load_dataset(sys.argv[1], name)\n"
             "    out[name] = {s: [d.num_rows, list(d[0]['image'].size) if 'image' in d.features else None,"
-            " sorted(d.column_names)] for s, d in ds.items()}\n"
+            " sorted(d.column_names), sum(a is not None for a in d['answer']) if 'answer' in d.features else 0]"
+            " for s, d in ds.items()}\n"
             "print(json.dumps(out))\n")
     env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "reader_hf_home"),
            "HF_DATASETS_CACHE": str(tmp_path / "reader_cache"), "HF_HUB_DISABLE_XET": "1"}
@@ -219,8 +222,9 @@ def test_push_commits_every_declared_config_through_lfs_and_loads_from_the_hub(e
         for pattern in patterns:
             split = Path(pattern).name.split("-")[0]
             rows = sum(pq.read_metadata(folder / r).num_rows for r in local if fnmatch.fnmatch(r, pattern))
-            n, size, columns = loaded[name][split]
+            n, size, columns, answered = loaded[name][split]
             assert n == rows and size == [24, 24] and "question" in columns, (name, split)
+            assert answered == (n if split == "val" else 0), (name, split)  # test answers are withheld
     main = loaded["default"]
     bench = pd.read_parquet(folder / "data")
     assert main["val"][0] == (bench["split"] == "val").sum() and main["test"][0] == (bench["split"] == "test").sum()
