@@ -28,7 +28,7 @@ import yaml
 from PIL import Image
 
 from pipelines import PIPELINE_VERSION
-from pipelines.config import PROJECT_ROOT, PipelineConfig, PublishSettings
+from pipelines.config import PipelineConfig, PublishSettings
 from tests.conftest import SHARED_REGISTRY, needs_shared
 from tests.hub_server import HubServer
 
