@@ -9,7 +9,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_CACHE_DIR ?= $(CURDIR)/.uv-cache
 export DAGSTER_HOME ?= $(CURDIR)/.dagster
 
-.PHONY: demo test dev bench install install-dev clean
+.PHONY: demo test dev bench install install-dev install-deploy clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -20,6 +20,11 @@ install: $(UV)
 
 install-dev: $(UV)
 	$(UV) sync --frozen --extra dev --python $(PYTHON)
+
+## install-deploy: the deployment extras together (Postgres storage, Celery workers, Kubernetes run launcher);
+## `uv sync` keeps exactly the extras it is given, so installing one alone removes the others
+install-deploy: $(UV)
+	$(UV) sync --frozen --extra deploy --python $(PYTHON)
 
 ## demo: build the whole asset graph on the bundled demo datasets (offline, SQLite Dagster)
 demo: install

@@ -21,5 +21,5 @@ def hub_push(context: dg.AssetExecutionContext, medbench: MedbenchResource):
     yield dg.MaterializeResult(metadata={
         "repo_id": settings.repo_id, "revision": report.revision, "commit": report.commit_oid or "none (unchanged)",
         "commit_message": report.commit_message, "uploaded": len(report.uploaded),
-        "unchanged": len(report.unchanged), "deleted": len(report.deleted),
+        "unchanged": len(report.unchanged), "deleted": len(report.deleted), "configs": ", ".join(sorted(report.configs)),
         "url": dg.MetadataValue.url(f"{publisher.endpoint}/datasets/{settings.repo_id}")})

@@ -64,6 +64,19 @@ def readable_planes(df: pd.DataFrame, settings: GateSettings) -> np.ndarray:
     return ok
 
 
+def unreadable_planes(slices: pd.DataFrame, settings: GateSettings) -> dict[str, int]:
+    """When no described plane passes the image rules: planes failing each image rule (a dataset none of whose
+    planes can be shown readably yields no item by design, the gates' expected outcome). Empty otherwise.
+    ``slices`` holds the slices table's display_width, display_height and contrast."""
+    if slices.empty:
+        return {}
+    geo = slices.rename(columns={"display_width": "image_width", "display_height": "image_height"})
+    if readable_planes(geo, settings).any():
+        return {}
+    return {r.name: int(r.fails(geo, settings).sum()) for r in RULES
+            if r.name in IMAGE_RULES and r.fails(geo, settings).any()}
+
+
 @dataclass
 class GateResult:
     verdicts: pa.Table  # unit_id, gate, failed

@@ -1,6 +1,9 @@
 """Push the exported benchmark to a Hugging Face dataset repository, as one idempotent commit.
 
-Only allowlisted public files leave the machine (the answer key under private/ never does). Files whose
+Only allowlisted public files leave the machine (nothing under private/ ever does). The data files of every
+config the dataset card declares are part of the allowlist, read from the card's own YAML header, so a config
+the card names is always uploaded, and a card naming a config whose files are missing stops the push. The
+card's load lines get the repository id of the push. Files whose
 content already matches the remote copy (git blob id, or LFS sha256) are skipped, so an unchanged benchmark
 makes no commit. Transient Hub errors (429, 5xx, dropped connections) are retried with exponential backoff.
 The token comes from HF_TOKEN or `hf auth login` and is scrubbed from every error text we raise or log.
@@ -25,16 +28,17 @@ from huggingface_hub.errors import HfHubHTTPError, RemoteEntryNotFoundError
 
 from pipelines import PIPELINE_VERSION
 from pipelines.config import PublishSettings
-from pipelines.export.card import roi_config
+from pipelines.export.card import REPO_PLACEHOLDER, roi_config
 from pipelines.redact import redact as redact_text
 
-# What may be published, relative to the export folder. Everything else stays local.
-CONFIGS = ("consistency", "robustness", "grounding")  # config folders beside the main data/ (each optional)
-ALLOWED = ("README.md", "manifest.json", "data/*.parquet", "roi/*.parquet", "roi/images/*.png", "tsv/*.tsv",
-           *(f"{c}/data/*.parquet" for c in CONFIGS), *(f"{c}/tsv/*.tsv" for c in CONFIGS),
+# What may be published, relative to the export folder, besides the data files of the card's configs (and the
+# TSVs in each config's folder). Everything else stays local.
+ALLOWED = ("README.md", "manifest.json", "data/*.parquet", "roi/images/*.png", "tsv/*.tsv",
            "lexical_tree.json", "lexical_tree.html", "summary/*.md", "summary/*.png")
-NEVER = ("private/*", "*answer_key*", "*provenance*")
-MANAGED = ("data/", "roi/", "tsv/", "summary/", *(f"{c}/" for c in CONFIGS))  # remote folders we own: stale files there are deleted
+NEVER = ("private/*", "*/private/*", "*answer_key*", "*provenance*")
+# remote folders we own: stale files there are deleted (a config folder too, when a build no longer writes it)
+CONFIGS = ("consistency", "robustness", "grounding")  # config folders beside the main data/ (each optional)
+MANAGED = ("data/", "roi/", "tsv/", "summary/", *(f"{c}/" for c in CONFIGS))
 RETRY_STATUS = {429, 500, 502, 503, 504}
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 T = TypeVar("T")
@@ -91,6 +95,7 @@ class PushReport:
     uploaded: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    configs: dict[str, list[str]] = field(default_factory=dict)  # config name -> data file patterns (from the card)
     commit_message: str = ""
     commit_oid: str | None = None
     dry_run: bool = False
@@ -101,14 +106,42 @@ def redact(text: str, token: str | None) -> str:
     return redact_text(text, [token] if token else [])
 
 
-def _allowed(rel: str) -> bool:
-    return (any(fnmatch.fnmatch(rel, p) for p in ALLOWED) and not any(fnmatch.fnmatch(rel, p) for p in NEVER))
+def _matches(rel: str, patterns) -> bool:
+    return any(fnmatch.fnmatch(rel, p) for p in patterns)
 
 
-def public_manifest(manifest: dict, published: set[str]) -> bytes:
-    """The manifest restricted to the files that are published (no trace of private files)."""
-    out = {**manifest, "files": {k: v for k, v in manifest.get("files", {}).items() if k in published}}
-    return (json.dumps(out, indent=1, sort_keys=True) + "\n").encode()
+def declared_configs(readme: bytes) -> dict[str, list[str]]:
+    """{config name: data file patterns} from the card's YAML `configs` (the Hub's and `datasets`' own reading)."""
+    configs = DatasetCard(readme.decode("utf-8")).data.get("configs") or []
+    out = {}
+    for c in configs:
+        entries = c.get("data_files") or []
+        entries = [entries] if isinstance(entries, (str, dict)) else entries
+        paths = []
+        for e in entries:
+            p = e.get("path") if isinstance(e, dict) else e
+            paths += [p] if isinstance(p, str) else list(p or [])
+        out[c.get("config_name", "default")] = paths
+    return out
+
+
+def config_folders(configs: dict[str, list[str]]) -> set[str]:
+    """The top folders of the configs' data files other than data/ itself (robustness/, consistency/, ...)."""
+    return {p.split("/", 1)[0] for paths in configs.values() for p in paths if "/" in p} - {"data"}
+
+
+def public_manifest(manifest: dict, published: list[LocalFile]) -> bytes:
+    """The export's manifest with its file list replaced by the files published, hashed as sent (the card gets
+    the repo id on the way out): no trace of private files, and every entry matches the remote copy."""
+    files = {f.path_in_repo: {"sha256": f.sha256, "bytes": f.size} for f in published}
+    return (json.dumps({**manifest, "files": files}, indent=1, sort_keys=True) + "\n").encode()
+
+
+def with_repo_id(readme: bytes, repo_id: str | None) -> bytes:
+    """The card with its load lines naming the repository it is pushed to."""
+    if not repo_id:
+        return readme
+    return readme.replace(f'"{REPO_PLACEHOLDER}"'.encode(), f'"{repo_id}"'.encode())
 
 
 def card_with_roi(readme: bytes, folder: Path) -> bytes:
@@ -126,24 +159,32 @@ def card_with_roi(readme: bytes, folder: Path) -> bytes:
     return str(card).encode("utf-8")
 
 
-def plan_files(folder: Path) -> list[LocalFile]:
-    """The allowlisted files of an export folder, with the card and manifest as they will be published."""
+def plan_files(folder: Path, repo_id: str | None = None) -> tuple[list[LocalFile], dict[str, list[str]]]:
+    """The allowlisted files of an export folder, with the card and manifest as they will be published, and the
+    configs the card declares. A declared config without files is an error: the repo would not load."""
     folder = Path(folder)
     if not (folder / "README.md").is_file() or not (folder / "data").is_dir():
         raise PublishError(f"{folder} is not a benchmark export (no README.md or data/); "
                            "fix: run `medbench build` first or pass the export folder")
+    readme = with_repo_id(card_with_roi((folder / "README.md").read_bytes(), folder), repo_id)
+    configs = declared_configs(readme)
+    allowed = (*ALLOWED, *(p for paths in configs.values() for p in paths),
+               *(f"{f}/tsv/*.tsv" for f in config_folders(configs)))
     rels = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-    chosen = [r for r in rels if _allowed(r)]
-    files = []
-    for rel in chosen:
-        if rel == "README.md":
-            files.append(LocalFile(rel, data=card_with_roi((folder / rel).read_bytes(), folder)))
-        elif rel == "manifest.json":
-            files.append(LocalFile(rel, data=public_manifest(json.loads((folder / rel).read_text()), set(chosen))))
-        else:
-            files.append(LocalFile(rel, source=folder / rel))
-    assert not any(f.path_in_repo.startswith("private/") for f in files)
-    return files
+    chosen = [r for r in rels if _matches(r, allowed) and not _matches(r, NEVER)]
+    for name, paths in configs.items():
+        for pattern in paths:
+            if not any(fnmatch.fnmatch(r, pattern) for r in chosen):
+                raise PublishError(f"the card of {folder} declares config '{name}' with files {pattern}, but there "
+                                   "are none; fix: rebuild the export (`medbench build --select benchmark_exports`)")
+    files = [LocalFile(rel, data=readme) if rel == "README.md" else LocalFile(rel, source=folder / rel)
+             for rel in chosen if rel != "manifest.json"]
+    if "manifest.json" in chosen:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        files = sorted([*files, LocalFile("manifest.json", data=public_manifest(manifest, files))],
+                       key=lambda f: f.path_in_repo)
+    assert not any(_matches(f.path_in_repo, NEVER) for f in files)
+    return files, configs
 
 
 def commit_message(folder: Path) -> str:
@@ -192,8 +233,9 @@ class Publisher:
         if not REPO_ID.match(repo_id or ""):
             raise PublishError(f"repo id '{repo_id}' is not ORG/NAME; fix: pass --repo-id ORG/NAME")
         revision = revision or self.settings.revision
-        files = plan_files(folder)
-        report = PushReport(repo_id, revision, files, commit_message=commit_message(folder), dry_run=dry_run)
+        files, configs = plan_files(folder, repo_id)
+        report = PushReport(repo_id, revision, files, configs=configs, commit_message=commit_message(folder),
+                            dry_run=dry_run)
         if dry_run:
             report.uploaded = [f.path_in_repo for f in files]
             return report
@@ -212,13 +254,14 @@ class Publisher:
         infos = self.api.get_paths_info(repo_id, paths, repo_type="dataset", revision=revision)
         return {i.path: (i.blob_id, i.lfs.sha256 if i.lfs else None) for i in infos if hasattr(i, "blob_id")}
 
-    def _stale(self, repo_id: str, revision: str, local: set[str]) -> list[str]:
+    def _stale(self, repo_id: str, revision: str, local: set[str], configs: dict[str, list[str]]) -> list[str]:
         try:
             tree = self.api.list_repo_tree(repo_id, repo_type="dataset", revision=revision, recursive=True)
             remote = [e.path for e in tree if hasattr(e, "blob_id")]
         except RemoteEntryNotFoundError:
             return []
-        return sorted(p for p in remote if p.startswith(MANAGED) and p not in local)
+        managed = (*MANAGED, *(f"{f}/" for f in config_folders(configs)))
+        return sorted(p for p in remote if p.startswith(managed) and p not in local)
 
     def _commit(self, report: PushReport) -> PushReport:
         """Compare with the remote, then send one commit with what changed (none when nothing did)."""
@@ -228,7 +271,8 @@ class Publisher:
             blob, lfs = remote.get(f.path_in_repo, (None, None))
             same = (lfs == f.sha256) if lfs else (blob == f.blob_id)
             (report.unchanged if same else changed).append(f)
-        report.deleted = self._stale(report.repo_id, report.revision, {f.path_in_repo for f in report.files})
+        report.deleted = self._stale(report.repo_id, report.revision, {f.path_in_repo for f in report.files},
+                                     report.configs)
         report.uploaded = [f.path_in_repo for f in changed]
         if not changed and not report.deleted:
             return report

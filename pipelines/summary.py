@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from pipelines.config import GateSettings
+from pipelines.gates import unreadable_planes
 from pipelines.run_state import failed_datasets, llm_calls, stale_datasets
 from pipelines.storage import DataLayout
 
@@ -52,6 +54,7 @@ class Summary:
     changes: dict = field(default_factory=dict)  # the changelog's counts (tables/benchmark_changelog.json)
     stale: dict[str, dict] = field(default_factory=dict)  # dataset -> why its items could not all be rendered
     llm: dict[str, dict] = field(default_factory=dict)  # step -> LLM requests and failures of its last run
+    unreadable: dict[str, dict[str, int]] = field(default_factory=dict)  # dataset -> image rule -> planes, none readable
 
     def stale_lines(self) -> list[str]:
         return [f"  STALE dataset {ds}: {v.get('reason', '?')}; {v.get('reused', 0)} item(s) keep their last good "
@@ -94,13 +97,28 @@ class Summary:
         rules = self.gated.get(ds, {})
         return ", ".join(f"{r} {d}/{u}" for r, (d, u) in sorted(rules.items())) or "-"
 
+    def _fully_gated(self, ds: str) -> bool:
+        rules = self.gated.get(ds, {})
+        units = max((u for _, u in rules.values()), default=0)
+        return bool(units) and sum(d for d, _ in rules.values()) == units
+
+    def gated_out(self) -> set[str]:
+        """Datasets the readability gates leave without items: every candidate unit dropped, or no plane
+        readable at all. The gates doing their job, so an expected outcome rather than an error."""
+        return {ds for ds in self.gated if self._fully_gated(ds)} | {
+            ds for ds in self.unreadable if not self.items.get(ds) and ds not in self.failed}
+
     def gate_warnings(self) -> list[str]:
-        """Datasets that lost every candidate unit to the readability gates: a user must know."""
+        """Datasets the readability gates leave out: a user must know, though nothing went wrong."""
         out = []
-        for ds, rules in sorted(self.gated.items()):
-            units = max((u for _, u in rules.values()), default=0)
-            if units and sum(d for d, _ in rules.values()) == units:
+        for ds in sorted(self.gated_out()):
+            if self._fully_gated(ds):
+                units = max(u for _, u in self.gated[ds].values())
                 out.append(f"  {ds}: all {units} candidate units fail the readability gates ({self.gate_text(ds)}); "
+                           "see README 'Readability gates' (readability_opt_out exempts a dataset explicitly)")
+            else:
+                rules = ", ".join(f"{r} {n}" for r, n in sorted(self.unreadable[ds].items()))
+                out.append(f"  {ds}: none of its planes passes the readability gates' image rules ({rules}); "
                            "see README 'Readability gates' (readability_opt_out exempts a dataset explicitly)")
         return out
 
@@ -113,10 +131,11 @@ class Summary:
     def expected_empty(self, ds: str) -> str | None:
         """Why a dataset without items is an expected outcome (its images are all below the readability gates, it
         reads the same images as an earlier registration, or its label map excludes every label), else None."""
-        rules = self.gated.get(ds, {})
-        units = max((u for _, u in rules.values()), default=0)
-        if units and sum(d for d, _ in rules.values()) == units:
+        if self._fully_gated(ds):
             return f"every candidate fails the readability gates ({self.gate_text(ds)})"
+        if ds in self.unreadable:
+            rules_text = ", ".join(f"{r} {n}" for r, n in sorted(self.unreadable[ds].items()))
+            return f"none of its planes passes the readability gates' image rules ({rules_text})"
         same = [a for a, b, _ in self.audit.get("duplicates", []) if b == ds]
         if same:
             return f"it reads the same images as {same[0]}, which keeps them (one source, one identity)"
@@ -168,7 +187,8 @@ class Summary:
         sections = [
             ("readability gates (units dropped / candidate units):",
              [f"  {ds}: {self.gate_text(ds)}" for ds in sorted(self.gated) if self.gated[ds]]),
-            ("datasets with no readable item:", self.gate_warnings()),
+            ("datasets left out by the readability gates (expected: their images cannot be shown readably):",
+             self.gate_warnings()),
             ("datasets that yield no benchmark item (see README 'Questions', 'Small pools'):", self.empty_datasets()),
             ("selection:", self.selection_lines())]
         for title, body in sections:  # a section is printed only when it has something to say
@@ -188,7 +208,16 @@ def _unresolved(path: Path) -> list[str]:
     return sorted(f"{r['dataset_id']}: {r['raw_label']}" for r in t if r["status"] == "unresolved")
 
 
-def summarize(data_root: Path, dataset_ids: list[str]) -> Summary:
+def _unreadable(path: Path, gates: GateSettings) -> dict[str, int]:
+    columns = ["display_width", "display_height", "contrast"]
+    if not path.is_file() or not set(columns) <= set(pq.read_schema(path).names):
+        return {}
+    return unreadable_planes(pq.read_table(path, columns=columns).to_pandas(), gates)
+
+
+def summarize(data_root: Path, dataset_ids: list[str], gates: GateSettings | None = None) -> Summary:
+    """``gates``: the run's readability settings (defaults when not given), to tell datasets none of whose
+    planes can be shown from datasets that went wrong."""
     layout = DataLayout(data_root)
     s = Summary(root=Path(data_root))
     registered = set(dataset_ids)
@@ -221,6 +250,8 @@ def summarize(data_root: Path, dataset_ids: list[str]) -> Summary:
         p = layout.table("regions", ds)
         if p.is_file() and ds not in s.failed:
             s.regions[ds] = _rows(p)
+            if unreadable := _unreadable(layout.table("slices", ds), gates or GateSettings()):
+                s.unreadable[ds] = unreadable
     if layout.table("benchmark").exists():
         ids = pq.read_table(layout.table("benchmark"), columns=["dataset_id"]).column(0).to_pylist()
         s.items = dict(Counter(ids))

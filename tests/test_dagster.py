@@ -82,6 +82,15 @@ def test_demo_build_end_to_end(demo_config, dagster_home):
         [dg.AssetCheckKey(dg.AssetKey("regions"), "regions_inside_images")])
     assert checks, "the regions check ran"
     assert sorted(instance.get_dynamic_partitions("datasets")) == sorted(samples)
+    # the demo shows success: every dataset yields items, the summary names no error, no ERROR check fails
+    assert set(bench.loc[bench["subset"] == "main", "dataset_id"]) == set(samples)
+    from pipelines.summary import summarize
+    assert "ERROR" not in summarize(demo_config.data_root, sorted(samples), demo_config.gates).render()
+    latest = {}
+    for rec in instance.get_event_records(dg.EventRecordsFilter(dg.DagsterEventType.ASSET_CHECK_EVALUATION)):
+        ev = rec.event_log_entry.dagster_event.event_specific_data
+        latest.setdefault((ev.asset_check_key, ev.partition), ev)  # records come newest first
+    assert latest and not [k for k, ev in latest.items() if not ev.passed and ev.severity == dg.AssetCheckSeverity.ERROR]
     vocab = pq.read_table(root / "label_vocab.parquet").to_pandas()
     assert set(vocab["dataset_id"]) == set(samples) and (vocab["status"] != "unresolved").all()
     assert (demo_config.data_root / "lexical_tree" / "vocabulary_tree.html").exists()

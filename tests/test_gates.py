@@ -43,6 +43,37 @@ def test_each_rule_drops_what_it_names_and_counts_it():
     assert drops.sum() == 8 and drops["mark_too_small"] == 2 and set(drops.index) == set(RULE_NAMES)
 
 
+def test_a_dataset_the_gates_leave_out_is_an_expected_outcome_not_an_error(tmp_path):
+    """33 x 41 px planes (nibabel's anatomical.nii) all fail image_too_small: the summary names the dataset under
+    the gates, never as an ERROR; a dataset with a readable plane and no item still is an error."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.gates import unreadable_planes
+    from pipelines.summary import summarize
+    g = PipelineConfig().gates
+    tiny = pd.DataFrame({"display_width": [33, 33, 41], "display_height": [41, 25, 25], "contrast": [30.0, 1.0, 30.0]})
+    assert unreadable_planes(tiny, g) == {"image_too_small": 3, "blank_image": 1}
+    assert unreadable_planes(pd.concat([tiny, pd.DataFrame({"display_width": [128], "display_height": [96],
+                                                            "contrast": [30.0]})]), g) == {}
+    tables = tmp_path / "tables"
+    for ds, geo in (("tiny_mr", tiny), ("big_ct", pd.DataFrame({"display_width": [128], "display_height": [128],
+                                                                 "contrast": [30.0]}))):
+        for name in ("slices", "regions"):
+            (tables / name).mkdir(parents=True, exist_ok=True)
+            pq.write_table(pa.Table.from_pandas(geo, preserve_index=False), tables / name / f"{ds}.parquet")
+    pq.write_table(pa.table({"dataset_id": ["other"]}), tables / "benchmark.parquet")
+    s = summarize(tmp_path, ["tiny_mr", "big_ct"])
+    assert s.gated_out() == {"tiny_mr"}
+    assert s.gate_warnings() == ["  tiny_mr: none of its planes passes the readability gates' image rules "
+                                 "(blank_image 1, image_too_small 3); see README 'Readability gates' "
+                                 "(readability_opt_out exempts a dataset explicitly)"]
+    assert s.empty_datasets() == ["  ERROR big_ct: 1 regions, 0 items",
+                                  "  tiny_mr: 0 items, as expected: none of its planes passes the readability gates' "
+                                  "image rules (blank_image 1, image_too_small 3)"]
+    assert "ERROR tiny_mr" not in s.render()
+
+
 def test_registry_opt_out_exempts_only_that_dataset_and_rule():
     g = PipelineConfig().gates
     units = pd.DataFrame([unit("a", 28, 28, mark=None, ds="mnist"), unit("b", 28, 28, mark=None, ds="other"),

@@ -1,13 +1,22 @@
 """Publishing: the real huggingface_hub client against a local Hub server (tests/hub_server.py) on 127.0.0.1.
 
 The benchmark pushed is a small export written by the real exporter (export_all) from a synthetic benchmark
-table with real PNG images, so these tests stay fast; the card test for ../shared uses the real registry.
+table with real PNG images and a registry written for these tests, so they stay fast and never read the
+project's sources.yaml; the card test for ../shared uses the ../shared test registry. Large and binary files go
+through the server's git-LFS batch API (huggingface_hub's Xet transfer, its default when hf_xet is installed,
+needs a Xet storage service this server does not provide: the tests switch it off as HF_HUB_DISABLE_XET does).
 """
 
 from __future__ import annotations
 
+import fnmatch
+import hashlib
+import json
 import logging
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,14 +34,31 @@ from tests.hub_server import HubServer
 
 TOKEN = "hf_SecretTestToken0123456789abcdef"
 REPO = "medbench-org/medbench-demo"
+LFS_THRESHOLD = 16 * 1024  # the test server's size rule (the Hub's is 10 MB): the larger TSVs go through LFS
+DATASETS = [("hub_ct_organs", "CT", "CC0-1.0"), ("hub_mr_brain", "MRI", "MIT (test data)"),
+            ("hub_cxr", "X-ray", "CC-BY-4.0")]
 TASKS = [("Organ Recognition - Abdomen", "Gastroenterology and Hepatology", "CT", "Mask level", "mask", "SEG_3D"),
          ("Disease Diagnosis", "Pulmonary Medicine", "X-ray", "Image level", "image", "CLS"),
          ("Cell Recognition", "Hematology", "Microscopy", "Box level", "box", "DET")]
 LABELS = ["liver", "spleen", "kidney", "pneumonia", "normal", "neutrophil"]
 
 
-def synthetic_bench(data_root, dataset_ids: list[str], n: int = 18) -> pd.DataFrame:
-    """A benchmark table shaped like the real one, with one small real PNG per item."""
+def write_registry(folder: Path) -> Path:
+    """A registry of three datasets for the card (ids, modalities, licences); their folders exist and are empty."""
+    entries = []
+    for ds, modality, licence in DATASETS:
+        (folder / ds).mkdir(parents=True, exist_ok=True)
+        (folder / f"{ds}.yaml").write_text(f"dataset: {ds}\nlabels: {{liver: null}}\n")
+        entries.append({"id": ds, "root": ds, "format": "image_folder", "modality": modality, "dimension": 2,
+                        "task_type": "cls", "label_map": f"{ds}.yaml", "license": licence})
+    path = folder / "sources.yaml"
+    path.write_text(yaml.safe_dump({"version": 1, "datasets": entries}, sort_keys=False))
+    return path
+
+
+def synthetic_bench(data_root, dataset_ids: list[str], n: int = 18, robustness: int = 0) -> pd.DataFrame:
+    """A benchmark table shaped like the real one, with one small real PNG per item; `robustness` perturbed
+    copies of test items (their own export config, as the exporter writes them)."""
     rng = np.random.default_rng(0)
     rows = []
     for i in range(n):
@@ -52,20 +78,44 @@ def synthetic_bench(data_root, dataset_ids: list[str], n: int = 18) -> pd.DataFr
                      "group_id": f"g{group:03d}", "image_id": f"img{i:04d}", "prompt_id": f"p{i:04d}",
                      "image_path": path, "template_id": "t1", "pool_size": 3.0,
                      "split": "val" if group % 3 == 0 else "test", "dataset_id": ds, "source_path": f"src/{i}.png",
-                     "pipeline_version": PIPELINE_VERSION, "seed": 1})
+                     "pipeline_version": PIPELINE_VERSION, "seed": 1, "subset": "main", "variant_of": None,
+                     "variant": None})
+    tests = [r for r in rows if r["split"] == "test"][:robustness]
+    for k, r in enumerate(tests):
+        rows.append({**r, "index": n + k, "item_id": f"rob{k:04d}", "unit_id": f"robunit{k:04d}",
+                     "subset": "robustness", "variant_of": r["item_id"],
+                     "variant": json.dumps({"kind": "gaussian_noise", "severity": 1}, sort_keys=True)})
     return pd.DataFrame(rows)
+
+
+def add_contract_config(folder: Path, name: str, splits: tuple[str, ...]) -> None:
+    """A config folder `name/data/{split}-00000-of-00001.parquet` declared in the card, as the export contract
+    lays out the consistency and grounding configs (rows: the main config's, so `datasets` reads the features).
+    Nothing is added when the exporter already declares the config."""
+    from huggingface_hub import DatasetCard
+    card = DatasetCard((folder / "README.md").read_text())
+    if any(c["config_name"] == name for c in card.data.configs):
+        return
+    for split in splits:
+        target = folder / name / "data" / f"{split}-00000-of-00001.parquet"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(sorted((folder / "data").glob(f"{split}-*.parquet"))[0], target)
+    card.data.configs = [*card.data.configs, {"config_name": name, "data_files": [
+        {"split": s, "path": f"{name}/data/{s}-*.parquet"} for s in splits]}]
+    (folder / "README.md").write_text(str(card))
 
 
 FIGURES = {"analytic_chance": 0.3333, "random_guess": 0.35, "text_only_accuracy": 0.3, "text_only_flagged_units": 1}
 
 
 @pytest.fixture(scope="module")
-def export(demo_registry, tmp_path_factory):
-    """(config, export folder) of a small benchmark written by the real exporter."""
+def export(tmp_path_factory):
+    """(config, export folder) of a small benchmark written by the real exporter, from a temporary registry."""
     from pipelines.export.run import export_all
-    root = tmp_path_factory.mktemp("hub") / "data"
-    cfg = PipelineConfig.load(registry=demo_registry, data_root=root)
-    bench = synthetic_bench(root, ["demo_ct_abdomen", "demo_mr_brain", "demo_cxr_pneumonia"])
+    base = tmp_path_factory.mktemp("hub")
+    root = base / "data"
+    cfg = PipelineConfig.load(registry=write_registry(base / "registry"), data_root=root)
+    bench = synthetic_bench(root, [ds for ds, _, _ in DATASETS], robustness=4)
     export_all(bench, FIGURES, root, root / "benchmark", cfg)
     return cfg, root / "benchmark"
 
@@ -78,11 +128,34 @@ def folder(export, tmp_path):
 
 @pytest.fixture()
 def hub(monkeypatch, tmp_path):
+    from huggingface_hub import constants
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    with HubServer() as server:
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)  # read once at import: the variable alone is late
+    with HubServer(lfs_threshold=LFS_THRESHOLD) as server:
         monkeypatch.setenv("HF_ENDPOINT", server.url)
         yield server
+
+
+def load_from_hub(hub: HubServer, configs: list[str], tmp_path: Path) -> dict:
+    """`datasets.load_dataset(REPO, config)` for each config in a fresh process whose HF_ENDPOINT is the local
+    server (what a user of another Hub does): {config: {split: [rows, first image size, columns,
+    answers given]}}."""
+    code = ("import json, sys, datasets\n"
+            "out = {}\n"
+            "for name in sys.argv[2:]:\n"
+            "    ds = datasets.load_dataset(sys.argv[1], name)\n"
+            "    out[name] = {s: [d.num_rows, list(d[0]['image'].size) if 'image' in d.features else None,"
+            " sorted(d.column_names), sum(a is not None for a in d['answer']) if 'answer' in d.features else 0]"
+            " for s, d in ds.items()}\n"
+            "print(json.dumps(out))\n")
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "reader_hf_home"),
+           "HF_DATASETS_CACHE": str(tmp_path / "reader_cache"), "HF_HUB_DISABLE_XET": "1"}
+    proc = subprocess.run([sys.executable, "-c", code, REPO, *configs], capture_output=True, text=True, env=env,
+                          timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def publisher(log: list | None = None, sleeps: list | None = None, **kw):
@@ -91,36 +164,81 @@ def publisher(log: list | None = None, sleeps: list | None = None, **kw):
                      sleep=(sleeps.append if sleeps is not None else lambda s: None))
 
 
-def test_push_commits_public_files_once_and_loads_with_datasets(export, folder, hub, tmp_path):
-    import datasets
-    from huggingface_hub import snapshot_download
+def test_push_commits_every_declared_config_through_lfs_and_loads_from_the_hub(export, folder, hub, tmp_path):
+    """One commit holds every config the card declares (main, robustness, and the contract's consistency and
+    grounding folders), binary and large files as LFS objects, the card naming the repo, nothing of private/;
+    `datasets.load_dataset` reads each config from the server."""
+    from pipelines.publish import declared_configs
+    add_contract_config(folder, "consistency", ("val", "test"))
+    add_contract_config(folder, "grounding", ("test",))
+    (folder / "private" / "provenance.parquet").write_bytes(b"PRIVATE-PROVENANCE-" + os.urandom(16))
+    private = [p.read_bytes() for p in (folder / "private").rglob("*") if p.is_file()]
+    assert len(private) >= 2 and any((folder / "private").glob("*answer_key*.parquet"))  # the exporter's key
     report = publisher().push(folder, REPO, private=True)
     commits = hub.commits(REPO)
     assert len(commits) == 1 and report.commit_oid == commits[0].oid
     fingerprint = export[0].fingerprint()
     assert commits[0].message == f"medbench {PIPELINE_VERSION}: benchmark export (config {fingerprint})"
-    files = set(commits[0].files)
-    assert {"README.md", "manifest.json", "tsv/medbench_VAL.tsv", "tsv/medbench_TEST.tsv"} <= files
-    assert any(f.startswith("data/val-") for f in files) and any(f.startswith("data/test-") for f in files)
-    assert (folder / "private" / "answer_key.parquet").is_file()  # present locally...
-    assert not any("private" in f or "answer_key" in f for f in files)  # ...never sent
-    assert b"answer_key" not in commits[0].files["manifest.json"] and b"provenance" not in commits[0].files["manifest.json"]
+    files = commits[0].files
+    # every config the card declares, each split's files, is in the repo
+    card = files["README.md"].decode()
+    configs = declared_configs(files["README.md"])
+    assert {"default", "robustness", "consistency", "grounding"} <= set(configs)
+    local = {p.relative_to(folder).as_posix() for p in folder.rglob("*.parquet")}
+    for name, patterns in configs.items():
+        for pattern in patterns:
+            wanted = {r for r in local if fnmatch.fnmatch(r, pattern)}
+            assert wanted and wanted <= set(files), (name, pattern)
+    assert "robustness/tsv/medbench_ROBUSTNESS_TEST.tsv" in files
+    assert {"README.md", "manifest.json", "tsv/medbench_VAL.tsv", "tsv/medbench_TEST.tsv"} <= set(files)
+    # the card names the repository it was pushed to; the published manifest hashes what was sent
+    assert f'load_dataset("{REPO}")' in card and "ORG/NAME" not in card
+    manifest = json.loads(files["manifest.json"])
+    assert all(hashlib.sha256(files[k]).hexdigest() == v["sha256"] for k, v in manifest["files"].items())
+    assert set(manifest["files"]) == set(files) - {"manifest.json"}
+    # private/ stays local: no path, no byte of it in any request (commit, preupload, LFS upload)
+    assert not any("private" in f or "answer_key" in f or "provenance" in f for f in files)
+    for data in private:
+        assert not any(data in r["body"] for r in hub.requests)
+    assert not any(b"private/" in r["body"] for r in hub.requests)
+    # LFS: binary files and files over the size rule were uploaded to LFS storage, checked, and committed by
+    # pointer; the rest travelled inline. Expected sets from the local files, not from the client.
+    sizes = {rel: len(data) for rel, data in files.items()}
+    expected_lfs = {rel for rel in files if rel.endswith((".parquet", ".png")) or sizes[rel] >= LFS_THRESHOLD}
+    assert any(rel.endswith(".tsv") for rel in expected_lfs) and "README.md" not in expected_lfs
+    assert hub.stored_as_lfs(REPO) == expected_lfs
+    puts = hub.calls("PUT", "/lfs-storage/")
+    assert {r["path"].rsplit("/", 1)[1] for r in puts} == {hashlib.sha256(files[r]).hexdigest() for r in expected_lfs}
+    assert all(r["auth"] is None for r in puts)  # storage URLs carry no token, as on the Hub
+    commit_body = hub.calls("POST", "/commit/")[0]["body"]
+    lines = [json.loads(line) for line in commit_body.splitlines()]
+    assert {x["value"]["path"] for x in lines if x["key"] == "lfsFile"} == expected_lfs
+    assert {x["value"]["path"] for x in lines if x["key"] == "file"} == set(files) - expected_lfs
     assert hub.repos[REPO].private
-    assert {r["auth"] for r in hub.requests} == {f"Bearer {TOKEN}"}
-    preupload = hub.calls("POST", "/preupload/")
-    assert len(preupload) == 1 and hub.calls("POST", "/paths-info/")
-
-    local = snapshot_download(REPO, repo_type="dataset", endpoint=hub.url, local_dir=tmp_path / "dl")
-    ds = datasets.load_dataset(str(local), cache_dir=str(tmp_path / "cache"))
+    assert {r["auth"] for r in hub.requests if "/lfs-storage/" not in r["path"]} == {f"Bearer {TOKEN}"}
+    # `datasets` reads every declared config from the server
+    loaded = load_from_hub(hub, sorted(configs), tmp_path)
+    for name, patterns in configs.items():
+        for pattern in patterns:
+            split = Path(pattern).name.split("-")[0]
+            rows = sum(pq.read_metadata(folder / r).num_rows for r in local if fnmatch.fnmatch(r, pattern))
+            n, size, columns, answered = loaded[name][split]
+            assert n == rows and size == [24, 24] and "question" in columns, (name, split)
+            assert answered == (n if split == "val" else 0), (name, split)  # test answers are withheld
+    main = loaded["default"]
     bench = pd.read_parquet(folder / "data")
-    assert set(ds) == {"val", "test"}
-    assert ds["val"].num_rows == (bench["split"] == "val").sum() and ds["test"].num_rows == (bench["split"] == "test").sum()
-    img = ds["val"][0]["image"]
-    assert isinstance(img, Image.Image) and img.size == (24, 24)
-    assert all(a is None for a in ds["test"]["answer"])
-    card = yaml.safe_load((Path(local) / "README.md").read_text().split("---")[1])
-    assert card["task_categories"] == ["visual-question-answering", "multiple-choice"]
-    assert [s["num_examples"] for s in card["dataset_info"][0]["splits"]] == [ds["val"].num_rows, ds["test"].num_rows]
+    assert main["val"][0] == (bench["split"] == "val").sum() and main["test"][0] == (bench["split"] == "test").sum()
+    meta = yaml.safe_load(card.split("---")[1])
+    assert meta["task_categories"] == ["visual-question-answering", "multiple-choice"]
+
+
+def test_a_declared_config_without_files_stops_the_push(folder, hub):
+    from pipelines.publish import PublishError
+    add_contract_config(folder, "grounding", ("test",))
+    shutil.rmtree(folder / "grounding")
+    with pytest.raises(PublishError, match="declares config 'grounding'.*rebuild the export"):
+        publisher().push(folder, REPO)
+    assert hub.requests == []
 
 
 def test_second_push_of_unchanged_benchmark_uploads_nothing(folder, hub):
@@ -203,6 +321,7 @@ def test_hub_push_asset_commits_and_is_opt_in(folder, hub, tmp_path):
         "medbench": MedbenchResource(config_file=str(config), data_root=str(tmp_path / "root"))})
     meta = res.asset_materializations_for_node("hub_push")[0].metadata
     assert meta["commit"].value == hub.commits(REPO)[0].oid and meta["unchanged"].value == 0
+    assert meta["configs"].value == "default, robustness"
 
 
 def test_retries_with_backoff_on_429_and_5xx(folder, hub):
@@ -215,7 +334,7 @@ def test_retries_with_backoff_on_429_and_5xx(folder, hub):
     assert sleeps == [0.01, 0.02, 0.04] and sum("HTTP 429" in m for m in log) == 2
 
 
-def test_roi_annotations_become_a_second_config(folder, hub, tmp_path):
+def test_roi_annotations_become_one_more_config(folder, hub, tmp_path):
     import datasets
     from huggingface_hub import snapshot_download
     for split, n in (("val", 2), ("test", 3)):
@@ -226,7 +345,7 @@ def test_roi_annotations_become_a_second_config(folder, hub, tmp_path):
     publisher().push(folder, REPO)
     card = hub.commits(REPO)[0].files["README.md"].decode()
     meta = yaml.safe_load(card.split("---")[1])
-    assert [c["config_name"] for c in meta["configs"]] == ["default", "roi_annotations"]
+    assert [c["config_name"] for c in meta["configs"]] == ["default", "robustness", "roi_annotations"]
     local = snapshot_download(REPO, repo_type="dataset", endpoint=hub.url, local_dir=tmp_path / "dl")
     roi = datasets.load_dataset(str(local), "roi_annotations", cache_dir=str(tmp_path / "cache"))
     assert roi["val"].num_rows == 2 and roi["test"].num_rows == 3 and roi["test"][0]["label"] == "liver"

@@ -212,6 +212,24 @@ def test_distractor_count_rule():
     assert opts[0] == "2" and len(set(opts)) == len(opts) and all(int(o) >= 0 for o in opts)
 
 
+def test_count_key_rank_is_not_a_giveaway():
+    """Text-only rules over the numbers alone (the middle of the sorted options, the option nearest their mean)
+    do no better than chance, over 3000 count items with keys 1..40 (the ../shared build has no counting item
+    left: BCCD's white cells are `narrow_count_range`, its other cells not exhaustive; so the rule is checked
+    where the options are made)."""
+    q, rng = QuestionSettings(), np.random.default_rng(11)
+    middle, nearest_mean, chance = [], [], []
+    for _ in range(3000):
+        key = int(rng.integers(1, 41))
+        opts = [int(o) for o in count_options(rng, key, q)]
+        ordered = sorted(opts)
+        middle.append(ordered[len(ordered) // 2] == key)
+        nearest_mean.append(min(ordered, key=lambda o: abs(o - np.mean(opts))) == key)  # ties: the lower
+        chance.append(1 / len(opts))
+    assert np.mean(middle) <= np.mean(chance) + 0.03, (np.mean(middle), np.mean(chance))
+    assert np.mean(nearest_mean) <= np.mean(chance) + 0.03, (np.mean(nearest_mean), np.mean(chance))
+
+
 def test_letters_balanced_per_option_count():
     units = [{"unit_id": f"u{i}", "options": ["ans", "d1", "d2"][: 2 + i % 2], "multi": False} for i in range(400)]
     assign_letters(units, seed=7)

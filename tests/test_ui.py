@@ -1,4 +1,5 @@
-"""Browser test: headless Chromium against `dagster dev` (started here on 127.0.0.1) on a built instance."""
+"""Browser test: headless Chromium against `dagster dev` (started here on 127.0.0.1) on a built instance, and a
+rebuild of every dataset partition launched as one backfill the way the UI launches it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bench.ui_backfill import backfill_page, launch_rebuild, wait_backfill
 from bench.ui_screenshot import dagster_dev, find_chromium, rendered_text, screenshot
 
 CHROMIUM = find_chromium()
@@ -21,6 +23,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (Debian: apt-get install chromium)")
 def test_asset_graph_and_benchmark_page(demo_registry, tmp_path, monkeypatch, dagster_home, demo_sources):
     from assets.build import build
@@ -36,7 +39,22 @@ def test_asset_graph_and_benchmark_page(demo_registry, tmp_path, monkeypatch, da
         graph = screenshot(f"{base}/asset-groups", out / "asset_graph.png", CHROMIUM)
         page = screenshot(f"{base}/assets/benchmark", out / "benchmark.png", CHROMIUM)
         text = rendered_text(f"{base}/assets/benchmark", CHROMIUM)
-    for shot in (graph, page):
+        # rebuilding every dataset from the UI: one backfill (the materialize dialog's mutation), run by the daemon
+        backfill_id = launch_rebuild(base)
+        record = wait_backfill(base, backfill_id, timeout=900)
+        backfill = screenshot(backfill_page(base, backfill_id), out / "backfill.png", CHROMIUM)
+        backfill_text = rendered_text(backfill_page(base, backfill_id), CHROMIUM)
+    assert record["isAssetBackfill"] and record["numPartitions"] == 2, record
+    assert record["status"].startswith("COMPLETED") and record["status"] != "COMPLETED_FAILED", record
+    runs = record["runs"]
+    assert runs and all(r["status"] == "SUCCESS" for r in runs), runs
+    tags = [{t["key"]: t["value"] for t in r["tags"]} for r in runs]
+    assert all(t.get("dagster/backfill") == backfill_id for t in tags)
+    assert sorted(t["dagster/partition"] for t in tags if "dagster/partition" in t) == \
+        ["demo_blood_smear", "demo_cxr_pneumonia"]  # one run per dataset partition
+    assert len(runs) == 3  # and one run of the cross-dataset assets after them
+    assert "demo_blood_smear" in backfill_text or "Partitions" in backfill_text
+    for shot in (graph, page, backfill):
         assert shot.read_bytes()[:4] == b"\x89PNG" and shot.stat().st_size > 20_000, shot
     # what a user reads on the benchmark page: the code location, the automation condition, the checks
     for expected in ("medbench", "eager", "benchmark", "Parquet"):

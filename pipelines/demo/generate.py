@@ -1,7 +1,7 @@
 """Write the demo source datasets deterministically under one folder.
 
-Real images come from installed packages (nibabel's anatomical MR volume, pydicom's CT
-slice); label types those lack are generated as phantoms with known ground truth: a CT
+Real images come from installed packages (nibabel's brain EPI volume, pydicom's thoracic CT
+slice, with threshold-derived labels); label types those lack are generated as phantoms with known ground truth: a CT
 abdomen phantom with organs and a liver lesion (two cases stored in different
 orientations), chest radiograph phantoms for single- and multi-label classification,
 dermoscopy arrays in MedMNIST layout, blood-smear images with COCO boxes, and endoscopy
@@ -22,7 +22,7 @@ import SimpleITK as sitk
 from pydicom.data import get_testdata_file
 from scipy import ndimage
 
-DEMO_VERSION = "3"
+DEMO_VERSION = "4"
 SEED = 7
 
 
@@ -85,37 +85,60 @@ def write_ct_phantoms(out: Path, rng: np.random.Generator, n: int = 3) -> None:
         _write_lps_nifti(out / "labels" / f"case_{i:03d}.nii", lab, flip_x=flip)
 
 
-def write_mr_anatomical(out: Path) -> None:
-    """nibabel's real anatomical MR volume and a brain mask derived by thresholding it."""
-    src = Path(nib.__file__).parent / "tests" / "data" / "anatomical.nii"  # nibabel.testing needs pytest
+def write_mr_brain(out: Path) -> None:
+    """nibabel's real brain EPI volume (the first of example4d.nii.gz's two time points, 128 x 96 x 24 at
+    2 mm: its axial planes pass the readability gates, anatomical.nii's 33 x 41 x 25 ones do not) and a
+    brain mask derived by thresholding it: the volume is already brain-extracted, so the voxels above
+    half its 99th percentile, opened, largest component, holes filled per plane, are the brain."""
+    src = Path(nib.__file__).parent / "tests" / "data" / "example4d.nii.gz"  # nibabel.testing needs pytest
     img = nib.load(src)
-    data = np.asarray(img.dataobj).astype(np.float32)
-    mask = data > np.percentile(data, 60)
-    mask = ndimage.binary_opening(mask, iterations=1)
+    data = np.asarray(img.dataobj)[..., 0]
+    mask = ndimage.binary_opening(data > 0.5 * np.percentile(data, 99), iterations=1)
     lab, n = ndimage.label(mask)
     if n:
         mask = lab == (np.argmax(np.bincount(lab.ravel())[1:]) + 1)
+    mask = np.stack([ndimage.binary_fill_holes(mask[..., k]) for k in range(mask.shape[2])], axis=2)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "labels").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, out / "images" / "anatomical.nii")
-    nib.save(nib.Nifti1Image(mask.astype(np.uint8), img.affine), out / "labels" / "anatomical.nii")
+    volume = nib.Nifti1Image(data, img.affine, img.header)
+    volume.header.set_data_shape(data.shape)
+    volume.header.set_zooms(img.header.get_zooms()[:3])
+    nib.save(volume, out / "images" / "brain_epi.nii")
+    nib.save(nib.Nifti1Image(mask.astype(np.uint8), img.affine), out / "labels" / "brain_epi.nii")
 
 
 def write_ct_dicom(out: Path) -> None:
-    """pydicom's real CT slice as a one-slice series, with a body mask on its grid (NRRD)."""
+    """pydicom's real CT slice (an axial cut of the posterior thorax at a thoracic vertebra) as a one-slice
+    series, with a label image on its grid (NRRD) derived by thresholds the slice itself supports:
+    the lung fields (air density, HU < -400, components of at least 200 pixels with the vessels inside them
+    filled in: this crop shows no air outside the body), named by side from the header's orientation (ImageOrientationPatient 1,0,0 / 0,1,0:
+    columns run toward the patient's left, so the field left of the vertebra is the right lung), and the
+    thoracic vertebra (the largest bone-density component, HU > 200, its marrow filled in). The small rib
+    fragments stay unlabelled: not every structure on the slice is annotated."""
     src = Path(get_testdata_file("CT_small.dcm"))
     (out / "dicom").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, out / "dicom" / "CT_small.dcm")
     ds = pydicom.dcmread(src)
     hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
-    body = ndimage.binary_fill_holes(ndimage.binary_opening(hu > -300, iterations=2))
+    assert [round(float(v)) for v in ds.ImageOrientationPatient] == [1, 0, 0, 0, 1, 0], "sides assume LPS columns"
+    labels = np.zeros(hu.shape, np.uint8)
+    bone, _ = ndimage.label(hu > 200)
+    vertebra = ndimage.binary_fill_holes(bone == np.argmax(np.bincount(bone.ravel())[1:]) + 1)
+    midline = np.nonzero(vertebra)[1].mean()
+    air, n = ndimage.label(hu < -400)
+    sizes = np.bincount(air.ravel())
+    for k in range(1, n + 1):
+        if sizes[k] >= 200:  # 1 right lung (patient's right = low columns), 2 left lung
+            field = ndimage.binary_fill_holes(air == k)  # the vessels inside a lung field are lung too
+            labels[field] = 1 if np.nonzero(field)[1].mean() < midline else 2
+    labels[vertebra] = 3
     image = sitk.ReadImage(str(src))
     if image.GetDimension() == 2:
         image = sitk.JoinSeries(image)
-    label = sitk.GetImageFromArray(body[None].astype(np.uint8))
+    label = sitk.GetImageFromArray(labels[None])
     label.CopyInformation(image)
     (out / "labels").mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(label, str(out / "labels" / "body.nrrd"), useCompression=False)
+    sitk.WriteImage(label, str(out / "labels" / "structures.nrrd"), useCompression=False)
 
 
 def chest_radiograph(rng: np.random.Generator, findings: set[str], size: int = 128) -> np.ndarray:
@@ -225,7 +248,7 @@ def prepare_demo_sources(out: Path, force: bool = False) -> Path:
         shutil.rmtree(out)
     rng = np.random.default_rng(SEED)
     write_ct_phantoms(out / "ct_abdomen_phantom", rng)
-    write_mr_anatomical(out / "mr_brain_nibabel")
+    write_mr_brain(out / "mr_brain_nibabel")
     write_ct_dicom(out / "ct_slice_pydicom")
     write_cxr_folder(out / "cxr_pneumonia_phantom", rng)
     write_cxr_multilabel(out / "cxr_findings_phantom", rng)

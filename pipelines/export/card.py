@@ -23,6 +23,7 @@ from pipelines.render.perturb import RULE
 SPLITS = ("val", "test")
 ROBUSTNESS_FOLDER = "robustness"
 ROI_FOLDER = "roi"  # convention: an ROI-annotation export writes roi/{split}-*.parquet beside data/
+REPO_PLACEHOLDER = "ORG/NAME"  # the card's load lines name the Hub repo; `medbench push` fills in the real id
 
 # Hub licence ids by how much they restrict reuse (higher = more restrictive). Unknown terms rank as
 # non-commercial: a licence we cannot read is never treated as permissive.
@@ -295,10 +296,10 @@ def _body(bench, figures, sources, licences, splits, name, fingerprint, present,
               "and descriptive tags only; the test split's answers, and everything computed to make a key, are kept "
               "by the maintainers.", ""]
     lines += ["## Load and evaluate", "", "```python", "from datasets import load_dataset", "",
-              'ds = load_dataset("ORG/NAME")  # or a local copy: load_dataset("path/to/benchmark")']
+              f'ds = load_dataset("{REPO_PLACEHOLDER}")  # or a local copy: load_dataset("path/to/benchmark")']
     if splits["val"]:
         lines += ['val = ds["val"]  # image (PIL), question, options A-E, answer, tags']
-    lines += [f'{c} = load_dataset("ORG/NAME", "{c}")' for c in present if c != "default"]
+    lines += [f'{c} = load_dataset("{REPO_PLACEHOLDER}", "{c}")' for c in present if c != "default"]
     lines += ["```", ""]
     if tsvs:
         lines += ["VLMEvalKit (GMAI-MMBench TSV columns: base64 image, question, A-E, answer on val, category = "
