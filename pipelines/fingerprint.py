@@ -81,12 +81,12 @@ class HashCache:
 
 
 def _linked_layout(source: Source) -> bool:
-    """A root whose option folders (images, masks, ...) are symlinks to the real folders: the user's own layout,
+    """A root whose top-level folders (images, masks, ...) are symlinks to the real folders: the user's own layout,
     so the files behind those links are followed (a loop still stops the walk with its reason)."""
-    for value in (source.entry.options or {}).values():
-        if isinstance(value, str) and value and not os.path.isabs(value) and (source.root / value).is_symlink():
-            return True
-    return False
+    try:
+        return any(p.is_symlink() and p.is_dir() for p in Path(source.root).iterdir())
+    except OSError:
+        return False
 
 
 def content_fingerprint(source: Source, cache: HashCache | None = None,

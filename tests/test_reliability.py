@@ -514,9 +514,9 @@ def test_gif_masks_and_unsupported_image_formats_are_reported(tmp_path):
         Image.open(root / "masks" / f"{s}.jpg").convert("L").point(lambda v: 255 if v > 127 else 0).save(
             root / "masks" / f"{s}.gif")
     entry["options"]["mask_name"] = "{stem}.gif"
-    Image.open(root / "images" / f"{stems[0]}.jpg").save(root / "images" / "extra.webp")
+    Image.open(root / "images" / f"{stems[0]}.jpg").save(root / "images" / "extra.tga")
     got = probe(tmp_path, entry, KVASIR_MAP)
-    assert got.bad == {("images/extra.webp", "unsupported_format")} and len(got.samples) == 3
+    assert got.bad == {("images/extra.tga", "unsupported_format")} and len(got.samples) == 3
     assert "ingest.image_extensions" in got.rows[0]["reason"]
 
 

@@ -106,6 +106,14 @@ class MaskPairsReader(Reader):
             return [str(Path(o.masks) / name)] if (mdir / name).exists() else []
         return sorted(ctx.rel(p) for p in mdir.glob(name) if p.is_file())
 
+    def _expected_mask(self, img: Path) -> str | None:
+        """Where a plain mask template says the image's mask should be (None for a glob or an unmatched key)."""
+        o = self.opts
+        key = self._key(img.name) if o.image_key else img.stem
+        if GLOB_CHARS.search(o.mask_name) or key is None:
+            return None
+        return str(Path(o.masks) / o.mask_name.format(stem=img.stem, name=img.name, key=key))
+
     # ---- one sample ---------------------------------------------------------------------------------------
     def _mask_values(self, raw: np.ndarray) -> np.ndarray:
         if self.opts.mode == "binary":
@@ -151,16 +159,17 @@ class MaskPairsReader(Reader):
     def _record(self, img: Path, refs: list[str]) -> SampleRecord:
         ctx, o = self.ctx, self.opts
         rel = ctx.rel(img)
+        limit = ctx.config.ingest.max_pixels
+        image = read_image(img, limit, rel, ctx.limits, exif="refuse")  # a bad image is named before a missing mask
         if not refs:
+            where = self._expected_mask(img) or rel
             raise SampleError(Reason.MISSING_FILE, f"no mask for image '{rel}': '{o.mask_name}' under "
                               f"'{o.masks}' matches nothing; fix 'mask_name'/'image_key' (docs/registering_datasets.md)",
-                              rel)
+                              where)
         if len(refs) > 1 and o.mode != "instances":
             shown = ", ".join(refs[:3]) + (" ..." if len(refs) > 3 else "")
             raise SampleError(Reason.BAD_ANNOTATION, f"image '{rel}' matches {len(refs)} mask files ({shown}); narrow "
                               "'mask_name', or set mode: instances when each file is one instance", rel)
-        limit = ctx.config.ingest.max_pixels
-        image = read_image(img, limit, rel, ctx.limits, exif="refuse")
         ctx.check_inside(img, rel)
         mask = self._labels(refs, limit)
         if mask.shape[:2] != image.shape[:2]:
