@@ -167,7 +167,8 @@ def scan_volume(path: Path, rel: str, max_voxels: int, labels: bool = False) -> 
         return array_facts(sitk.GetArrayViewFromImage(img), Grid.of(img), rel, labels)
     tally = _Tally(rel, labels)
     try:
-        proxy = nib.load(str(path)).dataobj
+        # one open file for the whole pass: reopened per slab, a .nii.gz would be decompressed again from its start
+        proxy = nib.load(str(path), keep_file_open=True).dataobj
         shape = proxy.shape
         step = max(1, SLAB_VOXELS // max(1, int(shape[0] * shape[1])))
         for k in range(0, shape[2], step):
