@@ -120,6 +120,8 @@ def with_images(medbench: MedbenchResource) -> pd.DataFrame:
 def benchmark_exports(context: dg.AssetExecutionContext, medbench: MedbenchResource):
     from pipelines.export.run import export_all
     from pipelines.export.verify import RENDERED_FACTS, cross_split_duplicates, exported_payloads, verify_exports
+    from pipelines.processes import release_freed_memory
+    release_freed_memory()  # the steps before ran in this process: start the export from what is alive
     cfg, layout = medbench.config, medbench.layout
     bench = with_images(medbench)
     missing = bench["image_path"].isna()

@@ -127,6 +127,16 @@ class TreeSampler(threading.Thread):
     def peak(self, start: float = 0.0, end: float = float("inf")) -> int:
         return max((r for t, _, r in self.samples if start <= t <= end), default=0)
 
+    def peak_process(self, start: float, end: float) -> str:
+        """Which process held the peak in a window: 'build' (the one `medbench build` process) or 'worker'."""
+        best = max(((r, p) for t, p, r in self.samples if start <= t <= end), default=(0, None))[1]
+        return "-" if best is None else ("build" if best == self.build_pid() else f"worker {best}")
+
+    def build_pid(self) -> int | None:
+        """The build process: the sampled root, or py-spy's one child when profiling."""
+        return self.pid if self.names.get(self.pid) != "py-spy" and self.pid in self.names else \
+            min((p for p in self.names if p != self.pid), default=None)
+
 
 def step_times(home: Path) -> dict[str, list[tuple[float, float]]]:
     """Dagster step key -> [(start, end)] over every run recorded in ``home`` (epoch seconds)."""
@@ -166,7 +176,11 @@ def floor(src: Path, pngs: list[Path]) -> dict:
             "png_levels": levels}
 
 
-def one_build(src: Path, work: Path, workers: int, profile: bool, tree: Path = PROJECT_ROOT) -> dict:
+def one_build(src: Path, work: Path, workers: int, profile: bool, tree: Path = PROJECT_ROOT,
+              floor_pngs: list[Path] | None = None) -> dict:
+    """One build of the set with ``tree``'s code; the floor is measured after it (and before it as well when
+    ``floor_pngs``, the exported images of an earlier build of the same set, are given)."""
+    floor_before = floor(src, floor_pngs)["floor_s"] if floor_pngs else None
     data, home = work / "data", work / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())
@@ -211,7 +225,9 @@ def one_build(src: Path, work: Path, workers: int, profile: bool, tree: Path = P
     b64 = sum(4 * ((n + 2) // 3) for n in png_bytes)
     vol_f32 = int(np.prod(SIZE)) * 4
     per_step = {k: {"s": round(sum(e - s for s, e in v), 2),
-                    "peak_rss_mb": round(max(sampler.peak(s, e) for s, e in v) / 2**20)} for k, v in sorted(steps.items())}
+                    "peak_rss_mb": round(max(sampler.peak(s, e) for s, e in v) / 2**20),
+                    "peak_in": sampler.peak_process(min(s for s, _ in v), max(e for _, e in v))}
+                for k, v in sorted(steps.items())}
     in_steps = sum(v["s"] for v in per_step.values())
     result = {"workers": workers, "profiled": profile, "wall_s": round(wall, 2), "steps": per_step,
               "outside_steps_s": round(wall - in_steps, 2), "exported_items": exported, "rendered_pngs": len(pngs),
@@ -224,7 +240,11 @@ def one_build(src: Path, work: Path, workers: int, profile: bool, tree: Path = P
               "volume_float32_mb": round(vol_f32 / 2**20), "rss_limit_mb": round((2 * vol_f32 + 300 * 2**20) / 2**20),
               "loadavg_before_after": None}
     result.update(floor(src, pngs))
+    if floor_before is not None:  # the floor taken just before the build too: load only ever adds time
+        result["floor_before_build_s"] = floor_before
+        result["floor_s_min"] = min(floor_before, result["floor_s"])
     result["wall_over_floor"] = round(wall / result["floor_s"], 2)
+    result["wall_over_min_floor"] = round(wall / result.get("floor_s_min", result["floor_s"]), 2)
     if profile:
         result["profile_top"] = summarize_profile(work / "profile.txt")
     return result
@@ -263,14 +283,15 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"needs the real CT in {SHARED} (clone with ../shared beside the repo)")
     src = make_set(args.work / "ct")
     trees = {"this": PROJECT_ROOT, **{t.split("=", 1)[0]: Path(t.split("=", 1)[1]).resolve() for t in args.tree}}
-    runs = []
+    runs, pngs_seen = [], None
     for rep in range(args.repeats):
         for w in args.workers:
             for name, tree in trees.items():
                 work = args.work / f"build_{name}_w{w}_r{rep}"
                 subprocess.run(["rm", "-rf", str(work)], check=True)
                 load = os.getloadavg()[0]
-                r = one_build(src, work, w, args.profile, tree)
+                r = one_build(src, work, w, args.profile, tree, pngs_seen)
+                pngs_seen = sorted((work / "data" / "rendered").rglob("*.png"))
                 r["loadavg_before_after"] = [round(load, 2), round(os.getloadavg()[0], 2)]
                 r["repeat"], r["tree"] = rep, name
                 runs.append(r)

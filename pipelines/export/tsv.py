@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import io
 from pathlib import Path
 
 import pandas as pd
@@ -52,15 +53,28 @@ def _cell(v) -> object:
 def stream_tsv(path: Path, frame: pd.DataFrame, data_root: Path) -> None:
     """Write ``frame`` as a VLMEvalKit TSV, one row at a time: each row's image (the ``image`` column holds the
     rendered file's path) is read and base64-encoded straight into the file, so memory holds one image, not
-    the benchmark. Quoting and line ends are pandas.to_csv's (csv.QUOTE_MINIMAL, '\\n')."""
+    the benchmark. Quoting and line ends are pandas.to_csv's (csv.QUOTE_MINIMAL, '\\n'). The base64 text
+    (never quoted: it has no tab, quote or line break) is written around the csv module, which would scan
+    every one of its characters."""
     at = list(frame.columns).index("image")
+    text = io.StringIO()
+    cells_writer = csv.writer(text, delimiter="\t", quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
+
+    def fields(cells: list) -> str:
+        text.seek(0)
+        text.truncate()
+        cells_writer.writerow(cells)
+        return text.getvalue()
+
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh, delimiter="\t", quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
-        writer.writerow(frame.columns)
+        fh.write(fields(list(frame.columns)))
         for row in frame.itertuples(index=False, name=None):
             cells = [_cell(v) for v in row]
-            cells[at] = base64.b64encode((data_root / row[at]).read_bytes()).decode("ascii")
-            writer.writerow(cells)
+            head = fields([*cells[:at], ""])[:-1] if at else ""  # the cells before the image, and its tab
+            tail = fields(["", *cells[at + 1:]]) if at + 1 < len(cells) else "\n"  # its tab, the cells after
+            fh.write(head)
+            fh.write(base64.b64encode((data_root / row[at]).read_bytes()).decode("ascii"))
+            fh.write(tail)
 
 
 def write_tsv(bench: pd.DataFrame, data_root: Path, out_dir: Path, name: str) -> list[Path]:

@@ -41,17 +41,21 @@ class Payload:
 
 
 def _parquet_payloads(out_dir: Path, path: Path):
-    cols = ["image", "index", "item_id", "split", "dataset_id", "perceptual_granularity"]
+    """A row group at a time (what the writer holds too), only the image bytes turned into Python objects."""
     f = pq.ParquetFile(path)
-    for batch in f.iter_batches(batch_size=64, columns=[c for c in cols if c in f.schema_arrow.names]):
-        data = batch.to_pydict()
-        n = batch.num_rows
-        for i in range(n):
-            image = data["image"][i]
-            yield Payload(path.relative_to(out_dir).as_posix(), int(data["index"][i]), data.get("item_id", [None] * n)[i],
-                          data.get("split", [None] * n)[i], data.get("dataset_id", [None] * n)[i],
-                          data.get("perceptual_granularity", [None] * n)[i],
-                          hashlib.sha256(image["bytes"] if image else b"").hexdigest())
+    cols = [c for c in ("index", "item_id", "split", "dataset_id", "perceptual_granularity") if c in f.schema_arrow.names]
+    for g in range(f.num_row_groups):
+        group = f.read_row_group(g, columns=["image", *cols])
+        meta = {c: group.column(c).to_pylist() if c in cols else [None] * group.num_rows
+                for c in ("index", "item_id", "split", "dataset_id", "perceptual_granularity")}
+        images = group.column("image").combine_chunks()
+        data = images.field("bytes")
+        for i in range(group.num_rows):
+            payload = data[i].as_buffer() if images[i].is_valid and data[i].is_valid else b""
+            yield Payload(path.relative_to(out_dir).as_posix(), int(meta["index"][i]), meta["item_id"][i],
+                          meta["split"][i], meta["dataset_id"][i], meta["perceptual_granularity"][i],
+                          hashlib.sha256(payload).hexdigest())
+        del group, images, data
 
 
 def _tsv_payloads(out_dir: Path, path: Path, items: dict[int, Payload]):
