@@ -135,7 +135,7 @@ def benchmark_exports(context: dg.AssetExecutionContext, medbench: MedbenchResou
     out = layout.root / "benchmark"
     manifest = export_all(bench.drop(columns="phash"), figures, layout.root, out, cfg, withheld)
     rendered = layout.read("rendered_items", columns=RENDERED_FACTS).to_pandas()
-    payloads = exported_payloads(out)  # each exported image hashed once, for both checks
+    payloads = exported_payloads(out, cfg.benchmark.render_workers)  # each exported image hashed once, for both checks
     report = verify_exports(out, rendered, cfg, opt_outs(medbench), payloads)
     leaks = cross_split_duplicates(out, rendered, cfg.benchmark.near_duplicate_bits, payloads)
     md = (out / "summary" / "summary.md").read_text()

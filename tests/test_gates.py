@@ -162,6 +162,8 @@ def test_export_check_compares_payloads_with_renders_and_fails_on_bad_items(tmp_
     assert report["problems"] == {"image_too_small": 2, "image_too_elongated": 2, "mark_not_visible": 2,
                                   "image_too_large": 2, "payload_differs_from_render": 1, "not_rendered": 1}
     assert "data/test-00000-of-00001.parquet index 5: payload_differs_from_render" in report["examples"]
+    from pipelines.export.verify import exported_payloads
+    assert verify_exports(tmp_path, rendered, cfg, payloads=exported_payloads(tmp_path, workers=2)) == report
     assert verify_exports(tmp_path, rendered, cfg, {"d": ["image_too_small"]})["problems"].get("image_too_small") is None
     fixed = rendered.assign(mark_pixels=[400, 0, 0, 4 * cfg.gates.min_mark_side, 0, 400])  # a mark just visible
     assert "mark_not_visible" not in verify_exports(tmp_path, fixed, cfg)["problems"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from pipelines.benchmark.leakage import cross_split_near_duplicates
 from pipelines.config import PipelineConfig
+from pipelines.processes import ordered_map
 
 MARKED = {"Box level", "Contour level"}
 GATES = {"image_too_small", "image_too_elongated", "image_too_large", "mark_not_visible"}
@@ -58,27 +59,38 @@ def _parquet_payloads(out_dir: Path, path: Path):
         del group, images, data
 
 
-def _tsv_payloads(out_dir: Path, path: Path, items: dict[int, Payload]):
-    """TSV rows, read as VLMEvalKit reads them (pandas), a chunk at a time; the TSVs carry no item id or dataset:
-    the Parquet row of the same index (unique across the export) gives them."""
+def _tsv_payloads(out_dir: Path, path: Path):
+    """TSV rows, read as VLMEvalKit reads them (pandas), a chunk at a time; the TSVs carry no item id, split or
+    dataset: :func:`exported_payloads` takes them from the Parquet row of the same index (unique across the
+    export)."""
     for chunk in pd.read_csv(path, sep="\t", usecols=["index", "image", "perceptual granularity"],
                              keep_default_na=False, chunksize=64, dtype={"image": str}):
         for index, b64, gran in zip(chunk["index"], chunk["image"], chunk["perceptual granularity"]):
-            ref = items.get(int(index))
-            yield Payload(path.relative_to(out_dir).as_posix(), int(index), ref.item_id if ref else None,
-                          ref.split if ref else None, ref.dataset_id if ref else None, gran,
+            yield Payload(path.relative_to(out_dir).as_posix(), int(index), None, None, None, gran,
                           hashlib.sha256(base64.b64decode(b64)).hexdigest())
 
 
-def exported_payloads(out_dir: Path) -> list[Payload]:
+def _file_payloads(job: tuple[Path, Path]) -> list[Payload]:
+    out_dir, path = job
+    return list(_parquet_payloads(out_dir, path) if path.suffix == ".parquet" else _tsv_payloads(out_dir, path))
+
+
+def exported_payloads(out_dir: Path, workers: int = 1) -> list[Payload]:
     """Every image of every Parquet shard and TSV under the export folder (private/ excluded), streamed: one
-    batch of images in memory at a time, only hashes kept."""
+    row group or chunk of rows in memory at a time, only hashes kept; files spread over ``workers``
+    processes (hashing and base64-decoding a few hundred MB is the work)."""
     parquets = sorted(p for p in out_dir.rglob("*.parquet") if p.parent.name == "data"
                       and "private" not in p.relative_to(out_dir).parts)
-    out = [p for path in parquets for p in _parquet_payloads(out_dir, path)]
-    items = {p.index: p for p in out}
     tsvs = sorted(p for p in out_dir.rglob("*.tsv") if p.parent.name == "tsv")
-    return out + [p for path in tsvs for p in _tsv_payloads(out_dir, path, items)]
+    files = sorted([*parquets, *tsvs], key=lambda p: -p.stat().st_size)  # the largest first: the last job is short
+    found = dict(zip(files, ordered_map(_file_payloads, [(out_dir, p) for p in files], workers)))
+    out = [p for path in parquets for p in found[path]]
+    items = {p.index: p for p in out}
+    for path in tsvs:
+        for p in found[path]:
+            ref = items.get(p.index)
+            out.append(replace(p, item_id=ref.item_id, split=ref.split, dataset_id=ref.dataset_id) if ref else p)
+    return out
 
 
 def problems(width: int, height: int, marked_pixels: int | None, granularity: str, config: PipelineConfig,
