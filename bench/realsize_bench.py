@@ -295,6 +295,7 @@ def main(argv: list[str] | None = None) -> dict:
                 r["loadavg_before_after"] = [round(load, 2), round(os.getloadavg()[0], 2)]
                 r["repeat"], r["tree"] = rep, name
                 runs.append(r)
+                (work / "result.json").write_text(json.dumps(r, indent=1))  # kept even if a later build fails
                 print(json.dumps({k: r[k] for k in ("tree", "workers", "repeat", "wall_s", "floor_s", "wall_over_floor",
                                                     "peak_rss_mb", "loadavg_before_after")}), file=sys.stderr)
     out = {"runs": runs, "nproc": os.cpu_count()}
