@@ -1,5 +1,5 @@
 """benchmark (selection, items for the selected units, splits, audit) and benchmark_exports (Parquet, TSV,
-tree, summary), with a check that reads the exported files back."""
+tree, summary), with checks that hash the exported images against what was rendered."""
 
 import json
 
@@ -157,15 +157,19 @@ def with_images(medbench: MedbenchResource) -> pd.DataFrame:
 
 @dg.asset(group_name="export", deps=["rendered_items"],
           check_specs=[dg.AssetCheckSpec("exported_images_readable", asset="benchmark_exports", blocking=True,
-                                         description="every image in the exported Parquet and TSV files, decoded "
-                                                     "again, passes the size/aspect gates and shows its mark"),
+                                         description="every image in the exported Parquet and TSV files is byte "
+                                                     "for byte its rendered PNG (sha256), whose size and mark, "
+                                                     "measured at render, pass the size/aspect gates"),
                        dg.AssetCheckSpec("no_cross_split_near_duplicates", asset="benchmark_exports", blocking=True,
                                          description="no two exported images in different splits lie within "
-                                                     "benchmark.near_duplicate_bits of each other in pHash")],
+                                                     "benchmark.near_duplicate_bits of each other in pHash (taken "
+                                                     "at render from the exported pixels)")],
           description="Parquet (datasets Image column, sharded), VLMEvalKit TSVs, lexical tree, summary charts, manifest.")
 def benchmark_exports(context: dg.AssetExecutionContext, medbench: MedbenchResource):
     from pipelines.export.run import export_all
-    from pipelines.export.verify import cross_split_duplicates, verify_exports
+    from pipelines.export.verify import RENDERED_FACTS, cross_split_duplicates, exported_payloads, verify_exports
+    from pipelines.processes import release_freed_memory
+    release_freed_memory()  # the steps before ran in this process: start the export from what is alive
     cfg, layout = medbench.config, medbench.layout
     bench = with_images(medbench)
     stale = stale_datasets(layout.root)
@@ -183,8 +187,10 @@ def benchmark_exports(context: dg.AssetExecutionContext, medbench: MedbenchResou
     figures = json.loads(audit_path(layout).read_text())
     out = layout.root / "benchmark"
     manifest = export_all(bench.drop(columns="phash"), figures, layout.root, out, cfg, withheld)
-    report = verify_exports(out, cfg, opt_outs(medbench))
-    leaks = cross_split_duplicates(out, cfg.benchmark.near_duplicate_bits)
+    rendered = layout.read("rendered_items", columns=RENDERED_FACTS).to_pandas()
+    payloads = exported_payloads(out, cfg.benchmark.render_workers)  # each exported image hashed once, for both checks
+    report = verify_exports(out, rendered, cfg, opt_outs(medbench), payloads)
+    leaks = cross_split_duplicates(out, rendered, cfg.benchmark.near_duplicate_bits, payloads)
     md = (out / "summary" / "summary.md").read_text()
     for name in sorted(p.name for p in (out / "summary").glob("*.png")):
         md = md.replace(f"]({name})", f"](data:image/jpeg;base64,{thumbnail_b64(out / 'summary' / name, 480)})")

@@ -146,6 +146,8 @@ class RenderSettings(BaseModel):
         "label", description="draw all components of a label together, each instance alone, or both")
     sheet_items: int = 24
     sheet_thumb: int = 160
+    png_level: int = Field(1, ge=0, le=9, description="zlib level of the item PNGs, encoded once at render and "
+                                                      "reused by every export (pixels are the same at any level)")
 
 
 class VocabSettings(BaseModel):
@@ -209,7 +211,8 @@ class BenchmarkSettings(BaseModel):
     near_duplicate_bits: int = Field(4, description="pHash Hamming distance at or under which two images are one")
     max_shard_bytes: int = Field(500_000_000, description="Parquet shard size limit")
     name: str = "medbench"
-    render_workers: int = Field(1, description="processes rendering the selected items (memory: one volume each)")
+    render_workers: int = Field(1, description="processes rendering the selected items (memory: one volume each) "
+                                               "and writing the export's image files (memory: one row group each)")
     text_only_confidence: float = Field(0.75, description="flag items a text-only prior answers this confidently")
     text_only_margin: float = Field(0.05, description="the blind baseline fails when its test accuracy exceeds "
                                                       "chance by more than this overall")

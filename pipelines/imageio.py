@@ -97,9 +97,9 @@ def read_mask(path: Path, max_pixels: int, rel: str = "", limits: Limits = DEFAU
     return arr
 
 
-def encode_png(rgb: np.ndarray) -> bytes:
-    """Lossless, deterministic PNG bytes of an RGB (H, W, 3) uint8 array."""
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 3])
+def encode_png(rgb: np.ndarray, level: int = 3) -> bytes:
+    """Lossless, deterministic PNG bytes of an RGB (H, W, 3) uint8 array at zlib ``level``."""
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, level])
     if not ok:  # pragma: no cover - OpenCV only fails on invalid arrays
         raise ValueError("PNG encoding failed")
     return buf.tobytes()

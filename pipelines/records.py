@@ -184,6 +184,7 @@ RENDERED_ITEMS = _schema("rendered_items", [
     pa.field("render_params", pa.string()),  # JSON: colour, alpha/thickness, display scale, red surroundings
     pa.field("sha256", pa.string()),
     pa.field("phash", pa.string()),  # pHash of the image as exported (marks drawn): the export's leakage evidence
+    pa.field("mark_pixels", pa.int64()),  # pixels of a prompt colour in the image as exported (the mark check)
 ])
 
 QUESTION_TEMPLATES = _schema("question_templates", [

@@ -45,6 +45,30 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+@contextmanager
+def atomic_path(path: Path):
+    """Yield a temp path beside ``path`` for a writer that streams into it; renamed to ``path`` on success,
+    removed on error, so readers never see a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        _user_mode(fd)
+    finally:
+        os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file read in blocks (an export file can be hundreds of MB)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
 def atomic_write_table(table: pa.Table, path: Path) -> Path:
     """Write a Parquet file atomically with deterministic settings (no timestamps in it)."""
     path.parent.mkdir(parents=True, exist_ok=True)

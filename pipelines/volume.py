@@ -31,6 +31,22 @@ class Grid:
         return int(np.prod(self.size))
 
 
+@dataclass(frozen=True)
+class VolumeFacts:
+    """What ingest records of one volume, from one pass over its voxels: geometry, value range, and for a
+    label volume its non-zero values (and whether any value is not an integer)."""
+
+    grid: Grid
+    low: float
+    high: float
+    values: list[int] | None = None
+    non_integer: bool = False
+
+    @property
+    def orientation(self) -> str:
+        return orientation_code(self.grid.direction)
+
+
 def orientation_code(direction: tuple[float, ...]) -> str:
     """Three-letter DICOM-convention code (letters name where each axis points to, e.g. LPS)."""
     return sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(direction)
@@ -39,21 +55,7 @@ def orientation_code(direction: tuple[float, ...]) -> str:
 def read_header(path: Path, rel: str, max_voxels: int, limits: Limits = DEFAULT_LIMITS) -> Grid:
     """Geometry without reading voxels; refuses volumes larger than the limit (and anything but a regular
     file under the size cap: ITK would block on a FIFO and read /dev/zero for ever)."""
-    check_file(path, rel, limits)
-    for data in detached_data_files(path, limits):
-        check_file(data, f"{rel} -> {data.name}", limits)
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as exc:
-        raise SampleError(Reason.CORRUPT_FILE, f"'{rel}' is not a readable volume: {_first_line(exc)}", rel) from exc
-    grid = Grid.of(reader)
-    if grid.voxels > max_voxels:
-        raise SampleError(Reason.TOO_MANY_PIXELS,
-                          f"'{rel}' declares {grid.size} = {grid.voxels} voxels, over the limit {max_voxels} "
-                          "(ingest.max_pixels)", rel)
-    return grid
+    return _header(path, rel, max_voxels, limits)[0]
 
 
 DETACHED_KEYS = {".mhd": "elementdatafile", ".nhdr": "data file"}
@@ -97,6 +99,116 @@ def check_nifti_payload(path: Path, rel: str) -> None:
         raise SampleError(Reason.CORRUPT_FILE, f"'{rel}' is truncated or corrupt: {exc}", rel) from exc
 
 
+SLAB_VOXELS = 1 << 22  # voxels per slab of a streamed pass: memory stays flat whatever the volume
+
+
+def _streamable(path: Path, reader: sitk.ImageFileReader) -> bool:
+    """A scalar 3D NIfTI without value scaling: nibabel's raw voxels are exactly what ITK would decode."""
+    if not path.name.endswith((".nii", ".nii.gz")) or reader.GetDimension() != 3 \
+            or reader.GetNumberOfComponents() != 1:
+        return False
+    try:
+        slope, inter = nib.load(str(path)).header.get_slope_inter()
+    except (OSError, ValueError, EOFError, nib.filebasedimages.ImageFileError):
+        return True  # the streamed pass reports it as corrupt, as the full read would
+    return slope in (None, 1.0) and inter in (None, 0.0)
+
+
+def _header(path: Path, rel: str, max_voxels: int, limits: Limits = DEFAULT_LIMITS
+            ) -> tuple[Grid, sitk.ImageFileReader]:
+    check_file(path, rel, limits)
+    for data in detached_data_files(path, limits):
+        check_file(data, f"{rel} -> {data.name}", limits)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise SampleError(Reason.CORRUPT_FILE, f"'{rel}' is not a readable volume: {_first_line(exc)}", rel) from exc
+    grid = Grid.of(reader)
+    if grid.voxels > max_voxels:
+        raise SampleError(Reason.TOO_MANY_PIXELS,
+                          f"'{rel}' declares {grid.size} = {grid.voxels} voxels, over the limit {max_voxels} "
+                          "(ingest.max_pixels)", rel)
+    return grid, reader
+
+
+class _Tally:
+    """Range, finiteness and (for labels) present values, accumulated slab by slab."""
+
+    def __init__(self, rel: str, labels: bool):
+        self.rel, self.labels = rel, labels
+        self.low, self.high = np.inf, -np.inf
+        self.counts = np.zeros(0, np.int64)
+        self.others: set[int] = set()
+        self.non_integer = False
+
+    def add(self, slab: np.ndarray, where: str = "") -> None:
+        if slab.size == 0:
+            return
+        if slab.dtype.kind == "f" and not np.isfinite(slab).all():
+            raise SampleError(Reason.NON_FINITE, f"'{self.rel}' has {int((~np.isfinite(slab)).sum())} NaN/Inf "
+                              f"voxels{where}; re-export it without them", self.rel)
+        lo, hi = slab.min(), slab.max()
+        self.low, self.high = min(self.low, float(lo)), max(self.high, float(hi))
+        if not self.labels:
+            return
+        if slab.dtype.kind == "f":
+            self.non_integer |= not np.array_equal(slab, np.round(slab))
+            slab = slab.astype(np.int64)
+            lo, hi = slab.min(), slab.max()
+        if slab.dtype.kind in "ui" and lo >= 0 and hi < 65536:
+            c = np.bincount(slab.ravel(), minlength=len(self.counts))
+            c[:len(self.counts)] += self.counts
+            self.counts = c
+        else:
+            self.others.update(int(v) for v in np.unique(slab))
+
+    def facts(self, grid: Grid) -> VolumeFacts:
+        low, high = (0.0, 0.0) if self.low > self.high else (self.low, self.high)
+        values = None
+        if self.labels:
+            values = sorted((set(np.flatnonzero(self.counts).tolist()) | self.others) - {0})
+        return VolumeFacts(grid, low, high, values, self.non_integer)
+
+
+def array_facts(arr: np.ndarray, grid: Grid, rel: str, labels: bool) -> VolumeFacts:
+    """:class:`VolumeFacts` of a decoded (z, y, x) array, a slab of planes at a time (no full-size temporaries)."""
+    tally = _Tally(rel, labels)
+    step = max(1, SLAB_VOXELS // max(1, int(np.prod(arr.shape[1:]))))
+    for k in range(0, arr.shape[0], step):
+        tally.add(np.asarray(arr[k:k + step]))
+    return tally.facts(grid)
+
+
+def scan_volume(path: Path, rel: str, max_voxels: int, labels: bool = False,
+                limits: Limits = DEFAULT_LIMITS) -> VolumeFacts:
+    """Check one volume and summarize it with a single decode of its voxels and memory bounded by a slab.
+
+    A scalar, unscaled 3D NIfTI is streamed once with nibabel (memory-mapped when uncompressed): the pass that
+    catches truncation and NaN (which ITK would zero-fill or zero) also yields the value range and the label
+    values; the geometry comes from ITK's header read, checked against the sform/qform. Any other volume is
+    read whole with :func:`read_volume`."""
+    grid, reader = _header(path, rel, max_voxels, limits)
+    if not _streamable(path, reader):
+        img = read_volume(path, rel, max_voxels, limits=limits)
+        return array_facts(sitk.GetArrayViewFromImage(img), Grid.of(img), rel, labels)
+    tally = _Tally(rel, labels)
+    try:
+        # one open file for the whole pass: reopened per slab, a .nii.gz would be decompressed again from its start
+        proxy = nib.load(str(path), keep_file_open=True).dataobj
+        shape = proxy.shape
+        step = max(1, SLAB_VOXELS // max(1, int(shape[0] * shape[1])))
+        for k in range(0, shape[2], step):
+            tally.add(np.asarray(proxy[:, :, k:k + step]), f" (first in slices {k}..{k + step - 1})")
+    except SampleError:
+        raise
+    except (EOFError, OSError, ValueError, zlib.error, nib.filebasedimages.ImageFileError) as exc:
+        raise SampleError(Reason.CORRUPT_FILE, f"'{rel}' is truncated or corrupt: {exc}", rel) from exc
+    check_nifti_geometry(path, rel, grid)
+    return tally.facts(grid)
+
+
 def read_volume(path: Path, rel: str, max_voxels: int, verify: bool = True,
                 limits: Limits = DEFAULT_LIMITS) -> sitk.Image:
     """Read a volume; ``verify`` streams NIfTI payloads once more (ingest does, later loads skip it)."""
@@ -122,21 +234,23 @@ def read_volume(path: Path, rel: str, max_voxels: int, verify: bool = True,
 RAS_FROM_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
-def itk_affine(img: sitk.Image) -> np.ndarray:
-    """The voxel-to-world matrix ITK uses for a 3D image, in NIfTI's RAS convention."""
+def itk_affine(img: sitk.Image | Grid) -> np.ndarray:
+    """The voxel-to-world matrix ITK uses for a 3D image (or its header's grid), in NIfTI's RAS convention."""
+    grid = img if isinstance(img, Grid) else Grid.of(img)
     a = np.eye(4)
-    a[:3, :3] = np.array(img.GetDirection()).reshape(3, 3) @ np.diag(img.GetSpacing())
-    a[:3, 3] = img.GetOrigin()
+    a[:3, :3] = np.array(grid.direction).reshape(3, 3) @ np.diag(grid.spacing)
+    a[:3, 3] = grid.origin
     return RAS_FROM_LPS @ a
 
 
-def check_nifti_geometry(path: Path, rel: str, img: sitk.Image) -> None:
+def check_nifti_geometry(path: Path, rel: str, img: sitk.Image | Grid) -> None:
     """The geometry ITK reads must be the one the header's sform/qform states.
 
     ITK repairs bad pixdims silently (a negative one becomes positive, mirroring the volume against
     the sform; zero becomes 1 mm). Nothing is guessed here: a volume whose voxel sizes are not positive,
     or whose ITK geometry disagrees with its sform (or qform when there is no sform), is quarantined."""
     hdr = nib.load(str(path)).header
+    itk_spacing = img.spacing if isinstance(img, Grid) else img.GetSpacing()
     pixdim = [float(v) for v in hdr["pixdim"][1:4]]
     problems = []
     if any(v <= 0 for v in pixdim):
@@ -147,7 +261,7 @@ def check_nifti_geometry(path: Path, rel: str, img: sitk.Image) -> None:
         if not np.allclose(itk_affine(img), matrix, rtol=1e-4, atol=1e-3):
             spacing = np.round(np.linalg.norm(matrix[:3, :3], axis=0), 4).tolist()
             problems.append(f"the {name} (voxel size {spacing}) disagrees with the geometry read "
-                            f"(voxel size {np.round(img.GetSpacing(), 4).tolist()}, a mirror or a wrong size)")
+                            f"(voxel size {np.round(itk_spacing, 4).tolist()}, a mirror or a wrong size)")
         break  # the sform wins when present, as in every NIfTI reader
     if problems:
         raise SampleError(Reason.BAD_GEOMETRY, f"'{rel}': {'; '.join(problems)}; fix the header (pixdim must "
@@ -167,9 +281,30 @@ def reorient(img: sitk.Image, code: str) -> sitk.Image:
     return sitk.DICOMOrient(img, code)
 
 
-def check_grid(image: sitk.Image, label: sitk.Image, rel: str, tol: float, code: str) -> None:
-    """Image and label must share shape, spacing, origin and direction after reorientation."""
-    a, b = Grid.of(reorient(image, code)), Grid.of(reorient(label, code))
+def reoriented_grid(grid: Grid, code: str) -> Grid:
+    """The grid :func:`reorient` would give, from the geometry alone (no voxels): DICOMOrient's axis permutation
+    and flips are read off a tiny probe image with the same direction cosines, then applied to size, spacing,
+    direction and origin (the origin moves to the far end of each flipped axis)."""
+    if len(grid.size) != 3 or orientation_code(grid.direction) == code:
+        return grid
+    probe = sitk.Image([2, 3, 4], sitk.sitkUInt8)
+    probe.SetDirection(grid.direction)
+    turned = sitk.DICOMOrient(probe, code)
+    perm = [[2, 3, 4].index(n) for n in turned.GetSize()]
+    old = np.array(grid.direction).reshape(3, 3)
+    new = np.array(turned.GetDirection()).reshape(3, 3)
+    origin = np.array(grid.origin, float)
+    for i, p in enumerate(perm):
+        if new[:, i] @ old[:, p] < 0:  # flipped: the new first voxel is the old last one along this axis
+            origin = origin + old[:, p] * grid.spacing[p] * (grid.size[p] - 1)
+    return Grid(tuple(grid.size[p] for p in perm), tuple(grid.spacing[p] for p in perm), tuple(origin.tolist()),
+                tuple(new.ravel().tolist()))
+
+
+def check_grid(image: sitk.Image | Grid, label: sitk.Image | Grid, rel: str, tol: float, code: str) -> None:
+    """Image and label must share shape, spacing, origin and direction after reorientation (judged from their
+    geometry: nothing is resampled or copied)."""
+    a, b = (reoriented_grid(g if isinstance(g, Grid) else Grid.of(g), code) for g in (image, label))
     problems = []
     if a.size != b.size:
         problems.append(f"size {b.size} vs image {a.size}")
@@ -240,12 +375,13 @@ def resample_axis_aligned(image: sitk.Image, labels: list[sitk.Image]) -> tuple[
     return onto(image, sitk.sitkLinear, background), [onto(lab, sitk.sitkNearestNeighbor, 0) for lab in labels], info
 
 
-def check_oblique(image: sitk.Image, rel: str, policy: str, tolerance_deg: float) -> dict:
+def check_oblique(image: sitk.Image | Grid, rel: str, policy: str, tolerance_deg: float) -> dict:
     """{} for an axis-aligned volume; for an oblique one, what describe will do (recorded in the sample), or a
-    SampleError (oblique_orientation) when the policy is to quarantine."""
-    if image.GetDimension() != 3:
+    SampleError (oblique_orientation) when the policy is to quarantine. ``image``: a volume or its header grid."""
+    direction = tuple(image.direction if isinstance(image, Grid) else image.GetDirection())
+    if len(direction) != 9:
         return {}
-    angle = obliquity_deg(image.GetDirection())
+    angle = obliquity_deg(direction)
     if angle <= tolerance_deg:
         return {}
     if policy != "resample":

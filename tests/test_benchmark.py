@@ -102,6 +102,13 @@ def test_parquet_round_trip_with_datasets(built):
     assert key["index"].is_unique and len(key) == len(full)
     df = pd.read_parquet(out / "data")
     assert len(df) == len(bench)
+    import pyarrow.parquet as pq
+    for shard in sorted(out.rglob("data/*.parquet")):  # encoded once: each payload is the rendered file's bytes
+        meta = pq.read_metadata(shard)
+        assert all(meta.row_group(i).num_rows <= 256 for i in range(meta.num_row_groups))
+        rows = pq.read_table(shard, columns=["image", "index"]).to_pylist()
+        assert all(r["image"]["bytes"] == (cfg.data_root / full.loc[r["index"], "image_path"]).read_bytes()
+                   for r in rows)
 
 
 @pytest.mark.slow
@@ -123,12 +130,34 @@ def test_vlmevalkit_tsv_contract(built):
         assert all(list(r.notna()) == sorted(r.notna(), reverse=True) for _, r in opts.iterrows())
     for _, r in val.iterrows():
         assert isinstance(r[r["answer"]], str) and r[r["answer"]] == bench.loc[r["index"], r["answer"]]
+        assert base64.b64decode(r["image"]) == (cfg.data_root / bench.loc[r["index"], "image_path"]).read_bytes()
         img = Image.open(io.BytesIO(base64.b64decode(r["image"])))
         assert np.array_equal(np.asarray(img.convert("RGB")),
                               np.asarray(Image.open(cfg.data_root / bench.loc[r["index"], "image_path"]).convert("RGB")))
     assert (test["category"] == test["clinical VQA task"]).all()  # category never holds the answer text
     multi = pd.read_csv(tsv / "medbench_MULTI_VAL.tsv", sep="\t")
     assert multi["answer"].str.contains(",").all()
+
+
+def test_streamed_tsv_is_what_pandas_writes(tmp_path):
+    """The TSV written row by row is byte for byte pandas.to_csv of the same frame (the format VLMEvalKit
+    reads), whatever the texts hold: tabs, quotes, line breaks, empty and missing options."""
+    import csv
+
+    from pipelines.export.tsv import stream_tsv
+    pngs = []
+    for i in range(4):
+        pngs.append(f"p{i}.png")
+        (tmp_path / pngs[-1]).write_bytes(bytes(range(i, 200 + i)))
+    frame = pd.DataFrame({"index": [3, 1, 7, 2], "image": pngs,
+                          "question": ['a "quoted"\tstem', "two\nlines", "plain", ""],
+                          "A": ["x", None, "none", "NA (text)"], "B": [None, None, "y", "z"],
+                          "split": ["val", "val", "test", "test"]})
+    stream_tsv(tmp_path / "out.tsv", frame, tmp_path)
+    want = frame.assign(image=[base64.b64encode((tmp_path / p).read_bytes()).decode("ascii") for p in pngs])
+    buf = io.StringIO()
+    want.to_csv(buf, sep="\t", index=False, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
+    assert (tmp_path / "out.tsv").read_text(encoding="utf-8") == buf.getvalue()
 
 
 def test_na_like_options_survive_pandas():

@@ -1,4 +1,4 @@
-"""Readability gates, scalable selection, and the check that reads the exported files back."""
+"""Readability gates, scalable selection, and the check that compares the exported files with the renders."""
 
 from __future__ import annotations
 
@@ -152,38 +152,64 @@ def _png(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def test_export_check_reads_files_and_fails_on_bad_items(tmp_path):
-    """A 28x28 image, a 6:1 strip, an over-size image and a box item whose mark was never drawn are each
-    caught from the written Parquet and TSV files alone; a good item passes."""
+def test_export_check_compares_payloads_with_renders_and_fails_on_bad_items(tmp_path):
+    """A 28x28 image, a 6:1 strip, an over-size image and a contour item whose mark was never drawn fail on their
+    recorded render facts; a Parquet shard carrying other bytes than the rendered PNG (a valid image all the
+    same) and a TSV row of an item nobody rendered are caught by hash; a good item passes in both formats."""
+    import hashlib
+
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from pipelines.export.verify import cross_split_duplicates
+    from pipelines.render.draw import mark_pixels
     cfg = PipelineConfig()
     good = np.full((128, 128, 3), 90, np.uint8)
     good[40:44, 40:90] = (255, 0, 0)
     good[86:90, 40:90] = (255, 0, 0)
+    assert mark_pixels(good, [(255, 0, 0), (0, 255, 0)]) == 2 * 4 * 50  # two 4 x 50 bars, counted by hand
     images = {0: (good, "Box level"), 1: (np.full((28, 28, 3), 90, np.uint8), "Image level"),
               2: (np.full((100, 600, 3), 90, np.uint8), "Mask level"),
               3: (np.full((128, 128, 3), 90, np.uint8), "Contour level"),
-              4: (np.full((1100, 900, 3), 90, np.uint8), "Image level")}
-    rows = [{"image": {"bytes": _png(a), "path": f"{i}.png"}, "index": i, "dataset_id": "d",
-             "perceptual_granularity": g} for i, (a, g) in images.items()]
+              4: (np.full((1100, 900, 3), 90, np.uint8), "Image level"), 5: (good, "Box level")}
+    marks = {0: 400, 1: 0, 2: 0, 3: 0, 4: 0, 5: 400}
+    pngs = {i: _png(a) for i, (a, _) in images.items()}
+    rendered = pd.DataFrame([{"item_id": f"it{i}", "sha256": hashlib.sha256(pngs[i]).hexdigest(),
+                              "width": a.shape[1], "height": a.shape[0], "mark_pixels": marks[i],
+                              "phash": f"{i:016x}"} for i, (a, _) in images.items()])
+    shipped = dict(pngs)
+    shipped[5] = _png(np.full((128, 128, 3), 91, np.uint8))  # the planted bad payload: not what was rendered
+    rows = [{"image": {"bytes": shipped[i], "path": f"{i}.png"}, "index": i, "item_id": f"it{i}", "dataset_id": "d",
+             "perceptual_granularity": g, "split": "test"} for i, (_, g) in images.items()]
     (tmp_path / "data").mkdir()
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "data" / "test-00000-of-00001.parquet")
     (tmp_path / "tsv").mkdir()
-    pd.DataFrame({"index": list(images), "image": [base64.b64encode(_png(a)).decode() for a, _ in images.values()],
-                  "perceptual granularity": [g for _, g in images.values()]}).to_csv(
+    tsv_index = [*images, 99]
+    pd.DataFrame({"index": tsv_index, "image": [base64.b64encode(pngs[i if i in pngs else 0]).decode() for i in tsv_index],
+                  "perceptual granularity": [images[i][1] if i in images else "Box level" for i in tsv_index]}).to_csv(
         tmp_path / "tsv" / "medbench_TEST.tsv", sep="\t", index=False)
-    report = verify_exports(tmp_path, cfg)
-    assert report["images"] == 10
+    report = verify_exports(tmp_path, rendered, cfg)
+    assert report["images"] == 13
     assert report["problems"] == {"image_too_small": 2, "image_too_elongated": 2, "mark_not_visible": 2,
-                                  "image_too_large": 2}
-    assert verify_exports(tmp_path, cfg, {"d": ["image_too_small"]})["problems"].get("image_too_small") is None
+                                  "image_too_large": 2, "payload_differs_from_render": 1, "not_rendered": 1}
+    assert "data/test-00000-of-00001.parquet index 5: payload_differs_from_render" in report["examples"]
+    from pipelines.export.verify import exported_payloads
+    assert verify_exports(tmp_path, rendered, cfg, payloads=exported_payloads(tmp_path, workers=2)) == report
+    assert verify_exports(tmp_path, rendered, cfg, {"d": ["image_too_small"]})["problems"].get("image_too_small") is None
+    fixed = rendered.assign(mark_pixels=[400, 0, 0, 4 * cfg.gates.min_mark_side, 0, 400])  # a mark just visible
+    assert "mark_not_visible" not in verify_exports(tmp_path, fixed, cfg)["problems"]
+    # the cross-split check uses the recorded pHash of the images whose payload is their rendered PNG
+    rows[1]["split"] = "val"
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "data" / "test-00000-of-00001.parquet")
+    twin = rendered.assign(phash=["00000000000000ff", "00000000000000fe", *rendered["phash"][2:]])
+    leaks = cross_split_duplicates(tmp_path, twin, 4)
+    assert leaks["images"] == 5 and leaks["pairs"] == 1  # it5 is left out: its payload is not its render
 
 
 @pytest.mark.slow
 @needs_shared
 def test_shared_benchmark_exports_pass_every_gate(shared_config, dagster_home, tmp_path):
-    """The whole ../shared registry, built as a user would: no exported image (re-decoded from the Parquet
+    """The whole ../shared registry, built as a user would: no exported image (decoded here from the Parquet
     and TSV files) is below the gates, PNGs follow the exported items, and thin-slab/28-px datasets say why
     they were dropped."""
     from assets.build import build, export_config_env

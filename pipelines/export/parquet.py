@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.storage import atomic_write_bytes
+from pipelines.storage import atomic_path, atomic_write_bytes
 
 # The public columns: an allowlist. Everything computed to make the key (generator values, region statistics, raw
 # labels, source paths, planes, groups) stays in the private files; the test split's `answer` is empty.
@@ -45,10 +45,30 @@ def _table(rows: pd.DataFrame, data_root: Path) -> pa.Table:
     return pa.Table.from_pydict({k: data[k] for k in FEATURES}, schema=FEATURES.arrow_schema)
 
 
-def _bytes(table: pa.Table) -> bytes:
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd", row_group_size=256)
-    return buf.getvalue()
+ROW_GROUP = 256  # rows per Parquet row group: what the export holds in memory at a time
+
+
+def _options(schema: pa.Schema) -> dict:
+    """zstd and dictionaries for the text columns; the PNG bytes are stored as they are (already compressed:
+    zstd would spend time for nothing and a dictionary of images never pays)."""
+    text = [f"{f.name}.path" if f.name == "image" else f.name for f in schema]
+    return {"compression": {**{c: "zstd" for c in text}, "image.bytes": "none"}, "use_dictionary": text}
+
+
+def _write_shard(path: Path, rows: pd.DataFrame, data_root: Path) -> None:
+    """One shard, streamed a row group at a time: each row group's images are read from the rendered files
+    (their bytes as rendered, never re-encoded), written and released before the next."""
+    with atomic_path(path) as tmp:
+        writer = None
+        try:
+            for start in range(0, max(len(rows), 1), ROW_GROUP):
+                table = _table(rows.iloc[start:start + ROW_GROUP], data_root)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema, **_options(table.schema))
+                writer.write_table(table, row_group_size=ROW_GROUP)
+        finally:
+            if writer is not None:
+                writer.close()
 
 
 def write_parquet(bench: pd.DataFrame, data_root: Path, out_dir: Path, max_shard_bytes: int) -> list[Path]:
@@ -70,7 +90,7 @@ def write_parquet(bench: pd.DataFrame, data_root: Path, out_dir: Path, max_shard
         shards.append(current)
         for k, idx in enumerate(shards):
             path = out_dir / "data" / f"{split}-{k:05d}-of-{len(shards):05d}.parquet"
-            atomic_write_bytes(path, _bytes(_table(rows.loc[idx], data_root)))
+            _write_shard(path, rows.loc[idx], data_root)
             written.append(path)
     return written
 

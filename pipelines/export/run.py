@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from pipelines.export.parquet import FEATURES, answer_key, write_parquet
 from pipelines.export.summary import summary
 from pipelines.export.tsv import write_tsv
 from pipelines.registry import registry_of
-from pipelines.storage import atomic_write_bytes, staged_dir
+from pipelines.storage import atomic_write_bytes, file_sha256, staged_dir
 from pipelines.vocab.tree import lexical_tree, tree_html, tree_json
 
 
@@ -49,8 +48,7 @@ def export_all(bench: pd.DataFrame, figures: dict, data_root: Path, out_dir: Pat
             atomic_write_bytes(stage / "summary" / chart, png)
         files = {}
         for path in sorted(p for p in stage.rglob("*") if p.is_file()):
-            data = path.read_bytes()
-            files[path.relative_to(stage).as_posix()] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+            files[path.relative_to(stage).as_posix()] = {"sha256": file_sha256(path), "bytes": path.stat().st_size}
         manifest = {"pipeline_version": PIPELINE_VERSION, "config_fingerprint": config.fingerprint(),
                     "seed": config.seed, "items": len(bench),
                     "configs": {sub: int((subset == sub).sum()) for sub in CONFIG_FOLDERS if (subset == sub).any()},

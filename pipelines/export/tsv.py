@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.storage import atomic_write_bytes
+from pipelines.storage import atomic_path
 
 LETTERS = "ABCDE"
 # strings pandas.read_csv turns into NaN by default: an option with such a text would vanish
@@ -25,9 +25,11 @@ def safe_option(text: str | None) -> str | None:
 
 
 def tsv_frame(rows: pd.DataFrame, data_root: Path, with_answer: bool) -> pd.DataFrame:
+    """The TSV's columns; ``image`` holds each rendered file's path under ``data_root`` (:func:`stream_tsv`
+    puts the file's base64 there as it writes the row)."""
     out = pd.DataFrame({
         "index": rows["index"].astype(int),
-        "image": [base64.b64encode((data_root / p).read_bytes()).decode("ascii") for p in rows["image_path"]],
+        "image": rows["image_path"],
         "question": rows["question"]})
     for c in LETTERS:
         out[c] = [safe_option(v) if isinstance(v, str) else None for v in rows[c]]
@@ -43,6 +45,38 @@ def tsv_frame(rows: pd.DataFrame, data_root: Path, with_answer: bool) -> pd.Data
     return out
 
 
+def _cell(v) -> object:
+    """A value as pandas.to_csv writes it (missing -> empty field)."""
+    return "" if v is None or (isinstance(v, float) and v != v) else v
+
+
+def stream_tsv(path: Path, frame: pd.DataFrame, data_root: Path) -> None:
+    """Write ``frame`` as a VLMEvalKit TSV, one row at a time: each row's image (the ``image`` column holds the
+    rendered file's path) is read and base64-encoded straight into the file, so memory holds one image, not
+    the benchmark. Quoting and line ends are pandas.to_csv's (csv.QUOTE_MINIMAL, '\\n'). The base64 text
+    (never quoted: it has no tab, quote or line break) is written around the csv module, which would scan
+    every one of its characters."""
+    at = list(frame.columns).index("image")
+    text = io.StringIO()
+    cells_writer = csv.writer(text, delimiter="\t", quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
+
+    def fields(cells: list) -> str:
+        text.seek(0)
+        text.truncate()
+        cells_writer.writerow(cells)
+        return text.getvalue()
+
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
+        fh.write(fields(list(frame.columns)))
+        for row in frame.itertuples(index=False, name=None):
+            cells = [_cell(v) for v in row]
+            head = fields([*cells[:at], ""])[:-1] if at else ""  # the cells before the image, and its tab
+            tail = fields(["", *cells[at + 1:]]) if at + 1 < len(cells) else "\n"  # its tab, the cells after
+            fh.write(head)
+            fh.write(base64.b64encode((data_root / row[at]).read_bytes()).decode("ascii"))
+            fh.write(tail)
+
+
 def write_tsv(bench: pd.DataFrame, data_root: Path, out_dir: Path, name: str) -> list[Path]:
     paths = []
     for split in ("val", "test"):
@@ -51,10 +85,7 @@ def write_tsv(bench: pd.DataFrame, data_root: Path, out_dir: Path, name: str) ->
             rows = part[part["multi_answer"] == multi]
             if rows.empty:  # VLMEvalKit's loader rejects an empty TSV: a split without items has no file
                 continue
-            frame = tsv_frame(rows, data_root, with_answer=(split == "val"))
-            buf = io.StringIO()
-            frame.to_csv(buf, sep="\t", index=False, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
             path = out_dir / "tsv" / f"{name}{suffix}_{split.upper()}.tsv"
-            atomic_write_bytes(path, buf.getvalue().encode("utf-8"))
+            stream_tsv(path, tsv_frame(rows, data_root, with_answer=(split == "val")), data_root)
             paths.append(path)
     return paths

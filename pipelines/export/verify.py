@@ -1,43 +1,101 @@
-"""Readability of what was exported, judged from the exported files alone (not the pipeline's tables).
+"""Readability of what was exported, checked against what was rendered, without decoding any image again.
 
-Every image in the Parquet shards and the VLMEvalKit TSVs is decoded and measured again: its shorter
-side, aspect ratio and longer side against the gates, and, for box and contour items, whether the
-drawn mark is actually there (pixels of the prompt colour). A dataset opted out of a rule in the
-registry is exempt from that rule here too.
+Every image payload in the exported files (the Parquet ``image`` bytes of every config, the base64 of every
+TSV row) is hashed and must be byte for byte the PNG that render wrote for that item (its recorded sha256).
+Render measured that image once, on the array it encoded (PNG is lossless, so those are the exported pixels):
+its size, its mark pixels (prompt colours) and its pHash. The gates are judged on those recorded facts: shorter
+side, aspect ratio, longer side, and for box and contour items whether the drawn mark is there. A dataset
+opted out of a rule in the registry is exempt from that rule here too.
 """
 
 from __future__ import annotations
 
 import base64
-import io
+import hashlib
 from collections import Counter
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-from PIL import Image
 
 from pipelines.benchmark.leakage import cross_split_near_duplicates
 from pipelines.config import PipelineConfig
-from pipelines.standardize.display import phash_hex
+from pipelines.processes import ordered_map
 
 MARKED = {"Box level", "Contour level"}
+GATES = {"image_too_small", "image_too_elongated", "image_too_large", "mark_not_visible"}
+RENDERED_FACTS = ["item_id", "sha256", "width", "height", "mark_pixels", "phash"]
 
 
-def measure(png: bytes) -> tuple[int, int, np.ndarray]:
-    with Image.open(io.BytesIO(png)) as im:
-        rgb = np.asarray(im.convert("RGB"))
-    return rgb.shape[1], rgb.shape[0], rgb
+@dataclass(frozen=True)
+class Payload:
+    """One exported image: where it is, which item it shows, and the sha256 of its bytes."""
+
+    file: str  # path under the export folder
+    index: int
+    item_id: str | None  # None: a TSV row whose index no Parquet row carries
+    split: str | None
+    dataset_id: str | None
+    granularity: str | None
+    sha256: str
 
 
-def mark_pixels(rgb: np.ndarray, colours: list[tuple[int, int, int]]) -> int:
-    """Pixels exactly of a prompt colour (lines are drawn opaque)."""
-    return int(sum(np.all(rgb == np.array(c, np.uint8), axis=2).sum() for c in colours))
+def _parquet_payloads(out_dir: Path, path: Path):
+    """A row group at a time (what the writer holds too), only the image bytes turned into Python objects."""
+    f = pq.ParquetFile(path)
+    cols = [c for c in ("index", "item_id", "split", "dataset_id", "perceptual_granularity") if c in f.schema_arrow.names]
+    for g in range(f.num_row_groups):
+        group = f.read_row_group(g, columns=["image", *cols])
+        meta = {c: group.column(c).to_pylist() if c in cols else [None] * group.num_rows
+                for c in ("index", "item_id", "split", "dataset_id", "perceptual_granularity")}
+        images = group.column("image").combine_chunks()
+        data = images.field("bytes")
+        for i in range(group.num_rows):
+            payload = data[i].as_buffer() if images[i].is_valid and data[i].is_valid else b""
+            yield Payload(path.relative_to(out_dir).as_posix(), int(meta["index"][i]), meta["item_id"][i],
+                          meta["split"][i], meta["dataset_id"][i], meta["perceptual_granularity"][i],
+                          hashlib.sha256(payload).hexdigest())
+        del group, images, data
 
 
-def problems(width: int, height: int, rgb: np.ndarray, granularity: str, config: PipelineConfig,
+def _tsv_payloads(out_dir: Path, path: Path):
+    """TSV rows, read as VLMEvalKit reads them (pandas), a chunk at a time; the TSVs carry no item id, split or
+    dataset: :func:`exported_payloads` takes them from the Parquet row of the same index (unique across the
+    export)."""
+    for chunk in pd.read_csv(path, sep="\t", usecols=["index", "image", "perceptual granularity"],
+                             keep_default_na=False, chunksize=64, dtype={"image": str}):
+        for index, b64, gran in zip(chunk["index"], chunk["image"], chunk["perceptual granularity"]):
+            yield Payload(path.relative_to(out_dir).as_posix(), int(index), None, None, None, gran,
+                          hashlib.sha256(base64.b64decode(b64)).hexdigest())
+
+
+def _file_payloads(job: tuple[Path, Path]) -> list[Payload]:
+    out_dir, path = job
+    return list(_parquet_payloads(out_dir, path) if path.suffix == ".parquet" else _tsv_payloads(out_dir, path))
+
+
+def exported_payloads(out_dir: Path, workers: int = 1) -> list[Payload]:
+    """Every image of every Parquet shard and TSV under the export folder (private/ excluded), streamed: one
+    row group or chunk of rows in memory at a time, only hashes kept; files spread over ``workers``
+    processes (hashing and base64-decoding a few hundred MB is the work)."""
+    parquets = sorted(p for p in out_dir.rglob("*.parquet") if p.parent.name == "data"
+                      and "private" not in p.relative_to(out_dir).parts)
+    tsvs = sorted(p for p in out_dir.rglob("*.tsv") if p.parent.name == "tsv")
+    files = sorted([*parquets, *tsvs], key=lambda p: -p.stat().st_size)  # the largest first: the last job is short
+    found = dict(zip(files, ordered_map(_file_payloads, [(out_dir, p) for p in files], workers)))
+    out = [p for path in parquets for p in found[path]]
+    items = {p.index: p for p in out}
+    for path in tsvs:
+        for p in found[path]:
+            ref = items.get(p.index)
+            out.append(replace(p, item_id=ref.item_id, split=ref.split, dataset_id=ref.dataset_id) if ref else p)
+    return out
+
+
+def problems(width: int, height: int, marked_pixels: int | None, granularity: str, config: PipelineConfig,
              exempt: set[str]) -> list[str]:
+    """The gates an image of this size and mark fails (``marked_pixels``: pixels of a prompt colour in it)."""
     g, out = config.gates, []
     short, long = min(width, height), max(width, height)
     if short < g.min_image_side and "image_too_small" not in exempt:
@@ -46,52 +104,55 @@ def problems(width: int, height: int, rgb: np.ndarray, granularity: str, config:
         out.append("image_too_elongated")
     if long > config.display.max_image_side:
         out.append("image_too_large")
-    colours = list(dict.fromkeys([*config.render.mark_palette.values(), *config.generators.palette.values()]))
-    if granularity in MARKED and mark_pixels(rgb, colours) < g.min_mark_side * 4:
+    if granularity in MARKED and (marked_pixels or 0) < g.min_mark_side * 4:
         out.append("mark_not_visible")
     return out
 
 
-def cross_split_duplicates(out_dir: Path, bits: int) -> dict:
-    """Pairs of exported images in different splits whose pHash (recomputed from the decoded Parquet
-    images) is within ``bits``: the same scan or field on both sides of the split. Must be 0."""
-    hashes, splits = [], []
-    for path in sorted((out_dir / "data").glob("*.parquet")):
-        for r in pq.read_table(path, columns=["image", "split"]).to_pylist():
-            _, _, rgb = measure(r["image"]["bytes"])
-            hashes.append(phash_hex(rgb))
-            splits.append(r["split"])
-    n, examples = cross_split_near_duplicates(pd.Series(hashes, dtype=object), pd.Series(splits, dtype=object), bits)
-    return {"images": len(hashes), "pairs": n, "examples": [f"{a} ~ {b}" for a, b in examples]}
+def _facts(rendered: pd.DataFrame) -> dict[str, dict]:
+    return rendered[RENDERED_FACTS].set_index("item_id").to_dict("index")
 
 
-def _rows(out_dir: Path):
-    """(file, index, dataset_id, granularity, png bytes) of every exported image."""
-    for path in sorted(out_dir.glob("data/*.parquet")) + sorted(out_dir.glob("*/data/*.parquet")):
-        t = pq.read_table(path, columns=["image", "index", "dataset_id", "perceptual_granularity"]).to_pylist()
-        for r in t:
-            yield path.name, r["index"], r["dataset_id"], r["perceptual_granularity"], r["image"]["bytes"]
-    for path in sorted(out_dir.glob("tsv/*.tsv")) + sorted(out_dir.glob("*/tsv/*.tsv")):
-        df = pd.read_csv(path, sep="\t", usecols=["index", "image", "perceptual granularity"], keep_default_na=False)
-        for r in df.to_dict("records"):
-            yield path.name, int(r["index"]), None, r["perceptual granularity"], base64.b64decode(r["image"])
+def verify_exports(out_dir: Path, rendered: pd.DataFrame, config: PipelineConfig,
+                   opt_outs: dict[str, list[str]] | None = None, payloads: list[Payload] | None = None) -> dict:
+    """Counts per problem and up to 20 examples; ``images`` is how many exported image payloads were checked.
 
-
-def verify_exports(out_dir: Path, config: PipelineConfig, opt_outs: dict[str, list[str]] | None = None) -> dict:
-    """Counts per problem and up to 20 examples; ``images`` is how many exported images were read."""
+    ``rendered``: the rendered_items rows (item_id, sha256, width, height, mark_pixels, phash). A payload whose
+    bytes are not its item's rendered PNG is ``payload_differs_from_render`` (``not_rendered`` when no render
+    of the item is recorded); the others are judged on the recorded facts."""
     opt_outs = opt_outs or {}
+    facts = _facts(rendered)
     counts: Counter = Counter()
     examples: list[str] = []
-    dataset_of: dict[int, str] = {}  # the TSVs carry no dataset id: the Parquet rows (read first) give it
-    n = 0
-    for name, index, ds, gran, png in _rows(out_dir):
-        n += 1
-        if ds is not None:
-            dataset_of[index] = ds
-        ds = ds if ds is not None else dataset_of.get(index)
-        w, h, rgb = measure(png)
-        for p in problems(w, h, rgb, gran, config, set(opt_outs.get(ds, []))):
-            counts[p] += 1
+    payloads = exported_payloads(out_dir) if payloads is None else payloads
+    for p in payloads:
+        fact = facts.get(p.item_id) if p.item_id is not None else None
+        if fact is None:
+            found = ["not_rendered"]
+        elif fact["sha256"] != p.sha256:
+            found = ["payload_differs_from_render"]
+        else:
+            found = problems(int(fact["width"]), int(fact["height"]), fact["mark_pixels"], p.granularity, config,
+                             set(opt_outs.get(p.dataset_id, [])))
+        for name in found:
+            counts[name] += 1
             if len(examples) < 20:
-                examples.append(f"{name} index {index}: {p} ({w}x{h})")
-    return {"images": n, "problems": dict(counts), "examples": examples}
+                size = f" ({int(fact['width'])}x{int(fact['height'])})" if name in GATES else ""
+                examples.append(f"{p.file} index {p.index}: {name}{size}")
+    return {"images": len(payloads), "problems": dict(counts), "examples": examples}
+
+
+def cross_split_duplicates(out_dir: Path, rendered: pd.DataFrame, bits: int,
+                           payloads: list[Payload] | None = None) -> dict:
+    """Pairs of exported images of the main config (data/) in different splits whose pHash is within ``bits``:
+    the same scan or field on both sides of the split. Must be 0. The pHash is the one render computed on the
+    image it encoded; a payload that is not its rendered PNG is reported by :func:`verify_exports` (it has no
+    trusted hash, so it is left out here)."""
+    facts = _facts(rendered)
+    payloads = exported_payloads(out_dir) if payloads is None else payloads
+    main = [p for p in payloads if p.file.startswith("data/") and p.item_id in facts
+            and facts[p.item_id]["sha256"] == p.sha256]
+    hashes = pd.Series([facts[p.item_id]["phash"] for p in main], dtype=object)
+    n, examples = cross_split_near_duplicates(hashes, pd.Series([p.split for p in main], dtype=object), bits)
+    return {"images": len(main), "pairs": n, "examples": [f"{a} ~ {b}" for a, b in examples]}
+

@@ -77,6 +77,16 @@ def box_ring(shape: tuple[int, int], bbox: list[float], t: int) -> np.ndarray:
     return ring
 
 
+def mark_pixels(rgb: np.ndarray, colours: list[tuple[int, int, int]]) -> int:
+    """Pixels exactly of a prompt colour (lines are drawn opaque): one pass over the pixels packed as 24-bit
+    integers, whatever the number of colours."""
+    if rgb.ndim != 3 or not colours:
+        return 0
+    packed = (rgb[..., 0].astype(np.uint32) << 16) | (rgb[..., 1].astype(np.uint32) << 8) | rgb[..., 2]
+    wanted = np.unique([(r << 16) | (g << 8) | b for r, g, b in colours]).astype(np.uint32)
+    return int(np.isin(packed, wanted).sum())
+
+
 def paint(rgb: np.ndarray, where: np.ndarray, color) -> np.ndarray:
     out = rgb.copy()
     out[where] = color

@@ -31,7 +31,7 @@ from pipelines.processes import ordered_map
 from pipelines.records import RENDERED_ITEMS, to_table
 from pipelines.registry import Source
 from pipelines.render.boxes import box_letters, draw_lettered_boxes
-from pipelines.render.draw import draw_outlines, draw_prompt
+from pipelines.render.draw import draw_outlines, draw_prompt, mark_pixels
 from pipelines.render.perturb import LEVELS, perturb
 from pipelines.standardize.display import display_size, mask_to_display, phash_hex, to_display
 from pipelines.standardize.regions import decode_rle
@@ -101,6 +101,13 @@ def _draw(shown: np.ndarray, it: dict, geo, config: PipelineConfig, seed_key: st
     return img, {**params, **drawn}
 
 
+def prompt_colours(config: PipelineConfig) -> list[tuple[int, int, int]]:
+    """Every colour a mark can be drawn in (the contrast palette of single marks and boxes, the generators' named
+    outline colours)."""
+    return list(dict.fromkeys([*(tuple(c) for c in config.render.mark_palette.values()),
+                               *(tuple(c) for c in config.generators.palette.values())]))
+
+
 def render_sample(job: SampleJob, config: PipelineConfig) -> list[dict]:
     """Rows of RENDERED_ITEMS for one sample's items (PNG files written under the staging folder)."""
     planes = SamplePlanes(job.sample, job.source, config)
@@ -108,6 +115,7 @@ def render_sample(job: SampleJob, config: PipelineConfig) -> list[dict]:
     for it in job.items:
         by_image[it["image_id"]].append(it)
     rows = []
+    colours = prompt_colours(config)
     for image_id in sorted(by_image):
         sl = job.slices[image_id]
         geo = display_size(sl["width"], sl["height"], sl["spacing"], config.display.max_image_side)
@@ -116,13 +124,13 @@ def render_sample(job: SampleJob, config: PipelineConfig) -> list[dict]:
             img, params = _draw(shown, it, geo, config, it["item_id"])
             img = np.ascontiguousarray(img)
             params["display_scale"] = [round(geo.scale_x, 6), round(geo.scale_y, 6)]
-            data = encode_png(img)
+            data = encode_png(img, config.render.png_level)
             name = f"{it['item_id']}.png"
             atomic_write_bytes(job.staging / job.source.id / name, data)
             rows.append({"item_id": it["item_id"], "image_path": f"{job.rel_root}/{job.source.id}/{name}",
                          "width": int(img.shape[1]), "height": int(img.shape[0]),
                          "render_params": json.dumps(params, sort_keys=True), "sha256": sha256_bytes(data),
-                         "phash": phash_hex(img),
+                         "phash": phash_hex(img), "mark_pixels": mark_pixels(img, colours),
                          "dataset_id": job.source.id, "source_path": job.sample["source_path"],
                          "pipeline_version": PIPELINE_VERSION, "seed": config.seed})
     return rows

@@ -261,7 +261,11 @@ def check_finite(arr: np.ndarray, where: str) -> None:
 
 def named_values(labels: np.ndarray, ctx: "ReadContext", ref: str, what: str) -> list[int]:
     """Non-zero values of a label array, each of which the label map must name."""
-    values = present_values(labels)
+    return checked_values(present_values(labels), ctx, ref, what)
+
+
+def checked_values(values: list[int], ctx: "ReadContext", ref: str, what: str) -> list[int]:
+    """The non-zero values found in a label file, each of which the label map must name."""
     if not values:
         raise SampleError(Reason.EMPTY_MASK, f"{what} '{ref}' has no foreground", ref)
     unknown = [v for v in values if ctx.source.label_map.name_of(v) is None]
@@ -273,8 +277,12 @@ def named_values(labels: np.ndarray, ctx: "ReadContext", ref: str, what: str) ->
 
 
 def present_values(labels: np.ndarray) -> list[int]:
-    """Sorted non-zero label values (bincount is much faster than unique for small ints)."""
+    """Sorted non-zero label values (bincount is much faster than unique for small ints), counted a slab at a
+    time: bincount widens its input to 64 bits, eight times a uint8 volume."""
+    flat = labels.reshape(-1)
     if labels.dtype.kind in "ui" and labels.size and labels.min() >= 0 and labels.max() < 65536:
-        counts = np.bincount(labels.ravel())
+        counts = np.zeros(int(labels.max()) + 1, np.int64)
+        for k in range(0, flat.size, 1 << 22):
+            counts += np.bincount(flat[k:k + (1 << 22)], minlength=counts.size)
         return [int(v) for v in np.nonzero(counts)[0] if v != 0]
     return [int(v) for v in np.unique(labels) if v != 0]

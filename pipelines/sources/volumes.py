@@ -19,12 +19,10 @@ from pipelines.sources.base import (
     Reason,
     SampleError,
     SampleRecord,
-    check_finite,
-    intensity_range,
-    named_values,
+    checked_values,
 )
 from pipelines.textio import read_text
-from pipelines.volume import check_grid, check_oblique, orientation_code, read_volume
+from pipelines.volume import Grid, array_facts, check_grid, check_oblique, read_volume, scan_volume
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -40,32 +38,30 @@ def case_name(path: Path) -> str:
 def scan_volume_pair(reader: Reader, image_ref: str, label_ref: str, name: str,
                      image: sitk.Image | None = None, extra_refs: list[str] | None = None,
                      meta: dict | None = None) -> SampleRecord:
-    """Validate one image/label pair and summarize it for raw_samples."""
+    """Validate one image/label pair and summarize it for raw_samples: each volume's voxels are decoded once,
+    a slab at a time where the format allows (see :func:`scan_volume`), and the grids are compared from their
+    geometry, so memory stays bounded by one volume whatever the orientation."""
     ctx = reader.ctx
     limit = ctx.config.ingest.max_pixels
     if image is None:
-        image = read_volume(ctx.resolve(image_ref), image_ref, limit, limits=ctx.limits)
-    label = read_volume(ctx.resolve(label_ref), label_ref, limit, limits=ctx.limits)
-    check_grid(image, label, image_ref, ctx.config.standardize.grid_tolerance,
+        img = scan_volume(ctx.resolve(image_ref), image_ref, limit, limits=ctx.limits)
+    else:
+        img = array_facts(sitk.GetArrayViewFromImage(image), Grid.of(image), image_ref, labels=False)
+    lab = scan_volume(ctx.resolve(label_ref), label_ref, limit, labels=True, limits=ctx.limits)
+    check_grid(img.grid, lab.grid, image_ref, ctx.config.standardize.grid_tolerance,
                ctx.config.standardize.canonical_orientation)
-    arr = sitk.GetArrayViewFromImage(image)
-    check_finite(arr, image_ref)
-    lab = sitk.GetArrayViewFromImage(label)
-    if np.issubdtype(lab.dtype, np.floating):
-        if not np.array_equal(lab, np.round(lab)):
-            raise SampleError(Reason.CORRUPT_FILE, f"label '{label_ref}' has non-integer values", label_ref)
-        lab = lab.astype(np.int64)
-    values = named_values(lab, ctx, label_ref, "label volume")
+    if lab.non_integer:
+        raise SampleError(Reason.CORRUPT_FILE, f"label '{label_ref}' has non-integer values", label_ref)
+    values = checked_values(lab.values, ctx, label_ref, "label volume")
     cfg = ctx.config.standardize
-    meta = {**(meta or {}), **check_oblique(image, image_ref, cfg.oblique, cfg.oblique_tolerance_deg)}
+    meta = {**(meta or {}), **check_oblique(img.grid, image_ref, cfg.oblique, cfg.oblique_tolerance_deg)}
     lm = ctx.source.label_map
-    lo, hi = intensity_range(arr)
     return SampleRecord(
         key=image_ref, name=name, source_path=image_ref, group_key=ctx.group_key(image_ref),
         image_refs=[image_ref] + (extra_refs or []), label_ref=label_ref,
         labels=sorted({lm.name_of(v) for v in values}), label_values=values,
-        shape=list(image.GetSize()), spacing=list(image.GetSpacing()),
-        orientation=orientation_code(image.GetDirection()), intensity_min=lo, intensity_max=hi,
+        shape=list(img.grid.size), spacing=list(img.grid.spacing),
+        orientation=img.orientation, intensity_min=img.low, intensity_max=img.high,
         meta=meta)
 
 

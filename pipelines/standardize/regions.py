@@ -19,7 +19,8 @@ def label_instances(labels: np.ndarray, names: dict[int, str], connectivity: int
     structure = ndimage.generate_binary_structure(labels.ndim, structures[connectivity])
     inst = np.zeros(labels.shape, np.int32)
     table: dict[int, tuple[str, int]] = {}
-    boxes = ndimage.find_objects(labels.astype(np.int32, copy=False)) if labels.max() > 0 else []
+    ints = labels if labels.dtype.kind in "iu" else labels.astype(np.int32)  # no int32 copy of an integer volume
+    boxes = ndimage.find_objects(ints) if labels.max() > 0 else []
     next_id = 1
     for value in sorted(names):
         if value <= 0 or value > len(boxes) or boxes[value - 1] is None:

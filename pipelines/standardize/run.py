@@ -227,6 +227,7 @@ def _describe_axis(inst: np.ndarray, axis: str, floor: int) -> tuple[np.ndarray,
 def _standardize_3d(w: _Writer, loaded: LoadedSample) -> None:
     cfg = w.config.standardize
     canon = canonical_volume(loaded, cfg, w.row["source_path"])
+    loaded.image, loaded.layers = None, []  # the stored orientation's copies, when reorienting made new ones
     code, original = canon.code, canon.original
     spacing = canon.image.GetSpacing()
     vol = canon.array
@@ -359,6 +360,8 @@ class SamplePlanes:
                                    config.ingest.read_timeout_s, row["source_path"], "decoding")
         self.canon = canonical_volume(self.loaded, config.standardize, row["source_path"]) \
             if self.loaded.dim == 3 else None
+        if self.canon is not None:
+            self.loaded.image = None  # the stored orientation's copy: planes come from the canonical one
 
     def rgb(self, sl: dict) -> np.ndarray:
         t = intensity.Transform(sl["intensity_transform"], json.loads(sl["intensity_params"]))
