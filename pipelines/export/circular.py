@@ -1,0 +1,100 @@
+"""Circular-evaluation TSVs in VLMEvalKit's convention (its `vlmutil circular`, tools.py::CIRCULAR).
+
+Each single-answer item of an n-option TSV appears n times: rotation k (k = 0..n-1) has index
+``index + k * 1,000,000`` and ``g_index = index``, its options shifted so that the option at letter m is the
+original option at letter (m + k) mod n (the key moves from a to (a - k) mod n), and its ``image`` cell holds
+the g_index, which VLMEvalKit reads as "the image of that row". An item whose option texts contain option
+letters as words (VLMEvalKit calls it abnormal) keeps rotation 0 only, exactly as VLMEvalKit does. The file
+name contains "CIRCULAR", so VLMEvalKit scores it with ``mcq_circular_eval``: an item counts only when every
+rotation is answered right. ``medbench evaluate`` applies the same rule with the private key.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import string
+from pathlib import Path
+
+import pandas as pd
+
+from pipelines.storage import atomic_write_bytes
+
+OFFSET = 1_000_000
+LETTERS = string.ascii_uppercase
+
+
+def abnormal(options: dict[str, str]) -> bool:
+    """VLMEvalKit's rule: an option text that is itself a letter, or names two option letters as words."""
+    for text in options.values():
+        words = "".join(ch if ch in string.ascii_letters or ch == " " else " " for ch in text).split()
+        if len({w for w in words if w in options}) > 1:
+            return True
+        if text in LETTERS:
+            return True
+    return False
+
+
+def rotation_count(options: dict[str, str]) -> int:
+    """How many rotations of an item a circular TSV holds (1 for an abnormal item)."""
+    return 1 if abnormal(options) else len(options)
+
+
+def rotate(options: dict[str, str], k: int) -> dict[str, str]:
+    """Options of rotation k: letter m shows the original option (m + k) mod n."""
+    labels = LETTERS[:len(options)]
+    return {labels[m]: options[labels[(m + k) % len(labels)]] for m in range(len(labels))}
+
+
+def rotated_answer(answer: str, n: int, k: int) -> str:
+    """The key of rotation k of an n-option item whose key is ``answer`` at rotation 0."""
+    return LETTERS[(LETTERS.index(answer) - k) % n]
+
+
+def _options(row: pd.Series) -> dict[str, str]:
+    return {c: row[c] for c in LETTERS[:5] if c in row and isinstance(row[c], str) and row[c] != ""}
+
+
+def circular_frame(tsv: pd.DataFrame) -> pd.DataFrame:
+    """The circular rows of one VLMEvalKit MCQ frame (options as strings, '' where absent)."""
+    if len(tsv) and int(tsv["index"].max()) >= OFFSET:
+        raise ValueError(f"an index of {int(tsv['index'].max())} does not fit under the circular offset {OFFSET}")
+    rows = []
+    for _, row in tsv.iterrows():
+        opts = _options(row)
+        n = rotation_count(opts) if len(opts) >= 2 else 1
+        if "answer" in row and isinstance(row["answer"], str) and row["answer"] not in LETTERS[:len(opts)]:
+            n = 1  # not a valid single letter: VLMEvalKit leaves such rows unrotated
+        for k in range(n):
+            out = row.copy()
+            out["g_index"] = int(row["index"])
+            if k:
+                out["index"] = int(row["index"]) + k * OFFSET
+                out["image"] = str(int(row["index"]))
+                for c, v in rotate(opts, k).items():
+                    out[c] = v
+                if "answer" in row:
+                    out["answer"] = rotated_answer(row["answer"], len(opts), k)
+            rows.append(out)
+    frame = pd.DataFrame(rows, columns=[*tsv.columns, "g_index"])
+    return frame.sort_values("index", kind="stable").reset_index(drop=True)
+
+
+def write_circular_tsv(tsv_dir: Path, name: str) -> list[Path]:
+    """``<name>_CIRCULAR_{VAL,TEST}.tsv`` beside the single-answer TSVs (a split without a TSV writes none)."""
+    written = []
+    for split in ("VAL", "TEST"):
+        src = Path(tsv_dir) / f"{name}_{split}.tsv"
+        if not src.exists():
+            continue
+        tsv = pd.read_csv(src, sep="\t", dtype=str, keep_default_na=False)
+        if tsv.empty:
+            continue
+        tsv["index"] = tsv["index"].astype(int)
+        frame = circular_frame(tsv)
+        buf = io.StringIO()
+        frame.to_csv(buf, sep="\t", index=False, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
+        path = Path(tsv_dir) / f"{name}_CIRCULAR_{split}.tsv"
+        atomic_write_bytes(path, buf.getvalue().encode("utf-8"))
+        written.append(path)
+    return written
