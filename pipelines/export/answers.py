@@ -11,7 +11,9 @@ Single answer (``extract_choice``), first rule that gives a letter wins:
    texts together and exactly one option text occurs in it (case-insensitive), that option.
 3. ``answer_is`` (medbench rules only): the last "answer is X" / "answer: X" / "option X" phrase naming an
    option letter, for replies that name several letters ("B, because A is ...").
-Rules 1-2 are VLMEvalKit's exact-matching extraction (``rules="vlmevalkit"``); rule 3 only reads replies that
+4. ``nested_text`` (medbench rules only): as rule 2 when one option text is part of another ("bladder",
+   "gallbladder"): a text found only inside a longer found text does not count.
+Rules 1-2 are VLMEvalKit's exact-matching extraction (``rules="vlmevalkit"``); rules 3-4 only read replies that
 VLMEvalKit scores as unanswered. An optional LLM judge reads what no rule could.
 
 Several answers (``extract_letters``): ``letters`` when the reply is only option letters and separators
@@ -66,6 +68,24 @@ def text_rule(text: str, options: dict[str, str]) -> str | None:
     return found[0] if len(found) == 1 else None
 
 
+def nested_text_rule(text: str, options: dict[str, str]) -> str | None:
+    """Like text_rule, but an option text found only inside a longer found option text does not count
+    ("gallbladder" also contains "bladder"): exactly one option must remain."""
+    low = text.lower()
+    if len(low) > 2 * sum(len(str(v)) for v in options.values()):
+        return None
+    found = {k: str(v).lower() for k, v in options.items() if str(v).lower() in low}
+    kept = []
+    for k, t in found.items():
+        rest = low
+        for o in found.values():
+            if len(o) > len(t) and t in o:
+                rest = rest.replace(o, " ")
+        if t in rest:
+            kept.append(k)
+    return kept[0] if len(kept) == 1 else None
+
+
 def answer_is_rule(text: str, options: dict[str, str]) -> str | None:
     """The letter of the last "answer is X" phrase that names an option."""
     hits = [m.group(1) for m in ANSWER_IS.finditer(text) if m.group(1) in options]
@@ -79,7 +99,7 @@ def extract_choice(text: str | None, options: dict[str, str], rules: str = "medb
     text = str(text)
     steps = [("letter", letter_rule), ("option_text", text_rule)]
     if rules == "medbench":
-        steps.append(("answer_is", answer_is_rule))
+        steps += [("answer_is", answer_is_rule), ("nested_text", nested_text_rule)]
     for name, rule in steps:
         got = rule(text, options)
         if got:

@@ -11,6 +11,8 @@ import pandas as pd
 from pipelines import PIPELINE_VERSION
 from pipelines.config import PipelineConfig
 from pipelines.export.card import ROBUSTNESS_FOLDER, build_card
+from pipelines.export.circular import write_circular_tsv
+from pipelines.export.lmms_eval import write_lmms_eval_task
 from pipelines.export.parquet import FEATURES, answer_key, write_parquet
 from pipelines.export.summary import summary
 from pipelines.export.tsv import write_tsv
@@ -36,6 +38,8 @@ def export_all(bench: pd.DataFrame, figures: dict, data_root: Path, out_dir: Pat
                           config.benchmark.name, folder=stage)
         atomic_write_bytes(stage / "README.md", str(card).encode("utf-8"))
         write_tsv(bench, data_root, stage, config.benchmark.name)
+        write_circular_tsv(stage / "tsv", config.benchmark.name)
+        write_lmms_eval_task(stage, config.benchmark.name, config.publish.repo_id)
         tree = lexical_tree(bench, label="answer_label")
         atomic_write_bytes(stage / "lexical_tree.json", tree_json(tree))
         atomic_write_bytes(stage / "lexical_tree.html", tree_html(tree, "medbench benchmark: lexical tree"))
