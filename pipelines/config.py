@@ -287,7 +287,8 @@ class GeneratorSettings(BaseModel):
     bin_options: int = Field(4, description="consecutive bins offered")
     direction_margin_deg: float = Field(10.0, description="the direction must lie this far inside its 45° sector")
     min_distance_fraction: float = Field(0.05, description="centroids at least this share of the diagonal apart")
-    mirror_pairs: bool = Field(True, description="add the mirrored copy (swapped key) of each laterality item")
+    mirror_pairs: bool = Field(True, description="write the consistency config: each laterality item as shown and "
+                                                 "mirrored left to right, with a stem that says it was mirrored")
     workers: int = Field(1, description="processes for candidates: with 2 or more, each dataset's generators run in "
                                         "other processes while the label questions are built (same output)")
 
@@ -295,7 +296,9 @@ class GeneratorSettings(BaseModel):
 class RobustnessSettings(BaseModel):
     """Perturbed copies of benchmark items (their own export config), to measure accuracy drop and flips."""
 
-    base_items: int = Field(40, description="benchmark items (seeded, test split) copied; 0 turns variants off")
+    fraction: float = Field(0.02, description="share of test items copied (each item decided by its seeded hash, so "
+                                              "one dataset's copies do not depend on the others); 0 turns them off")
+    max_items: int = Field(60, description="at most this many test items are copied (the lowest hashes)")
     kinds: tuple[str, ...] = ("gaussian_noise", "gaussian_blur", "contrast", "downsample")
     severities: tuple[int, ...] = (1, 2, 3)
 

@@ -47,3 +47,12 @@ def stable_ids(*columns, length: int = 16) -> list[str]:
     joined = pc.binary_join_element_wise(*parts, "\x1f").to_pylist() if parts else []
     size = length // 2
     return [hashlib.blake2b(d.encode("utf-8"), digest_size=size).hexdigest() for d in joined]
+
+
+def unit_interval(seed: int, purpose: str, ids) -> np.ndarray:
+    """A reproducible draw in [0, 1) per id (64-bit BLAKE2b of seed, purpose and id): a threshold on it picks a
+    share of ids item by item, so whether one id is picked never depends on which other ids exist."""
+    prefix = f"{seed}\x1f{purpose}\x1f".encode()
+    values = [int.from_bytes(hashlib.blake2b(prefix + str(i).encode(), digest_size=8).digest(), "big")
+              for i in _strings(ids)]
+    return np.array(values, dtype=np.float64) / 2.0**64

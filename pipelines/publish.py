@@ -28,11 +28,13 @@ from pipelines.config import PublishSettings
 from pipelines.export.card import roi_config
 
 # What may be published, relative to the export folder. Everything else stays local.
+CONFIGS = ("consistency", "robustness", "grounding")  # config folders beside the main data/ (each optional)
 ALLOWED = ("README.md", "manifest.json", "data/*.parquet", "roi/*.parquet", "roi/images/*.png", "tsv/*.tsv",
+           *(f"{c}/data/*.parquet" for c in CONFIGS), *(f"{c}/tsv/*.tsv" for c in CONFIGS),
            "lexical_tree.json", "lexical_tree.html", "summary/*.md", "summary/*.png", "lmms_eval/*/*.yaml",
            "lmms_eval/*/_default_template_yaml", "lmms_eval/*/utils.py")
-NEVER = ("private/*", "*answer_key*")
-MANAGED = ("data/", "roi/", "tsv/", "summary/", "lmms_eval/")  # remote folders we own: stale files there are deleted
+NEVER = ("private/*", "*answer_key*", "*provenance*")
+MANAGED = ("data/", "roi/", "tsv/", "summary/", "lmms_eval/", *(f"{c}/" for c in CONFIGS))  # remote folders we own: stale files there are deleted
 RETRY_STATUS = {429, 500, 502, 503, 504}
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 T = TypeVar("T")

@@ -224,7 +224,7 @@ QA_ITEMS = _schema("qa_items", [
     pa.field("source_region_ids", pa.list_(pa.string())),  # the regions the question is about
     pa.field("variant_of", pa.string()),  # the item this one is a mirrored or perturbed copy of
     pa.field("variant", pa.string()),  # JSON: kind (mirror, gaussian_noise, ...), severity, parameters
-    pa.field("subset", pa.string()),  # main | robustness (exported as its own config)
+    pa.field("subset", pa.string()),  # main | consistency | robustness | grounding (each exported as its own config)
     pa.field("option_origins", pa.list_(pa.string())),  # per option A..E: dataset | fallback | generated (counts)
 ])
 

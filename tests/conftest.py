@@ -75,12 +75,17 @@ def shared_build(tmp_path_factory) -> PipelineConfig:
 
 
 def exported_rows(out: Path, folder: str = "data"):
-    """Every exported Parquet row of one config folder, with the withheld test key joined as `key`."""
+    """Every exported Parquet row of one config folder, with its private key (`key`, and the key file's columns
+    generator, variant_of, variant_kind, variant_severity, pair_id, box, group_id, split_group) and provenance
+    (generator_params, variant) joined by index."""
     import pandas as pd
     rows = pd.concat([pd.read_parquet(p) for p in sorted((out / folder).glob("*.parquet"))], ignore_index=True)
-    key = pd.read_parquet(out / "private" / "test_answer_key.parquet")[["index", "answer"]]
-    rows = rows.merge(key, on="index", how="left", suffixes=("", "_key"))
-    rows["key"] = rows["answer"].where(rows["split"] == "val", rows["answer_key"])
+    key = pd.read_parquet(out / "private" / "answer_key.parquet")
+    prov = pd.read_parquet(out / "private" / "provenance.parquet")[["index", "generator_params", "variant"]]
+    cols = ["index", "answer", "generator", "variant_of", "variant_kind", "variant_severity", "pair_id", "box",
+            "group_id", "split_group", "config"]
+    rows = rows.merge(key[cols].rename(columns={"answer": "key"}), on="index", how="left").merge(prov, on="index",
+                                                                                                how="left")
     return rows
 
 

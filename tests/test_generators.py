@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from pipelines.benchmark.select import balanced_caps
-from pipelines.benchmark.variants import mirror_pairs
+from pipelines.benchmark.variants import consistency_pairs
 from pipelines.config import PipelineConfig
 from pipelines.ids import derived_rng
 from pipelines.questions.assemble import assign_letters
@@ -194,12 +194,34 @@ def test_perturbations_are_seeded_and_grow_with_severity():
         assert change[0] > 0 and change[0] <= change[1] <= change[2], (kind, change)
 
 
-def test_mirror_copies_swap_the_key():
+def test_mirrored_consistency_copy_says_so_and_keeps_the_key():
+    stem = ("On which side of the patient's body does the structure outlined in red lie in this CT image? "
+            "The image is displayed with the patient's right on the viewer's left.")
     base = pd.DataFrame([{"item_id": "i1", "unit_id": "u1", "prompt_id": "p1", "generator": "laterality",
-                          "variant_of": None, "A": "Right", "B": "Left", "C": None, "D": None, "E": None,
-                          "answer": "B", "answer_label": "patient's left",
-                          "generator_params": json.dumps({"side": "left", "mirrored": False})}])
-    m = mirror_pairs(base).iloc[0]
-    assert m["answer"] == "A" and m["answer_label"] == "patient's right" and m["variant_of"] == "i1"
-    assert json.loads(m["generator_params"]) == {"side": "right", "mirrored": True}
-    assert m["item_id"] != "i1" and json.loads(m["variant"]) == {"kind": "mirror"}
+                          "variant_of": None, "subset": "main", "A": "Right", "B": "Left", "C": None, "D": None,
+                          "E": None, "answer": "B", "answer_label": "patient's left", "question": stem,
+                          "generator_params": json.dumps({"side": "left", "mirrored": False,
+                                                          "viewer_left_is": "patient's right"})}])
+    pairs = consistency_pairs(base)
+    same, m = pairs.iloc[0], pairs.iloc[1]
+    assert same["question"] == stem and json.loads(same["variant"]) == {"kind": "as_shown"}
+    assert m["answer"] == "B" and m["answer_label"] == "patient's left" and m["variant_of"] == "i1"
+    assert m["question"].endswith("This image has been mirrored left to right, so the patient's left is on the "
+                                  "viewer's left.")
+    assert json.loads(m["generator_params"]) == {"side": "left", "mirrored": True, "viewer_left_is": "patient's left"}
+    assert len({"i1", same["item_id"], m["item_id"]}) == 3 and set(pairs["subset"]) == {"consistency"}
+
+def test_perturbation_severity_is_relative_to_the_image():
+    """Blur scales with the shorter side and noise with the grey range (hand-computed: 0.4 % of 100 px = 0.4 px,
+    of 1,000 px = 4 px; 6 % of a 50..150 grey range = 6 grey levels), so a mild level is mild at any size."""
+    small = np.full((100, 160, 3), 50, np.uint8)
+    small[:, 80:] = 150
+    big = np.full((1000, 1600, 3), 50, np.uint8)
+    big[:, 800:] = 150
+    assert perturb(small, "gaussian_blur", 1, derived_rng(1, "b"))[1]["sigma_px"] == 0.4
+    assert perturb(big, "gaussian_blur", 1, derived_rng(1, "b"))[1]["sigma_px"] == 4.0
+    assert perturb(small, "gaussian_noise", 2, derived_rng(1, "n"))[1]["sigma_grey"] == 6.0
+    # the edge is softened over the same share of the image at both sizes
+    a = perturb(small, "gaussian_blur", 3, derived_rng(1, "b"))[0][50, :, 0].astype(float)
+    b = perturb(big, "gaussian_blur", 3, derived_rng(1, "b"))[0][500, :, 0].reshape(160, 10).mean(axis=1)
+    assert np.abs(a - b).max() <= 6

@@ -1,7 +1,7 @@
 """The geometric generators on the real ../shared registry: every key re-derived from the raw TotalSegmentator
 label volume and its affine (nibabel, not the pipeline's SimpleITK reader nor its tables), from the exported
-Parquet rows alone; the mirrored laterality copies are pixel mirrors with the other key; robustness copies keep
-their original's question and key."""
+Parquet rows and the export's private key alone; the mirrored consistency copies are pixel mirrors with the
+original's key; robustness copies keep their original's question and key."""
 
 from __future__ import annotations
 
@@ -136,12 +136,16 @@ def test_relative_position_keys_from_the_affine(items):
             assert TAN_22_5 <= ratio <= 1 / TAN_22_5
 
 
-def test_laterality_keys_and_mirror_pairs(items):
-    """Left means toward -x in RAS from the body's midline (the vertebrae's centre); each mirrored copy shows the
-    original image flipped left-right with the other key."""
+def test_laterality_keys_and_consistency_pairs(items, shared_build):
+    """Left means toward -x in RAS from the body's midline (the vertebrae's centre). The consistency config holds
+    each laterality item as shown (the same image) and mirrored left-right with a stem that says so; the patient's
+    side, so the key, is the original's."""
     originals = of(items, "laterality")
-    copies = items[items["variant_of"].notna() & (items["generator"] == "laterality")].set_index("variant_of")
-    assert len(copies) == len(originals)
+    pairs = exported_rows(shared_build.data_root / "benchmark", "consistency/data")
+    pairs = pairs[pairs["dataset_id"] == DATASET]
+    shown = pairs[pairs["variant_kind"] == "as_shown"].set_index("variant_of")
+    mirrored = pairs[pairs["variant_kind"] == "mirror"].set_index("variant_of")
+    assert len(shown) == len(mirrored) == len(originals) > 0
     spine = [v for k, v in label_values().items() if k.startswith("vertebrae") or k == "spinal_cord"]
     for _, r in originals.iterrows():
         p = r["params"]
@@ -149,11 +153,14 @@ def test_laterality_keys_and_mirror_pairs(items):
         mid = world(np.argwhere(np.isin(data, spine)).astype(float), affine)[:, 0].mean()
         x = centroid_mm(p["plane"], p["marks"][0]["raw_label"])[0]
         assert key_text(r) == ("Left" if x < mid else "Right")
-        m = copies.loc[r["item_id"]]
-        assert key_text(m) == ("Right" if key_text(r) == "Left" else "Left")
+        same, m = shown.loc[r["item_id"]], mirrored.loc[r["item_id"]]
+        assert key_text(m) == key_text(same) == key_text(r)
+        assert same["question"] == r["question"] and "mirrored left to right" in m["question"]
+        assert "mirrored" not in r["question"]
         img = np.asarray(Image.open(io.BytesIO(r["image"]["bytes"])).convert("RGB"))
-        mirrored = np.asarray(Image.open(io.BytesIO(m["image"]["bytes"])).convert("RGB"))
-        assert np.array_equal(mirrored, img[:, ::-1])
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(same["image"]["bytes"])).convert("RGB")), img)
+        flipped = np.asarray(Image.open(io.BytesIO(m["image"]["bytes"])).convert("RGB"))
+        assert np.array_equal(flipped, img[:, ::-1])
 
 
 def test_measurement_keys(items):
@@ -191,7 +198,7 @@ def test_robustness_copies_keep_question_and_key(shared_build):
     main = exported_rows(out).set_index("item_id")
     copies = exported_rows(out, "robustness/data")
     assert len(copies) and copies["variant"].notna().all()
-    kinds = {(json.loads(v)["kind"], json.loads(v)["severity"]) for v in copies["variant"]}
+    kinds = set(zip(copies["variant_kind"], copies["variant_severity"]))
     assert len(kinds) == 12
     for _, c in copies.iterrows():
         base = main.loc[c["variant_of"]]

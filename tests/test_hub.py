@@ -102,9 +102,9 @@ def test_push_commits_public_files_once_and_loads_with_datasets(export, folder, 
     files = set(commits[0].files)
     assert {"README.md", "manifest.json", "tsv/medbench_VAL.tsv", "tsv/medbench_TEST.tsv"} <= files
     assert any(f.startswith("data/val-") for f in files) and any(f.startswith("data/test-") for f in files)
-    assert (folder / "private" / "test_answer_key.parquet").is_file()  # present locally...
+    assert (folder / "private" / "answer_key.parquet").is_file()  # present locally...
     assert not any("private" in f or "answer_key" in f for f in files)  # ...never sent
-    assert b"test_answer_key" not in commits[0].files["manifest.json"]
+    assert b"answer_key" not in commits[0].files["manifest.json"] and b"provenance" not in commits[0].files["manifest.json"]
     assert hub.repos[REPO].private
     assert {r["auth"] for r in hub.requests} == {f"Bearer {TOKEN}"}
     preupload = hub.calls("POST", "/preupload/")
@@ -267,8 +267,12 @@ def test_card_for_shared_registry_lists_licences_and_warnings(tmp_path):
     from pipelines.registry import load_registry
     registry = load_registry(SHARED_REGISTRY)
     ids = registry.ids
+    from pipelines.export.parquet import write_parquet
+    from pipelines.export.tsv import write_tsv
     bench = synthetic_bench(tmp_path, ids, n=3 * len(ids))
-    card = build_card(bench, FIGURES, registry, FEATURES, "abc123", folder=None)
+    write_parquet(bench, tmp_path, tmp_path / "export", 10**9)
+    write_tsv(bench, tmp_path, tmp_path / "export", "medbench")
+    card = build_card(bench, FIGURES, registry, FEATURES, "abc123", folder=tmp_path / "export")
     data = card.data.to_dict()
     assert data["license"] == "other" and data["license_name"] == "medbench-research-only"
     assert data["size_categories"] == ["n<1K"] and "multiple-choice" in data["task_categories"]

@@ -14,10 +14,12 @@ from pipelines.benchmark.debias import drop_text_predictable
 from pipelines.benchmark.leakage import leak_components
 from pipelines.benchmark.select import UNIT_COLUMNS, select_units, unit_frame
 from pipelines.benchmark.splits import assign_splits, reletter
-from pipelines.benchmark.variants import mirror_pairs, robustness_copies
+from pipelines.benchmark.variants import consistency_pairs, robustness_copies
 from pipelines.config import PipelineConfig
 from pipelines.questions.assemble import assemble
 from pipelines.records import QA_ITEMS
+
+SUBSET_ORDER = {"main": 0, "consistency": 1, "robustness": 2, "grounding": 3}  # export configs; index follows it
 
 
 def build_benchmark(candidates: Path, verdicts: pd.DataFrame, vocab: pd.DataFrame,
@@ -51,11 +53,11 @@ def build_benchmark(candidates: Path, verdicts: pd.DataFrame, vocab: pd.DataFram
     selected = reletter(selected, config.seed)
     debiased = drop_text_predictable(selected, b, config.seed, reletter)
     selected = debiased.items
-    mirrors = mirror_pairs(selected) if config.generators.mirror_pairs else selected.iloc[:0]
+    mirrors = consistency_pairs(selected) if config.generators.mirror_pairs else selected.iloc[:0]
     selected = pd.concat([selected, mirrors], ignore_index=True)
     perturbed = robustness_copies(selected, config)
     selected = pd.concat([selected, perturbed], ignore_index=True)
-    order = selected["subset"].map({"main": 0, "robustness": 1}) * 2 + selected["split"].map({"val": 0, "test": 1})
+    order = selected["subset"].map(SUBSET_ORDER) * 2 + selected["split"].map({"val": 0, "test": 1})
     selected = selected.assign(_o=order).sort_values(["_o", "item_id"]).drop(columns="_o")
     selected["index"] = range(len(selected))
     stats.update({"candidates": light.num_rows,
@@ -63,7 +65,7 @@ def build_benchmark(candidates: Path, verdicts: pd.DataFrame, vocab: pd.DataFram
                   "split_groups": int(selected["split_group"].nunique()),
                   "groups_joined": int(selected["group_id"].nunique() - selected["split_group"].nunique()),
                   "items": len(selected), "units": int(selected["unit_id"].nunique()),
-                  "mirror_items": len(mirrors), "robustness_items": len(perturbed),
+                  "consistency_items": len(mirrors), "robustness_items": len(perturbed),
                   "val": int(((selected["split"] == "val") & (selected["subset"] == "main")).sum()),
                   "test": int(((selected["split"] == "test") & (selected["subset"] == "main")).sum()),
                   "review_rejected_units": n_rejected,

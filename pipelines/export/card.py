@@ -18,6 +18,7 @@ from huggingface_hub import DatasetCard, DatasetCardData
 
 from pipelines import PIPELINE_VERSION
 from pipelines.registry import Registry
+from pipelines.render.perturb import RULE
 
 SPLITS = ("val", "test")
 ROBUSTNESS_FOLDER = "robustness"
@@ -140,15 +141,31 @@ def split_info(split: str, files: list[Path], rows: int | None = None) -> dict:
     return {"name": split, "num_bytes": n_bytes, "num_examples": sum(m.num_rows for m in metas) if metas else rows or 0}
 
 
-def robustness_config(folder: Path | None, features: datasets.Features) -> tuple[dict, dict] | None:
-    """The `robustness` config (perturbed copies of test items, linked by variant_of), if it was written."""
-    files = {s: sorted((folder / ROBUSTNESS_FOLDER / "data").glob(f"{s}-*.parquet")) for s in SPLITS} if folder else {}
+# export configs besides the main one ("default", under data/): folder -> what its items are
+CONFIG_FOLDERS = {
+    "consistency": "each laterality item twice, as displayed and mirrored left to right with a stem that says "
+                   "so (same key); a pair counts only when both copies are answered right",
+    ROBUSTNESS_FOLDER: "perturbed copies of a seeded share of the test items at three severities relative to the "
+                       f"image ({RULE}); same question, options and key as the original",
+    "grounding": "the answer is a box: the structure named in the question, as [x0, y0, x1, y1] in 0..1 of the "
+                 "image, scored by IoU >= 0.5",
+}
+
+
+def folder_config(folder: Path | None, name: str, sub: str, features: datasets.Features) -> tuple[dict, dict] | None:
+    """A config and its dataset_info entry for the Parquet files under ``folder/sub/data``, declaring only the
+    splits that have files (so `load_dataset` loads every split the card names)."""
+    if folder is None:
+        return None
+    base = folder / sub if sub else folder
+    files = {s: sorted((base / "data").glob(f"{s}-*.parquet")) for s in SPLITS}
     files = {s: f for s, f in files.items() if f}
     if not files:
         return None
-    config = {"config_name": "robustness",
-              "data_files": [{"split": s, "path": f"{ROBUSTNESS_FOLDER}/data/{s}-*.parquet"} for s in files]}
-    info = {"config_name": "robustness", "features": features._to_yaml_list(),
+    prefix = f"{sub}/" if sub else ""
+    config = {"config_name": name,
+              "data_files": [{"split": s, "path": f"{prefix}data/{s}-*.parquet"} for s in files]}
+    info = {"config_name": name, "features": features._to_yaml_list(),
             "splits": [split_info(s, ps) for s, ps in files.items()]}
     return config, info
 
@@ -197,12 +214,11 @@ def build_card(bench: pd.DataFrame, figures: dict, registry: Registry | None, fe
     sources = _sources(bench, registry)
     licences = [SourceLicence.parse(ds, lic) for ds, _, _, lic, _, _ in sources]
     splits = {s: int((bench["split"] == s).sum()) for s in SPLITS}
-    configs = [{"config_name": "default", "data_files": [{"split": s, "path": f"data/{s}-*.parquet"} for s in SPLITS]}]
-    infos = [{"config_name": "default", "features": features._to_yaml_list(),
-              "splits": [split_info(s, sorted((folder / "data").glob(f"{s}-*.parquet")) if folder else [], n)
-                         for s, n in splits.items()]}]
+    configs, infos = [], []
     roi = roi_config(folder)
-    for extra in (robustness_config(folder, features), roi):
+    declared = [folder_config(folder, "default", "", features)]
+    declared += [folder_config(folder, sub, sub, features) for sub in CONFIG_FOLDERS] + [roi]
+    for extra in declared:
         if extra:
             configs.append(extra[0])
             infos.append(extra[1])
@@ -216,16 +232,18 @@ def build_card(bench: pd.DataFrame, figures: dict, registry: Registry | None, fe
         configs=configs, dataset_info=infos, **card_licence(licences))
     used = set(bench["dataset_id"])
     unused = [(ds, registry.get(ds).entry.license) for ds in registry.ids if ds not in used] if registry else []
-    body = _body(bench, figures, sources, licences, splits, name, config_fingerprint, roi is not None, unused)
+    present = [c["config_name"] for c in configs]
+    tsvs = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.tsv")) if folder else []
+    body = _body(bench, figures, sources, licences, splits, name, config_fingerprint, present, tsvs, unused)
     return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
 
 
-def _body(bench, figures, sources, licences, splits, name, fingerprint, has_roi, unused) -> str:
+def _body(bench, figures, sources, licences, splits, name, fingerprint, present, tsvs, unused) -> str:
     warn = [s for s in licences if s.restriction]
     lines = [f"# {name}", "",
              f"Multiple-choice medical VQA items in the GMAI-MMBench format, built by medbench {PIPELINE_VERSION} "
              f"(config `{fingerprint}`) from {len(sources)} public imaging dataset(s). val: {splits['val']} items "
-             f"(with answers), test: {splits['test']} items (answers withheld; the maintainers keep the key).", ""]
+             f"(with answers), test: {splits['test']} items (answers withheld: no public file holds them).", ""]
     if warn:
         lines += ["> **Licence warning.** Some sources are not open for every use:"]
         lines += [f"> - `{s.dataset_id}`: {s.text} ({s.restriction})" for s in warn]
@@ -265,16 +283,26 @@ def _body(bench, figures, sources, licences, splits, name, fingerprint, has_roi,
               "on the test split against that split's chance (text only exceeds: tasks where it beats chance by "
               "more than the margin). Flagged units are answered correctly with high confidence without the image. "
               "Split overlap counts must be 0.", ""]
+    lines += ["## Configs", "", "| config | what the items are |", "|---|---|",
+              "| default | the scored multiple-choice items |"]
+    lines += [f"| {c} | {CONFIG_FOLDERS[c]} |" for c in present if c in CONFIG_FOLDERS]
+    if "roi_annotations" in present:
+        lines += ["| roi_annotations | MedTrinity-style region annotations of images no test item uses |"]
+    lines += ["", "Every file named here is part of this folder. Public files carry the image, the question, the options "
+              "and descriptive tags only; the test split's answers, and everything computed to make a key, are kept "
+              "by the maintainers.", ""]
     lines += ["## Load and evaluate", "", "```python", "from datasets import load_dataset", "",
-              'ds = load_dataset("ORG/NAME")  # or a local copy: load_dataset("path/to/benchmark")',
-              'val = ds["val"]  # image (PIL), question, options A-E, answer, tags']
-    if has_roi:
-        lines += ['roi = load_dataset("ORG/NAME", "roi_annotations")']
-    lines += ["```", "",
-              f"VLMEvalKit: `tsv/{name}_VAL.tsv` and `tsv/{name}_TEST.tsv` follow the GMAI-MMBench TSV columns "
-              "(base64 image, question, A-E, answer on val, category = clinical VQA task); register them as a custom "
-              "multiple-choice dataset and score with its MCQ evaluation. Multiple-answer items are in "
-              f"`tsv/{name}_MULTI_*.tsv`. Test predictions are scored by the maintainers.", ""]
+              'ds = load_dataset("ORG/NAME")  # or a local copy: load_dataset("path/to/benchmark")']
+    if splits["val"]:
+        lines += ['val = ds["val"]  # image (PIL), question, options A-E, answer, tags']
+    lines += [f'{c} = load_dataset("ORG/NAME", "{c}")' for c in present if c != "default"]
+    lines += ["```", ""]
+    if tsvs:
+        lines += ["VLMEvalKit (GMAI-MMBench TSV columns: base64 image, question, A-E, answer on val, category = "
+                  "clinical VQA task; register as a custom multiple-choice dataset): "
+                  + ", ".join(f"`{t}`" for t in tsvs) + ". Files with `MULTI` in their name hold the items with "
+                  "more than one right answer.", ""]
+    lines += ["Test predictions are scored by the maintainers (`medbench evaluate`).", ""]
     lines += ["## Citation", "", "Cite the construction method:", "", "```bibtex", GMAI_BIBTEX, "```", "",
               "and the sources listed above (column 'reference').", ""]
     return "\n".join(lines)

@@ -3,23 +3,33 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import datasets
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.storage import atomic_write_bytes
 
-# public columns; the test split's `answer` is empty (its key is written apart)
-COLUMNS = ["index", "question", "A", "B", "C", "D", "E", "answer", "multi_answer", "clinical_vqa_task", "department",
-           "perceptual_granularity", "modality", "gmai_modality", "original_task", "dataset_id", "group_id", "split",
-           "item_id", "generator", "generator_params", "variant_of", "variant"]
+# The public columns: an allowlist. Everything computed to make the key (generator values, region statistics, raw
+# labels, source paths, planes, groups) stays in the private files; the test split's `answer` is empty.
+COLUMNS = ["index", "item_id", "question", "A", "B", "C", "D", "E", "answer", "multi_answer", "n_options",
+           "clinical_vqa_task", "department", "perceptual_granularity", "modality", "original_task", "split",
+           "dataset_id"]
 FEATURES = datasets.Features({
     "image": datasets.Image(), "index": datasets.Value("int64"),
-    **{c: datasets.Value("string") for c in COLUMNS if c not in ("index", "multi_answer")},
-    "multi_answer": datasets.Value("bool")})
+    **{c: datasets.Value("string") for c in COLUMNS if c not in ("index", "multi_answer", "n_options")},
+    "multi_answer": datasets.Value("bool"), "n_options": datasets.Value("int64")})
+# the private answer key: one row per exported item of every config and split (the evaluator's input)
+KEY_COLUMNS = ["config", "split", "index", "item_id", "unit_id", "answer", "answer_label", "multi_answer", "n_options",
+               "box", "clinical_vqa_task", "department", "perceptual_granularity", "modality", "dataset_id",
+               "group_id", "split_group", "generator", "variant_of", "variant_kind", "variant_severity", "pair_id"]
+# provenance: how each item was made, for maintainers (never published)
+PROVENANCE_COLUMNS = ["config", "index", "item_id", "dataset_id", "source_path", "image_id", "source_region_ids",
+                      "generator", "generator_params", "template_id", "option_origins", "variant", "image_path"]
 
 
 def _table(rows: pd.DataFrame, data_root: Path) -> pa.Table:
@@ -38,14 +48,14 @@ def _bytes(table: pa.Table) -> bytes:
     return buf.getvalue()
 
 
-def write_parquet(bench: pd.DataFrame, data_root: Path, out_dir: Path, max_shard_bytes: int,
-                  optional_splits: bool = False) -> list[Path]:
-    """Write data/{split}-NNNNN-of-NNNNN.parquet, sharded by image bytes (the card is export/card.py's)."""
+def write_parquet(bench: pd.DataFrame, data_root: Path, out_dir: Path, max_shard_bytes: int) -> list[Path]:
+    """Write data/{split}-NNNNN-of-NNNNN.parquet, sharded by image bytes (the card is export/card.py's). A split
+    without items writes no file (the card then declares only the splits that exist)."""
     written = []
     for split in ("val", "test"):
         rows = bench[bench["split"] == split].sort_values("index")
-        if rows.empty and optional_splits:
-            continue  # a config whose items are all in one split (the robustness copies of test items)
+        if rows.empty:
+            continue
         shards, current, size = [], [], 0
         for i, p in zip(rows.index, rows["image_path"]):
             n = (data_root / p).stat().st_size + 1024
@@ -62,11 +72,42 @@ def write_parquet(bench: pd.DataFrame, data_root: Path, out_dir: Path, max_shard
     return written
 
 
+def _variant_fields(variant) -> tuple[str | None, int | None]:
+    if not isinstance(variant, str):
+        return None, None
+    v = json.loads(variant)
+    return v.get("kind"), v.get("severity")
+
+
+def _config_of(bench: pd.DataFrame) -> pd.Series:
+    return bench["subset"] if "subset" in bench else pd.Series("main", index=bench.index)
+
+
 def answer_key(bench: pd.DataFrame, out_dir: Path) -> Path:
-    """The test answers, kept apart from the public files (never uploaded with them)."""
-    test = bench[bench["split"] == "test"][["index", "item_id", "answer", "answer_label", "multi_answer"]]
-    buf = io.BytesIO()
-    pq.write_table(pa.Table.from_pandas(test.sort_values("index"), preserve_index=False), buf, compression="zstd")
-    path = out_dir / "private" / "test_answer_key.parquet"
-    atomic_write_bytes(path, buf.getvalue())
+    """The key of every exported item (every config, both splits) and the provenance of each, kept apart from
+    the public files (never uploaded with them)."""
+    rows = bench.assign(config=_config_of(bench)).sort_values("index")
+    rows = rows.reindex(columns=list(dict.fromkeys([*rows.columns, *KEY_COLUMNS, *PROVENANCE_COLUMNS, "variant"])))
+    kinds = [_variant_fields(v) for v in rows["variant"]]
+    key = pd.DataFrame({
+        **{c: rows[c].to_numpy() for c in KEY_COLUMNS},
+        "variant_kind": [k for k, _ in kinds], "variant_severity": pd.array([s for _, s in kinds], dtype="Int64"),
+        "box": [list(b) if isinstance(b, (list, tuple, np.ndarray)) else None for b in rows["box"]],
+        "pair_id": [v if c == "consistency" else None for v, c in zip(rows["variant_of"], rows["config"])]})
+    key = key[KEY_COLUMNS]
+    key["answer"] = key["answer"].where(key["config"] != "grounding", None)
+    path = out_dir / "private" / "answer_key.parquet"
+    atomic_write_bytes(path, _plain_parquet(key))
+    prov = rows.reindex(columns=PROVENANCE_COLUMNS)
+    prov["source_region_ids"] = [list(v) if v is not None and not isinstance(v, float) else None
+                                 for v in prov["source_region_ids"]]
+    prov["option_origins"] = [list(v) if v is not None and not isinstance(v, float) else None
+                              for v in prov["option_origins"]]
+    atomic_write_bytes(out_dir / "private" / "provenance.parquet", _plain_parquet(prov))
     return path
+
+
+def _plain_parquet(df: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False), buf, compression="zstd")
+    return buf.getvalue()

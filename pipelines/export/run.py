@@ -10,7 +10,7 @@ import pandas as pd
 
 from pipelines import PIPELINE_VERSION
 from pipelines.config import PipelineConfig
-from pipelines.export.card import ROBUSTNESS_FOLDER, build_card
+from pipelines.export.card import CONFIG_FOLDERS, build_card
 from pipelines.export.circular import write_circular_tsv
 from pipelines.export.lmms_eval import write_lmms_eval_task
 from pipelines.export.parquet import FEATURES, answer_key, write_parquet
@@ -26,33 +26,38 @@ def export_all(bench: pd.DataFrame, figures: dict, data_root: Path, out_dir: Pat
     """Build everything in a staging folder and swap it in whole: no half-written export is ever visible.
     ``withheld``: selected items kept out of the export (listed in the manifest, so none vanishes unseen)."""
     subset = bench["subset"] if "subset" in bench else pd.Series("main", index=bench.index)
-    robust = bench[subset == "robustness"]
     full, bench = bench, bench[subset == "main"]
+    name = config.benchmark.name
     with staged_dir(out_dir) as stage:
         write_parquet(bench, data_root, stage, config.benchmark.max_shard_bytes)
-        if len(robust):  # perturbed copies: their own config (robustness/), test split only
-            write_parquet(robust, data_root, stage / ROBUSTNESS_FOLDER, config.benchmark.max_shard_bytes, True)
-            write_tsv(robust, data_root, stage / ROBUSTNESS_FOLDER, f"{config.benchmark.name}_ROBUSTNESS")
+        for sub in CONFIG_FOLDERS:  # consistency pairs, robustness copies, grounding: each its own config
+            part = full[subset == sub]
+            if part.empty:
+                continue
+            write_parquet(part, data_root, stage / sub, config.benchmark.max_shard_bytes)
+            if sub != "grounding":  # a box answer has no multiple-choice TSV form
+                write_tsv(part, data_root, stage / sub, f"{name}_{sub.upper()}")
+        write_tsv(bench, data_root, stage, name)
+        write_circular_tsv(stage / "tsv", name)
+        write_lmms_eval_task(stage, name, config.publish.repo_id)
         answer_key(full, stage)
         card = build_card(bench, figures, load_registry(config.registry), FEATURES, config.fingerprint(),
-                          config.benchmark.name, folder=stage)
+                          name, folder=stage)
         atomic_write_bytes(stage / "README.md", str(card).encode("utf-8"))
-        write_tsv(bench, data_root, stage, config.benchmark.name)
-        write_circular_tsv(stage / "tsv", config.benchmark.name)
-        write_lmms_eval_task(stage, config.benchmark.name, config.publish.repo_id)
         tree = lexical_tree(bench, label="answer_label")
         atomic_write_bytes(stage / "lexical_tree.json", tree_json(tree))
         atomic_write_bytes(stage / "lexical_tree.html", tree_html(tree, "medbench benchmark: lexical tree"))
         text, charts = summary(bench, figures)
         atomic_write_bytes(stage / "summary" / "summary.md", text.encode("utf-8"))
-        for name, png in charts.items():
-            atomic_write_bytes(stage / "summary" / name, png)
+        for chart, png in charts.items():
+            atomic_write_bytes(stage / "summary" / chart, png)
         files = {}
         for path in sorted(p for p in stage.rglob("*") if p.is_file()):
             data = path.read_bytes()
             files[path.relative_to(stage).as_posix()] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
         manifest = {"pipeline_version": PIPELINE_VERSION, "config_fingerprint": config.fingerprint(),
-                    "seed": config.seed, "items": len(bench), "robustness_items": len(robust),
+                    "seed": config.seed, "items": len(bench),
+                    "configs": {sub: int((subset == sub).sum()) for sub in CONFIG_FOLDERS if (subset == sub).any()},
                     "splits": {s: int((bench["split"] == s).sum()) for s in ("val", "test")}, "files": files,
                     "withheld_cross_split_marked": sorted(withheld or [])}
         atomic_write_bytes(stage / "manifest.json", (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())

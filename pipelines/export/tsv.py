@@ -49,7 +49,7 @@ def write_tsv(bench: pd.DataFrame, data_root: Path, out_dir: Path, name: str) ->
         part = bench[bench["split"] == split].sort_values("index")
         for multi, suffix in ((False, ""), (True, "_MULTI")):
             rows = part[part["multi_answer"] == multi]
-            if multi and rows.empty:
+            if rows.empty:  # VLMEvalKit's loader rejects an empty TSV: a split without items has no file
                 continue
             frame = tsv_frame(rows, data_root, with_answer=(split == "val"))
             buf = io.StringIO()

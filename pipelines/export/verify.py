@@ -67,11 +67,11 @@ def cross_split_duplicates(out_dir: Path, bits: int) -> dict:
 
 def _rows(out_dir: Path):
     """(file, index, dataset_id, granularity, png bytes) of every exported image."""
-    for path in sorted(out_dir.glob("data/*.parquet")) + sorted(out_dir.glob("robustness/data/*.parquet")):
+    for path in sorted(out_dir.glob("data/*.parquet")) + sorted(out_dir.glob("*/data/*.parquet")):
         t = pq.read_table(path, columns=["image", "index", "dataset_id", "perceptual_granularity"]).to_pylist()
         for r in t:
             yield path.name, r["index"], r["dataset_id"], r["perceptual_granularity"], r["image"]["bytes"]
-    for path in sorted(out_dir.glob("tsv/*.tsv")) + sorted(out_dir.glob("robustness/tsv/*.tsv")):
+    for path in sorted(out_dir.glob("tsv/*.tsv")) + sorted(out_dir.glob("*/tsv/*.tsv")):
         df = pd.read_csv(path, sep="\t", usecols=["index", "image", "perceptual granularity"], keep_default_na=False)
         for r in df.to_dict("records"):
             if len(str(r["image"])) <= 64:  # VLMEvalKit's reference to another row's image (circular rotations)

@@ -25,7 +25,7 @@ from pipelines.processes import ordered_map
 from pipelines.records import RENDERED_ITEMS, to_table
 from pipelines.registry import Source
 from pipelines.render.draw import draw_outlines, draw_prompt
-from pipelines.render.perturb import perturb
+from pipelines.render.perturb import LEVELS, perturb
 from pipelines.standardize.display import display_size, mask_to_display, phash_hex, to_display
 from pipelines.standardize.regions import decode_rle
 from pipelines.standardize.run import SamplePlanes
@@ -72,10 +72,10 @@ def _marks(it: dict, geo, palette: dict) -> list[tuple[np.ndarray, tuple]]:
 
 
 def _draw(shown: np.ndarray, it: dict, geo, config: PipelineConfig, seed_key: str) -> tuple[np.ndarray, dict]:
-    """The item's image: perturbed (robustness copies), mirrored (laterality pairs), then marked."""
+    """The item's image: perturbed (robustness copies), mirrored (consistency copies that say so), then marked."""
     params: dict = {}
     variant = it["variant"]
-    if variant and variant["kind"] != "mirror":
+    if variant and variant["kind"] in LEVELS:  # consistency copies (as shown, mirrored) are not perturbed
         shown, params["perturbation"] = perturb(shown, variant["kind"], variant["severity"],
                                                 derived_rng(config.seed, "perturb", seed_key))
     mirror = bool(it["params"] and it["params"].get("mirrored"))

@@ -1,18 +1,22 @@
-"""Image perturbations of the robustness subset, each at three recorded severities, applied to the display
-image before the mark is drawn (the question's mark stays exact; the anatomy is what degrades)."""
+"""Image perturbations of the robustness config, each at three recorded severities relative to the image, applied
+to the display image before the mark is drawn (the question's mark stays exact; the anatomy is what degrades)."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-# severity 1..3 -> the parameter of each kind
+# severity 1..3 -> the parameter of each kind. Every level is relative to the image, so "mild" means the same on a
+# 100 px and a 1,000 px image, on a dark and a bright one.
 LEVELS = {
-    "gaussian_noise": {"sigma": (8.0, 16.0, 32.0)},  # grey levels (0..255)
-    "gaussian_blur": {"sigma": (1.0, 2.0, 4.0)},  # px per 256 px of the shorter side
+    "gaussian_noise": {"sigma_fraction": (0.03, 0.06, 0.12)},  # noise std as a share of the image's grey range
+    "gaussian_blur": {"sigma_fraction": (0.004, 0.008, 0.016)},  # blur std as a share of the shorter side
     "contrast": {"factor": (0.7, 0.5, 0.3)},  # grey levels pulled toward the mean (a narrower window)
     "downsample": {"factor": (2.0, 3.0, 4.0)},  # shrunk by this, then enlarged back
 }
+RULE = ("noise: Gaussian, std = 3 / 6 / 12 % of the image's grey range (0.5th to 99.5th percentile); blur: Gaussian, "
+        "std = 0.4 / 0.8 / 1.6 % of the shorter side; contrast: grey levels pulled toward the mean to 70 / 50 / 30 %; "
+        "downsample: shrunk 2 / 3 / 4 times and enlarged back")
 
 
 def parameters(kind: str, severity: int) -> dict:
@@ -27,10 +31,13 @@ def perturb(rgb: np.ndarray, kind: str, severity: int, rng: np.random.Generator)
     h, w = rgb.shape[:2]
     img = rgb.astype(np.float32)
     if kind == "gaussian_noise":
-        noise = rng.normal(0.0, p["sigma"], size=(h, w, 1)).astype(np.float32)  # one field for all channels: grey stays grey
+        lo, hi = np.percentile(img, [0.5, 99.5])
+        sigma = p["sigma_fraction"] * max(float(hi - lo), 1.0)
+        noise = rng.normal(0.0, sigma, size=(h, w, 1)).astype(np.float32)  # one field for all channels: grey stays grey
         out = img + noise
+        p = {**p, "sigma_grey": round(sigma, 3)}
     elif kind == "gaussian_blur":
-        sigma = p["sigma"] * max(1.0, min(h, w) / 256.0)
+        sigma = p["sigma_fraction"] * min(h, w)
         out = cv2.GaussianBlur(img, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
         p = {**p, "sigma_px": round(sigma, 3)}
     elif kind == "contrast":

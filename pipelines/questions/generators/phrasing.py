@@ -77,9 +77,16 @@ def count_window(params: dict, count: int, rng: np.random.Generator, g: Generato
     return [str(lo + i) for i in window(rng, count - lo, hi - lo + 1, size)]
 
 
-def mirrored(params_json: str) -> str:
-    """The parameters of a laterality item's mirror image (the key side swapped)."""
+def flipped(params_json: str, question: str) -> tuple[str, str]:
+    """The parameters and stem of a laterality item shown mirrored left to right. The stem's display convention
+    becomes the mirrored one, so the patient's side of the outlined structure, and with it the key, is unchanged:
+    the pair probes whether a reader follows the stated orientation, not the anatomy."""
     p = json.loads(params_json)
-    p["mirrored"] = True
-    p["side"] = "right" if p["side"] == "left" else "left"
-    return json.dumps(p, sort_keys=True)
+    side = p["viewer_left_is"]
+    other = "patient's left" if side == "patient's right" else "patient's right"
+    s = stems()
+    said, says = s["convention"].format(side=side), s["flipped_convention"].format(side=other)
+    if said not in question:
+        raise ValueError(f"laterality stem without its display convention: {question!r}")
+    p.update(mirrored=True, viewer_left_is=other)
+    return json.dumps(p, sort_keys=True), question.replace(said, says)
