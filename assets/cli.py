@@ -472,17 +472,17 @@ def _run_model(cfg: PipelineConfig, bench_dir: Path, base_url: str, model: str, 
 
     from pipelines.evaluate.bench import CONFIGS, load_benchmark
     from pipelines.evaluate.predictions import write_predictions
-    from pipelines.evaluate.runner import ModelSettings, build_requests, run_model
+    from pipelines.evaluate.runner import ModelSettings, count_requests, request_batches, run_model
     bench = load_benchmark(bench_dir)
-    requests = build_requests(bench, tuple(splits or ("val", "test")), tuple(configs or CONFIGS), circular,
-                              image_mode, cfg.seed)
+    splits, configs = tuple(splits or ("val", "test")), tuple(configs or CONFIGS)
+    batches = request_batches(bench, splits, configs, circular, image_mode, cfg.seed)
     ms = ModelSettings(base_url=base_url, model=model, api_key=os.environ.get(api_key_env) or "EMPTY",
                        concurrency=concurrency, max_retries=max_retries, timeout_s=timeout, max_tokens=max_tokens,
                        cache_dir=cache_dir or cfg.data_root / "model_cache")
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
-        task = progress.add_task(f"{model} ({image_mode})", total=len(requests))
-        rows, counts = run_model(requests, ms, lambda done, total: progress.update(task, completed=done))
+        task = progress.add_task(f"{model} ({image_mode})", total=count_requests(bench, splits, configs, circular))
+        rows, counts = run_model(batches, ms, lambda done: progress.update(task, completed=done))
     write_predictions(rows, out)
     console.print(f"{out}: {counts['requests']} prediction(s), {counts['cached']} from the cache, "
                   f"{counts['errors']} failed (written with prediction null)", highlight=False, markup=False)

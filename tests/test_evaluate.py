@@ -191,6 +191,7 @@ def test_sections_match_hand_counts(fx, tmp_path):
     assert rob[("contrast", 2)]["perturbed_accuracy"]["mean"] == pytest.approx(5 / 6, abs=1e-6)
     assert rob[("contrast", 2)]["drop"]["mean"] == pytest.approx((4 - 5) / 6, abs=1e-6)
     assert rob[("contrast", 2)]["flip_rate"] == 0.25 and rob[("contrast", 1)]["flip_rate"] == 0.0
+    assert sec["robustness"]["base_answered"] == 24 and sec["robustness"]["unmatched_copies"] == 0
     assert rob[("gaussian_noise", 1)]["drop"]["mean"] == pytest.approx((4 - 6) / 6, abs=1e-6)
     g = sec["grounding"]
     assert g["iou_at_0.5"]["mean"] == exp["grounding_hit"] and g["unparsed"] == 1

@@ -174,6 +174,9 @@ def markdown(report: dict, chart_names: list[str]) -> str:
             lines.append(f"| {x['kind']} | {x['severity']} | {x['copies']} | {100 * x['base_accuracy']:.1f} | "
                          f"{_pct(x['perturbed_accuracy'])} | {_num(d['mean'])} [{_num(d['lo'])}, {_num(d['hi'])}] | "
                          f"{_num(x['flip_rate'])} |")
+        if r["base_answered"] < r["items"] - r["unmatched_copies"]:
+            lines.append(f"\nOnly {r['base_answered']} copies have an answered main item: the unperturbed accuracy "
+                         "counts the others as wrong (predict the main config too).")
         if r["unmatched_copies"]:
             lines.append(f"\n{r['unmatched_copies']} copies have no main item in this split and are left out.")
         if "robustness.png" in chart_names:

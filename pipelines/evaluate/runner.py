@@ -19,12 +19,13 @@ import io
 import json
 import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 from PIL import Image
 
 from pipelines.evaluate.bench import CONFIGS, Benchmark
@@ -80,30 +81,41 @@ def derangement(n: int, seed: int, label: str) -> list[int]:
     return out
 
 
-def build_requests(bench: Benchmark, splits: tuple[str, ...] = ("val", "test"), configs: tuple[str, ...] = CONFIGS,
-                   circular: bool = False, image_mode: str = "image", seed: int = 0) -> list[Request]:
-    """One request per exported row of the chosen configs and splits (and per rotation with ``circular``)."""
-    out = []
-    for config in [c for c in CONFIGS if c in configs]:
-        rows = bench.public[(bench.public["config"] == config) & bench.public["split"].isin(splits)]
-        if rows.empty:
-            continue
-        images = bench.images(config, set(rows["index"]))
-        for split in splits:
-            part = rows[rows["split"] == split].sort_values("index").to_dict("records")
-            imgs = [images[r["index"]] for r in part]
-            if image_mode == "blank":
-                imgs = [blank_like(b) for b in imgs]
-            elif image_mode == "shuffled":
-                imgs = [imgs[j] for j in derangement(len(imgs), seed, f"{config}/{split}")]
-            for r, img in zip(part, imgs):
-                out.append(Request(int(r["index"]), r["item_id"], img, build_prompt(r)))
-                opts = present_options(r)
-                if circular and config == "main" and not r["multi_answer"] and len(opts) >= 2:
-                    for k in range(1, rotation_count(opts)):
-                        rot = {**r, **{c: None for c in LETTERS}, **rotate(opts, k)}
-                        out.append(Request(int(r["index"]) + k * OFFSET, r["item_id"], img, build_prompt(rot)))
+def _rotations(row: dict, circular: bool, config: str) -> list[tuple[int, dict]]:
+    """(index, row as shown) for rotation 0 and, with ``circular``, every further rotation of a main item."""
+    out = [(int(row["index"]), row)]
+    opts = present_options(row)
+    if circular and config == "main" and not row["multi_answer"] and len(opts) >= 2:
+        for k in range(1, rotation_count(opts)):
+            out.append((int(row["index"]) + k * OFFSET, {**row, **{c: None for c in LETTERS}, **rotate(opts, k)}))
     return out
+
+
+def count_requests(bench: Benchmark, splits: tuple[str, ...] = ("val", "test"), configs: tuple[str, ...] = CONFIGS,
+                   circular: bool = False) -> int:
+    """How many requests ``request_batches`` will yield (for a progress bar), from the public text alone."""
+    rows = bench.public[bench.public["config"].isin(configs) & bench.public["split"].isin(splits)]
+    return sum(len(_rotations(r, circular, r["config"])) for r in rows.to_dict("records"))
+
+
+def request_batches(bench: Benchmark, splits: tuple[str, ...] = ("val", "test"), configs: tuple[str, ...] = CONFIGS,
+                    circular: bool = False, image_mode: str = "image", seed: int = 0) -> Iterator[list[Request]]:
+    """The requests for every exported row of the chosen configs and splits (and every rotation with
+    ``circular``), one Parquet shard at a time: memory holds one shard's images, never the whole export. Shuffled
+    images are exchanged within a shard (shards hold one split of one config)."""
+    for config in [c for c in CONFIGS if c in configs]:
+        for path in bench.shards(config):
+            table = pq.read_table(path)
+            rows = [r for r in table.to_pylist() if r["split"] in splits]
+            if not rows:
+                continue
+            images = [r["image"]["bytes"] for r in rows]
+            if image_mode == "blank":
+                images = [blank_like(b) for b in images]
+            elif image_mode == "shuffled":
+                images = [images[j] for j in derangement(len(images), seed, f"{config}/{path.name}")]
+            yield [Request(idx, r["item_id"], img, build_prompt(shown))
+                   for r, img in zip(rows, images) for idx, shown in _rotations(r, circular, config)]
 
 
 class ModelClient:
@@ -141,9 +153,9 @@ class ModelClient:
         return {"index": req.index, "item_id": req.item_id, "prediction": reply}, False
 
 
-def run_model(requests: list[Request], settings: ModelSettings,
-              progress: Callable[[int, int], None] | None = None) -> tuple[list[dict], dict]:
-    """(prediction rows in request order, counts: requests, cached, errors)."""
+def run_model(batches: Iterable[list[Request]], settings: ModelSettings,
+              progress: Callable[[int], None] | None = None) -> tuple[list[dict], dict]:
+    """(prediction rows in request order, counts: requests, cached, errors); ``progress`` gets the number done."""
     client = ModelClient(settings)
     done, lock = [0], threading.Lock()
 
@@ -152,11 +164,13 @@ def run_model(requests: list[Request], settings: ModelSettings,
         with lock:
             done[0] += 1
             if progress:
-                progress(done[0], len(requests))
+                progress(done[0])
         return out
 
+    results = []
     with ThreadPoolExecutor(max_workers=max(1, settings.concurrency)) as pool:
-        results = list(pool.map(one, requests))
+        for batch in batches:
+            results += list(pool.map(one, batch))
     rows = [r for r, _ in results]
     return rows, {"requests": len(rows), "cached": sum(c for _, c in results),
                   "errors": sum(1 for r in rows if r.get("error"))}

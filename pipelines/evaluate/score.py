@@ -223,7 +223,9 @@ class Scorer:
 
     def robustness_section(self, scored: pd.DataFrame, main: pd.DataFrame) -> dict:
         base = main.set_index("item_id")["hit"]
+        answered = main.set_index("item_id")["answered"]
         copies = scored.assign(base_hit=scored["variant_of"].map(base))
+        base_answered = int(copies["variant_of"].map(answered).fillna(False).astype(bool).sum())
         unmatched = int(copies["base_hit"].isna().sum())
         copies = copies[copies["base_hit"].notna()]
 
@@ -238,6 +240,7 @@ class Scorer:
                  for (k, s), p in copies.groupby(["variant_kind", "variant_severity"], sort=True)]
         by_kind = [{"kind": str(k), **row(p, f"robustness/{k}")} for k, p in copies.groupby("variant_kind", sort=True)]
         return {"items": len(scored), "answered": int(scored["answered"].sum()), "unmatched_copies": unmatched,
+                "base_answered": base_answered,
                 "overall": row(copies, "robustness") if len(copies) else None, "by_kind": by_kind,
                 "by_kind_severity": by_ks}
 
