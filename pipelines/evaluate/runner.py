@@ -7,8 +7,8 @@ so an interrupted run resumes where it stopped and a re-run asks nothing. Retrie
 written with ``prediction: null`` and its error, and evaluation counts it as unanswered.
 
 Image modes for blind baselines: ``blank`` sends a mid-grey image of the same size, ``shuffled`` sends the
-image of another item of the same config and split (a seeded derangement), so the model sees the question
-and options with an uninformative image.
+image of another item of the same Parquet shard (one config and split; a seeded derangement), so the model
+sees the question and options with an uninformative image.
 """
 
 from __future__ import annotations
