@@ -59,24 +59,32 @@ def circular_frame(tsv: pd.DataFrame) -> pd.DataFrame:
     """The circular rows of one VLMEvalKit MCQ frame (options as strings, '' where absent)."""
     if len(tsv) and int(tsv["index"].max()) >= OFFSET:
         raise ValueError(f"an index of {int(tsv['index'].max())} does not fit under the circular offset {OFFSET}")
-    rows = []
-    for _, row in tsv.iterrows():
-        opts = _options(row)
-        n = rotation_count(opts) if len(opts) >= 2 else 1
-        if "answer" in row and isinstance(row["answer"], str) and row["answer"] not in LETTERS[:len(opts)]:
+    letters = [c for c in LETTERS[:5] if c in tsv]
+    opts = [{c: v for c, v in zip(letters, vals) if isinstance(v, str) and v != ""}
+            for vals in zip(*(tsv[c] for c in letters))]
+    answers = tsv["answer"].tolist() if "answer" in tsv else [None] * len(tsv)
+    counts = []
+    for o, a in zip(opts, answers):
+        n = rotation_count(o) if len(o) >= 2 else 1
+        if isinstance(a, str) and a not in LETTERS[:len(o)]:
             n = 1  # not a valid single letter: VLMEvalKit leaves such rows unrotated
-        for k in range(n):
-            out = row.copy()
-            out["g_index"] = int(row["index"])
-            if k:
-                out["index"] = int(row["index"]) + k * OFFSET
-                out["image"] = str(int(row["index"]))
-                for c, v in rotate(opts, k).items():
-                    out[c] = v
-                if "answer" in row:
-                    out["answer"] = rotated_answer(row["answer"], len(opts), k)
-            rows.append(out)
-    frame = pd.DataFrame(rows, columns=[*tsv.columns, "g_index"])
+        counts.append(n)
+    base = tsv.assign(g_index=tsv["index"].astype(int))
+    frames = [base]
+    for k in range(1, max(counts, default=1)):
+        keep = [i for i, n in enumerate(counts) if n > k]
+        if not keep:
+            break
+        part = base.iloc[keep].copy()
+        part["index"] = part["g_index"] + k * OFFSET
+        part["image"] = part["g_index"].astype(str)
+        rotated = [rotate(opts[i], k) for i in keep]
+        for c in letters:
+            part[c] = [r.get(c, "") for r in rotated]
+        if "answer" in part:
+            part["answer"] = [rotated_answer(answers[i], len(opts[i]), k) for i in keep]
+        frames.append(part)
+    frame = pd.concat(frames, ignore_index=True)
     return frame.sort_values("index", kind="stable").reset_index(drop=True)
 
 
