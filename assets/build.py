@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.changes import globals_up_to_date, sync_registry
-from assets.definitions import ALL_ASSETS, ANNOTATE, GLOBAL, GLOBAL_KEYS, PER_DATASET, PER_DATASET_KEYS, PUBLISH, defs
+from assets.definitions import ALL_ASSETS, ALL_CHECKS, ANNOTATE, GLOBAL, GLOBAL_KEYS, PER_DATASET, PER_DATASET_KEYS, PUBLISH, defs
 from assets.parallel import QUIET, failure_reason, materialize_partitions
 from pipelines.benchmark.reviews import decisions_newer_than
 from pipelines.config import PROJECT_ROOT, PipelineConfig
@@ -145,7 +145,7 @@ def _build(config: PipelineConfig, registry_ids: list[str], select: list[str] | 
         if report.failed:
             log(f"cross-dataset stages run without the failed dataset(s): {', '.join(report.failed)}")
         log(f"materializing {', '.join(k.to_user_string() for k in global_keys)}")
-        res = dg.materialize(ALL_ASSETS, selection=global_keys, instance=instance, resources=defs.resources,
+        res = dg.materialize([*ALL_ASSETS, *ALL_CHECKS], selection=global_keys, instance=instance, resources=defs.resources,
                              raise_on_error=False, run_config=QUIET, tags=tags)
         if res.success:
             report.succeeded.append("global")

@@ -16,6 +16,7 @@ from assets.render import rendered_items, review_sheets
 from assets.resources import LLMResource, MedbenchResource
 from assets.sensors import registry_schedule_factory, registry_sensor_factory
 from assets.standardize import standardized
+from assets.validity import CHECKS
 from assets.vocab import label_vocab, lexical_tree_export
 from pipelines.config import AutomationSettings
 
@@ -29,6 +30,7 @@ ANNOTATE: list[dg.AssetsDefinition] = manual_assets([roi_annotations, roi_export
 PUBLISH: list[dg.AssetsDefinition] = manual_assets([hub_push])  # opt-in: never part of a default build
 EVALUATE: list[dg.AssetsDefinition] = manual_assets([evaluation])  # opt-in: needs a predictions file
 ALL_ASSETS = PER_DATASET + GLOBAL + ANNOTATE + PUBLISH + EVALUATE
+ALL_CHECKS = CHECKS  # checks defined apart from their asset (the exported files judged as a reader gets them)
 PER_DATASET_KEYS = [k for a in PER_DATASET for k in a.keys]
 GLOBAL_KEYS = [k for a in GLOBAL for k in a.keys]
 
@@ -41,6 +43,7 @@ _target = dg.AssetSelection.assets(*ALL_ASSETS)
 
 defs = dg.Definitions(
     assets=ALL_ASSETS,
+    asset_checks=ALL_CHECKS,
     jobs=[dataset_job, global_job, *cluster_jobs(PER_DATASET)],
     sensors=[registry_sensor_factory(PER_DATASET_KEYS, GLOBAL_KEYS, _target), automation_sensor(GLOBAL)],
     schedules=[registry_schedule_factory(PER_DATASET_KEYS, GLOBAL_KEYS, _target, _schedule.cron, _schedule.timezone)],

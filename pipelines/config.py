@@ -144,11 +144,18 @@ class QuestionSettings(BaseModel):
     use_llm: bool = Field(True, description="ask the LLM when a key is set; the offline bank is always available")
     near_duplicate_ratio: float = Field(90.0, description="rapidfuzz token-sort ratio above which two templates are one")
     max_distractors: int = 4
+    image_level_options: int = Field(4, description="options of a whole-image (diagnosis) item: this many when the "
+                                                    "dataset has as many classes, else all of them")
     fixed_distractors: int | None = Field(None, description="use exactly this many distractors (when the pool allows)")
     counting: bool = Field(True, description="ask counting questions on detection datasets")
     max_count_options: int = 4
     min_count_keys: int = Field(3, description="a label is counted only when its counts take at least this many "
                                                "values (a count that is nearly always 1 is answerable without the image)")
+    distractor_slab: float = Field(0.15, description="a region of a volume is offered only structures drawn within this "
+                                                     "share of the axis depth of its plane (its body region)")
+    count_gap_px: int = Field(3, description="a count is asked only when every piece is separated from the others and "
+                                            "from the image border by at least this much background (display px)")
+    count_gap_fraction: float = Field(0.01, description="... or this share of the shorter display side, if larger")
     count_spread: float = Field(0.15, description="counting distractors step up to this share of the key apart "
                                                   "(at least 1), so the spread scales with the count")
 
@@ -158,18 +165,27 @@ class BenchmarkSettings(BaseModel):
 
     per_answer_cap: int = Field(30, description="most units per answer label within its task and granularity")
     val_fraction: float = Field(0.176, description="share of items in val (GMAI-MMBench: 4550/25831)")
+    val_share_range: tuple[float, float] = Field((0.15, 0.25), description="the val share the split aims to end in, "
+                                                                           "patients and leakage components kept whole")
+    val_cover_min_items: int = Field(30, description="a task or modality with this many test items gets val items "
+                                                     "too when a component can be moved without leaving the range")
     near_duplicate_bits: int = Field(4, description="pHash Hamming distance at or under which two images are one")
     max_shard_bytes: int = Field(500_000_000, description="Parquet shard size limit")
     name: str = "medbench"
     render_workers: int = Field(1, description="processes rendering the selected items (memory: one volume each)")
     text_only_confidence: float = Field(0.75, description="flag items a text-only prior answers this confidently")
     text_only_margin: float = Field(0.05, description="the blind baseline fails when its test accuracy exceeds "
-                                                      "chance by more than this (overall, or a task with enough items)")
+                                                      "chance by more than this overall")
+    text_only_task_margin: float = Field(0.10, description="... or by more than this in a task with enough items")
+    text_only_fold_by: str = Field("image_id", description="column grouping the blind baseline's folds: items of one "
+                                                           "image stay together; never a dataset or template")
+    key_balance_margin: float = Field(0.15, description="the most frequent key of a task (and of a dataset within "
+                                                        "a task) answers at most chance + this share of its units")
     text_only_min_items: int = Field(30, description="tasks with fewer test items are reported, not judged")
     balance_floor: int = Field(5, description="a key with fewer units is dropped from its balance group (generated "
                                               "questions whose keys are kept equally frequent)")
-    text_only_folds: int = Field(5, description="cross-fitting folds of the blind baseline (by leakage component)")
-    text_only_rounds: int = Field(4, description="rounds of dropping units the blind baseline answers (0: report only)")
+    text_only_folds: int = Field(5, description="cross-fitting folds of the blind baseline")
+    text_only_rounds: int = Field(8, description="rounds of dropping units the blind baseline answers (0: report only)")
     item_reviews: Path | None = Field(None, description="reviewers' item decisions (`medbench review`); "
                                                         "default <data_root>/reviews/items.yaml")
 
@@ -264,7 +280,8 @@ class AnnotateSettings(BaseModel):
     export_images: str = Field("exported", description="'exported': images of exported rows only; 'all': every image")
 
 
-GENERATOR_NAMES = ("size_compare", "relative_position", "instance_count", "measurement", "laterality")
+GENERATOR_NAMES = ("size_compare", "relative_position", "instance_count", "measurement", "laterality", "localisation",
+                   "coarse_position", "grounding")
 
 
 class GeneratorSettings(BaseModel):
@@ -287,6 +304,17 @@ class GeneratorSettings(BaseModel):
     bin_options: int = Field(4, description="consecutive bins offered")
     direction_margin_deg: float = Field(10.0, description="the direction must lie this far inside its 45° sector")
     min_distance_fraction: float = Field(0.05, description="centroids at least this share of the diagonal apart")
+    localise_pad: float = Field(0.15, description="the true box is the structure's box grown by this share of its size "
+                                                  "on each side (no box is drawn tight around an edge)")
+    localise_margin: float = Field(0.02, description="decoys keep this share of the shorter side inside the content box")
+    localise_gap: float = Field(0.01, description="boxes keep this share of the shorter side apart from each other")
+    localise_max_area: float = Field(0.2, description="a structure whose box covers more of the image is not asked "
+                                                      "(no room for same-size decoys)")
+    localise_max_boxes: int = Field(4, description="boxes drawn at most (the true one and 2 or 3 decoys)")
+    locate_max_area: float = Field(0.5, description="a structure whose box covers more of the image has no location "
+                                                    "to ask (no grounding item)")
+    coarse_margin: float = Field(0.02, description="a structure's box must stay this share of the side away from a "
+                                                   "midline for its quadrant or half to be asked")
     mirror_pairs: bool = Field(True, description="write the consistency config: each laterality item as shown and "
                                                  "mirrored left to right, with a stem that says it was mirrored")
     workers: int = Field(1, description="processes for candidates: with 2 or more, each dataset's generators run in "

@@ -71,6 +71,21 @@ class LabelSpec(_Tags):
                                                  "option, for this reason (test segments, colour names, body outline)")
     exhaustive: bool | None = Field(None, description="every instance of this label is annotated on every image, "
                                                       "so counting it is valid (default: the map's `exhaustive`)")
+    contains: list[str] = Field([], description="labels of this map whose regions lie inside this one's (a tumour "
+                                                "core inside the whole tumour): never offered beside it, either way")
+    visible_on: list[str] = Field([], description="modalities this label can be seen on (enhancing tumour: T1 "
+                                                  "contrast-enhanced MRI); a registration of another modality never "
+                                                  "asks about it nor offers it")
+
+    @field_validator("visible_on")
+    @classmethod
+    def _visible_on(cls, v: list[str]) -> list[str]:
+        from pipelines.modalities import MODALITIES, resolve_modality
+        out = [resolve_modality(m) for m in v]
+        if None in out:
+            bad = [m for m, r in zip(v, out) if r is None]
+            raise ValueError(f"unknown modality {bad}; use one of: {', '.join(MODALITIES)}")
+        return out
 
     @field_validator("ct_window")
     @classmethod
@@ -98,9 +113,20 @@ class LabelMap(_Tags):
     exhaustive: bool = Field(False, description="default of every label's `exhaustive`: counting items are made "
                                                 "only for labels whose every instance is annotated")
 
+    @model_validator(mode="after")
+    def _nesting(self) -> "LabelMap":
+        names = set(self.labels) | set(self.values.values())
+        for name, spec in self.labels.items():
+            unknown = [c for c in (spec.contains if spec else []) if c not in names or c == name]
+            if unknown:
+                raise ValueError(f"labels.{name}.contains names {unknown}, which are not other labels of this map; "
+                                 "list raw label names from `values` or `labels`")
+        return self
+
     def model_post_init(self, __context: object) -> None:
         for name in self.values.values():
             self.labels.setdefault(name, None)
+
 
     @property
     def names(self) -> set[str]:

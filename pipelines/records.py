@@ -77,6 +77,7 @@ SLICES = _schema("slices", [
     pa.field("png_path", pa.string()),  # empty unless standardize.write_pngs is 'all'
     pa.field("sha256", pa.string()),  # of the 8-bit RGB pixels (exact duplicates share it)
     pa.field("faint_labels", pa.list_(pa.string())),  # raw labels with a cross-section below the region floor here
+    pa.field("content_bbox", pa.list_(pa.float64())),  # x0, y0, x1, y1 of the non-dark pixels (body, field of view)
 ])
 
 REGIONS = _schema("regions", [
@@ -118,6 +119,7 @@ LABEL_VOCAB = _schema("label_vocab", [
     pa.field("regions", pa.int64()),
     pa.field("tag_origin", pa.string()),  # JSON: tag -> rule that decided it
     pa.field("tag_issues", pa.list_(pa.string())),
+    pa.field("contains", pa.list_(pa.string())),  # raw labels of the same dataset nested inside this one
 ])
 
 CANDIDATES = _schema("qa_candidates", [
@@ -134,6 +136,7 @@ CANDIDATES = _schema("qa_candidates", [
     pa.field("labels", pa.list_(pa.string())),  # raw labels
     pa.field("answers", pa.list_(pa.string())),  # canonical answer(s), or the count
     pa.field("image_labels", pa.list_(pa.string())),  # raw labels of every region on the image (never offered at image level)
+    pa.field("nearby_labels", pa.list_(pa.string())),  # canonical labels around a plane of a volume (its distractors come from them)
     pa.field("answer_label", pa.string()),
     pa.field("count", pa.int64()),  # counting questions only
     pa.field("count_label", pa.string()),
@@ -226,6 +229,7 @@ QA_ITEMS = _schema("qa_items", [
     pa.field("variant", pa.string()),  # JSON: kind (mirror, gaussian_noise, ...), severity, parameters
     pa.field("subset", pa.string()),  # main | consistency | robustness | grounding (each exported as its own config)
     pa.field("option_origins", pa.list_(pa.string())),  # per option A..E: dataset | fallback | generated (counts)
+    pa.field("box", pa.list_(pa.float64())),  # grounding items: the answer, [x0, y0, x1, y1] in 0..1 of the image
 ])
 
 F64, STR, LIST_F64 = pa.float64(), pa.string(), pa.list_(pa.float64())

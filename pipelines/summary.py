@@ -17,6 +17,24 @@ from pipelines.run_state import failed_datasets
 from pipelines.storage import DataLayout
 
 
+# why a dataset makes no candidate, when that is the data's nature and not a fault: every label excluded by its
+# label map, or no image large enough to read
+EXPECTED_SKIPS = {"excluded_label": "its label map excludes every label it has",
+                  "no_readable_image": "none of its images passes the readability gates (too small or too elongated)",
+                  "one_label_covers_image": "its one label covers most of every image, so its key never varies and "
+                                            "there is no location to ask about"}
+
+
+def expected_without_candidates(skipped: dict[str, int]) -> str | None:
+    """The expected reason a dataset has no candidate, from its skip counts (None: not an expected outcome)."""
+    for reason in ("no_readable_image", "one_label_covers_image"):
+        if reason in skipped:
+            return EXPECTED_SKIPS[reason]
+    if skipped and set(skipped) == {"excluded_label"}:
+        return EXPECTED_SKIPS["excluded_label"]
+    return None
+
+
 @dataclass
 class Summary:
     root: Path
@@ -31,10 +49,18 @@ class Summary:
     items: dict[str, int] = field(default_factory=dict)  # dataset -> benchmark items (when a benchmark was built)
     not_built: dict[str, dict[str, int]] = field(default_factory=dict)  # dataset -> why candidates were not made
     audit: dict = field(default_factory=dict)  # the benchmark audit's figures (tables/benchmark_audit.json)
+    changes: dict = field(default_factory=dict)  # the changelog's counts (tables/benchmark_changelog.json)
 
     def selection_lines(self) -> list[str]:
-        """What selection left out on purpose: reviewers' rejections and units the text alone answers."""
+        """What selection left out on purpose (reviewers' rejections, units the text alone answers) and what moved
+        since the previous build, with why."""
         a, out = self.audit, []
+        if self.changes and not self.changes.get("first_build"):
+            c = self.changes.get("counts", {})
+            why = ", ".join(f"{k} {v}" for k, v in self.changes.get("removed_by_reason", {}).items())
+            out.append(f"  since the previous build: {c.get('added', 0)} item(s) added, {c.get('removed', 0)} removed"
+                       + (f" ({why})" if why else "") + f", {c.get('changed', 0)} changed "
+                       "(tables/benchmark_changelog.json, benchmark/private/changelog.json)")
         if a.get("review_rejected_units"):
             out.append(f"  review: {a['review_rejected_units']} unit(s) rejected by reviewers left out "
                        "(medbench review; decisions in benchmark.item_reviews)")
@@ -67,13 +93,30 @@ class Summary:
             return "-"
         return ", ".join(f"{k}={v}" for k, v in sorted(c.items())) or "0"
 
+    def expected_empty(self, ds: str) -> str | None:
+        """Why a dataset without items is an expected outcome (its images are all below the readability gates, it
+        reads the same images as an earlier registration, or its label map excludes every label), else None."""
+        rules = self.gated.get(ds, {})
+        units = max((u for _, u in rules.values()), default=0)
+        if units and sum(d for d, _ in rules.values()) == units:
+            return f"every candidate fails the readability gates ({self.gate_text(ds)})"
+        same = [a for a, b, _ in self.audit.get("duplicates", []) if b == ds]
+        if same:
+            return f"it reads the same images as {same[0]}, which keeps them (one source, one identity)"
+        return expected_without_candidates(self.not_built.get(ds, {}))
+
     def empty_datasets(self) -> list[str]:
-        """Datasets with described regions but no benchmark item: an error a user must see, with why."""
+        """Datasets with described regions but no benchmark item, with why: expected outcomes are said as such,
+        anything else is an error a user must see."""
         if not self.items and "benchmark" not in self.tables:
             return []
         out = []
         for ds, n in sorted(self.regions.items()):
             if n and not self.items.get(ds) and ds not in self.failed:
+                expected = self.expected_empty(ds)
+                if expected:
+                    out.append(f"  {ds}: 0 items, as expected: {expected}")
+                    continue
                 why = ", ".join(f"{r} {c}" for r, c in sorted(self.not_built.get(ds, {}).items()))
                 gate = self.gate_text(ds)
                 blind = self.audit.get("text_only_dropped_by_dataset", {}).get(ds)
@@ -164,6 +207,10 @@ def summarize(data_root: Path, dataset_ids: list[str]) -> Summary:
     audit = layout.table("benchmark_audit").with_suffix(".json")
     if audit.exists():
         s.audit = json.loads(audit.read_text())
+    log = layout.table("benchmark_changelog").with_suffix(".json")
+    if log.exists():
+        full = json.loads(log.read_text())
+        s.changes = {k: full.get(k) for k in ("counts", "removed_by_reason", "first_build") if k in full}
     bench = layout.root / "benchmark"
     if (bench / "manifest.json").exists() or (bench / "data").exists():
         s.benchmark = bench

@@ -24,6 +24,19 @@ def test_sources_check_ok_and_scan(demo_registry, tmp_path):
     assert "8 dataset(s) OK" in res.output and "demo_polyp" in res.output
 
 
+def test_sources_check_warns_about_registrations_of_one_folder(demo_registry, tmp_path):
+    doc = yaml.safe_load(demo_registry.read_text())
+    twin = dict(next(d for d in doc["datasets"] if d["id"] == "demo_polyp"), id="demo_polyp_again")
+    doc["datasets"].append(twin)
+    reg = tmp_path / "sources.yaml"
+    reg.write_text(yaml.safe_dump(doc))
+    res = runner.invoke(app, ["sources", "check", "--registry", str(reg), "--data-root", str(tmp_path / "d")])
+    assert res.exit_code == 0, res.output
+    assert "warning: demo_polyp and demo_polyp_again read the same folder" in res.output
+    plain = runner.invoke(app, ["sources", "check", "--registry", str(demo_registry), "--data-root", str(tmp_path)])
+    assert "read the same folder" not in plain.output
+
+
 def test_sources_check_reports_problems(tmp_path):
     bad = tmp_path / "sources.yaml"
     bad.write_text(yaml.safe_dump({"version": 1, "datasets": [

@@ -1,4 +1,5 @@
-"""Small pools (issue 14, item 5): curated, MeSH-checked fallback distractors with recorded origins."""
+"""Small pools: curated, MeSH-checked fallback distractors with recorded origins, offered only where they are keys
+elsewhere; region distractors from around the plane."""
 
 from __future__ import annotations
 
@@ -37,20 +38,38 @@ def test_wrong_mesh_name_is_reported_with_the_file(tmp_path):
         load_fallback(tmp_path / "broken.yaml")
 
 
-def test_fallback_only_when_the_own_pool_is_too_small():
+def test_fallback_options_must_be_keys_elsewhere():
+    """A fallback option no item anywhere has as its key would leave the dataset's own label as the one option a
+    reader ever sees as a key: it is offered only when another dataset of the modality asks about it."""
     h = Hierarchy.from_vocab(VOCAB)
-    pools = {PoolKey("shared", "Endoscopy", "Disease Diagnosis", "mask"): ["polyp"]}
+    own = PoolKey("dataset:kv", "Endoscopy", "Disease Diagnosis", "mask")
+    pools = {own: ["polyp"]}
+    assert pool_for(pools, "kv", "Endoscopy", "Disease Diagnosis", "contour", ["polyp"], h) == \
+        (["polyp"], {"polyp": "dataset"})
+    pools[PoolKey("dataset:other", "Endoscopy", "Disease Diagnosis", "mask")] = ["ulcer", "colitis", "tumor"]
+    pools[PoolKey("dataset:xr", "X-ray", "Disease Diagnosis", "mask")] = ["diverticulum"]  # another modality
     pool, origins = pool_for(pools, "kv", "Endoscopy", "Disease Diagnosis", "contour", ["polyp"], h)
     assert pool[0] == "polyp" and origins["polyp"] == "dataset"
-    extra = [p for p in pool if origins[p] == "fallback"]
-    assert len(extra) >= 2 and "ulcer" in extra
+    extra = sorted(p for p in pool if origins[p] == "fallback")
+    assert extra == ["colitis", "ulcer"]  # in the fallback group and a key elsewhere; not tumor, not diverticulum
     assert set(distractor_candidates(["polyp"], {"polyp"}, pool, h)) == set(extra)
     # image level: a whole image may show an unannotated finding, so no fallback there
     assert pool_for(pools, "kv", "Endoscopy", "Disease Diagnosis", "image", ["polyp"], h) == ([], {})
     # an own pool with two certainly-wrong options is used alone
-    big = {PoolKey("shared", "Endoscopy", "Disease Diagnosis", "mask"): ["polyp", "ulcer", "diverticulum"]}
+    big = {own: ["polyp", "ulcer", "diverticulum"]}
     pool, origins = pool_for(big, "kv", "Endoscopy", "Disease Diagnosis", "mask", ["polyp"], h)
     assert pool == ["polyp", "ulcer", "diverticulum"] and set(origins.values()) == {"dataset"}
+
+
+def test_region_distractors_come_from_around_the_plane():
+    """An abdominal slice's options are structures drawn near it in the same scan, never the humerus three
+    hundred millimetres away."""
+    h = Hierarchy.from_vocab(VOCAB)
+    pools = {PoolKey("dataset:ct", "CT", "Organ Recognition - Abdomen", "mask"): ["liver", "spleen", "humerus",
+                                                                                  "stomach"]}
+    pool, _ = pool_for(pools, "ct", "CT", "Organ Recognition - Abdomen", "mask", ["liver"], h,
+                       frozenset({"liver", "spleen", "stomach"}))
+    assert pool == ["liver", "spleen", "stomach"]
 
 
 def test_ancestor_rule_applies_to_fallback_options():
@@ -68,7 +87,9 @@ def test_item_records_each_options_origin():
     templates = pd.DataFrame([{"template_id": "t", "task": "Disease Diagnosis", "granularity": "mask",
                                "modality_family": "any", "text": "What is in the marked area of this <modality> image?",
                                "review_status": "accepted"}])
-    pools = {PoolKey("shared", "Endoscopy", "Disease Diagnosis", "mask"): ["polyp"]}
+    pools = {PoolKey("dataset:kv", "Endoscopy", "Disease Diagnosis", "mask"): ["polyp"],
+             PoolKey("dataset:other", "Endoscopy", "Disease Diagnosis", "mask"): ["ulcer", "colitis", "diverticulum",
+                                                                                   "angiodysplasia", "hemorrhoids"]}
     row = {"answers": ["polyp"], "count": None, "dataset_id": "kv", "modality": "Endoscopy", "granularity": "mask",
            "clinical_vqa_task": "Disease Diagnosis", "question_family": "endoscopy", "image_labels": ["polyp"]}
     n_opts = []
@@ -84,3 +105,19 @@ def test_item_records_each_options_origin():
 
 def test_shipped_file_is_the_default():
     assert FALLBACK_PATH.name == "fallback_options.yaml" and FALLBACK_PATH.is_file()
+
+
+def test_groups_cover_the_photographic_and_cellular_modalities():
+    """Fundus, obstetric / breast / cardiac ultrasound, dermoscopy, endoscopy, histopathology and microscopy each
+    have a MeSH-checked group (checked for ids above)."""
+    fb = load_fallback()
+    have = {(g.modality, g.task) for g in fb.groups}
+    for modality, task in [("Fundus Photography", "Blood Vessels Recognition"), ("Fundus Photography", "Disease Diagnosis"),
+                           ("Ultrasound", "Organ Recognition - Head and Neck"), ("Ultrasound", "Disease Diagnosis"),
+                           ("Ultrasound", "Organ Recognition - Thorax"), ("Dermoscopy", "Disease Diagnosis"),
+                           ("Endoscopy", "Disease Diagnosis"), ("Histopathology", "Cell Recognition"),
+                           ("Microscopy", "Cell Recognition")]:
+        assert (modality, task) in have, (modality, task)
+    regions = {g.region for g in fb.groups if g.modality == "Ultrasound"}
+    assert any("obstetric" in r for r in regions) and any("breast" in r for r in regions) \
+        and any("cardiac" in r for r in regions)

@@ -225,3 +225,28 @@ def test_perturbation_severity_is_relative_to_the_image():
     a = perturb(small, "gaussian_blur", 3, derived_rng(1, "b"))[0][50, :, 0].astype(float)
     b = perturb(big, "gaussian_blur", 3, derived_rng(1, "b"))[0][500, :, 0].reshape(160, 10).mean(axis=1)
     assert np.abs(a - b).max() <= 6
+
+
+def test_counts_only_when_every_piece_stands_apart():
+    """Two squares 2 px apart are one blob to a reader at a 3 px gap; 10 px apart they are two; a piece cut by the
+    border hides how much of it (or how many) lie outside."""
+    from pipelines.questions.generators.pieces import crowded
+    m = np.zeros((50, 50), bool)
+    m[20:25, 10:15] = True
+    m[20:25, 17:22] = True  # columns 15 and 16 between them: 2 px of background
+    assert crowded(m, 3, 3)
+    m[20:25, 17:22] = False
+    m[20:25, 25:30] = True  # 10 px apart
+    assert not crowded(m, 3, 3)
+    m[0:4, 40:45] = True  # touches the top edge
+    assert crowded(m, 3, 3)
+
+
+def test_box_counts_skip_crowded_fields(demo_config):
+    from pipelines.questions.candidates import _crowded_boxes
+    sl = pd.DataFrame({"image_id": ["a", "b"], "width": [100, 100], "height": [100, 100],
+                       "display_width": [100, 100], "display_height": [100, 100]})
+    boxes = pd.DataFrame({"image_id": ["a", "a", "b", "b"], "raw_label": ["wbc"] * 4,
+                          "bbox": [[10, 10, 20, 20], [21, 10, 30, 20],  # 1 px apart: one blob to a reader
+                                   [10, 10, 20, 20], [40, 40, 50, 50]]})
+    assert _crowded_boxes(boxes, sl, demo_config) == {("a", "wbc")}

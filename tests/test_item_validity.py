@@ -115,8 +115,7 @@ def test_label_present_on_the_image_is_offered_only_at_region_level(granularity,
     templates = pd.DataFrame([{"template_id": "t", "task": "Organ Recognition - Abdomen", "granularity": group,
                                "modality_family": "any", "text": "Which organ is in this <modality> image?",
                                "review_status": "accepted"}])
-    scope = "dataset:d" if group == "image" else "shared"
-    pools = {PoolKey(scope, "CT", "Organ Recognition - Abdomen", group): ["kidney", "liver", "spleen"]}
+    pools = {PoolKey("dataset:d", "CT", "Organ Recognition - Abdomen", group): ["kidney", "liver", "spleen"]}
     row = {"answers": ["kidney"], "count": None, "dataset_id": "d", "modality": "CT", "granularity": granularity,
            "clinical_vqa_task": "Organ Recognition - Abdomen", "question_family": "ct",
            "image_labels": ["Kidney", "Liver"]}

@@ -12,7 +12,7 @@ import yaml
 
 from pipelines.label_maps import LabelMapError, load_label_map
 from pipelines.modalities import MODALITIES, resolve_modality
-from pipelines.questions.options import build_pools, pools_table
+from pipelines.questions.options import PoolKey, build_pools, pools_table
 from pipelines.registry import RegistryError, load_registry
 from pipelines.vocab.frame import vocab_frame
 
@@ -89,5 +89,6 @@ def test_accepted_label_without_task_does_not_break_pools(tmp_path):
     table = pq.read_table(tmp_path / "vocab.parquet")
     assert vocab_frame(table)["task"].tolist()[0] is None
     pools = build_pools(table.to_pandas())  # the raw pandas frame, NaN and all
-    assert list(pools.values()) == [["kidney", "liver"]]
-    assert len(pools_table(pools)) == 1
+    assert pools == {PoolKey("dataset:a", "CT", "Organ Recognition - Abdomen", "mask"): ["liver"],
+                     PoolKey("dataset:b", "CT", "Organ Recognition - Abdomen", "mask"): ["kidney"]}
+    assert len(pools_table(pools)) == 2

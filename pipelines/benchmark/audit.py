@@ -7,6 +7,7 @@ from collections import defaultdict
 import numpy as np
 import pandas as pd
 
+from pipelines.benchmark.blind import blind_predictions, blind_report, fold_rows
 from pipelines.benchmark.debias import blind_reports
 from pipelines.config import BenchmarkSettings
 from pipelines.questions.audit import (
@@ -76,14 +77,21 @@ def audit(df: pd.DataFrame, vocab: pd.DataFrame, seed: int, b: BenchmarkSettings
     item = {o.name: o for o in item_checks(df)}
     base = chance(df, seed)
     model, prior, blind = blind_reports(df, b, seed)  # the model's figures; exceeds: model or prior rule
+    others = {kind: blind_report(blind_predictions(df, b.text_only_folds, seed,
+                                                   fold_rows(df, b.text_only_folds, b.text_only_fold_by), kind),
+                                 b.text_only_margin, b.text_only_min_items, b.text_only_task_margin)
+              for kind in ("options", "metadata")}
     pred = pd.concat([model, prior], ignore_index=True)
     flagged = sorted(set(pred.loc[pred["hit"] & (pred["confidence"] >= b.text_only_confidence), "unit_id"]))
     figures = {**base, "text_only_accuracy": blind["accuracy"], "text_only_chance": blind["chance"],
                "text_only_prior_accuracy": blind.get("prior_accuracy", 0.0),
                "text_only_test_items": blind["items"], "text_only_flagged_units": len(flagged),
                "text_only_exceeds": ", ".join(blind["exceeds"]) or "-",
+               **{f"{kind}_only_accuracy": r["accuracy"] for kind, r in others.items()},
+               **{f"{kind}_only_exceeds": ", ".join(r["exceeds"]) or "-" for kind, r in others.items()},
                "letter_distribution": letter_distribution(df)}
     by_task = pd.DataFrame([{"task": t, **v} for t, v in sorted(blind["by_task"].items())])
+    by_pair = pd.DataFrame([{"task / dataset": t, **v} for t, v in sorted(blind["by_task_dataset"].items())])
     outcomes = [
         Outcome("split_disjoint", not any(leaks.values()), False, dict(leaks)),
         Outcome("no_related_option", not related, False, {"items": len(related), "examples": ", ".join(related[:10]) or "-"}),
@@ -95,6 +103,9 @@ def audit(df: pd.DataFrame, vocab: pd.DataFrame, seed: int, b: BenchmarkSettings
                 {"test_accuracy": round(blind["accuracy"], 4), "test_chance": round(blind["chance"], 4),
                  "prior_rule_accuracy": round(blind.get("prior_accuracy", 0.0), 4),
                  "margin": b.text_only_margin, "exceeds": ", ".join(blind["exceeds"]) or "-",
-                 "flagged_units": len(flagged), "by_task": _md(by_task)}),
+                 "flagged_units": len(flagged), "by_task": _md(by_task), "by_task_dataset": _md(by_pair),
+                 **{f"{kind}_only_accuracy": round(r["accuracy"], 4) for kind, r in others.items()}}),
     ]
-    return outcomes, {**figures, "text_only_flagged": flagged, "text_only_by_task": blind["by_task"]}
+    return outcomes, {**figures, "text_only_flagged": flagged, "text_only_by_task": blind["by_task"],
+                      "text_only_by_task_dataset": blind["by_task_dataset"],
+                      **{f"{kind}_only_by_task": r["by_task"] for kind, r in others.items()}}

@@ -1,11 +1,19 @@
-"""A blind (text-only) baseline that can fail: cross-fitted, never scored on what it was fitted on.
+"""Blind baselines that can fail: cross-fitted, never scored on what they were fitted on.
 
-Each option of a single-answer question becomes one row (question text, option text, the option's
-letter position, and for numeric options its rank among the item's numbers); a logistic regression
-scores rows and the item's answer is its highest-scoring option. Items are split into folds by
-leakage component (``split_group``), so a fold is never scored by a model that saw the same scan,
-and every item gets an out-of-fold prediction. If the text alone beats chance by a margin, the
-benchmark has a prior to exploit (skewed answers, tell-tale option sets) and the check fails.
+Each option of a single-answer question becomes one row; a logistic regression scores the rows and an item's
+answer is its highest-scoring option. Three blind readers are fitted, each from what a model without the image
+could know:
+
+* ``text``: the question and option words, the option's letter position and, for numeric options, its rank;
+* ``options``: the options alone (no question);
+* ``metadata``: each option crossed with the item's public tags (dataset, modality, department, task): the label
+  prior of a dataset or a body region.
+
+Folds group items only by image (twins, copies and every question about one plane stay together), never by
+dataset or template, so a prior that holds within a dataset or a template is learned from its other items, as
+any model tuned on the val split or trained on medical text would learn it. A text-only reader sees no pixels,
+so images of one patient on both sides of a fold leak nothing it could use. If a reader beats chance by a margin,
+the benchmark has a prior to exploit and the check fails.
 """
 
 from __future__ import annotations
@@ -20,22 +28,26 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 
 LETTERS = "ABCDE"
+READERS = ("text", "options", "metadata")
+META = ("dataset_id", "modality", "department", "clinical_vqa_task")
 
 
 def _option_rows(items: pd.DataFrame) -> pd.DataFrame:
-    """One row per (item, option) with its text and position features, and whether it is correct."""
+    """One row per (item, option) with its text, tags and position features, and whether it is correct."""
     rows = []
-    for item in items[["item_id", "question", "clinical_vqa_task", "answer", *LETTERS]].to_dict("records"):
+    meta = [c for c in META if c in items]
+    for item in items[["item_id", "question", "answer", *meta, *LETTERS]].to_dict("records"):
         opts = [(i, item[c]) for i, c in enumerate(LETTERS) if isinstance(item[c], str) and item[c]]
         nums = [_number(o) for _, o in opts]
         numeric = all(n is not None for n in nums)
         order = np.argsort(np.argsort(nums)) if numeric else np.zeros(len(opts), int)
         k = len(opts)
+        tags = " ".join(f"{c}={item[c]}" for c in meta)
         for (i, text), rank in zip(opts, order):
             rows.append({"item": item["item_id"], "question": item["question"], "option": text,
-                         "task": item["clinical_vqa_task"], "pos": i, "k": k, "numeric": numeric,
-                         "rank": rank / max(k - 1, 1) if numeric else 0.5, "is_edge": numeric and rank in (0, k - 1),
-                         "correct": LETTERS[i] == item["answer"]})
+                         "task": item.get("clinical_vqa_task", ""), "tags": tags, "pos": i, "k": k,
+                         "numeric": numeric, "rank": rank / max(k - 1, 1) if numeric else 0.5,
+                         "is_edge": numeric and rank in (0, k - 1), "correct": LETTERS[i] == item["answer"]})
     return pd.DataFrame(rows)
 
 
@@ -50,40 +62,67 @@ def _number(text: str) -> float | None:
 @lru_cache(maxsize=1 << 17)
 def _terms(text: str) -> tuple[str, ...]:
     """The words and word pairs of one text, as TfidfVectorizer(ngram_range=(1, 2)) analyses it. Cached: the
-    same question and option texts recur in every fold and every debiasing round, and analysing them again
-    was most of the baseline's cost; the features are unchanged."""
+    same question and option texts recur in every fold and every debiasing round."""
     return tuple(_ANALYSE(text))
 
 
 _ANALYSE = TfidfVectorizer(ngram_range=(1, 2)).build_analyzer()
 
 
-def _vectorizer() -> TfidfVectorizer:
-    return TfidfVectorizer(analyzer=_terms, min_df=1)
+def _crossed(value: str) -> tuple[str, ...]:
+    """'tags || option' -> one token per tag crossed with the whole option text (a label prior per tag value)."""
+    tags, option = value.split(" || ", 1)
+    return tuple(f"{t}|{option.lower()}" for t in tags.split(" ") if t)
 
 
-def _features(rows: pd.DataFrame, vec_q: TfidfVectorizer, vec_o: TfidfVectorizer, fit: bool):
-    """Option words, question-and-option word pairs (by task), position and numeric-rank features."""
-    joint = rows["task"] + " || " + rows["option"]
-    q = vec_q.fit_transform(rows["question"] + " || " + rows["option"]) if fit else vec_q.transform(rows["question"] + " || " + rows["option"])
-    o = vec_o.fit_transform(joint) if fit else vec_o.transform(joint)
+def _vectorizer(analyzer=_terms) -> TfidfVectorizer:
+    return TfidfVectorizer(analyzer=analyzer, min_df=1)
+
+
+def _positions(rows: pd.DataFrame, with_letters: bool = True) -> csr_matrix:
     pos = np.zeros((len(rows), len(LETTERS) + 4))
-    pos[np.arange(len(rows)), rows["pos"].to_numpy()] = 1
+    if with_letters:
+        pos[np.arange(len(rows)), rows["pos"].to_numpy()] = 1
     pos[:, len(LETTERS)] = rows["rank"].to_numpy()
     pos[:, len(LETTERS) + 1] = rows["is_edge"].to_numpy(float)
     pos[:, len(LETTERS) + 2] = rows["numeric"].to_numpy(float)
     pos[:, len(LETTERS) + 3] = 1 / rows["k"].to_numpy()
-    return hstack([q, o, csr_matrix(pos)]).tocsr()
+    return csr_matrix(pos)
 
 
-COLUMNS = ["item_id", "unit_id", "split", "clinical_vqa_task", "n_options", "hit", "confidence"]
+class Reader:
+    """One blind reader's features: fitted on the training rows of a fold, applied to its held-out rows."""
+
+    def __init__(self, kind: str):
+        if kind not in READERS:
+            raise ValueError(f"unknown blind reader {kind!r}; known: {READERS}")
+        self.kind = kind
+        self.vecs: list[TfidfVectorizer] = []
+
+    def _texts(self, rows: pd.DataFrame) -> list[pd.Series]:
+        if self.kind == "text":  # question-and-option words, and option words by task
+            return [rows["question"] + " || " + rows["option"], rows["task"] + " || " + rows["option"]]
+        if self.kind == "options":
+            return [rows["option"]]
+        return [rows["tags"] + " || " + rows["option"]]
+
+    def features(self, rows: pd.DataFrame, fit: bool):
+        texts = self._texts(rows)
+        if fit:
+            analyzer = _crossed if self.kind == "metadata" else _terms
+            self.vecs = [_vectorizer(analyzer) for _ in texts]
+        mats = [v.fit_transform(t) if fit else v.transform(t) for v, t in zip(self.vecs, texts)]
+        return hstack([*mats, _positions(rows, self.kind != "metadata")]).tocsr()
 
 
-def fold_rows(df: pd.DataFrame, folds: int):
-    """The single-answer units, their option rows, and (train rows, held-out rows) per fold by leakage
-    component (none when fewer than two components)."""
-    items = df[~df["multi_answer"]].sort_values(["unit_id", "granularity"]).drop_duplicates("unit_id")
-    groups = items["split_group"] if "split_group" in items and items["split_group"].notna().all() else items["group_id"]
+COLUMNS = ["item_id", "unit_id", "split", "dataset_id", "clinical_vqa_task", "n_options", "hit", "confidence"]
+
+
+def fold_rows(df: pd.DataFrame, folds: int, by: str = "image_id"):
+    """The single-answer units, their option rows, and (train rows, held-out rows) per fold, items grouped by
+    ``by`` (none when fewer than two groups)."""
+    items = df[~df["multi_answer"].astype(bool)].sort_values(["unit_id", "granularity"]).drop_duplicates("unit_id")
+    groups = items[by] if by in items and items[by].notna().all() else items["unit_id"]
     n_folds = min(folds, groups.nunique())
     if n_folds < 2:
         return items, []
@@ -105,18 +144,18 @@ def _predictions(items: pd.DataFrame, scored: list[pd.DataFrame]) -> pd.DataFram
     s = pd.concat(scored, ignore_index=True)
     best = s.loc[s.groupby("item", sort=False)["score"].idxmax()].set_index("item")
     total = s.groupby("item", sort=False)["score"].sum()
-    out = items[items["item_id"].isin(best.index)][COLUMNS[:5]].copy()
+    cols = [c for c in COLUMNS[:6] if c in items]
+    out = items[items["item_id"].isin(best.index)][cols].copy()
     out["hit"] = best.loc[out["item_id"], "correct"].astype(bool).to_numpy()
     share = (best["score"] / total.reindex(best.index)).where(total.reindex(best.index) > 0, 0.0)
     out["confidence"] = share.loc[out["item_id"]].astype(float).to_numpy()
-    return out[COLUMNS]
+    return out.reindex(columns=COLUMNS)
 
 
 def prior_predictions(df: pd.DataFrame, folds: int, prepared: tuple | None = None) -> pd.DataFrame:
     """The option-prior rule, cross-fitted like the model: score each option by how often that option
     text (within its task) was the key when offered in the other folds (add-one smoothed), and answer
-    the best. It catches an answer that is over-represented among the options it appears with. ``prepared``
-    is ``fold_rows(df, folds)`` when the caller already has it."""
+    the best. It catches an answer that is over-represented among the options it appears with."""
     items, parts = prepared or fold_rows(df, folds)
     scored = []
     for train, test in parts:
@@ -127,32 +166,41 @@ def prior_predictions(df: pd.DataFrame, folds: int, prepared: tuple | None = Non
     return _predictions(items, scored)
 
 
-def blind_predictions(df: pd.DataFrame, folds: int, seed: int, prepared: tuple | None = None) -> pd.DataFrame:
-    """Out-of-fold text-only prediction per single-answer unit: item_id, unit_id, split, task, k,
-    hit, confidence (the chosen option's share of the item's scores)."""
+def blind_predictions(df: pd.DataFrame, folds: int, seed: int, prepared: tuple | None = None,
+                      kind: str = "text") -> pd.DataFrame:
+    """Out-of-fold prediction of one blind reader per single-answer unit: item_id, unit_id, split, dataset,
+    task, k, hit, confidence (the chosen option's share of the item's scores)."""
     items, parts = prepared or fold_rows(df, folds)
     scored = []
     for train, test in parts:
-        vq, vo = _vectorizer(), _vectorizer()
+        reader = Reader(kind)
         model = LogisticRegression(C=1.0, max_iter=2000, random_state=seed)
-        model.fit(_features(train, vq, vo, True), train["correct"])
-        scored.append(test.assign(score=model.predict_proba(_features(test, vq, vo, False))[:, 1]))
+        model.fit(reader.features(train, True), train["correct"])
+        scored.append(test.assign(score=model.predict_proba(reader.features(test, False))[:, 1]))
     return _predictions(items, scored)
 
 
-def blind_report(pred: pd.DataFrame, margin: float, min_items: int) -> dict:
-    """Accuracy vs chance on the test split, overall and per task with at least ``min_items`` items;
-    ``exceeds`` lists where accuracy is above chance + ``margin``."""
-    test = pred[pred["split"] == "test"]
+def blind_report(pred: pd.DataFrame, margin: float, min_items: int, task_margin: float | None = None,
+                 splits: tuple[str, ...] = ("test",)) -> dict:
+    """Accuracy vs chance on the given splits, overall and per task with at least ``min_items`` items, and per
+    task x dataset (reported); ``exceeds`` lists 'overall' when accuracy is above chance + ``margin`` and each
+    task above chance + ``task_margin`` (``margin`` when not given)."""
+    task_margin = margin if task_margin is None else task_margin
+    test = pred[pred["split"].isin(splits)]
     if test.empty:
-        return {"items": 0, "accuracy": 0.0, "chance": 0.0, "by_task": {}, "exceeds": []}
-    by_task, exceeds = {}, []
+        return {"items": 0, "accuracy": 0.0, "chance": 0.0, "by_task": {}, "by_task_dataset": {}, "exceeds": []}
+    by_task, by_pair, exceeds = {}, {}, []
     acc, chance = float(test["hit"].mean()), float((1 / test["n_options"]).mean())
-    if acc > chance + margin:
+    if len(test) >= min_items and acc > chance + margin:
         exceeds.append("overall")
     for task, part in test.groupby("clinical_vqa_task"):
         a, c = float(part["hit"].mean()), float((1 / part["n_options"]).mean())
         by_task[task] = {"items": len(part), "accuracy": round(a, 4), "chance": round(c, 4)}
-        if len(part) >= min_items and a > c + margin:
+        if len(part) >= min_items and a > c + task_margin:
             exceeds.append(task)
-    return {"items": len(test), "accuracy": acc, "chance": chance, "by_task": by_task, "exceeds": exceeds}
+    if "dataset_id" in test and test["dataset_id"].notna().all():
+        for (task, ds), part in test.groupby(["clinical_vqa_task", "dataset_id"]):
+            by_pair[f"{task} / {ds}"] = {"items": len(part), "accuracy": round(float(part["hit"].mean()), 4),
+                                         "chance": round(float((1 / part["n_options"]).mean()), 4)}
+    return {"items": len(test), "accuracy": acc, "chance": chance, "by_task": by_task, "by_task_dataset": by_pair,
+            "exceeds": exceeds}

@@ -204,3 +204,33 @@ def select_units(units: pd.DataFrame, cap: int, bits: int, seed: int, floor: int
         kept = kept[np.argsort(fps_key[kept], kind="stable")]
         keep.extend(ids[kept[farthest_point(feats.subset(kept), caps[g])]])
     return set(keep), stats
+
+
+def select_per_dataset(units: pd.DataFrame, cap: int, bits: int, seed: int, floor: int = 5
+                       ) -> tuple[set[str], dict, dict[str, str]]:
+    """Units kept, counts, and the units the cross-dataset cap dropped (unit id -> reason).
+
+    Each dataset is selected on its own, with a seed derived from the run's seed and the dataset id, so adding or
+    removing another dataset changes nothing here. Then, where one answer (task, granularity, answer) exceeds
+    ``cap`` across datasets, the units with the highest seeded hash of their id go: that drop depends on each unit
+    alone, so it changes other datasets' items only where the cap binds."""
+    from pipelines.ids import unit_interval
+    keep: set[str] = set()
+    stats = {"answer_groups": 0, "capped_groups": 0, "near_duplicates": 0, "balance_dropped": 0}
+    for ds, part in units.groupby("dataset_id", sort=True):
+        kept, st = select_units(part, cap, bits, f"{seed}:{ds}", floor)
+        keep |= kept
+        for k, v in st.items():
+            stats[k] += v
+    chosen = units[units["unit_id"].isin(keep)]
+    capped: dict[str, str] = {}
+    if not chosen.empty:
+        gg = chosen["granularity"].map(granularity_group)
+        order = pd.Series(unit_interval(seed, "cross-dataset-cap", chosen["unit_id"]), index=chosen.index)
+        for _, idx in chosen.groupby([chosen["clinical_vqa_task"], gg, chosen["answer_label"]], sort=True,
+                                     dropna=False).groups.items():
+            if len(idx) > cap and chosen.loc[idx, "dataset_id"].nunique() > 1:
+                over = order[idx].sort_values(kind="stable").index[cap:]
+                capped.update(dict.fromkeys(chosen.loc[over, "unit_id"], "cross_dataset_cap"))
+    stats["cross_dataset_capped"] = len(capped)
+    return keep - set(capped), stats, capped

@@ -278,11 +278,14 @@ def _body(bench, figures, sources, licences, splits, name, fingerprint, present,
               if k not in ("analytic_chance", "random_guess", "text_only_accuracy", "text_only_flagged_units")
               and isinstance(v, (int, float, bool, str))]
     lines += [f"| {col.replace('_id', '')}s in both splits | {n} |" for col, n in overlaps.items()]
-    lines += ["", "Analytic chance is the expected accuracy of uniform guessing; the text-only baseline is a model "
-              "fitted on question and option text alone (no image), cross-fitted by leakage component, and scored "
-              "on the test split against that split's chance (text only exceeds: tasks where it beats chance by "
-              "more than the margin). Flagged units are answered correctly with high confidence without the image. "
-              "Split overlap counts must be 0.", ""]
+    lines += ["", "Analytic chance is the expected accuracy of uniform guessing. Three blind readers are fitted without "
+              "the image: on the question and option text, on the options alone, and on each option crossed with "
+              "the item's tags (dataset, modality, department, task: a label prior). Each is cross-fitted with "
+              "folds that keep the items of one image together but never hold out a whole dataset or template, so "
+              "any prior a model could learn from the val split is learned; they are scored on the test split "
+              "against its chance (text only exceeds: tasks where the text reader beats chance by more than the "
+              "margin). In every task, and every dataset within a task, the most frequent key answers at most "
+              "chance + 15 pp of the items. Split overlap counts must be 0.", ""]
     lines += ["## Configs", "", "| config | what the items are |", "|---|---|",
               "| default | the scored multiple-choice items |"]
     lines += [f"| {c} | {CONFIG_FOLDERS[c]} |" for c in present if c in CONFIG_FOLDERS]

@@ -36,6 +36,9 @@ def _table(rows: pd.DataFrame, data_root: Path) -> pa.Table:
     images = [{"bytes": (data_root / p).read_bytes(), "path": f"{iid}.png"}
               for p, iid in zip(rows["image_path"], rows["item_id"])]
     public = rows.reindex(columns=COLUMNS)  # a table from before the generator columns exports them empty
+    if "generator" in rows and "box" in rows:  # a grounding item's val answer is its box
+        boxed = (rows["generator"] == "grounding").to_numpy() & (public["split"] == "val").to_numpy()
+        public.loc[boxed, "answer"] = [json.dumps([float(v) for v in b]) for b in rows.loc[boxed, "box"]]
     public.loc[public["split"] == "test", "answer"] = None
     public = public.astype(object).where(public.notna(), None)
     data = {"image": images, **{c: public[c].tolist() for c in COLUMNS}}

@@ -22,9 +22,10 @@ from pipelines.vocab.tree import lexical_tree, tree_html, tree_json
 
 
 def export_all(bench: pd.DataFrame, figures: dict, data_root: Path, out_dir: Path, config: PipelineConfig,
-               withheld: list[str] | None = None) -> dict:
+               withheld: list[str] | None = None, private_files: dict[str, bytes] | None = None) -> dict:
     """Build everything in a staging folder and swap it in whole: no half-written export is ever visible.
-    ``withheld``: selected items kept out of the export (listed in the manifest, so none vanishes unseen)."""
+    ``withheld``: selected items kept out of the export (listed in the manifest, so none vanishes unseen);
+    ``private_files``: name -> bytes written under private/ (never published), such as the build's changelog."""
     subset = bench["subset"] if "subset" in bench else pd.Series("main", index=bench.index)
     full, bench = bench, bench[subset == "main"]
     name = config.benchmark.name
@@ -41,6 +42,8 @@ def export_all(bench: pd.DataFrame, figures: dict, data_root: Path, out_dir: Pat
         write_circular_tsv(stage / "tsv", name)
         write_lmms_eval_task(stage, name, config.publish.repo_id)
         answer_key(full, stage)
+        for fname, data in (private_files or {}).items():
+            atomic_write_bytes(stage / "private" / fname, data)
         card = build_card(bench, figures, load_registry(config.registry), FEATURES, config.fingerprint(),
                           name, folder=stage)
         atomic_write_bytes(stage / "README.md", str(card).encode("utf-8"))

@@ -41,6 +41,7 @@ class Assembly:
 
 
 SCALE_GENERATORS = frozenset({"box_count", "instance_count", "size_ratio", "measurement"})
+LETTERED = frozenset({"localisation"})  # options are the letters drawn on the image ("Box A", ...)
 
 
 def leading_number(text: str) -> float:
@@ -50,15 +51,18 @@ def leading_number(text: str) -> float:
 
 
 def assign_letters(units: list[dict], seed: int) -> None:
-    """Place the correct option so each letter is correct equally often per option count (±1 unit).
+    """Place the correct option so each letter is correct equally often per dataset and option count (±1 unit).
 
-    Units are ordered by a seeded hash and given positions round-robin; distractors keep their
+    Balancing within each dataset keeps one dataset's letters independent of the others. Units are ordered by a
+    seeded hash and given positions round-robin; distractors keep their
     seeded shuffled order in the remaining slots. Multi-answer units are shuffled as a whole. Options on a
     scale (counts, bins) are shown in ascending order instead: moving the key out of that order would point
     at it, and their generators already draw the key's rank uniformly."""
-    by_k: dict[int, list[dict]] = defaultdict(list)
+    by_k: dict[tuple, list[dict]] = defaultdict(list)
     for u in units:
-        if u.get("scale"):  # counts and bins read in ascending order; the key's rank is already uniform
+        if u.get("grounding"):  # the answer is a box, not a letter
+            u["ordered"], u["answer"] = [], None
+        elif u.get("scale"):  # counts and bins read in ascending order; the key's rank is already uniform
             u["ordered"] = sorted(u["options"], key=leading_number)
             u["answer"] = LETTERS[u["ordered"].index(u["options"][0])]
         elif u["multi"]:
@@ -67,14 +71,16 @@ def assign_letters(units: list[dict], seed: int) -> None:
             u["ordered"] = [u["options"][i] for i in order]
             u["answer"] = ",".join(LETTERS[i] for i, opt in enumerate(u["ordered"]) if opt in u["answers"])
         else:
-            by_k[len(u["options"])].append(u)
-    for k, group in by_k.items():
+            by_k[(u.get("dataset_id") or "", len(u["options"]))].append(u)
+    for (_, k), group in by_k.items():
         group.sort(key=lambda u: stable_id(seed, "letters", u["unit_id"]))
         for i, u in enumerate(group):
             pos = i % k
             rest = u["options"][1:]
             u["ordered"] = rest[:pos] + [u["options"][0]] + rest[pos:]
             u["answer"] = LETTERS[pos]
+            if u.get("lettered"):  # options name the letters drawn on the image; the key's box gets its letter
+                u["ordered"] = [f"Box {c}" for c in LETTERS[:k]]
 
 
 def _unit(rows: list[dict], rng: np.random.Generator, picker: TemplatePicker, pools: dict,
@@ -91,6 +97,7 @@ def _unit(rows: list[dict], rng: np.random.Generator, picker: TemplatePicker, po
     if params is not None and pd.isna(first["count"]):  # geometric question: options follow from the geometry
         options = phrasing.options(params, answers, rng, g)
         answers, origins = options[:1], dict.fromkeys(options, "generated")
+        target = params.get("structure")
     elif pd.notna(first["count"]):  # '3 platelets': text, so TSV readers never turn options into floats
         count, singular = int(first["count"]), first["count_label"]
         target = plural(singular)
@@ -101,8 +108,10 @@ def _unit(rows: list[dict], rng: np.random.Generator, picker: TemplatePicker, po
         options = [f"{n} {many if int(n) != 1 else singular}" for n in values]
         answers, origins = options[:1], dict.fromkeys(options, "generated")
     else:
+        near = first.get("nearby_labels")
         pool, origins = pool_for(pools, first["dataset_id"], first["modality"], first["clinical_vqa_task"],
-                                 first["granularity"], answers, hierarchy)
+                                 first["granularity"], answers, hierarchy,
+                                 frozenset(near) if near is not None and not isinstance(near, float) else None)
         present = set(answers)
         if granularity_group(first["granularity"]) == "image":  # a whole-image question: nothing on it is wrong
             on_image = first.get("image_labels")
@@ -110,7 +119,12 @@ def _unit(rows: list[dict], rng: np.random.Generator, picker: TemplatePicker, po
         cands = distractor_candidates(answers, present, pool, hierarchy)
         if len(pool) < 2 or not cands:
             return None, "pool_too_small"
-        n = min(len(cands), len(LETTERS) - len(answers)) if len(answers) > 1 else n_distractors(rng, len(cands), q)
+        if len(answers) > 1:
+            n = min(len(cands), len(LETTERS) - len(answers))
+        elif granularity_group(first["granularity"]) == "image":  # a diagnosis: offer as many classes as there are
+            n = min(len(cands), q.image_level_options - 1)
+        else:
+            n = n_distractors(rng, len(cands), q)
         if any(origins.get(c) == "fallback" for c in cands):  # a small pool filled from the curated vocabulary:
             n = max(n, min(2, len(cands)))  # at least 3 options, so the key is not a coin toss against one other
         picked = sorted(rng.choice(len(cands), n, replace=False).tolist())
@@ -121,8 +135,10 @@ def _unit(rows: list[dict], rng: np.random.Generator, picker: TemplatePicker, po
         picker.pick(rng, first["clinical_vqa_task"], granularity_group(first["granularity"]), first["question_family"])
     if tpl is None:
         return None, "no_template"
+    gen = first.get("generator")
     return {"options": options, "answers": set(answers), "multi": len(answers) > 1, "template_id": tpl[0],
-            "scale": first.get("generator") in SCALE_GENERATORS,
+            "scale": gen in SCALE_GENERATORS, "lettered": gen in LETTERED, "grounding": gen == "grounding",
+            "box": params.get("box") if params is not None else None,
             "origins": {o: origins.get(o, "dataset") for o in options},
             "question": fill(tpl[1], first["modality"], target)}, ""
 
@@ -146,7 +162,7 @@ def assemble(selected: pd.DataFrame, vocab: pd.DataFrame, templates: pd.DataFram
         if unit is None:
             skipped[reason] += len(rows)
             continue
-        units.append({**unit, "unit_id": unit_id, "rows": rows})
+        units.append({**unit, "unit_id": unit_id, "rows": rows, "dataset_id": rows[0]["dataset_id"]})
     assign_letters(units, seed)
     out = []
     for u in units:
@@ -166,7 +182,7 @@ def assemble(selected: pd.DataFrame, vocab: pd.DataFrame, templates: pd.DataFram
                 "generator_params": r["generator_params"] if isinstance(r["generator_params"], str) else None,
                 "source_region_ids": list(r["member_region_ids"]), "variant_of": None, "variant": None, "subset": "main",
                 "dataset_id": r["dataset_id"], "source_path": r["source_path"], "pipeline_version": PIPELINE_VERSION,
-                "seed": seed, "option_origins": [u["origins"][o] for o in u["ordered"]]})
+                "seed": seed, "option_origins": [u["origins"][o] for o in u["ordered"]], "box": u["box"]})
     out.sort(key=lambda r: r["item_id"])
     for i, r in enumerate(out):
         r["index"] = i

@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from pipelines import PIPELINE_VERSION
 from pipelines.config import PipelineConfig
+from pipelines.gates import readable_planes
 from pipelines.ids import stable_id, stable_ids
 from pipelines.modalities import GMAI_MODALITY, QUESTION_FAMILY
 from pipelines.questions.generators.run import generated
@@ -38,7 +39,7 @@ LETTERS = "ABCDE"
 # what candidates read of the described rows (masks themselves are not needed until render)
 SLICE_COLUMNS = ["image_id", "sample_id", "group_id", "source_path", "axis", "index", "width", "height",
                  "display_width", "display_height", "phash", "contrast", "orientation", "spacing", "intensity_params",
-                 "faint_labels"]
+                 "faint_labels", "content_bbox"]
 REGION_COLUMNS = ["region_id", "image_id", "kind", "raw_label", "labels", "component_index", "bbox", "area_px",
                   "centroid"]
 
@@ -55,6 +56,7 @@ class DatasetRows:
     samples: pd.DataFrame  # sample_id, dim
     exhaustive: frozenset[str] = frozenset()  # raw labels annotated exhaustively: the only ones counted
     rle_lookup: Callable[[list[str]], dict[str, str]] | None = None  # region id -> stored mask, on demand
+    partial: frozenset[str] = frozenset()  # raw labels the label map says are annotated only in part
 
 
 @dataclass
@@ -111,18 +113,23 @@ class Eligibility:
     def __init__(self, vocab: pd.DataFrame, pools: dict[PoolKey, list[str]], picker: TemplatePicker):
         self.vocab = vocab
         self.vmap = {(r.dataset_id, r.raw_label): r for r in vocab.itertuples(index=False)}
+        self.canonical = {k: r.canonical_label for k, r in self.vmap.items()
+                          if r.status not in ("unresolved", "excluded")}
         self.hierarchy = Hierarchy.from_vocab(vocab)
         self.pools, self.picker = pools, picker
         self._cache: dict[tuple, tuple] = {}
 
-    def resolve(self, ds: DatasetRows, labels: tuple[str, ...], granularity: str, counting: bool = False) -> tuple:
-        """(reason, entry, answers, pool_size, distractors available) for one label set."""
-        key = (ds.dataset_id, labels, granularity_group(granularity), counting)
+    def resolve(self, ds: DatasetRows, labels: tuple[str, ...], granularity: str, counting: bool = False,
+                nearby: frozenset[str] | None = None) -> tuple:
+        """(reason, entry, answers, pool_size, distractors available) for one label set (``nearby``: the labels
+        around the plane, for a region of a volume)."""
+        key = (ds.dataset_id, labels, granularity_group(granularity), counting, nearby)
         if key not in self._cache:
-            self._cache[key] = self._resolve(ds, labels, granularity, counting)
+            self._cache[key] = self._resolve(ds, labels, granularity, counting, nearby)
         return self._cache[key]
 
-    def _resolve(self, ds: DatasetRows, labels: tuple[str, ...], granularity: str, counting: bool) -> tuple:
+    def _resolve(self, ds: DatasetRows, labels: tuple[str, ...], granularity: str, counting: bool,
+                 nearby: frozenset[str] | None) -> tuple:
         entries = [self.vmap.get((ds.dataset_id, lab)) for lab in labels]
         if any(e is None or e.status == "unresolved" for e in entries):
             return "unresolved_label", None, [], None, 0
@@ -139,7 +146,7 @@ class Eligibility:
         if len({e.task for e in entries}) > 1:
             return "mixed_tasks", None, answers, None, 0
         task = entries[0].task
-        pool, _ = pool_for(self.pools, ds.dataset_id, ds.modality, task, granularity, answers, self.hierarchy)
+        pool, _ = pool_for(self.pools, ds.dataset_id, ds.modality, task, granularity, answers, self.hierarchy, nearby)
         n = len(distractor_candidates(answers, set(answers), pool, self.hierarchy))
         if len(pool) < 2 or n == 0:
             return "pool_too_small", entries[0], answers, len(pool), n
@@ -189,6 +196,68 @@ def _image_labels(regions: pd.DataFrame, image_ids: pd.Series) -> list[list[str]
     return [present[i] if i in present else [] for i in image_ids.tolist()]  # rows of one image share its list
 
 
+def nearby_labels(ds: DatasetRows, sl: pd.DataFrame, canonical: dict[str, str], slab: float
+                  ) -> dict[str, frozenset[str]]:
+    """Per plane of a volume: the canonical labels drawn on the planes of the same scan and axis within ``slab``
+    of the axis depth (the body region the plane shows). Region-level distractors come from these, so an option
+    is a structure that occurs around the plane, never one an anatomy atlas would rule out at a glance."""
+    dims = dict(zip(ds.samples["sample_id"], ds.samples["dim"]))
+    planes = sl[sl["sample_id"].map(dims) == 3][["image_id", "sample_id", "axis", "index", "depth"]]
+    if planes.empty:
+        return {}
+    marked = ds.regions.loc[ds.regions["kind"] != "image", ["image_id", "raw_label"]].drop_duplicates()
+    marked = marked.assign(label=marked["raw_label"].map(canonical)).dropna(subset=["label"])
+    on_plane: dict[str, set[str]] = {}
+    for image_id, label in zip(marked["image_id"].tolist(), marked["label"].tolist()):
+        on_plane.setdefault(image_id, set()).add(label)
+    out: dict[str, frozenset[str]] = {}
+    for _, part in planes.groupby(["sample_id", "axis"], sort=True):
+        part = part.sort_values("index")
+        index, ids = part["index"].to_numpy(), part["image_id"].tolist()
+        reach = max(1.0, slab * float(part["depth"].iloc[0]))
+        for i, image_id in enumerate(ids):
+            lo, hi = np.searchsorted(index, index[i] - reach), np.searchsorted(index, index[i] + reach, side="right")
+            out[image_id] = frozenset().union(*(on_plane.get(j, set()) for j in ids[lo:hi]))
+    return out
+
+
+def _one_label_everywhere(ds: DatasetRows, elig: "Eligibility", config: PipelineConfig) -> bool:
+    """A dataset whose one label covers most of every image (a membrane network, a whole-field mask): its key never
+    varies and it has no location to ask about, so no question would need the image."""
+    marked = ds.regions[ds.regions["kind"] != "image"]
+    if marked.empty:
+        return False
+    labels = {elig.canonical.get((ds.dataset_id, raw)) for raw in marked["raw_label"]}
+    if len(labels) != 1:
+        return False
+    b = np.array(marked["bbox"].tolist(), float).reshape(-1, 4)
+    geo = ds.slices.set_index("image_id").loc[marked["image_id"], ["width", "height"]].to_numpy(float)
+    share = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) / (geo[:, 0] * geo[:, 1])
+    return bool((share > config.generators.locate_max_area).all())
+
+
+def _crowded_boxes(boxes: pd.DataFrame, sl: pd.DataFrame, config: PipelineConfig) -> set[tuple[str, str]]:
+    """(image, label) pairs whose boxes a reader could not count: two boxes of the label closer than the count gap
+    (overlapping ones included), or one within the gap of the image border."""
+    from pipelines.questions.generators.pieces import count_gap
+    geo = sl.set_index("image_id")[["width", "height", "display_width", "display_height"]]
+    out: set[tuple[str, str]] = set()
+    for (image_id, label), part in boxes.groupby(["image_id", "raw_label"], sort=True):
+        w, h, dw, dh = (float(v) for v in geo.loc[image_id])
+        gap = count_gap(dw, dh, config.questions)
+        b = np.array(part["bbox"].tolist(), float).reshape(-1, 4) * [dw / w, dh / h, dw / w, dh / h]
+        if (b[:, :2] < gap).any() or (b[:, 2] > dw - gap).any() or (b[:, 3] > dh - gap).any():
+            out.add((image_id, label))
+            continue
+        for i in range(len(b)):
+            apart_x = np.maximum(b[i + 1:, 0] - b[i, 2], b[i, 0] - b[i + 1:, 2])
+            apart_y = np.maximum(b[i + 1:, 1] - b[i, 3], b[i, 1] - b[i + 1:, 3])
+            if (np.maximum(apart_x, apart_y) < gap).any():
+                out.add((image_id, label))
+                break
+    return out
+
+
 def _ids(df: pd.DataFrame, seed: int, dataset_id: str) -> pd.DataFrame:
     """unit, prompt and item ids: stable hashes of the target. Twins share the unit, so unit ids are hashed
     before the contour twins are added and copied to them (the twins are appended after ``df``'s rows)."""
@@ -208,8 +277,9 @@ def _resolve_all(frame: pd.DataFrame, ds: DatasetRows, elig: Eligibility, skippe
                  counting: bool = False) -> pd.DataFrame:
     """Join each target's eligibility (decided once per distinct label set) and drop what cannot be built,
     counting it per reason (once per item a target would have given)."""
-    keys = list(zip(frame["lab_key"].tolist(), frame["granularity"].tolist()))
-    cache = {k: elig.resolve(ds, k[0], k[1], counting) for k in set(keys)}
+    near = frame["nearby"].tolist() if "nearby" in frame else [None] * len(frame)
+    keys = list(zip(frame["lab_key"].tolist(), frame["granularity"].tolist(), near))
+    cache = {k: elig.resolve(ds, k[0], k[1], counting, k[2]) for k in set(keys)}
     res = [cache[k] for k in keys]
     reason = pd.Series([r[0] for r in res], index=frame.index)
     for why, n in frame.groupby(reason)["n_items"].sum().items():
@@ -229,7 +299,7 @@ def _generated(ds: DatasetRows, vocab: pd.DataFrame, config: PipelineConfig) -> 
     """The generators' rows of one dataset and what they skipped."""
     skipped: Counter = Counter()
     rows = generated(ds.regions, ds.slices, ds.samples, vocab[vocab["dataset_id"] == ds.dataset_id], ds.exhaustive,
-                     config, skipped, ds.rle_lookup)
+                     config, skipped, ds.rle_lookup, ds.modality, ds.partial)
     return rows, skipped
 
 
@@ -251,19 +321,32 @@ def dataset_candidates(ds: DatasetRows, elig: Eligibility, config: PipelineConfi
         return pd.DataFrame(columns=CANDIDATES.names)
     sl = _slice_frame(ds.slices)
     dims = dict(zip(ds.samples["sample_id"], ds.samples["dim"]))
+    geo = ds.slices.rename(columns={"display_width": "image_width", "display_height": "image_height"})
+    if not readable_planes(geo, config.gates).any():  # nothing a reader could see: the reason when nothing is made
+        skipped["no_readable_image"] += len(ds.slices)
+    if _one_label_everywhere(ds, elig, config):
+        skipped["one_label_covers_image"] += int((ds.regions["kind"] != "image").sum())
     t = targets(ds.regions, config.render.scope)
     kinds, target_ids = t["kind"].tolist(), t["target_id"].tolist()
+    canonical = {raw: c for (d, raw), c in elig.canonical.items() if d == ds.dataset_id}
+    near = nearby_labels(ds, sl, canonical, config.questions.distractor_slab)
     t = t.assign(lab_key=[tuple(v) for v in t["labels"].tolist()], granularity=[KIND_GRANULARITIES[k][0] for k in kinds],
                  n_items=[len(KIND_GRANULARITIES[k]) for k in kinds],
                  unit_key=[("twin", i) if k == "mask" else (i,) for i, k in zip(target_ids, kinds)],
-                 count=None, count_label=None)
+                 count=None, count_label=None,
+                 nearby=[near.get(i) if k != "image" else None for i, k in zip(t["image_id"].tolist(), kinds)])
     frames = [_resolve_all(t, ds, elig, skipped)]
     if ds.task_type == "det" and config.questions.counting:
         boxes = ds.regions[ds.regions["kind"] == "box"]
         partial = ~boxes["raw_label"].isin(ds.exhaustive)
         if partial.any():  # a count of a label not annotated everywhere would have no right answer
             skipped["not_exhaustive"] += int(boxes.loc[partial, ["image_id", "raw_label"]].drop_duplicates().shape[0])
-        c = boxes[~partial].groupby(["image_id", "raw_label"]).size().rename("count").reset_index()
+        boxes = boxes[~partial]
+        close = _crowded_boxes(boxes, sl, config)
+        if close:
+            skipped["count_pieces_touch"] += len(close)
+        keep = [(i, r) not in close for i, r in zip(boxes["image_id"].tolist(), boxes["raw_label"].tolist())]
+        c = boxes[keep].groupby(["image_id", "raw_label"]).size().rename("count").reset_index()
         keys = c.groupby("raw_label")["count"].transform("nunique")
         narrow = keys < config.questions.min_count_keys
         if narrow.any():  # e.g. BCCD's white cells: 1 in 96 % of fields, so the key is known without the image
@@ -295,6 +378,8 @@ def _finish(df: pd.DataFrame, ds: DatasetRows, sl: pd.DataFrame, dims: dict, con
             for p, sp, ax, ix in zip(*(df.loc[gen, c].tolist() for c in ("generator_params", "source_path", "axis",
                                                                             "index")))]
     df["image_labels"] = _image_labels(ds.regions, df["image_id"])
+    near = df["nearby"].tolist() if "nearby" in df else [None] * len(df)
+    df["nearby_labels"] = [sorted(v) if isinstance(v, frozenset) else None for v in near]
     df = pd.concat([df, _marks(df, config.gates)], axis=1)
     given = df["answer_label"] if "answer_label" in df else pd.Series(None, index=df.index, dtype=object)
     df["answer_label"] = [g if isinstance(g, str) and g else

@@ -17,48 +17,62 @@ from pipelines.vocab.hierarchy import Hierarchy
 
 @dataclass(frozen=True)
 class PoolKey:
-    scope: str  # 'dataset:<id>' for image-level pools, 'shared' for region-level ones
+    scope: str  # 'dataset:<id>': every pool is one dataset's labels of one modality, task and granularity
     modality: str
     task: str
     granularity: str
 
 
 def build_pools(vocab: pd.DataFrame) -> dict[PoolKey, list[str]]:
-    """Image level: the other categories of the same dataset (same task and modality).
-    Region level: one pool per (modality, task, granularity) shared by all datasets."""
+    """Per dataset, modality, task and granularity group: the labels that dataset can ask about. Distractors come
+    from the question's own dataset (and, for a plane of a volume, from the structures around that plane), so an
+    option is always something that occurs where the image comes from, and adding another dataset changes no
+    dataset's options."""
     pools: dict[PoolKey, set[str]] = defaultdict(set)
     for row in vocab_frame(vocab).itertuples(index=False):
         task, label = text(row.task), text(row.canonical_label)
         if not task or not label or row.status in ("unresolved", "excluded"):
             continue  # untagged labels (an `accept:` without a task pin) have no pool to join
         for g in {granularity_group(g) for g in row.granularities}:
-            scope = f"dataset:{row.dataset_id}" if g == "image" else "shared"
-            pools[PoolKey(scope, row.modality, task, g)].add(label)
+            pools[PoolKey(f"dataset:{row.dataset_id}", row.modality, task, g)].add(label)
     return {k: sorted(v) for k, v in pools.items()}
 
 
 def pool_key(dataset_id: str, modality: str, task: str, granularity: str) -> PoolKey:
-    g = granularity_group(granularity)
-    return PoolKey(f"dataset:{dataset_id}" if g == "image" else "shared", modality, task, g)
+    return PoolKey(f"dataset:{dataset_id}", modality, task, granularity_group(granularity))
+
+
+def keys_elsewhere(pools: dict[PoolKey, list[str]], dataset_id: str, modality: str, task: str,
+                   granularity: str) -> set[str]:
+    """Labels other datasets ask about with the same modality, task and granularity: the keys of items elsewhere."""
+    g, own = granularity_group(granularity), f"dataset:{dataset_id}"
+    return {lab for k, labs in pools.items() if k.scope != own and k.modality == modality and k.task == task
+            and k.granularity == g for lab in labs}
 
 
 MIN_OWN_DISTRACTORS = 2  # fewer certainly-wrong options of its own: the pool is too small (items of < 3 options)
 
 
 def pool_for(pools: dict[PoolKey, list[str]], dataset_id: str, modality: str, task: str, granularity: str,
-             answers: list[str], hierarchy: Hierarchy) -> tuple[list[str], dict[str, str]]:
+             answers: list[str], hierarchy: Hierarchy, nearby: frozenset[str] | None = None
+             ) -> tuple[list[str], dict[str, str]]:
     """The pool a question draws distractors from, and each label's origin ('dataset' or 'fallback').
 
-    The dataset's own pool first; only when it has fewer than ``MIN_OWN_DISTRACTORS`` certainly-wrong
-    options are the curated fallback options for the same modality, task and answers added
-    (mesh_vocab/fallback_options.yaml). The caller still filters the pool with
-    :func:`distractor_candidates`, so the synonym/ancestor/descendant rule applies to both."""
+    The dataset's own labels first, limited to ``nearby`` when given (the structures around a plane of a volume:
+    an abdominal slice is never offered a structure of the arm or the head). Only when that leaves fewer than
+    ``MIN_OWN_DISTRACTORS`` certainly-wrong options are curated fallback options for the same modality, task and
+    answers added (mesh_vocab/fallback_options.yaml), and then only those that are keys of items elsewhere: an
+    option that is never a key anywhere would mark the dataset's own label as the answer. The caller still filters
+    the pool with :func:`distractor_candidates`, so the synonym/ancestor/descendant rule applies to both."""
     own = pools.get(pool_key(dataset_id, modality, task, granularity), [])
+    if nearby is not None:
+        own = [lab for lab in own if lab in nearby or lab in answers]
     origins = dict.fromkeys(own, "dataset")
     if len(distractor_candidates(answers, set(answers), own, hierarchy)) >= MIN_OWN_DISTRACTORS:
         return own, origins
+    elsewhere = keys_elsewhere(pools, dataset_id, modality, task, granularity)
     extra = [lab for lab in load_fallback().options_for(modality, task, granularity_group(granularity), answers)
-             if lab not in origins]
+             if lab not in origins and lab in elsewhere]
     origins.update(dict.fromkeys(extra, "fallback"))
     return own + extra, origins
 

@@ -24,6 +24,7 @@ from pipelines.imageio import encode_png
 from pipelines.processes import ordered_map
 from pipelines.records import RENDERED_ITEMS, to_table
 from pipelines.registry import Source
+from pipelines.render.boxes import box_letters, draw_lettered_boxes
 from pipelines.render.draw import draw_outlines, draw_prompt
 from pipelines.render.perturb import LEVELS, perturb
 from pipelines.standardize.display import display_size, mask_to_display, phash_hex, to_display
@@ -79,6 +80,10 @@ def _draw(shown: np.ndarray, it: dict, geo, config: PipelineConfig, seed_key: st
         shown, params["perturbation"] = perturb(shown, variant["kind"], variant["severity"],
                                                 derived_rng(config.seed, "perturb", seed_key))
     mirror = bool(it["params"] and it["params"].get("mirrored"))
+    if it["params"] and it["params"].get("generator") == "localisation":
+        boxes = [geo.box(b) for b in it["params"]["boxes"]]
+        img, drawn = draw_lettered_boxes(shown, boxes, box_letters(it["answer"], len(boxes)), config.render)
+        return img, {**params, **drawn}
     if it["params"] and it["params"].get("marks"):
         marks = _marks(it, geo, config.generators.palette)
         if mirror:
@@ -146,6 +151,7 @@ def render_items(items: pd.DataFrame, datasets: dict[str, DatasetTables],
             for sample_id, its in part.groupby("sample_id", sort=True):
                 needed = slices.loc[sorted(set(its["image_id"]))]
                 work = [{"item_id": r.item_id, "granularity": r.granularity, "image_id": r.image_id,
+                         "answer": getattr(r, "answer", None),
                          "members": [regions.loc[m].to_dict() for m in r.source_region_ids],
                          "params": json.loads(r.generator_params) if isinstance(r.generator_params, str) else None,
                          "variant": json.loads(r.variant) if isinstance(r.variant, str) else None}

@@ -110,7 +110,7 @@ class _Writer:
             "height": int(pixels.shape[0]), "display_width": geo.width, "display_height": geo.height,
             "phash": facts.phash, "contrast": facts.contrast, "png_path": rel,
             "sha256": sha256_bytes(pixels.tobytes()) if described is None else facts.sha256,
-            "faint_labels": list(faint or []), **self.prov})
+            "faint_labels": list(faint or []), "content_bbox": facts.content, **self.prov})
         return image_id
 
     def region(self, image_id: str, name: str, kind: str, labels: list[str], component: int, width: int,
@@ -164,16 +164,35 @@ class PlaneFacts:
     phash: str
     contrast: float
     sha256: str
+    content: list[float]  # x0, y0, x1, y1 of the pixels brighter than CONTENT_LEVEL (the body, the field of view)
+
+
+CONTENT_LEVEL = 20  # 8-bit grey above which a pixel is content: air, the black frame of a fundus or endoscopy image are not
+
+
+def content_boxes(planes: np.ndarray) -> np.ndarray:
+    """(n, 4) boxes of the content of each plane of an (n, h, w) grey stack (the whole plane when none)."""
+    n, h, w = planes.shape
+    bright = planes > CONTENT_LEVEL
+    rows, cols = bright.any(axis=2), bright.any(axis=1)
+    out = np.tile(np.array([0.0, 0.0, w, h]), (n, 1))
+    has = rows.any(axis=1)
+    out[has, 0] = cols[has].argmax(axis=1)
+    out[has, 2] = w - cols[has][:, ::-1].argmax(axis=1)
+    out[has, 1] = rows[has].argmax(axis=1)
+    out[has, 3] = h - rows[has][:, ::-1].argmax(axis=1)
+    return out
 
 
 def plane_facts(planes: np.ndarray) -> list[PlaneFacts]:
-    """pHash, contrast and sha256 of each plane of an (n, h, w) 8-bit grey stack (a stack at a time: the pHash
-    resize is one matrix product for all of them). The sha256 covers each plane's C-order bytes."""
+    """pHash, contrast, sha256 and content box of each plane of an (n, h, w) 8-bit grey stack (a stack at a time:
+    the pHash resize is one matrix product for all of them). The sha256 covers each plane's C-order bytes."""
     planes = np.ascontiguousarray(planes)
     hashes = phash_stack(planes)
     spread = planes.std(axis=(1, 2)) if planes.size else np.zeros(len(planes))
-    return [PlaneFacts(h, round(float(c), 3), hashlib.sha256(p).hexdigest())
-            for h, c, p in zip(hashes, spread, planes)]
+    boxes = content_boxes(planes) if planes.size else np.zeros((len(planes), 4))
+    return [PlaneFacts(h, round(float(c), 3), hashlib.sha256(p).hexdigest(), [float(v) for v in b])
+            for h, c, p, b in zip(hashes, spread, planes, boxes)]
 
 
 def _describe_axis(inst: np.ndarray, axis: str, floor: int) -> tuple[np.ndarray, StackRegions]:

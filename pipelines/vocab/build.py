@@ -81,6 +81,9 @@ def build_vocab(datasets: list[DatasetLabels], mesh: MeshVocab, curated: Curated
             status, reason = res.status, res.reason
             if spec.exclude:
                 status, reason = "excluded", f"excluded by label map: {spec.exclude}"
+            elif spec.visible_on and ds.modality not in spec.visible_on:
+                status, reason = "excluded", (f"not visible on {ds.modality} (label map: visible on "
+                                              f"{', '.join(spec.visible_on)})")
             elif status != "unresolved" and (word := meaningless(raw, res.canonical_label)):
                 status, reason = "unresolved", (f"label without clinical meaning ({word!r}): map it to a structure "
                                                 "with `canonical`, or `exclude: <reason>` in the label map")
@@ -95,6 +98,7 @@ def build_vocab(datasets: list[DatasetLabels], mesh: MeshVocab, curated: Curated
                 "gmai_modality": GMAI_MODALITY.get(ds.modality, ds.modality), "task_type": ds.task_type,
                 "granularities": grans, "regions": int(sum(ds.kinds[raw].values())),
                 "tag_origin": json.dumps(tags.origin, sort_keys=True), "tag_issues": tags.issues,
+                "contains": sorted(spec.contains),
                 "dataset_id": ds.dataset_id, "source_path": ds.label_map_path,
                 "pipeline_version": PIPELINE_VERSION, "seed": seed,
             })

@@ -40,19 +40,28 @@ def relation_of(a: Node, b: Node) -> Relation:
 class Hierarchy:
     """Canonical label -> MeSH node, built from the label_vocab table."""
 
-    def __init__(self, nodes: dict[str, Node]):
+    def __init__(self, nodes: dict[str, Node], nested: set[frozenset[str]] | None = None):
         self.nodes = nodes
+        self.nested = nested or set()  # {container, contained} canonical label pairs declared in label maps
 
     @classmethod
     def from_vocab(cls, vocab: pd.DataFrame) -> "Hierarchy":
         """Every canonical label of the vocabulary, plus the curated fallback options (README 'Small
-        pools') under their MeSH tree numbers, so the same rule judges both."""
+        pools') under their MeSH tree numbers, so the same rule judges both; and the nesting label maps declare
+        (`contains`)."""
         from pipelines.vocab.fallback import fallback_nodes
         nodes: dict[str, Node] = {label: Node(label, ui, trees) for label, (ui, trees) in fallback_nodes().items()}
         for row in vocab.drop_duplicates("canonical_label").itertuples(index=False):
             nodes[row.canonical_label] = Node(row.canonical_label, row.mesh_id or None,
                                               tuple(row.tree_numbers if row.tree_numbers is not None else ()))
-        return cls(nodes)
+        nested: set[frozenset[str]] = set()
+        if "contains" in vocab:
+            canon = dict(zip(zip(vocab["dataset_id"], vocab["raw_label"]), vocab["canonical_label"]))
+            for ds, label, inner in zip(vocab["dataset_id"], vocab["canonical_label"], vocab["contains"]):
+                for raw in (inner if inner is not None else ()):
+                    if (ds, raw) in canon and canon[(ds, raw)] != label:
+                        nested.add(frozenset((label, canon[(ds, raw)])))
+        return cls(nodes, nested)
 
     def node(self, label: str) -> Node:
         return self.nodes.get(label) or Node(label, None, ())
@@ -61,8 +70,9 @@ class Hierarchy:
         return relation_of(self.node(a), self.node(b))
 
     def compatible_distractor(self, answer: str, option: str) -> bool:
-        """False when ``option`` would also be a correct answer (synonym, ancestor or descendant)."""
-        return self.relation(answer, option) == "unrelated"
+        """False when ``option`` would also be a correct answer (synonym, ancestor or descendant, or a region the
+        label map nests inside the answer's or around it: the outline of a whole tumour also encloses its core)."""
+        return frozenset((answer, option)) not in self.nested and self.relation(answer, option) == "unrelated"
 
 
 def related_pairs(vocab) -> list[tuple[str, str, str, str]]:

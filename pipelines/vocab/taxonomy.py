@@ -19,9 +19,10 @@ TASK_ABBREVIATIONS = {
     "Surgical Workflow Recognition": "SWR",
 }
 # tasks of the geometric question generators (pipelines/questions/generators): beyond GMAI-MMBench's 18
-GENERATED_TASKS = ("Size Comparison", "Relative Position", "Instance Counting", "Measurement", "Laterality")
+GENERATED_TASKS = ("Size Comparison", "Relative Position", "Instance Counting", "Measurement", "Laterality",
+                   "Localization", "Grounding")
 TASK_ABBREVIATIONS.update({"Size Comparison": "SC", "Relative Position": "RP", "Instance Counting": "IC",
-                           "Measurement": "ME", "Laterality": "LAT"})
+                           "Measurement": "ME", "Laterality": "LAT", "Localization": "LOC", "Grounding": "GR"})
 DEPARTMENTS = (
     "Cardiovascular Surgery", "Dermatology", "Endocrinology", "Gastroenterology and Hepatology",
     "General Surgery", "Hematology", "Infectious Diseases", "Laboratory Medicine and Pathology",

@@ -1,7 +1,10 @@
 """Instance counting: how many separate cross-sections of a structure a plane shows, from exhaustive masks
 (every instance drawn; the label map says which labels are). Counts are the 2D connected pieces of the union
 of every raw label that maps to the structure (pieces.py); a plane where any piece is below the visibility gate
-is left out (its count would depend on pixels a reader cannot see), and so is a plane where the describe step
+is left out (its count would depend on pixels a reader cannot see), so is a plane where two pieces lie closer than
+``questions.count_gap_px`` (or ``count_gap_fraction`` of the shorter side) or a piece comes that close to the image
+border (touching pieces, or one cut by the border, leave the count to conventions a reader cannot see), and so is a
+plane where the describe step
 dropped a cross-section of the structure below the region floor (`slices.faint_labels`: a speck the rows do
 not hold but the image shows). Zero counts come from planes inside the
 structure's extent along the same axis of the same scan where it is absent. Options are consecutive counts
@@ -32,10 +35,14 @@ def count_table(facts: PlaneFacts, regions: pd.DataFrame, slices: pd.DataFrame, 
     m = m.assign(canonical_label=m["raw_label"].map(dict(zip(v["raw_label"], v["canonical_label"]))))
     if m.empty:
         return pd.DataFrame(columns=cols + ["lo", "hi"])
-    seen = [(i, c, n, rids) for (i, c), (n, hidden, rids) in facts.counts.items() if not hidden and c in tags.index]
-    hidden = sum(1 for (n, h, _) in facts.counts.values() if h)
+    seen = [(i, c, n, rids) for (i, c), (n, hidden, rids, close) in facts.counts.items()
+            if not hidden and not close and c in tags.index]
+    hidden = sum(1 for (_, h, _, _) in facts.counts.values() if h)
     if hidden:
         skipped["count_hidden_instance"] += hidden
+    close = sum(1 for (_, h, _, c) in facts.counts.values() if c and not h)
+    if close:
+        skipped["count_pieces_touch"] += close
     per = pd.DataFrame(seen, columns=["image_id", "canonical_label", "count", "region_ids"])
     # zeros: sampled planes of the same scan and axis inside the structure's extent where none of it is drawn
     m = m.merge(planes[["image_id", "sample_id", "axis", "index", "window"]], on="image_id")

@@ -47,5 +47,6 @@ def plane_specs(plane: list[dict], rng: np.random.Generator, g: GeneratorSetting
         out.append(Spec("measurement", TASK, r["image_id"], [r], [colour], [text], f"{quantity} {text}",
                         r["department"], r["semantic_type"],
                         {"quantity": quantity, "value": round(value, 3), "unit": unit, "bin": b,
-                         "display_mm_per_px": round(float(r["display_mm"]), 4)}))
+                         "display_mm_per_px": round(float(r["display_mm"]), 4)},
+                        balance_group=f"measurement:{quantity}"))  # bins equally often: no typical size to bet on
     return out

@@ -31,7 +31,19 @@ def _variant(params: dict) -> str:
         return params["quantity"]
     if gen == "instance_count":
         return params.get("dim_kind", "volume")
+    if gen == "localisation":
+        return "boxes"
+    if gen == "coarse_position":
+        return params["kind"]
+    if gen == "grounding":
+        return "box"
     return params["mode"]
+
+
+def letter_list(n: int) -> str:
+    """'A, B and C' for three boxes."""
+    letters = list("ABCDE"[:n])
+    return ", ".join(letters[:-1]) + " and " + letters[-1] if n > 1 else letters[0]
 
 
 def stem(params: dict, rng: np.random.Generator) -> tuple[str, str]:
@@ -44,7 +56,10 @@ def stem(params: dict, rng: np.random.Generator) -> tuple[str, str]:
     values = {"n": len(colours), "a": colours[0] if colours else "", "b": colours[1] if len(colours) > 1 else "",
               "px": f"{params.get('display_mm_per_px', 0):.2f}",
               "frame": s["frames"].get(params.get("frame", ""), ""),
-              "convention": s["convention"].format(side=params.get("viewer_left_is", ""))}
+              "convention": s["convention"].format(side=params.get("viewer_left_is", "")),
+              "structure": params.get("structure", ""), "article": params.get("article", "the")}
+    if gen == "localisation":
+        values.update(n=params["n_boxes"], letters=letter_list(params["n_boxes"]))
     return stable_id("geometry", gen, variant, i, texts[i]), texts[i].format(**values).strip()
 
 
@@ -61,6 +76,13 @@ def options(params: dict, answers: list[str], rng: np.random.Generator, g: Gener
         k = params["sector"]
         others = [params["directions"][(k + step) % 8] for step in (2, 4, 6)]
         return [answers[0]] + [others[i] for i in rng.permutation(3)]  # no fixed order to point at the key
+    if gen == "localisation":  # the boxes' letters; which box is right is placed with the letters
+        return [f"Box {c}" for c in "ABCDE"[: params["n_boxes"]]]
+    if gen == "coarse_position":
+        others = [o for o in params["options"] if o != answers[0]]
+        return [answers[0]] + [others[i] for i in rng.permutation(len(others))]
+    if gen == "grounding":
+        return []
     if gen in ("size_ratio", "measurement"):
         ladder, unit = ((list(g.ratio_ladder), "times") if gen == "size_ratio" else
                         (list(g.diameter_ladder_mm), "mm") if params["quantity"] == "diameter" else

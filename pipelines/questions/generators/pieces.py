@@ -20,14 +20,35 @@ from pipelines.standardize.regions import decode_rle
 class PlaneFacts:
     pieces: dict[str, int] = field(default_factory=dict)  # region id -> 2D connected pieces
     feret: dict[str, float] = field(default_factory=dict)  # single-piece region id -> longest diameter (mm)
-    counts: dict[tuple[str, str], tuple[int, bool, list[str]]] = field(default_factory=dict)
-    # (image id, canonical) -> (cross-sections, any of them too small to see, region ids)
+    counts: dict[tuple[str, str], tuple[int, bool, list[str], bool]] = field(default_factory=dict)
+    # (image id, canonical) -> (cross-sections, any of them too small to see, region ids, any two of them (or one
+    # and the image border) closer than a reader can tell apart)
 
 
 def _components(mask: np.ndarray) -> np.ndarray:
     """Pixel areas of the 8-connected pieces of a mask."""
     n, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     return stats[1:n, cv2.CC_STAT_AREA]
+
+
+def count_gap(display_width: float, display_height: float, q) -> float:
+    """The background a reader needs to see between two pieces, or between a piece and the border (display px)."""
+    return max(float(q.count_gap_px), q.count_gap_fraction * min(display_width, display_height))
+
+
+def crowded(mask: np.ndarray, gap_x: float, gap_y: float) -> bool:
+    """True when two pieces of ``mask`` lie closer than the gap (in stored pixels, per axis), or a piece comes
+    within the gap of the image border: then how many there are is not something a reader can count."""
+    h, w = mask.shape
+    bx, by = int(np.ceil(gap_x)), int(np.ceil(gap_y))
+    if mask[:by].any() or mask[h - by:].any() or mask[:, :bx].any() or mask[:, w - bx:].any():
+        return True
+    n = len(_components(mask))
+    if n < 2:
+        return False
+    rx, ry = int(np.ceil(gap_x / 2)), int(np.ceil(gap_y / 2))
+    grown = cv2.dilate(mask.astype(np.uint8), np.ones((2 * ry + 1, 2 * rx + 1), np.uint8))
+    return len(_components(grown)) < n
 
 
 def plane_facts(regions: pd.DataFrame, planes: pd.DataFrame, rle: dict[str, str], canonical: dict[str, str],
@@ -64,6 +85,8 @@ def plane_facts(regions: pd.DataFrame, planes: pd.DataFrame, rle: dict[str, str]
             areas = _components(union) * float(p["scale"]) * float(p["scale_y"])
             hidden = bool(((areas < g.min_mark_pixels) | (areas < g.min_mark_fraction * p["display_width"]
                                                              * p["display_height"])).any())
-            facts.counts[(image_id, canon)] = (len(areas), hidden, sorted(counted[canon]))
+            gap = count_gap(p["display_width"], p["display_height"], config.questions)
+            close = crowded(union, gap / float(p["scale"]), gap / float(p["scale_y"]))
+            facts.counts[(image_id, canon)] = (len(areas), hidden, sorted(counted[canon]), close)
         start = end
     return facts

@@ -24,17 +24,19 @@ class Spec:
     count_label: str | None = None
     labels: list[str] | None = None
     balance_group: str | None = None  # units whose keys selection keeps equally frequent
+    drawn: str = "outline"  # what the image shows: coloured outlines of the marks, lettered boxes, or nothing
 
     def row(self) -> dict:
-        """Candidate columns (the gates read the smallest mark's geometry)."""
+        """Candidate columns (the gates read the smallest mark's geometry; a question that draws nothing has none,
+        its generator checked that the structure is visible)."""
         region_ids = [m["region_id"] for m in self.marks]
         marks = [{"colour": c, "regions": [m["region_id"]], "raw_label": m["raw_label"]}
                  for c, m in zip(self.colours, self.marks)]
         params = {"generator": self.generator, **self.params, "marks": marks}
-        if self.marks:
+        if self.marks and self.drawn != "none":
             small = min(self.marks, key=lambda m: (m["area_px"], m["region_id"]))
             geo = dict(x0=small["x0"], y0=small["y0"], x1=small["x1"], y1=small["y1"], area_px=small["area_px"])
-            kind, granularity = "marks", "contour"
+            kind, granularity = "marks", ("box" if self.drawn == "boxes" else "contour")
         else:
             geo = dict(x0=np.nan, y0=np.nan, x1=np.nan, y1=np.nan, area_px=np.nan)
             kind, granularity = "image", "image"

@@ -1,0 +1,282 @@
+"""Reader-trust rules re-derived from the exported files alone: the public Parquet shards, the private answer key
+and the provenance file. Nothing here reads the pipeline's tables, so a rule holds for what a user downloads.
+
+* no public column predicts the key: a small cross-fitted model per public column (and per column joined with the
+  question) must not beat chance by more than ``column_margin``;
+* key priors: in every task x dataset with enough items the most frequent key answers at most chance + margin;
+* no main item shows a mirrored image (a main image that is the left-right mirror of another main image, or a
+  stem that says the image was mirrored);
+* a real val split: its share of the main items, and every task and modality with enough test items in val too;
+* one source, one identity: no two exported images of registrations reading the same folder lie within the
+  near-duplicate distance;
+* the text-only readers (text, options, metadata) stay near chance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+from PIL import Image
+from scipy.sparse import csr_matrix, hstack
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GroupKFold
+
+LETTERS = "ABCDE"
+NOT_JUDGED = {"image", "answer"}  # the image is the point; val's answer is public by design
+
+
+def public_rows(out: Path, folder: str = "data", with_images: bool = False) -> pd.DataFrame:
+    """The public rows of one config, joined by index with the private key (``key``) and provenance columns."""
+    files = sorted((out / folder).glob("*.parquet"))
+    if not files:
+        return pd.DataFrame()
+    cols = None if with_images else [c for c in pq.read_schema(files[0]).names if c != "image"]
+    rows = pd.concat([pq.read_table(f, columns=cols).to_pandas() for f in files], ignore_index=True)
+    key = pd.read_parquet(out / "private" / "answer_key.parquet")
+    prov = pd.read_parquet(out / "private" / "provenance.parquet", columns=["index", "image_id", "source_path"])
+    key = key.rename(columns={c: f"key_{c}" for c in key.columns if c != "index"})
+    return rows.merge(key, on="index", how="left").merge(prov, on="index", how="left")
+
+
+def _single(rows: pd.DataFrame) -> pd.DataFrame:
+    if rows.empty:
+        return rows
+    ok = rows["key_answer"].isin(list(LETTERS)) & ~rows["multi_answer"].astype(bool)
+    return rows[ok].reset_index(drop=True)
+
+
+def _numbers(text: str) -> set[str]:
+    return set(re.findall(r"\d+(?:\.\d+)?", text))
+
+
+def _option_frame(rows: pd.DataFrame, column: str, with_question: bool) -> pd.DataFrame:
+    out = []
+    for r in rows.to_dict("records"):
+        value = "" if r[column] is None or (isinstance(r[column], float) and np.isnan(r[column])) else str(r[column])
+        low = value.lower()
+        text = f"{value} || {r['question']}" if with_question else value
+        for i, c in enumerate(LETTERS):
+            opt = r[c]
+            if not isinstance(opt, str) or not opt:
+                continue
+            o = opt.lower()
+            nums = _numbers(o)
+            out.append({"item": r["index"], "group": r["image_id"], "pos": i, "text": text,
+                        "contains": float(bool(o) and o in low), "number": float(bool(nums) and nums <= _numbers(low)),
+                        "k": sum(isinstance(r[x], str) and bool(r[x]) for x in LETTERS),
+                        "correct": c == r["key_answer"]})
+    return pd.DataFrame(out)
+
+
+_ANALYSE = TfidfVectorizer(ngram_range=(1, 1), token_pattern=r"[^\s|,;:{}\[\]\"']+").build_analyzer()
+
+
+def _crossed(value: str) -> list[str]:
+    """'<position>\\x1f<text>' -> the text's tokens crossed with the option's letter position."""
+    pos, text = value.split("\x1f", 1)
+    return [f"{pos}|{t}" for t in _ANALYSE(text)] + [f"{pos}|~"]
+
+
+def column_accuracy(rows: pd.DataFrame, column: str | None, with_question: bool = False, folds: int = 3,
+                    seed: int = 0) -> tuple[float, float]:
+    """(cross-fitted accuracy, chance) of a model that picks an option from one public column (and the question):
+    its tokens crossed with the option's letter, and whether the option's text or number appears in it. Folds
+    group items by image. ``column=None`` gives the reference model: the letters alone (a letter prior)."""
+    rows = _single(rows)
+    if column is None:
+        rows, column = rows.assign(_none=""), "_none"
+    f = _option_frame(rows, column, with_question)
+    if f.empty:
+        return 0.0, 0.0
+    chance = float(np.mean(1.0 / f.groupby("item")["k"].first()))
+    groups = f.groupby("item")["group"].first()
+    n = min(folds, groups.nunique())
+    if n < 2:
+        return 0.0, chance
+    items = groups.index.to_numpy()
+    hits = []
+    for train_i, test_i in GroupKFold(n_splits=n).split(items, groups=groups.to_numpy()):
+        tr, te = f[f["item"].isin(items[train_i])], f[f["item"].isin(items[test_i])]
+        if tr["correct"].nunique() < 2:
+            continue
+        vec = TfidfVectorizer(analyzer=_crossed, min_df=1)
+        x_tr = hstack([vec.fit_transform(tr["pos"].astype(str) + "\x1f" + tr["text"]),
+                       csr_matrix(tr[["contains", "number"]].to_numpy())]).tocsr()
+        x_te = hstack([vec.transform(te["pos"].astype(str) + "\x1f" + te["text"]),
+                       csr_matrix(te[["contains", "number"]].to_numpy())]).tocsr()
+        model = LogisticRegression(C=1.0, max_iter=2000, random_state=seed).fit(x_tr, tr["correct"])
+        te = te.assign(score=model.predict_proba(x_te)[:, 1])
+        best = te.loc[te.groupby("item")["score"].idxmax()]
+        hits += best["correct"].tolist()
+    return (float(np.mean(hits)) if hits else 0.0), chance
+
+
+def column_leaks(out: Path, margin: float = 0.02, folds: int = 3, seed: int = 0) -> dict:
+    """Per public column of the main config: accuracy alone and with the question, vs chance; ``leaking`` names
+    every column above chance + margin, and above the letters-alone model + margin (a letter prior is the letter
+    balance check's to judge, not a column's; on a balanced export the two references coincide)."""
+    rows = public_rows(out)
+    if rows.empty:
+        return {"columns": {}, "leaking": [], "letters_alone": 0.0}
+    letters, _ = column_accuracy(rows, None, False, folds, seed)
+    report, leaking = {}, []
+    for col in [c for c in rows.columns if not c.startswith("key_") and c not in NOT_JUDGED
+                and c not in ("image_id", "source_path")]:
+        alone, chance = column_accuracy(rows, col, False, folds, seed)
+        joint, _ = column_accuracy(rows, col, True, folds, seed) if col != "question" else (alone, chance)
+        report[col] = {"alone": round(alone, 4), "with_question": round(joint, 4), "chance": round(chance, 4)}
+        if max(alone, joint) > max(chance, letters) + margin:
+            leaking.append(col)
+    return {"columns": report, "leaking": leaking, "letters_alone": round(letters, 4)}
+
+
+def modal_keys(out: Path, margin: float = 0.15, min_items: int = 30) -> dict:
+    """Per task x dataset of the main config: the most frequent key's share vs chance; ``over`` lists those with
+    at least ``min_items`` single-answer items above chance + margin."""
+    rows = _single(public_rows(out))
+    table, over = {}, []
+    if rows.empty or "key_answer" not in rows:
+        return {"groups": table, "over": over}
+    rows = rows.assign(key_text=[r[r["key_answer"]] for r in rows.to_dict("records")],
+                       k=rows[list(LETTERS)].notna().sum(axis=1))
+    for (task, ds), part in rows.groupby(["clinical_vqa_task", "dataset_id"]):
+        share = float(part["key_text"].value_counts().iloc[0] / len(part))
+        chance = float(np.mean(1.0 / part["k"]))
+        table[f"{task} / {ds}"] = {"items": len(part), "modal_share": round(share, 4), "chance": round(chance, 4)}
+        if len(part) >= min_items and share > chance + margin:
+            over.append(f"{task} / {ds}")
+    return {"groups": table, "over": over}
+
+
+def _pixels_sha(png: bytes, mirror: bool = False) -> str:
+    with Image.open(io.BytesIO(png)) as im:
+        a = np.asarray(im.convert("RGB"))
+    return hashlib.sha256(np.ascontiguousarray(a[:, ::-1] if mirror else a).tobytes()).hexdigest()
+
+
+def mirrored_in_main(out: Path, flipped_phrase: str = "mirrored left to right") -> dict:
+    """Main items that show a mirrored image: the stem says so, or the image is the left-right mirror of another
+    main image (a symmetric image, its own mirror, does not count)."""
+    rows = public_rows(out, with_images=True)
+    if rows.empty:
+        return {"items": 0, "examples": []}
+    said = rows.loc[rows["question"].str.contains(flipped_phrase, case=False, regex=False), "index"].tolist()
+    plain = {}
+    for idx, img in zip(rows["index"], rows["image"]):
+        plain.setdefault(_pixels_sha(img["bytes"]), []).append(idx)
+    twins = []
+    for idx, img in zip(rows["index"], rows["image"]):
+        m = _pixels_sha(img["bytes"], True)
+        if m in plain and m != _pixels_sha(img["bytes"]):
+            twins.append(idx)
+    bad = sorted(set(said) | set(twins))
+    return {"items": len(bad), "examples": bad[:10]}
+
+
+def val_split(out: Path, share_range: tuple[float, float] = (0.15, 0.25), min_items: int = 30) -> dict:
+    """The val share of the main items and the tasks and modalities with at least ``min_items`` test items but
+    none in val."""
+    rows = public_rows(out)
+    if rows.empty:
+        return {"val_share": 0.0, "in_range": False, "missing": []}
+    share = float((rows["split"] == "val").mean())
+    missing = []
+    for col in ("clinical_vqa_task", "modality"):
+        for value, part in rows.groupby(col):
+            if (part["split"] == "test").sum() >= min_items and not (part["split"] == "val").any():
+                missing.append(f"{col}={value}")
+    return {"val_share": round(share, 4), "in_range": share_range[0] <= share <= share_range[1], "missing": missing}
+
+
+def same_source_duplicates(out: Path, same_root: list[tuple[str, str]], bits: int) -> dict:
+    """Pairs of exported images (every config) from two registrations reading the same folder whose pHash lies
+    within ``bits``: the same scan exported twice under two identities."""
+    from pipelines.benchmark.select import hashes, near_duplicate_pairs
+    from pipelines.standardize.display import phash_hex
+    frames = []
+    for folder in ["data", *(p.parent.name + "/data" for p in sorted(out.glob("*/data")))]:
+        for f in sorted((out / folder).glob("*.parquet")):
+            t = pq.read_table(f, columns=["image", "dataset_id"]).to_pylist()
+            frames += [(r["dataset_id"], phash_hex(np.asarray(Image.open(io.BytesIO(r["image"]["bytes"])).convert("RGB"))))
+                       for r in t]
+    if not frames or not same_root:
+        return {"pairs": 0, "examples": []}
+    df = pd.DataFrame(frames, columns=["dataset_id", "phash"])
+    pairs, examples = 0, []
+    for a, b in same_root:
+        part = df[df["dataset_id"].isin([a, b])].drop_duplicates()
+        if part["dataset_id"].nunique() < 2:
+            continue
+        h = hashes(part["phash"])
+        ds = part["dataset_id"].to_numpy()
+        uniq, inv = np.unique(h, return_inverse=True)
+        owners = [set(ds[inv == u]) for u in range(len(uniq))]
+        n = sum(1 for o in owners if len(o) > 1)
+        if len(uniq) > 1:
+            for i, j in near_duplicate_pairs(uniq, bits).tolist():
+                n += int(len(owners[i] | owners[j]) > 1)
+        pairs += n
+        if n:
+            examples.append(f"{a} ~ {b}: {n}")
+    return {"pairs": pairs, "examples": examples}
+
+
+def text_only(out: Path, b, seed: int) -> dict:
+    """The blind readers (text, options, metadata; pipelines.benchmark.blind) re-fitted on the exported main items
+    and the private key, folds grouped by image; judged on the test split: ``exceeds`` names 'overall' above chance
+    + ``text_only_margin`` and each task with enough items above chance + ``text_only_task_margin``."""
+    from pipelines.benchmark.blind import blind_predictions, blind_report, fold_rows
+    rows = public_rows(out)
+    if rows.empty:
+        return {"readers": {}, "exceeds": []}
+    items = rows.assign(answer=rows["key_answer"], unit_id=rows["key_unit_id"],
+                        granularity=rows["perceptual_granularity"])
+    items = items[items["key_answer"].isin(list(LETTERS))]
+    prepared = fold_rows(items, b.text_only_folds, "image_id")
+    readers, exceeds = {}, []
+    for kind in ("text", "options", "metadata"):
+        r = blind_report(blind_predictions(items, b.text_only_folds, seed, prepared, kind), b.text_only_margin,
+                         b.text_only_min_items, b.text_only_task_margin)
+        readers[kind] = {"accuracy": round(r["accuracy"], 4), "chance": round(r["chance"], 4),
+                         "by_task": r["by_task"], "exceeds": r["exceeds"]}
+        if kind == "text":
+            exceeds = r["exceeds"]
+    return {"readers": readers, "exceeds": exceeds}
+
+
+def card_matches_files(out: Path) -> dict:
+    """Every config and split the card declares loads with `datasets.load_dataset` and has rows; every file the
+    card names (TSVs, configs) exists and is not empty."""
+    import tempfile
+
+    import datasets
+    from huggingface_hub import DatasetCard
+    card = DatasetCard.load(out / "README.md")
+    problems = []
+    configs = card.data.to_dict().get("configs", [])
+    with tempfile.TemporaryDirectory(prefix="medbench-load-") as cache:
+        for c in configs:
+            name = c["config_name"]
+            for df in c["data_files"]:
+                if not list(out.glob(df["path"])):
+                    problems.append(f"{name}/{df['split']}: no file matches {df['path']}")
+            try:
+                ds = datasets.load_dataset(str(out), name, cache_dir=cache)
+            except Exception as exc:  # the failure itself is what this check reports
+                problems.append(f"{name}: load_dataset failed: {type(exc).__name__}: {exc}")
+                continue
+            for df in c["data_files"]:
+                if df["split"] not in ds or ds[df["split"]].num_rows == 0:
+                    problems.append(f"{name}/{df['split']}: declared but empty")
+    for named in re.findall(r"`([^`]+\.(?:tsv|parquet))`", card.text):
+        path = out / named
+        if not path.is_file() or path.stat().st_size == 0:
+            problems.append(f"the card names {named}, which is missing or empty")
+    return {"configs": [c["config_name"] for c in configs], "problems": problems}

@@ -1,0 +1,111 @@
+"""Localisation, coarse-position and grounding questions: exactly one box holds the structure, every box lies on
+the image's content, the quadrant is unambiguous, the grounding key is the structure's box in fractions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pipelines.config import GeneratorSettings
+from pipelines.questions.generators import localise
+from pipelines.render.boxes import box_letters, draw_lettered_boxes
+
+G = GeneratorSettings()
+
+
+def row(label: str, box, region: str, image: str = "p") -> dict:
+    x0, y0, x1, y1 = box
+    return {"region_id": region, "image_id": image, "raw_label": label, "canonical_label": label,
+            "x0": x0, "y0": y0, "x1": x1, "y1": y1, "area_px": (x1 - x0) * (y1 - y0), "visible": True,
+            "faint": False, "department": "Hematology", "semantic_type": "cell"}
+
+
+def overlaps(a, b) -> bool:
+    return not (a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1])
+
+
+def test_decoys_hold_no_instance_of_the_structure_and_stay_on_the_content():
+    plane = [row("nucleus", (40, 40, 50, 50), "n1"), row("nucleus", (120, 30, 132, 44), "n2"),
+             row("nucleus", (60, 150, 70, 160), "n3"), row("red blood cell", (100, 100, 140, 140), "r1")]
+    content = [20.0, 10.0, 180.0, 190.0]
+    geo = {"width": 200, "height": 200, "content_bbox": content}
+    seen = 0
+    for seed in range(30):
+        for spec in localise.localisation_specs(plane, geo, "Histopathology", np.random.default_rng(seed), G):
+            boxes = spec.params["boxes"]
+            assert 3 <= len(boxes) <= 4 and spec.params["n_boxes"] == len(boxes)
+            target = spec.marks[0]
+            tbox = [target["x0"], target["y0"], target["x1"], target["y1"]]
+            assert boxes[0][0] <= tbox[0] and boxes[0][2] >= tbox[2]  # the true box holds its structure
+            same = [[r["x0"], r["y0"], r["x1"], r["y1"]] for r in plane if r["canonical_label"] == spec.params["structure"]]
+            for d in boxes[1:]:
+                assert not any(overlaps(d, s) for s in same)  # no decoy holds any instance of the structure
+                assert content[0] <= d[0] and d[2] <= content[2] and content[1] <= d[1] and d[3] <= content[3]
+                assert abs((d[2] - d[0]) - (boxes[0][2] - boxes[0][0])) < 1e-6  # same size as the true box
+            for i in range(len(boxes)):
+                for j in range(i + 1, len(boxes)):
+                    assert not overlaps(boxes[i], boxes[j])
+            assert spec.params["article"] == ("a" if spec.params["structure"] == "nucleus" else "the")
+            seen += 1
+    assert seen >= 20
+
+
+def test_a_structure_too_large_for_decoys_is_not_asked():
+    plane = [row("polyp", (10, 10, 150, 150), "p1")]  # half the image
+    geo = {"width": 200, "height": 200, "content_bbox": [0, 0, 200, 200]}
+    assert localise.localisation_specs(plane, geo, "Endoscopy", np.random.default_rng(0), G) == []
+
+
+def test_round_fields_keep_decoys_inside_the_inscribed_ellipse():
+    assert localise._inside_ellipse([90, 90, 110, 110], [0, 0, 200, 200])
+    assert not localise._inside_ellipse([0, 0, 20, 20], [0, 0, 200, 200])  # a fundus image's black corner
+
+
+def test_quadrant_only_when_unambiguous():
+    geo = {"width": 100, "height": 100}
+    inside = localise.coarse_specs([row("liver", (10, 10, 40, 40), "l")], geo, np.random.default_rng(0), G)
+    assert [s.answers[0] for s in inside] == ["upper left"]
+    halves = localise.coarse_specs([row("liver", (60, 10, 90, 80), "l")], geo, np.random.default_rng(0), G)
+    assert [s.answers[0] for s in halves] == ["right half"] and halves[0].params["options"] == ["left half",
+                                                                                               "right half"]
+    across = localise.coarse_specs([row("liver", (30, 30, 70, 70), "l")], geo, np.random.default_rng(0), G)
+    assert across == []
+    two = localise.coarse_specs([row("kidney", (10, 10, 20, 20), "a"), row("kidney", (70, 70, 90, 90), "b")], geo,
+                                np.random.default_rng(0), G)
+    assert two == []  # "the kidney" would be ambiguous
+
+
+def test_grounding_key_is_the_box_in_fractions():
+    specs = localise.grounding_specs([row("liver", (10, 20, 40, 60), "l")], {"width": 200, "height": 100},
+                                     np.random.default_rng(0), G)
+    assert specs[0].params["box"] == [0.05, 0.2, 0.2, 0.6]  # 10/200, 20/100, 40/200, 60/100
+    huge = localise.grounding_specs([row("membrane", (0, 0, 200, 100), "m")], {"width": 200, "height": 100},
+                                    np.random.default_rng(0), G)
+    assert huge == []
+
+
+def test_drawn_letters_follow_the_key():
+    assert box_letters("C", 4) == ["C", "A", "B", "D"]
+    img = np.full((100, 100, 3), 128, np.uint8)
+    out, params = draw_lettered_boxes(img, [[10, 20, 30, 40], [60, 60, 80, 80], [60, 10, 80, 30]],
+                                      ["B", "A", "C"], __import__("pipelines.config", fromlist=["RenderSettings"]).RenderSettings())
+    assert params["letters"] == ["B", "A", "C"]
+    red = np.all(out == [255, 0, 0], axis=2)
+    assert red[20:40, 9].all() and red[19, 10:30].all()  # the ring sits just outside the first box (1 px)
+
+
+def test_partial_labels_are_not_localised():
+    from pipelines.config import PipelineConfig
+    from pipelines.questions.generators.run import localised
+    regions = pd.DataFrame([{"region_id": f"b{i}", "image_id": "p", "kind": "box", "raw_label": lab,
+                             "bbox": [10.0 + 40 * i, 10.0, 30.0 + 40 * i, 30.0], "area_px": 400}
+                            for i, lab in enumerate(["WBC", "Platelets"])])
+    slices = pd.DataFrame([{"image_id": "p", "sample_id": "s", "axis": "2d", "index": 0, "orientation": "",
+                            "spacing": [1.0, 1.0], "width": 200, "height": 200, "display_width": 200,
+                            "display_height": 200, "contrast": 50.0, "content_bbox": [0, 0, 200, 200],
+                            "faint_labels": [], "intensity_params": "{}"}])
+    vocab = pd.DataFrame([{"raw_label": lab, "canonical_label": lab.lower(), "status": "mesh",
+                           "department": "Hematology", "semantic_type": "cell"} for lab in ["WBC", "Platelets"]])
+    specs = localised(regions, slices, vocab, "Microscopy", PipelineConfig(), frozenset({"WBC"}),
+                      frozenset({"Platelets"}))
+    assert specs and {s.params["structure"] for s in specs} == {"wbc"}
