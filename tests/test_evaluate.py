@@ -561,3 +561,10 @@ def test_evaluation_asset_is_opt_in_and_shows_the_report(fx, tmp_path):
 def test_multi_answer_letters_are_kept_out_of_vlmevalkit_tsv(fx):
     tsv = pd.read_csv(fx.folder / "tsv" / f"{NAME}_VAL.tsv", sep="\t")
     assert not set(MULTI) & set(tsv["index"])
+
+
+def test_grounding_prompt_states_the_box_format_once():
+    from pipelines.export.prompt import BOX_INSTRUCTION, build_prompt
+    stated = {"question": "Give the bounding box of the liver as [x0, y0, x1, y1], fractions of the image."}
+    assert build_prompt(stated) == f"Question: {stated['question']}\n"
+    assert build_prompt({"question": "Where is the liver?"}) == f"Question: Where is the liver?\n{BOX_INSTRUCTION}"

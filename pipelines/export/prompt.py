@@ -3,7 +3,7 @@
 One builder serves `medbench run-model`, the lmms-eval task and the evaluation report (which records the
 templates), so a score from any of them was obtained with the same words. Single-answer items use
 VLMEvalKit's ``ImageMCQDataset.build_prompt`` text; multi-answer items add GMAI-MMBench's instruction for
-several letters; grounding items (no options) ask for a normalized box.
+several letters; grounding items (no options) ask for a normalized box unless their stem already does.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ BOX_INSTRUCTION = ("Answer with the bounding box of the asked structure as [x0, 
 TEMPLATES = {
     "single": "Question: {question}\nOptions:\n{letter}. {option}\n...\n" + SINGLE_INSTRUCTION,
     "multi": "Question: {question}\nOptions:\n{letter}. {option}\n...\n" + MULTI_INSTRUCTION,
-    "box": "Question: {question}\n" + BOX_INSTRUCTION,
+    "box": "Question: {question}\n" + BOX_INSTRUCTION + "(the instruction only where the stem does not state the "
+           "[x0, y0, x1, y1] format)\n",
 }
 
 
@@ -35,7 +36,7 @@ def build_prompt(row: dict) -> str:
     """The prompt text for one item (question, options, instruction); the image is sent before it."""
     options = present_options(row)
     text = f"Question: {row['question']}\n"
-    if not options:
-        return text + BOX_INSTRUCTION
+    if not options:  # grounding: the stem may already state the box format; say it once
+        return text if "[x0, y0, x1, y1]" in str(row["question"]) else text + BOX_INSTRUCTION
     text += "Options:\n" + "".join(f"{k}. {v}\n" for k, v in options.items())
     return text + (MULTI_INSTRUCTION if bool(row.get("multi_answer")) else SINGLE_INSTRUCTION)
