@@ -20,6 +20,7 @@ LLM_RETRY = dg.RetryPolicy(max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTI
 KINDS = {group: {"parquet", "python"} for group in
          ("ingest", "describe", "vocabulary", "questions", "gate", "select", "render", "export", "annotate")}
 KINDS["publish"] = {"parquet", "huggingface"}
+KINDS["evaluate"] = {"parquet", "python"}
 
 
 CHECK_DESCRIPTIONS = {  # for checks whose asset module gives none (shown beside each check in the UI)

@@ -423,5 +423,202 @@ def push(repo_id: Annotated[str | None, typer.Option("--repo-id", help="ORG/NAME
                       markup=False, highlight=False)
 
 
+SettingsOpt = Annotated[Path | None, typer.Option("--settings", help="settings YAML (env MEDBENCH_CONFIG); "
+                                                                    "--config names a benchmark config here")]
+BenchOpt = Annotated[Path | None, typer.Option("--bench", help="export folder (default: DATA_ROOT/benchmark)")]
+EvalConfigOpt = Annotated[list[str] | None, typer.Option(
+    "--config", help="benchmark config: main, consistency, robustness or grounding (repeatable; default: every "
+                     "config the predictions answer)")]
+
+
+def _choice(value: str | None, allowed: tuple[str, ...], option: str) -> None:
+    if value is not None and value not in allowed:
+        raise UserError(f"{option} {value!r}: choose one of {', '.join(allowed)}")
+
+
+def _eval_settings(cfg: PipelineConfig, split, eval_config, rules, interval, box_scale):
+    from pipelines.evaluate.bench import CONFIGS
+    from pipelines.evaluate.intervals import METHODS
+    from pipelines.evaluate.score import BOX_SCALES, EvalSettings
+    from pipelines.export.answers import RULES
+    _choice(split, ("val", "test"), "--split")
+    for c in eval_config or []:
+        _choice(c, CONFIGS, "--config")
+    _choice(rules, RULES, "--rules")
+    _choice(interval, METHODS, "--interval")
+    _choice(box_scale, BOX_SCALES, "--box-scale")
+    return EvalSettings(split=split, configs=tuple(eval_config) if eval_config else None, rules=rules,
+                        interval=interval, seed=cfg.seed, box_scale=box_scale)
+
+
+@app.command()
+def evaluate(predictions: Annotated[Path, typer.Argument(help="predictions: .jsonl (index + prediction) or a "
+                                                              "VLMEvalKit result .xlsx/.tsv")],
+             split: Annotated[str | None, typer.Option(help="val or test (default: test when the predictions "
+                                                            "answer test items, else val)")] = None,
+             eval_config: EvalConfigOpt = None,
+             out: Annotated[Path | None, typer.Option(help="report folder (default: PREDICTIONS_STEM.eval/ "
+                                                           "beside the predictions)")] = None,
+             rules: Annotated[str, typer.Option(help="extraction rules: medbench (VLMEvalKit's plus 'answer is X') "
+                                                     "or vlmevalkit (exactly its exact-matching rules)")] = "medbench",
+             interval: Annotated[str, typer.Option(help="wilson, or bootstrap (clustered by leakage group)")] = "wilson",
+             box_scale: Annotated[str, typer.Option(help="grounding boxes: auto (fractions if all in 0..1, else "
+                                                         "pixels), unit, pixel or 1000")] = "auto",
+             judge: Annotated[bool, typer.Option(help="ask the LLM (settings llm.*, key in llm.api_key_env) to read "
+                                                      "replies no rule could; cached")] = False,
+             bench: BenchOpt = None, settings: SettingsOpt = None, data_root: DataRootOpt = None):
+    """Score predictions on the exported benchmark: accuracy with 95 % intervals per task, department,
+    modality, granularity and dataset; circular, consistency, robustness and grounding sections."""
+    from pipelines.evaluate.bench import BenchmarkError
+    from pipelines.evaluate.predictions import PredictionsError
+    from pipelines.evaluate.run import evaluate as run_evaluation
+    from pipelines.questions.llm import LLMUnavailable
+    cfg = _config(settings, None, data_root)
+    es = _eval_settings(cfg, split, eval_config, rules, interval, box_scale)
+    try:
+        judge_client = None
+        if judge:
+            from pipelines.evaluate.judge import Judge
+            judge_client = Judge(cfg.llm)
+        result = run_evaluation(bench or cfg.data_root / "benchmark", predictions, es, out, judge_client)
+    except (BenchmarkError, PredictionsError, LLMUnavailable) as exc:
+        raise UserError(str(exc)) from None
+    from pipelines.evaluate.report import overview_cells
+    sec = result.report["sections"]
+    table = Table(title=f"{predictions.name} on {sec['coverage']['split']}")
+    for col in ("section", "items", "score % [95 % CI]"):
+        table.add_column(col)
+    for label, cell in overview_cells(sec):
+        table.add_row(label, str(cell["n"]), f"{100 * cell['mean']:.1f} [{100 * cell['lo']:.1f}, {100 * cell['hi']:.1f}]")
+    print_table(table, table.title, ("section", "items", "score % [95 % CI]"))
+    if judge_client:
+        u = judge_client.usage()
+        console.print(f"judge: {u['requests']} request(s), {u['api_calls']} API call(s), {u['cache_hits']} cached, "
+                      f"{u['errors']} error(s)", highlight=False, markup=False)
+    console.print(f"report: {result.paths['markdown']} (JSON, items.csv and charts beside it)", highlight=False,
+                  markup=False)
+
+
+def _slug(text: str) -> str:
+    import re
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "model"
+
+
+def _run_model(cfg: PipelineConfig, bench_dir: Path, base_url: str, model: str, out: Path, splits, configs,
+               circular: bool, image_mode: str, concurrency: int, max_retries: int, timeout: float, max_tokens: int,
+               api_key_env: str, cache_dir: Path | None) -> dict:
+    import os
+
+    from pipelines.evaluate.bench import CONFIGS, load_benchmark
+    from pipelines.evaluate.predictions import write_predictions
+    from pipelines.evaluate.runner import ModelSettings, count_requests, request_batches, run_model
+    bench = load_benchmark(bench_dir)
+    splits, configs = tuple(splits or ("val", "test")), tuple(configs or CONFIGS)
+    batches = request_batches(bench, splits, configs, circular, image_mode, cfg.seed)
+    ms = ModelSettings(base_url=base_url, model=model, api_key=os.environ.get(api_key_env) or "EMPTY",
+                       concurrency=concurrency, max_retries=max_retries, timeout_s=timeout, max_tokens=max_tokens,
+                       cache_dir=cache_dir or cfg.data_root / "model_cache")
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
+        task = progress.add_task(f"{model} ({image_mode})", total=count_requests(bench, splits, configs, circular))
+        rows, counts = run_model(batches, ms, lambda done: progress.update(task, completed=done))
+    write_predictions(rows, out)
+    console.print(f"{out}: {counts['requests']} prediction(s), {counts['cached']} from the cache, "
+                  f"{counts['errors']} failed (written with prediction null)", highlight=False, markup=False)
+    return counts
+
+
+ImageModeOpt = Annotated[str, typer.Option(help="image (the item's), blank (grey) or shuffled (another item's): "
+                                                "the last two are blind baselines")]
+
+
+@app.command("run-model")
+def run_model_cmd(base_url: Annotated[str, typer.Option("--base-url", help="OpenAI-compatible endpoint, e.g. "
+                                                                           "http://127.0.0.1:8000/v1")],
+                  model: Annotated[str, typer.Option("--model", help="model name the endpoint serves")],
+                  out: Annotated[Path | None, typer.Option(help="predictions JSONL (default: DATA_ROOT/evaluations/"
+                                                                "MODEL[_MODE].jsonl)")] = None,
+                  split: Annotated[list[str] | None, typer.Option(help="val/test (repeatable; default both)")] = None,
+                  eval_config: EvalConfigOpt = None,
+                  circular: Annotated[bool, typer.Option(help="also ask every rotation of the main single-answer "
+                                                              "items (index + k*1,000,000)")] = False,
+                  image_mode: ImageModeOpt = "image",
+                  concurrency: Annotated[int, typer.Option(min=1, help="requests in flight")] = 8,
+                  max_retries: Annotated[int, typer.Option(min=0, help="retries on 429/5xx/connection errors")] = 4,
+                  timeout: Annotated[float, typer.Option(help="seconds per request")] = 120.0,
+                  max_tokens: Annotated[int, typer.Option(min=1, help="reply length limit")] = 256,
+                  api_key_env: Annotated[str, typer.Option(help="environment variable holding the key (local "
+                                                                "servers: any value, or unset)")] = "OPENAI_API_KEY",
+                  cache_dir: Annotated[Path | None, typer.Option(help="reply cache (default DATA_ROOT/model_cache)")] = None,
+                  bench: BenchOpt = None, settings: SettingsOpt = None, data_root: DataRootOpt = None):
+    """Ask an OpenAI-compatible vision chat endpoint every exported item and write its predictions (cached by
+    model, item, image and prompt; resumable)."""
+    from pipelines.evaluate.bench import CONFIGS, BenchmarkError
+    from pipelines.evaluate.runner import IMAGE_MODES
+    cfg = _config(settings, None, data_root)
+    _choice(image_mode, IMAGE_MODES, "--image-mode")
+    for s in split or []:
+        _choice(s, ("val", "test"), "--split")
+    for c in eval_config or []:
+        _choice(c, CONFIGS, "--config")
+    suffix = "" if image_mode == "image" else f"_{image_mode}"
+    out = out or cfg.data_root / "evaluations" / f"{_slug(model)}{suffix}{'_circular' if circular else ''}.jsonl"
+    try:
+        counts = _run_model(cfg, bench or cfg.data_root / "benchmark", base_url, model, out, split, eval_config,
+                            circular, image_mode, concurrency, max_retries, timeout, max_tokens, api_key_env, cache_dir)
+    except BenchmarkError as exc:
+        raise UserError(str(exc)) from None
+    if counts["errors"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def baselines(split: Annotated[str, typer.Option(help="val or test")] = "test",
+              predictions: Annotated[Path | None, typer.Option(help="the model's predictions (for the gain)")] = None,
+              blank: Annotated[Path | None, typer.Option(help="the model's predictions with blank images")] = None,
+              shuffled: Annotated[Path | None, typer.Option(help="...with shuffled images")] = None,
+              base_url: Annotated[str | None, typer.Option("--base-url", help="run the model, blank- and shuffled-"
+                                                                              "image runs through run-model")] = None,
+              model: Annotated[str | None, typer.Option("--model")] = None,
+              out: Annotated[Path | None, typer.Option(help="report folder (default DATA_ROOT/evaluations/baselines"
+                                                            "[_MODEL])")] = None,
+              rules: Annotated[str, typer.Option(help="extraction rules: medbench or vlmevalkit")] = "medbench",
+              bench: BenchOpt = None, settings: SettingsOpt = None, data_root: DataRootOpt = None):
+    """Blind baselines (chance, random, text-only, options-only; blank- and shuffled-image model runs) and the
+    model's multimodal gain per task."""
+    from pipelines.evaluate.baselines import baselines as run_baselines
+    from pipelines.evaluate.baselines import write_baselines
+    from pipelines.evaluate.bench import BenchmarkError, load_benchmark
+    from pipelines.evaluate.predictions import PredictionsError, read_predictions
+    from pipelines.export.answers import RULES
+    cfg = _config(settings, None, data_root)
+    _choice(split, ("val", "test"), "--split")
+    _choice(rules, RULES, "--rules")
+    if (base_url is None) != (model is None):
+        raise UserError("--base-url and --model go together (they run the model three times through run-model)")
+    bench_dir = bench or cfg.data_root / "benchmark"
+    out = out or cfg.data_root / "evaluations" / (f"baselines_{_slug(model)}" if model else "baselines")
+    files = {"model": predictions, "blank_image": blank, "shuffled_image": shuffled}
+    try:
+        if base_url and model:
+            for name, mode in (("model", "image"), ("blank_image", "blank"), ("shuffled_image", "shuffled")):
+                files[name] = out / f"{_slug(model)}_{mode}.jsonl"
+                _run_model(cfg, bench_dir, base_url, model, files[name], (split,), ("main",), False, mode, 8, 4,
+                           120.0, 256, "OPENAI_API_KEY", None)
+        preds = {k: read_predictions(v)[0] for k, v in files.items() if v is not None}
+        report = run_baselines(load_benchmark(bench_dir), split, cfg.seed, preds, rules)
+    except (BenchmarkError, PredictionsError) as exc:
+        raise UserError(str(exc)) from None
+    paths = write_baselines(report, out)
+    table = Table(title=f"blind baselines ({split})")
+    for col in ("run", "items", "accuracy % [95 % CI]"):
+        table.add_column(col)
+    for name, r in report["runs"].items():
+        o = r["overall"]
+        table.add_row(name, str(o["n"]), f"{100 * o['mean']:.1f} [{100 * o['lo']:.1f}, {100 * o['hi']:.1f}]")
+    print_table(table, table.title, ("run", "items", "accuracy % [95 % CI]"))
+    console.print(f"report: {paths['markdown']}", highlight=False, markup=False)
+
+
 if __name__ == "__main__":
     app()

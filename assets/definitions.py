@@ -7,6 +7,7 @@ from assets.annotate import roi_annotations, roi_exports
 from assets.automation import automation_sensor, global_assets, manual_assets, per_dataset_assets
 from assets.benchmark import benchmark, benchmark_exports
 from assets.cluster import cluster_jobs
+from assets.evaluate import evaluation
 from assets.gates import candidate_gates
 from assets.ingest import raw_samples
 from assets.publish import hub_push
@@ -27,7 +28,8 @@ GLOBAL: list[dg.AssetsDefinition] = global_assets([label_vocab, lexical_tree_exp
 # opt-in in `medbench build` (annotate.enabled, or --select): annotating every region costs seconds per volume
 ANNOTATE: list[dg.AssetsDefinition] = manual_assets([roi_annotations, roi_exports])
 PUBLISH: list[dg.AssetsDefinition] = manual_assets([hub_push])  # opt-in: never part of a default build
-ALL_ASSETS = PER_DATASET + GLOBAL + ANNOTATE + PUBLISH
+EVALUATE: list[dg.AssetsDefinition] = manual_assets([evaluation])  # opt-in: needs a predictions file
+ALL_ASSETS = PER_DATASET + GLOBAL + ANNOTATE + PUBLISH + EVALUATE
 ALL_CHECKS = CHECKS  # checks defined apart from their asset (the exported files judged as a reader gets them)
 PER_DATASET_KEYS = [k for a in PER_DATASET for k in a.keys]
 GLOBAL_KEYS = [k for a in GLOBAL for k in a.keys]

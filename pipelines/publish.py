@@ -34,11 +34,12 @@ from pipelines.redact import redact as redact_text
 # What may be published, relative to the export folder, besides the data files of the card's configs (and the
 # TSVs in each config's folder). Everything else stays local.
 ALLOWED = ("README.md", "manifest.json", "data/*.parquet", "roi/images/*.png", "tsv/*.tsv",
-           "lexical_tree.json", "lexical_tree.html", "summary/*.md", "summary/*.png")
+           "lexical_tree.json", "lexical_tree.html", "summary/*.md", "summary/*.png", "lmms_eval/*/*.yaml",
+           "lmms_eval/*/_default_template_yaml", "lmms_eval/*/utils.py")
 NEVER = ("private/*", "*/private/*", "*answer_key*", "*provenance*")
 # remote folders we own: stale files there are deleted (a config folder too, when a build no longer writes it)
 CONFIGS = ("consistency", "robustness", "grounding")  # config folders beside the main data/ (each optional)
-MANAGED = ("data/", "roi/", "tsv/", "summary/", *(f"{c}/" for c in CONFIGS))
+MANAGED = ("data/", "roi/", "tsv/", "summary/", "lmms_eval/", *(f"{c}/" for c in CONFIGS))
 RETRY_STATUS = {429, 500, 502, 503, 504}
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 T = TypeVar("T")

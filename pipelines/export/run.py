@@ -10,6 +10,8 @@ import pandas as pd
 from pipelines import PIPELINE_VERSION
 from pipelines.config import PipelineConfig
 from pipelines.export.card import CONFIG_FOLDERS, build_card
+from pipelines.export.circular import write_circular_tsv
+from pipelines.export.lmms_eval import write_lmms_eval_task
 from pipelines.export.parquet import FEATURES, answer_key, write_parquet
 from pipelines.export.summary import summary
 from pipelines.export.tsv import write_tsv
@@ -35,6 +37,8 @@ def export_all(bench: pd.DataFrame, figures: dict, data_root: Path, out_dir: Pat
             if sub != "grounding":  # a box answer has no multiple-choice TSV form
                 write_tsv(part, data_root, stage / sub, f"{name}_{sub.upper()}")
         write_tsv(bench, data_root, stage, name)
+        write_circular_tsv(stage / "tsv", name)
+        write_lmms_eval_task(stage, name, config.publish.repo_id)
         answer_key(full, stage)
         card = build_card(bench, figures, registry_of(config), FEATURES, config.fingerprint(),
                           name, folder=stage)

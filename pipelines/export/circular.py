@@ -1,0 +1,108 @@
+"""Circular-evaluation TSVs in VLMEvalKit's convention (its `vlmutil circular`, tools.py::CIRCULAR).
+
+Each single-answer item of an n-option TSV appears n times: rotation k (k = 0..n-1) has index
+``index + k * 1,000,000`` and ``g_index = index``, its options shifted so that the option at letter m is the
+original option at letter (m + k) mod n (the key moves from a to (a - k) mod n), and its ``image`` cell holds
+the g_index, which VLMEvalKit reads as "the image of that row". An item whose option texts contain option
+letters as words (VLMEvalKit calls it abnormal) keeps rotation 0 only, exactly as VLMEvalKit does. The file
+name contains "CIRCULAR", so VLMEvalKit scores it with ``mcq_circular_eval``: an item counts only when every
+rotation is answered right. ``medbench evaluate`` applies the same rule with the private key.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import string
+from pathlib import Path
+
+import pandas as pd
+
+from pipelines.storage import atomic_write_bytes
+
+OFFSET = 1_000_000
+LETTERS = string.ascii_uppercase
+
+
+def abnormal(options: dict[str, str]) -> bool:
+    """VLMEvalKit's rule: an option text that is itself a letter, or names two option letters as words."""
+    for text in options.values():
+        words = "".join(ch if ch in string.ascii_letters or ch == " " else " " for ch in text).split()
+        if len({w for w in words if w in options}) > 1:
+            return True
+        if text in LETTERS:
+            return True
+    return False
+
+
+def rotation_count(options: dict[str, str]) -> int:
+    """How many rotations of an item a circular TSV holds (1 for an abnormal item)."""
+    return 1 if abnormal(options) else len(options)
+
+
+def rotate(options: dict[str, str], k: int) -> dict[str, str]:
+    """Options of rotation k: letter m shows the original option (m + k) mod n."""
+    labels = LETTERS[:len(options)]
+    return {labels[m]: options[labels[(m + k) % len(labels)]] for m in range(len(labels))}
+
+
+def rotated_answer(answer: str, n: int, k: int) -> str:
+    """The key of rotation k of an n-option item whose key is ``answer`` at rotation 0."""
+    return LETTERS[(LETTERS.index(answer) - k) % n]
+
+
+def _options(row: pd.Series) -> dict[str, str]:
+    return {c: row[c] for c in LETTERS[:5] if c in row and isinstance(row[c], str) and row[c] != ""}
+
+
+def circular_frame(tsv: pd.DataFrame) -> pd.DataFrame:
+    """The circular rows of one VLMEvalKit MCQ frame (options as strings, '' where absent)."""
+    if len(tsv) and int(tsv["index"].max()) >= OFFSET:
+        raise ValueError(f"an index of {int(tsv['index'].max())} does not fit under the circular offset {OFFSET}")
+    letters = [c for c in LETTERS[:5] if c in tsv]
+    opts = [{c: v for c, v in zip(letters, vals) if isinstance(v, str) and v != ""}
+            for vals in zip(*(tsv[c] for c in letters))]
+    answers = tsv["answer"].tolist() if "answer" in tsv else [None] * len(tsv)
+    counts = []
+    for o, a in zip(opts, answers):
+        n = rotation_count(o) if len(o) >= 2 else 1
+        if isinstance(a, str) and a not in LETTERS[:len(o)]:
+            n = 1  # not a valid single letter: VLMEvalKit leaves such rows unrotated
+        counts.append(n)
+    base = tsv.assign(g_index=tsv["index"].astype(int))
+    frames = [base]
+    for k in range(1, max(counts, default=1)):
+        keep = [i for i, n in enumerate(counts) if n > k]
+        if not keep:
+            break
+        part = base.iloc[keep].copy()
+        part["index"] = part["g_index"] + k * OFFSET
+        part["image"] = part["g_index"].astype(str)
+        rotated = [rotate(opts[i], k) for i in keep]
+        for c in letters:
+            part[c] = [r.get(c, "") for r in rotated]
+        if "answer" in part:
+            part["answer"] = [rotated_answer(answers[i], len(opts[i]), k) for i in keep]
+        frames.append(part)
+    frame = pd.concat(frames, ignore_index=True)
+    return frame.sort_values("index", kind="stable").reset_index(drop=True)
+
+
+def write_circular_tsv(tsv_dir: Path, name: str) -> list[Path]:
+    """``<name>_CIRCULAR_{VAL,TEST}.tsv`` beside the single-answer TSVs (a split without a TSV writes none)."""
+    written = []
+    for split in ("VAL", "TEST"):
+        src = Path(tsv_dir) / f"{name}_{split}.tsv"
+        if not src.exists():
+            continue
+        tsv = pd.read_csv(src, sep="\t", dtype=str, keep_default_na=False)
+        if tsv.empty:
+            continue
+        tsv["index"] = tsv["index"].astype(int)
+        frame = circular_frame(tsv)
+        buf = io.StringIO()
+        frame.to_csv(buf, sep="\t", index=False, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
+        path = Path(tsv_dir) / f"{name}_CIRCULAR_{split}.tsv"
+        atomic_write_bytes(path, buf.getvalue().encode("utf-8"))
+        written.append(path)
+    return written
