@@ -28,10 +28,10 @@ from pipelines.config import PublishSettings
 from pipelines.export.card import roi_config
 
 # What may be published, relative to the export folder. Everything else stays local.
-ALLOWED = ("README.md", "manifest.json", "data/*.parquet", "roi/*.parquet", "roi/images/*.png", "tsv/*.tsv",
+ALLOWED = ("README.md", "manifest.json", "data/*.parquet", "roi_annotations/data/*.parquet", "tsv/*.tsv",
            "lexical_tree.json", "lexical_tree.html", "summary/*.md", "summary/*.png")
 NEVER = ("private/*", "*answer_key*")
-MANAGED = ("data/", "roi/", "tsv/", "summary/")  # remote folders we own: stale files there are deleted
+MANAGED = ("data/", "roi_annotations/", "tsv/", "summary/")  # remote folders we own: stale files there are deleted
 RETRY_STATUS = {429, 500, 502, 503, 504}
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 T = TypeVar("T")
