@@ -149,7 +149,7 @@ def roi_exports(context: dg.AssetExecutionContext, medbench: MedbenchResource, l
         metadata={"public_images": len(images), "public_rows": len(public), "private_rows": len(private),
                   "private_images": int(private["image_id"].nunique()),
                   "exam_links": dg.MetadataValue.json(links["reason"].value_counts().to_dict()),
-                  "duplicates_merged": int(public["also_in"].map(len).sum()) if len(public) else 0,
+                  "duplicates_merged": int(public.drop_duplicates("image_id")["also_in"].map(len).sum()) if len(public) else 0,
                   "files": dg.MetadataValue.json([p.relative_to(folder).as_posix() for p in files]),
                   "llm_requests": usage.get("requests", 0), "llm_cost_usd": usage.get("cost_usd", 0.0),
                   "folder": dg.MetadataValue.path(str(folder / "roi_annotations"))},

@@ -117,12 +117,13 @@ def card_with_roi(readme: bytes, folder: Path) -> bytes:
     if roi is None:
         return readme
     card = DatasetCard(readme.decode("utf-8"))
-    configs = card.data.get("configs") or []
-    if any(c.get("config_name") == "roi_annotations" for c in configs):
-        return readme
+    configs = [c for c in card.data.get("configs") or [] if c.get("config_name") != "roi_annotations"]
     infos = card.data.get("dataset_info") or []
-    card.data.configs = [*configs, roi[0]]
-    card.data.dataset_info = [*(infos if isinstance(infos, list) else [infos]), roi[1]]
+    infos = [i for i in (infos if isinstance(infos, list) else [infos]) if i.get("config_name") != "roi_annotations"]
+    if configs + [roi[0]] == (card.data.get("configs") or []) and infos + [roi[1]] == card.data.get("dataset_info"):
+        return readme
+    card.data.configs = [*configs, roi[0]]  # a re-export replaces the declaration (its split sizes may differ)
+    card.data.dataset_info = [*infos, roi[1]]
     return str(card).encode("utf-8")
 
 

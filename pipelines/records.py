@@ -247,6 +247,7 @@ ROI_ANNOTATIONS = _schema("roi_annotations", [  # one row per named region (scop
     pa.field("structures", pa.list_(STR)),  # image rows: the named labels of the whole plane
     pa.field("unnamed_structures", pa.int64()),  # image rows: labels of the plane that carry no name
     pa.field("other_labels", pa.int64()),  # roi rows: other labels of the plane, named or not
+    pa.field("other_instances", pa.int64()),  # roi rows: other regions (or specks) of the same label on the plane
     # local ROI
     pa.field("kind", STR), pa.field("raw_label", STR), pa.field("label", STR), pa.field("name", STR),
     pa.field("laterality", STR), pa.field("semantic_type", STR), pa.field("mesh_id", STR),

@@ -191,7 +191,7 @@ def check(row: dict, plane: Plane, names: dict[str, str], named: set[str], exhau
     if row["scope"] == "image":
         m = re.search(r"Labelled(?: on this (?:plane|image))?: (.*)\.$", text)
         listed = [s for s in (m.group(1).split(", ") if m else [])]
-        unnamed = [s for s in listed if "without an anatomical name" in s]
+        unnamed = [s for s in listed if re.search(r"without an? (?:anatomical|clinical) name", s)]
         listed = sorted(set(listed) - set(unnamed))
         want = sorted({names[r] for r in present if r in named})
         if listed != want:
@@ -216,8 +216,13 @@ def check(row: dict, plane: Plane, names: dict[str, str], named: set[str], exhau
         out["own_mask"].append(f"ROI not on its label {raw} in the rebuilt plane")
         return out
     others = present - {raw}
-    if re.search(r"No other (?:structure is labelled|labelled structure is)", text) and others:
-        out["no_other"].append(f"says no other structure; plane has {sorted(others)}")
+    if re.search(r"No other (?:structure is labelled|labelled structure is)", text):
+        if others:
+            out["no_other"].append(f"says no other structure; plane has {sorted(others)}")
+        if (own & ~roi).any():
+            out["no_other"].append(f"says no other structure; {int((own & ~roi).sum())} px of {raw} lie outside it")
+    if "nothing else is labelled" in text and others:
+        out["no_other"].append(f"says nothing else is labelled; plane has {sorted(others)}")
     by_name = {names[r]: r for r in present if r in named}
     cx, cy = centroid(roi)
     rels = json.loads(row["relations"]) if isinstance(row["relations"], str) else row["relations"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -348,12 +349,12 @@ def test_ct_windows_of_one_plane_share_its_labels_and_relations(annotated):
     slices = tables[DS][2].set_index("image_id")
     window = slices["intensity_params"].map(lambda p: json.loads(p).get("window"))
     related_across = 0
-    for r in roi.itertuples():
-        own = window[r.image_id]
-        same_plane = roi[(roi["plane_id"] == r.plane_id)]
-        other_window = {n for n, i in zip(same_plane["name"], same_plane["image_id"]) if window[i] != own}
-        related_across += bool(other_window & {e["structure"] for e in r.relations})
-        assert "No other structure" not in r.caption  # every such plane holds labels of two windows
+    for _, same_plane in roi.groupby("plane_id"):
+        names = list(zip(same_plane["name"], same_plane["image_id"].map(window)))
+        for r in same_plane.itertuples():
+            other_window = {n for n, w in names if w != window[r.image_id]}
+            related_across += bool(other_window & {e["structure"] for e in r.relations})
+            assert "No other structure" not in r.caption  # every such plane holds labels of two windows
     assert related_across > 0
 
 
@@ -372,7 +373,7 @@ def test_counts_names_and_colour_labels(annotated):
     text = " ".join(dcmqi["caption"]).lower()
     assert not any(w in text for w in ("citrus", "orange", "purple", "green", "blue"))
     assert dcmqi.loc[dcmqi["scope"] == "image", "unnamed_structures"].max() >= 1
-    assert dcmqi["caption"].str.contains("without an anatomical name").any()
+    assert dcmqi["caption"].str.contains("labels? without a clinical name", regex=True).any()
 
 
 @needs_shared
@@ -441,3 +442,42 @@ def test_llm_paragraphs_of_lesions_are_fact_checked_and_cached(annotated, tmp_pa
     assert again["llm_fact_check"].tolist() == out["llm_fact_check"].tolist()
     captions = [best_caption(r) for r in out.to_dict("records")]
     assert captions[0] == out.loc[0, "llm_paragraph"] and captions[1:] == out["caption"].tolist()[1:]
+
+
+@pytest.mark.slow
+@needs_shared
+def test_no_public_roi_image_is_linked_to_a_test_item(shared_build):
+    """On the ../shared build: every image partitioned as public shares no image id, pixels, group or leakage
+    component with a test item (checked by independent joins); images identical to a test image across
+    registrations (NIfTI/NRRD, DICOM SEG/series) are private; the check on published pixels flags a planted one."""
+    import glob
+
+    from pipelines.annotate.export import dedupe, partition, render_images
+    from pipelines.annotate.leak import exam_images, published_leaks
+    cfg = shared_build
+    tables = cfg.data_root / "tables"
+    slices = {p.stem: pd.read_parquet(p) for p in map(Path, glob.glob(str(tables / "slices" / "*.parquet")))}
+    planes = pd.concat(slices.values(), ignore_index=True)
+    bench = pd.read_parquet(tables / "benchmark.parquet")
+    images = planes.assign(scope="image", annotation_id=planes["image_id"], diagnosis=[[]] * len(planes))
+    public, private, links = partition(images, bench, planes, cfg.benchmark.near_duplicate_bits)
+    test = bench[bench["split"] == "test"]
+    test_planes = planes[planes["image_id"].isin(set(test["image_id"]))]
+    assert not set(public["image_id"]) & set(test["image_id"])
+    assert not set(public["sha256"]) & set(test_planes["sha256"])
+    assert not set(public["group_id"]) & set(test["group_id"])
+    comps = set(test["split_group"])
+    assert not set(public["group_id"]) & set(bench.loc[bench["split_group"].isin(comps), "group_id"])
+    assert "pixel-identical to a test image" in set(links["reason"])  # a second registration of a test plane
+    assert len(public) and len(dedupe(public)) <= len(public)
+    # published pixels: a sample of public images passes, a test item's plane under a fresh id does not
+    exam = exam_images(bench, planes)
+    pick = pd.concat([public.head(3), test_planes.head(1)])
+    ds = sorted(pick["dataset_id"].unique())
+    pngs = render_images(pick, load_registry(cfg.registry),
+                         {d: pd.read_parquet(tables / "raw_samples" / f"{d}.parquet") for d in ds}, slices, cfg)
+    shown = pd.DataFrame({"image_id": public["image_id"].head(3), "png": [pngs[i] for i in public["image_id"].head(3)]})
+    assert published_leaks(shown, planes, exam, cfg.benchmark.near_duplicate_bits).empty
+    planted = pd.concat([shown, pd.DataFrame([{"image_id": "planted", "png": pngs[test_planes["image_id"].iloc[0]]}])])
+    found = published_leaks(planted, planes, exam, cfg.benchmark.near_duplicate_bits)
+    assert found.to_dict("records") == [{"image_id": "planted", "reason": "pixel-identical to a test image"}]

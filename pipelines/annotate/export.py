@@ -59,26 +59,39 @@ def chosen_rows(ann: pd.DataFrame, bench: pd.DataFrame, every: bool = False) -> 
 
 
 def dedupe(rows: pd.DataFrame) -> pd.DataFrame:
-    """One image per pixel content (``sha256``): the first by (dataset, image id) keeps its rows, the others'
-    datasets are listed in ``also_in`` and their findings join its ``diagnosis`` (one scan registered for
-    segmentation and for classification: the class is the image's diagnosis label)."""
-    images = rows[rows["scope"] == "image"].sort_values(["dataset_id", "image_id"])
-    first = images.drop_duplicates("sha256")
-    also = images.groupby("sha256")["dataset_id"].agg(lambda s: sorted(set(s.iloc[1:]) - {s.iloc[0]}))
-    found = images.groupby("sha256")["diagnosis"].agg(lambda s: sorted({d for v in s if v is not None for d in v}))
-    keep = rows[rows["image_id"].isin(set(first["image_id"]))].copy()
-    keep["also_in"] = keep["sha256"].map(also)
-    merged = keep["sha256"].map(found)
-    changed = [list(a) != list(b if b is not None else []) for a, b in zip(merged, keep["diagnosis"])]
-    for i in keep.index[changed]:
-        r = keep.loc[i]
-        keep.at[i, "diagnosis"] = merged[i]
-        keep.at[i, "context_text"] = context.context_text(r["modality"], r["axis"], r["body_region"], merged[i])
-        if r["scope"] == "image":
-            keep.at[i, "caption"] = image_caption({**r.to_dict(), "context_text": keep.at[i, "context_text"],
-                                                   "viewer_left": viewer_left_is(r["orientation"], r["axis"]),
-                                                   "width": r["image_width"], "height": r["image_height"]})
-    return keep.reset_index(drop=True)
+    """One image id per pixel content (``sha256``): the first image by (dataset, image id) keeps its id; the
+    ROI rows of its identical copies move to it (a region two registrations both hold, same label and mask,
+    once), their datasets are listed in ``also_in`` and their labels and findings join the image's
+    ``structures`` and ``diagnosis`` (a scan registered for segmentation and for classification: the class is
+    the image's diagnosis label)."""
+    rows = rows.sort_values(["dataset_id", "image_id", "annotation_id"], kind="stable")
+    images = rows[rows["scope"] == "image"]
+    canonical = images.drop_duplicates("sha256").set_index("sha256")["image_id"]
+    out = rows.assign(image_id=rows["sha256"].map(canonical))
+    roi = out["scope"] == "roi"
+    key = (out["image_id"] + "|" + out["kind"].fillna("") + "|" + out["raw_label"].fillna("") + "|"
+           + out["mask_rle"].fillna("") + "|" + out["bbox"].map(lambda b: ",".join(f"{v:g}" for v in b)))
+    out = out[~(roi & key.duplicated())]
+    img = out[out["scope"] == "image"]
+    merged = img.groupby("image_id").agg(
+        also_in=("dataset_id", lambda d: sorted(set(d.iloc[1:]) - {d.iloc[0]})),
+        structures=("structures", lambda v: sorted({x for s in v if s is not None for x in s})),
+        diagnosis=("diagnosis", lambda v: sorted({x for s in v if s is not None for x in s})),
+        unnamed=("unnamed_structures", "max"))
+    out = out[(out["scope"] == "roi") | out["annotation_id"].isin(img.drop_duplicates("image_id")["annotation_id"])]
+    out = out.assign(also_in=out["image_id"].map(merged["also_in"])).reset_index(drop=True)
+    for i in out.index[out["scope"] == "image"]:
+        m = merged.loc[out.at[i, "image_id"]]
+        r = {k: _plain(v) for k, v in out.loc[i].to_dict().items()}
+        if m["structures"] == list(r["structures"] or []) and m["diagnosis"] == list(r["diagnosis"] or []):
+            continue
+        text = context.context_text(r["modality"], r["axis"], r["body_region"], m["diagnosis"])
+        out.at[i, "structures"], out.at[i, "diagnosis"], out.at[i, "context_text"] = m["structures"], m["diagnosis"], text
+        out.at[i, "caption"] = image_caption({**r, "structures": m["structures"], "unnamed_structures": m["unnamed"],
+                                              "context_text": text, "width": r["image_width"],
+                                              "height": r["image_height"],
+                                              "viewer_left": viewer_left_is(r["orientation"], r["axis"])})
+    return out
 
 
 def partition(rows: pd.DataFrame, bench: pd.DataFrame, planes: pd.DataFrame, bits: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -183,6 +196,8 @@ def write_public(records: list[dict], folder: Path, max_shard_bytes: int) -> lis
         size += n
     if current:
         shards.append(current)
+    for stale in sorted((folder / FOLDER / "data").glob("*.parquet")):  # a re-export may write fewer shards
+        stale.unlink()
     paths = []
     for k, part in enumerate(shards):
         table = pa.Table.from_pylist(part, schema=FEATURES.arrow_schema)

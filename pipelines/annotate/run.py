@@ -95,6 +95,7 @@ class PlaneFacts:
 
     labels: set[str] = field(default_factory=set)
     counts: dict[str, int] = field(default_factory=dict)
+    instances: dict[str, int] = field(default_factory=dict)  # regions of each label, a faint speck counting as one
 
 
 def _pixels(planes: SamplePlanes, sl: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, str, bool]:
@@ -148,6 +149,10 @@ def annotate_sample(job: Job) -> tuple[dict[str, dict], dict[str, PlaneFacts]]:
         facts = facts_of[pid] = PlaneFacts()
         faint = {lab for sl in imgs for lab in (sl.get("faint_labels") if sl.get("faint_labels") is not None else [])}
         facts.labels = {lab for r in regs for lab in _labels_of(r)} | faint
+        for r in regs:
+            facts.instances[r["raw_label"]] = facts.instances.get(r["raw_label"], 0) + 1
+        for lab in faint:
+            facts.instances[lab] = facts.instances.get(lab, 0) + 1
         if not regs:
             continue
         masks = {r["region_id"]: roi_mask(r) for r in regs if r["kind"] != "image"}
@@ -180,7 +185,8 @@ def _is_named(r: dict, names: dict[str, LabelName]) -> bool:
 def _region_facts(r: dict, m: np.ndarray | None, pixels, fam: str, sl: dict, structures: list[Structure],
                   facts: PlaneFacts, config: PipelineConfig) -> dict:
     values, grey, rgb, unit, colour = pixels
-    out = {"intensity_unit": unit, "relations": [], "other_labels": len(facts.labels - set(_labels_of(r)))}
+    out = {"intensity_unit": unit, "relations": [], "other_labels": len(facts.labels - set(_labels_of(r))),
+           "other_instances": facts.instances.get(r["raw_label"], 1) - 1}
     if r["kind"] == "image":
         return out
     a = config.annotate
@@ -317,6 +323,7 @@ def _roi_row(r: dict, p: dict, sl: dict, ctx: dict, names: dict[str, LabelName],
            "laterality": info.laterality, "semantic_type": info.semantic_type,
            "mesh_id": r["mesh_id"] if isinstance(r.get("mesh_id"), str) else None,
            "structures": [], "unnamed_structures": None, "other_labels": p.get("other_labels"),
+           "other_instances": None if whole else p.get("other_instances"),
            "bbox": [float(v) for v in r["bbox"]], "bbox_norm": [float(v) for v in r["bbox_norm"]],
            "mask_rle": r["mask_rle"] if r["kind"] == "mask" else None,
            "area_px": int(r["area_px"]), "area_ratio": float(r["area_ratio"]), "area_word": r["area_word"],
@@ -355,7 +362,7 @@ def _image_row(sl: dict, ctx: dict, config: PipelineConfig) -> dict:
     row = {**_common(sl, ctx, config), "annotation_id": f"{sl['image_id']}_image", "scope": "image",
            "region_id": None, "kind": "image", "raw_label": None, "label": None, "name": None, "laterality": None,
            "semantic_type": None, "mesh_id": None, "structures": ctx["structures"],
-           "unnamed_structures": ctx["unnamed_structures"], "other_labels": None,
+           "unnamed_structures": ctx["unnamed_structures"], "other_labels": None, "other_instances": None,
            "bbox": [0.0, 0.0, float(sl["width"]), float(sl["height"])], "bbox_norm": [0.0, 0.0, 1.0, 1.0],
            "mask_rle": None, "area_px": int(sl["width"]) * int(sl["height"]), "area_ratio": 1.0,
            "area_word": "very large", "area_text": "100.0%", "centroid": [sl["width"] / 2, sl["height"] / 2],

@@ -85,8 +85,10 @@ def roi_caption(f: dict) -> str:
         parts.append(les)
     if f.get("relation_text"):
         parts.append(f"It {f['relation_text']}.")
-    elif f.get("other_labels") == 0:
+    elif f.get("other_labels") == 0 and f.get("other_instances") == 0:
         parts.append(f"No other structure is labelled on this {_unit(f['axis'])}.")
+    elif f.get("other_labels") == 0:
+        parts.append(f"Apart from other {f['name']} regions, nothing else is labelled on this {_unit(f['axis'])}.")
     return " ".join(parts)
 
 
@@ -104,7 +106,7 @@ def image_caption(f: dict) -> str:
     names = list(f["structures"])
     unnamed = int(f.get("unnamed_structures") or 0)
     if unnamed:
-        names.append(f"{unnamed} labelled segment{'s' if unnamed > 1 else ''} without an anatomical name")
+        names.append(f"{unnamed} label{'s' if unnamed > 1 else ''} without a clinical name")
     labelled = f"Labelled on this {unit}: {', '.join(names)}." if names else f"Nothing is labelled on this {unit}."
     return (f"{f['modality']} image ({_plane(f['axis'])}, {f['width']} x {f['height']} px{mm}{side}) "
             f"from {f['dataset_id']}. {f['context_text']} {labelled}")

@@ -108,7 +108,7 @@ HUES = ((15, "red"), (45, "orange"), (70, "yellow"), (165, "green"), (200, "cyan
 
 def colour_word(rgb: tuple[float, float, float] | None) -> str | None:
     """A coarse name of a mean colour: HSV hue bins, 'pale' below 0.2 saturation (a pale red is pink), 'grey'
-    below 0.05, 'dark' below 0.35 value, 'light' for bright and weakly saturated colours."""
+    below 0.05, a dark red or orange 'brown', 'dark' below 0.35 value, 'light' for bright, weakly saturated ones."""
     if rgb is None:
         return None
     r, g, b = (float(c) / 255.0 for c in rgb)
@@ -122,6 +122,8 @@ def colour_word(rgb: tuple[float, float, float] | None) -> str | None:
     d = hi - lo
     h = (60 * ((g - b) / d % 6) if hi == r else 60 * ((b - r) / d + 2) if hi == g else 60 * ((r - g) / d + 4))
     hue = next(name for edge, name in HUES if h < edge)
+    if hue in ("red", "orange") and hi < 0.5 and sat >= 0.2:  # a dark red or orange is what a reader calls brown
+        return "dark brown" if hi < 0.3 else "brown"
     if sat < 0.2:
         return "pale pink" if hue in ("red", "pink") else f"pale {hue}"
     return tone + hue
