@@ -114,7 +114,7 @@ def test_demo_build_end_to_end(demo_config, dagster_home):
          dg.AssetCheckKey(dg.AssetKey("roi_annotations"), "counts_only_for_exhaustive_labels"),
          dg.AssetCheckKey(dg.AssetKey("roi_annotations"), "names_only_for_named_labels")])
     assert len(checks) == 4 and all(c.status.value == "SUCCEEDED" for c in checks.values()), checks
-    # the check fails on a planted test image: its pixels under a fresh id, or a public image under its id
+    # the check fails on a planted test image: its pixels under a fresh id, or under its own id
     from pipelines.annotate.export import read_public, render_images
     from pipelines.annotate.leak import exam_images, published_leaks
     from pipelines.registry import load_registry
@@ -132,7 +132,7 @@ def test_demo_build_end_to_end(demo_config, dagster_home):
                         {ds: pq.read_table(root / "raw_samples" / f"{ds}.parquet").to_pandas()},
                         {ds: slices[ds].to_pandas()}, demo_config)[item["image_id"]]
     planted = pd.concat([public, pd.DataFrame([{"image_id": "planted", "png": png},
-                                               {"image_id": item["image_id"], "png": public["png"].iloc[0]}])])
+                                               {"image_id": item["image_id"], "png": png}])])
     found = published_leaks(planted, planes, exam, bits).set_index("image_id")["reason"].to_dict()
     assert found == {"planted": "pixel-identical to a test image", item["image_id"]: "test image"}
     # a re-run writes byte-identical tables
