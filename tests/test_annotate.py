@@ -282,7 +282,7 @@ def annotated(tmp_path_factory):
     cfg = PipelineConfig.load(registry=SHARED_REGISTRY, data_root=tmp_path_factory.mktemp("ann") / "data")
     reg = load_registry(cfg.registry)
     keep = {"totalseg_ct_nifti": "ct_sm", "pyradiomics_mr_nifti": None, "kvasir_seg": None, "bccd_voc": 6,
-            "dcmqi_ct_seg": None, "isbi2012_em": 2, "pneumoniamnist_csv": 4}
+            "dcmqi_ct_seg": None, "dcmqi_ct_series_nrrd": None, "isbi2012_em": 2, "pneumoniamnist_csv": 4}
     import pyarrow as pa
     parts, tables = [], {}
     for ds, which in keep.items():
@@ -459,7 +459,9 @@ def test_no_public_roi_image_is_linked_to_a_test_item(shared_build):
     slices = {p.stem: pd.read_parquet(p) for p in map(Path, glob.glob(str(tables / "slices" / "*.parquet")))}
     planes = pd.concat(slices.values(), ignore_index=True)
     bench = pd.read_parquet(tables / "benchmark.parquet")
-    images = planes.assign(scope="image", annotation_id=planes["image_id"], diagnosis=[[]] * len(planes))
+    images = planes.assign(scope="image", annotation_id=planes["image_id"], kind="image", raw_label=None,
+                           mask_rle=None, bbox=[[0.0, 0.0, 1.0, 1.0]] * len(planes), structures=[[]] * len(planes),
+                           unnamed_structures=0, diagnosis=[[]] * len(planes))
     public, private, links = partition(images, bench, planes, cfg.benchmark.near_duplicate_bits)
     test = bench[bench["split"] == "test"]
     test_planes = planes[planes["image_id"].isin(set(test["image_id"]))]
@@ -481,3 +483,30 @@ def test_no_public_roi_image_is_linked_to_a_test_item(shared_build):
     planted = pd.concat([shown, pd.DataFrame([{"image_id": "planted", "png": pngs[test_planes["image_id"].iloc[0]]}])])
     found = published_leaks(planted, planes, exam, cfg.benchmark.near_duplicate_bits)
     assert found.to_dict("records") == [{"image_id": "planted", "reason": "pixel-identical to a test image"}]
+
+
+@needs_shared
+def test_identical_images_of_two_registrations_become_one(annotated):
+    """dcmqi's CT series is registered twice (labels from an NRRD and from a DICOM SEG): their planes have the same
+    pixels. The export keeps one image id per pixel content, names the other registration in also_in, holds a
+    region both registrations label (same label, same mask) once, and lists the labels of both."""
+    from pipelines.annotate.export import dedupe
+    cfg, vocab, ann, _ = annotated
+    both = ann[ann["dataset_id"].isin(["dcmqi_ct_seg", "dcmqi_ct_series_nrrd"])]
+    img = both[both["scope"] == "image"]
+    shared = img.groupby("sha256")["dataset_id"].nunique()
+    shared = set(shared[shared == 2].index)
+    assert shared  # identical planes exist
+    out = dedupe(both)
+    oimg = out[out["scope"] == "image"]
+    assert oimg["sha256"].is_unique and set(oimg["sha256"]) == set(img["sha256"])
+    merged = oimg[oimg["sha256"].isin(shared)]
+    assert merged["also_in"].map(len).eq(1).all()
+    roi = out[(out["scope"] == "roi") & out["sha256"].isin(shared)]
+    assert not roi.duplicated(["image_id", "raw_label", "mask_rle"]).any()
+    assert set(roi["image_id"]) <= set(merged["image_id"])  # the copies' regions moved to the kept id
+    before = both[(both["scope"] == "roi") & both["sha256"].isin(shared)]
+    assert len(roi) == len(before.drop_duplicates(["sha256", "raw_label", "mask_rle"]))
+    for r in merged.itertuples():
+        labels = set().union(*(set(v) for v in img.loc[img["sha256"] == r.sha256, "structures"]))
+        assert set(r.structures) == labels and all(n in r.caption for n in labels)

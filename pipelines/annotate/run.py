@@ -134,7 +134,7 @@ class Job:
 def annotate_sample(job: Job) -> tuple[dict[str, dict], dict[str, PlaneFacts]]:
     """Pixel facts and relations of every named region of one sample (by region_id), and the facts of each
     of its planes (by plane_id)."""
-    a, names = job.config.annotate, job.names
+    names = job.names
     planes = SamplePlanes(job.sample, job.source, job.config)
     by_image = defaultdict(list)
     for r in job.rows:
