@@ -10,13 +10,12 @@ from pipelines.storage import DataLayout
 
 
 def dataset_outputs(root: Path, dataset_id: str) -> list[Path]:
-    """Per-dataset tables (any stage, quarantine included), slice, rendered-item and exported ROI image folders,
-    the review sheet, the data root's record of what was built."""
+    """Per-dataset tables (any stage, quarantine included), slice and rendered-item folders, the review sheet, the
+    data root's record of what was built."""
     layout = DataLayout(root)
     tables = layout.root / "tables"
     found = sorted(tables.rglob(f"{dataset_id}.parquet")) if tables.is_dir() else []
     found += [p for p in (layout.images(dataset_id), layout.rendered() / dataset_id,
-                          layout.root / "benchmark" / "roi" / "images" / dataset_id,
                           layout.review_sheet(dataset_id)) if p.exists()]
     return found + state_files(root, dataset_id)
 

@@ -33,13 +33,13 @@ from pipelines.redact import redact as redact_text
 
 # What may be published, relative to the export folder, besides the data files of the card's configs (and the
 # TSVs in each config's folder). Everything else stays local.
-ALLOWED = ("README.md", "manifest.json", "data/*.parquet", "roi/images/*.png", "tsv/*.tsv",
+ALLOWED = ("README.md", "manifest.json", "data/*.parquet", "roi_annotations/data/*.parquet", "tsv/*.tsv",
            "lexical_tree.json", "lexical_tree.html", "summary/*.md", "summary/*.png", "lmms_eval/*/*.yaml",
            "lmms_eval/*/_default_template_yaml", "lmms_eval/*/utils.py")
 NEVER = ("private/*", "*/private/*", "*answer_key*", "*provenance*")
 # remote folders we own: stale files there are deleted (a config folder too, when a build no longer writes it)
 CONFIGS = ("consistency", "robustness", "grounding")  # config folders beside the main data/ (each optional)
-MANAGED = ("data/", "roi/", "tsv/", "summary/", "lmms_eval/", *(f"{c}/" for c in CONFIGS))
+MANAGED = ("data/", "roi/", "roi_annotations/", "tsv/", "summary/", "lmms_eval/", *(f"{c}/" for c in CONFIGS))
 RETRY_STATUS = {429, 500, 502, 503, 504}
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 T = TypeVar("T")
@@ -151,12 +151,13 @@ def card_with_roi(readme: bytes, folder: Path) -> bytes:
     if roi is None:
         return readme
     card = DatasetCard(readme.decode("utf-8"))
-    configs = card.data.get("configs") or []
-    if any(c.get("config_name") == "roi_annotations" for c in configs):
-        return readme
+    configs = [c for c in card.data.get("configs") or [] if c.get("config_name") != "roi_annotations"]
     infos = card.data.get("dataset_info") or []
-    card.data.configs = [*configs, roi[0]]
-    card.data.dataset_info = [*(infos if isinstance(infos, list) else [infos]), roi[1]]
+    infos = [i for i in (infos if isinstance(infos, list) else [infos]) if i.get("config_name") != "roi_annotations"]
+    if configs + [roi[0]] == (card.data.get("configs") or []) and infos + [roi[1]] == card.data.get("dataset_info"):
+        return readme
+    card.data.configs = [*configs, roi[0]]  # a re-export replaces the declaration (its split sizes may differ)
+    card.data.dataset_info = [*infos, roi[1]]
     return str(card).encode("utf-8")
 
 

@@ -238,39 +238,57 @@ QA_ITEMS = _schema("qa_items", [
 ])
 
 F64, STR, LIST_F64 = pa.float64(), pa.string(), pa.list_(pa.float64())
-ROI_ANNOTATIONS = _schema("roi_annotations", [  # one row per region (scope roi) and per image (scope image)
+RELATION = pa.struct([("structure", pa.string()), ("raw_label", pa.string()), ("relation", pa.string()),
+                      ("side", pa.string()), ("distance", pa.float64())])
+
+ROI_ANNOTATIONS = _schema("roi_annotations", [  # one row per named region (scope roi) and per image (scope image)
     pa.field("annotation_id", STR, nullable=False),
     pa.field("scope", STR, nullable=False),  # roi | image
     pa.field("region_id", STR), pa.field("image_id", STR, nullable=False),
-    pa.field("sample_id", STR), pa.field("group_id", STR),
-    # global
+    pa.field("plane_id", STR),  # the source plane: every CT window rendering of it shares the id
+    pa.field("sample_id", STR), pa.field("group_id", STR), pa.field("sha256", STR),  # of the image's 8-bit pixels
+    # global and metadata context
     pa.field("modality", STR), pa.field("body_region", STR), pa.field("axis", STR), pa.field("slice_index", pa.int64()),
-    pa.field("orientation", STR), pa.field("original_orientation", STR), pa.field("spacing", LIST_F64),
+    pa.field("orientation", STR), pa.field("original_orientation", STR),
+    pa.field("spacing", LIST_F64), pa.field("spacing_known", pa.bool_()),  # spacing: null unless read from a header
     pa.field("image_width", pa.int64()), pa.field("image_height", pa.int64()),
-    pa.field("structures", pa.list_(STR)),  # image rows: the labels on the plane
+    pa.field("sequence", STR), pa.field("view", STR), pa.field("diagnosis", pa.list_(STR)), pa.field("context_text", STR),
+    pa.field("structures", pa.list_(STR)),  # image rows: the named labels of the whole plane
+    pa.field("unnamed_structures", pa.int64()),  # image rows: labels of the plane that carry no name
+    pa.field("other_labels", pa.int64()),  # roi rows: other labels of the plane, named or not
+    pa.field("other_instances", pa.int64()),  # roi rows: other regions (or specks) of the same label on the plane
     # local ROI
-    pa.field("kind", STR), pa.field("raw_label", STR), pa.field("label", STR), pa.field("mesh_id", STR),
+    pa.field("kind", STR), pa.field("raw_label", STR), pa.field("label", STR), pa.field("name", STR),
+    pa.field("laterality", STR), pa.field("semantic_type", STR), pa.field("mesh_id", STR),
     pa.field("bbox", LIST_F64), pa.field("bbox_norm", LIST_F64),  # x0, y0, x1, y1 (stored pixels; 0..1)
     pa.field("mask_rle", STR),  # COCO RLE of the ROI (masks only): the structure, kept apart from the image
     pa.field("area_px", pa.int64()), pa.field("area_ratio", F64), pa.field("area_word", STR), pa.field("area_text", STR),
-    pa.field("centroid", LIST_F64), pa.field("centroid_norm", LIST_F64), pa.field("instances", pa.int64()),
+    pa.field("centroid", LIST_F64), pa.field("centroid_norm", LIST_F64),
+    pa.field("exhaustive", pa.bool_()),  # the label map says every instance of this label is annotated
+    pa.field("count_on_plane", pa.int64()),  # separate regions of the label on the plane (exhaustive labels only)
     pa.field("position_h", STR), pa.field("position_v", STR), pa.field("position_text", STR),
     pa.field("patient_side", STR),  # null when the orientation is not recorded
     # texture / intensity (inside vs a ring around the ROI)
     pa.field("intensity_unit", STR),  # HU | raw | grey8
     pa.field("mean_in", F64), pa.field("std_in", F64), pa.field("mean_ring", F64), pa.field("std_ring", F64),
     pa.field("contrast_d", F64), pa.field("ring_px", pa.int64()), pa.field("intensity_word", STR),
+    pa.field("mean_rgb", LIST_F64), pa.field("colour_word", STR),  # colour images only
     pa.field("boundary_sharpness", F64), pa.field("boundary_word", STR),
     pa.field("elongation", F64), pa.field("solidity", F64), pa.field("shape_word", STR),
+    # lesion attributes (semantic type lesion) and the structure containing the ROI
+    pa.field("is_lesion", pa.bool_()),
+    pa.field("diameter_mm", F64), pa.field("area_mm2", F64),  # only when the spacing is known
+    pa.field("margin_word", STR), pa.field("multiplicity", STR),  # multiplicity: exhaustive labels only
+    pa.field("container", STR), pa.field("container_source", STR),  # label | foreground
+    pa.field("container_ratio", F64), pa.field("container_position", STR),
     # local-global relation
-    pa.field("relations", STR),  # JSON list of {structure, relation, side, distance}
+    pa.field("relations", pa.list_(RELATION)),
     pa.field("relation_text", STR),
     # text
     pa.field("caption", STR), pa.field("fact_issues", pa.list_(STR)),
     pa.field("llm_paragraph", STR), pa.field("llm_model", STR), pa.field("llm_prompt_hash", STR),
     pa.field("llm_fact_check", STR),  # pass | fail | not_generated | error
     pa.field("llm_fact_issues", pa.list_(STR)),
-    pa.field("file_name", STR),  # the unprompted image, relative to an export's roi/ folder
     pa.field("config_fingerprint", STR),
 ])
 

@@ -9,6 +9,8 @@ import sys
 
 import dagster as dg
 import datasets
+import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -47,8 +49,8 @@ def test_dg_cli_loads_the_medbench_location(dagster_home):
 def test_demo_build_end_to_end(demo_config, dagster_home):
     from assets.build import build, export_config_env
     export_config_env(demo_config, None)
-    demo_config = demo_config.model_copy(  # the ROI annotations are opt-in: switch them on here
-        update={"annotate": demo_config.annotate.model_copy(update={"enabled": True})})
+    demo_config = demo_config.model_copy(  # the ROI annotations are opt-in: switch them on here (every image)
+        update={"annotate": demo_config.annotate.model_copy(update={"enabled": True, "export_images": "all"})})
     report = build(demo_config, log=lambda m: None)
     assert report.failed == [] and len(report.succeeded) == 9  # 8 dataset partitions + the global stages
     root = demo_config.data_root / "tables"
@@ -98,18 +100,50 @@ def test_demo_build_end_to_end(demo_config, dagster_home):
     assert set(qa["granularity"]) == {"image", "box", "mask", "contour"} and (qa["answers"].map(len) > 1).any()
     ev = instance.get_latest_materialization_event(dg.AssetKey("raw_samples"))
     assert ev is not None
-    # ROI annotations: every region and image annotated; the export beside the benchmark loads as a config
+    # ROI annotations: every named region and every image annotated; the public config holds only images no
+    # test item is linked to, with decoded images; the exam's annotations stay private
     ann = pq.read_table(root / "roi_annotations.parquet").to_pandas()
-    assert (ann["scope"] == "roi").sum() == sum(t.num_rows for t in regions.values())
+    named = set(vocab.loc[vocab["status"].isin(["mesh", "no_mesh"]), "raw_label"])
+    all_regions = pa.concat_tables(list(regions.values())).to_pandas()
+    expected = all_regions["labels"].map(lambda labs: all(lab in named for lab in labs)).sum()
+    assert (ann["scope"] == "roi").sum() == expected
     assert (ann["scope"] == "image").sum() == sum(t.num_rows for t in slices.values())
-    roi = datasets.load_dataset(str(demo_config.data_root / "benchmark"), "roi_annotations")
-    assert set(roi) == {"val", "test"} and sum(len(s) for s in roi.values()) > 0
-    folder = demo_config.data_root / "benchmark" / "roi"
-    assert all((folder / f).is_file() for s in roi.values() for f in s["file_name"])
-    assert len(list((folder / "images").rglob("*.png"))) == len({f for s in roi.values() for f in s["file_name"]})
-    roi_checks = instance.event_log_storage.get_latest_asset_check_execution_by_key(
-        [dg.AssetCheckKey(dg.AssetKey("roi_annotations"), "position_words_match_bbox")])
-    assert roi_checks, "the ROI checks ran"
+    out = demo_config.data_root / "benchmark"
+    roi = datasets.load_dataset(str(out), "roi_annotations", cache_dir=str(demo_config.data_root / "hf_cache"))
+    assert set(roi) == {"train"} and roi["train"].num_rows > 0
+    first = roi["train"][0]
+    assert first["image"].size == (first["width"], first["height"]) and first["rois"] is not None
+    private = pq.read_table(out / "private" / "roi_annotations.parquet").to_pandas()
+    test_images = set(bench.loc[bench["split"] == "test", "image_id"])
+    assert test_images & set(ann["image_id"]) <= set(private["image_id"])
+    assert not set(roi["train"]["image_id"]) & (test_images | set(private["image_id"]))
+    checks = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [dg.AssetCheckKey(dg.AssetKey("roi_exports"), "roi_public_not_in_exam"),
+         dg.AssetCheckKey(dg.AssetKey("roi_annotations"), "position_words_match_bbox"),
+         dg.AssetCheckKey(dg.AssetKey("roi_annotations"), "counts_only_for_exhaustive_labels"),
+         dg.AssetCheckKey(dg.AssetKey("roi_annotations"), "names_only_for_named_labels")])
+    assert len(checks) == 4 and all(c.status.value == "SUCCEEDED" for c in checks.values()), checks
+    # the check fails on a planted test image: its pixels under a fresh id, or under its own id
+    from pipelines.annotate.export import read_public, render_images
+    from pipelines.annotate.leak import exam_images, published_leaks
+    from pipelines.registry import load_registry
+    planes = pd.concat([t.to_pandas()[["image_id", "group_id", "sha256", "phash"]] for t in slices.values()])
+    full_bench = pq.read_table(root / "benchmark.parquet").to_pandas()
+    exam = exam_images(full_bench, planes)
+    public = read_public(out)
+    bits = demo_config.benchmark.near_duplicate_bits
+    assert published_leaks(public, planes, exam, bits).empty
+    item = full_bench[full_bench["split"] == "test"].iloc[0]
+    ds = item["dataset_id"]
+    sample_id = slices[ds].to_pandas().set_index("image_id").loc[item["image_id"], "sample_id"]
+    png = render_images(pd.DataFrame([{"dataset_id": ds, "sample_id": sample_id, "image_id": item["image_id"]}]),
+                        load_registry(demo_config.registry),
+                        {ds: pq.read_table(root / "raw_samples" / f"{ds}.parquet").to_pandas()},
+                        {ds: slices[ds].to_pandas()}, demo_config)[item["image_id"]]
+    planted = pd.concat([public, pd.DataFrame([{"image_id": "planted", "png": png},
+                                               {"image_id": item["image_id"], "png": png}])])
+    found = published_leaks(planted, planes, exam, bits).set_index("image_id")["reason"].to_dict()
+    assert found == {"planted": "pixel-identical to a test image", item["image_id"]: "test image"}
     # a re-run writes byte-identical tables
     before = {p.name: p.read_bytes() for p in (root / "raw_samples").glob("*.parquet")}
     build(demo_config, select=["raw_samples"], datasets=["demo_polyp", "demo_ct_abdomen"], log=lambda m: None)

@@ -334,21 +334,36 @@ def test_retries_with_backoff_on_429_and_5xx(folder, hub):
     assert sleeps == [0.01, 0.02, 0.04] and sum("HTTP 429" in m for m in log) == 2
 
 
-def test_roi_annotations_become_one_more_config(folder, hub, tmp_path):
+def test_roi_annotations_become_a_second_config(folder, hub, tmp_path):
+    """The public ROI config (images embedded) is declared in the card and loads with decoded images; the exam's
+    annotations kept under private/ never leave the machine."""
     import datasets
     from huggingface_hub import snapshot_download
-    for split, n in (("val", 2), ("test", 3)):
-        table = pa.table({"item_id": [f"{split}{i}" for i in range(n)], "label": ["liver"] * n,
-                          "bbox": [[1.0, 2.0, 3.0, 4.0]] * n})
-        (folder / "roi").mkdir(exist_ok=True)
-        pq.write_table(table, folder / "roi" / f"{split}-00000-of-00001.parquet")
+
+    from pipelines.imageio import encode_png
+    features = datasets.Features({"image": datasets.Image(), "image_id": datasets.Value("string"),
+                                  "rois": [{"name": datasets.Value("string"),
+                                            "relations": [{"structure": datasets.Value("string")}]}]})
+    rows = [{"image": {"bytes": encode_png(np.full((8, 8, 3), 40 * i, np.uint8)), "path": f"i{i}.png"},
+             "image_id": f"i{i}", "rois": [{"name": "liver", "relations": [{"structure": "right kidney"}]}]}
+            for i in range(3)]
+    (folder / "roi_annotations" / "data").mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=features.arrow_schema),
+                   folder / "roi_annotations" / "data" / "train-00000-of-00001.parquet")
+    (folder / "private").mkdir(exist_ok=True)
+    pq.write_table(pa.table({"image_id": ["secret"], "name": ["liver"]}), folder / "private" / "roi_annotations.parquet")
     publisher().push(folder, REPO)
-    card = hub.commits(REPO)[0].files["README.md"].decode()
+    sent = hub.commits(REPO)[0].files
+    card = sent["README.md"].decode()
+    assert not any(f.startswith("private/") for f in sent)
     meta = yaml.safe_load(card.split("---")[1])
     assert [c["config_name"] for c in meta["configs"]] == ["default", "robustness", "roi_annotations"]
     local = snapshot_download(REPO, repo_type="dataset", endpoint=hub.url, local_dir=tmp_path / "dl")
     roi = datasets.load_dataset(str(local), "roi_annotations", cache_dir=str(tmp_path / "cache"))
-    assert roi["val"].num_rows == 2 and roi["test"].num_rows == 3 and roi["test"][0]["label"] == "liver"
+    assert set(roi) == {"train"} and roi["train"].num_rows == 3
+    first = roi["train"][1]
+    assert first["image"].size == (8, 8) and np.asarray(first["image"])[0, 0, 0] == 40
+    assert first["rois"][0]["relations"][0]["structure"] == "right kidney"
     default = datasets.load_dataset(str(local), "default", cache_dir=str(tmp_path / "cache"))
     assert set(default) == {"val", "test"}
 

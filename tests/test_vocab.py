@@ -136,6 +136,19 @@ def test_laterality_merges_and_keeps_side():
     assert list(t["granularities"].iloc[0]) == ["contour", "mask"]
 
 
+def test_pinned_labels_keep_their_side():
+    """A label map that pins the canonical form ('hip_left' -> hip bone) still records the raw label's side, so the
+    left and the right bone stay two structures wherever they are named."""
+    lm = {"hip_left": {"canonical": "hip bone", "mesh_id": "D010384", "mesh_name": "Pelvic Bones"},
+          "hip_right": {"canonical": "hip bone", "mesh_id": "D010384", "mesh_name": "Pelvic Bones"},
+          "gluteus_maximus_left": {"canonical": "gluteus maximus", "no_mesh": "no descriptor"},
+          "rib_left_9": {"canonical": "rib"}}
+    t = build_vocab([_ds(lm, {k: "mask" for k in lm})], load_mesh(), load_curated(), seed=1).to_pandas()
+    side = dict(zip(t["raw_label"], t["laterality"]))
+    assert side == {"hip_left": "left", "hip_right": "right", "gluteus_maximus_left": "left", "rib_left_9": "left"}
+    assert set(t.loc[t["raw_label"].str.startswith("hip"), "canonical_label"]) == {"hip bone"}
+
+
 def test_hierarchy_relations():
     mesh = load_mesh()
     def node(ui, label):

@@ -1,1 +1,1 @@
-"""MedTrinity-style multigranular ROI annotations computed from the slices/regions rows (issue 16)."""
+"""MedTrinity-style multigranular ROI annotations computed from the slices/regions rows."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from scipy import ndimage
 
 
 @dataclass(frozen=True)
@@ -84,13 +85,50 @@ def shape(mask: np.ndarray) -> tuple[float | None, float | None]:
 
 
 def measure_roi(values: np.ndarray, grey: np.ndarray, mask: np.ndarray, bbox: tuple[int, int, int, int],
-                ring_px: int, floor: float) -> dict:
-    """All pixel facts of one ROI (full-plane mask), computed on a crop around it."""
+                ring_px: int, floor: float, outlined: bool = True) -> dict:
+    """All pixel facts of one ROI (full-plane mask), computed on a crop around it; a box (``outlined`` False)
+    gets no boundary or shape facts: its edges are not the structure's."""
     crop = crop_around(bbox, ring_px + 2, mask.shape)
     m = crop.of(mask)
     ring = ring_of(m, ring_px)
     out = contrast(crop.of(values), m, ring, floor)
-    out["boundary_sharpness"] = boundary_sharpness(crop.of(grey), m)
-    out["elongation"], out["solidity"] = shape(m)
+    out["boundary_sharpness"] = boundary_sharpness(crop.of(grey), m) if outlined else None
+    out["elongation"], out["solidity"] = shape(m) if outlined else (None, None)
     out["ring_px"] = ring_px
     return out
+
+
+def is_colour(rgb: np.ndarray) -> bool:
+    """Whether an 8-bit display plane holds colour (not three equal channels)."""
+    return rgb.ndim == 3 and not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]))
+
+
+def mean_colour(rgb: np.ndarray, mask: np.ndarray, bbox: tuple[int, int, int, int]) -> tuple[float, float, float] | None:
+    """Mean (R, G, B) inside the mask of a colour plane."""
+    crop = crop_around(bbox, 0, mask.shape)
+    px = crop.of(rgb)[crop.of(mask)]
+    return tuple(float(v) for v in px.reshape(-1, 3).mean(axis=0)) if px.size else None
+
+
+def largest_filled(mask: np.ndarray) -> np.ndarray | None:
+    """The largest 8-connected component of a mask with its holes filled (None if the mask is empty)."""
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if n < 2:
+        return None
+    return ndimage.binary_fill_holes(lab == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA])))
+
+
+def foreground(values: np.ndarray, grey: np.ndarray, family: str, unit: str) -> np.ndarray | None:
+    """The imaged tissue of a plane, the container of a lesion no labelled organ holds: body (CT above
+    -500 HU), tissue above a tenth of the bright end (MR, PET), the lit field of view of a photograph (grey above 20 of
+    255, without the dark vignette or frame). None where a plane has no such outline (microscopy, radiographs):
+    the whole field is tissue there and an image position already says where the ROI is."""
+    if family == "ct" and unit == "HU":
+        mask = values > -500
+    elif family in ("mr", "pet"):  # background near 0 after the percentile clip; dark tissue (CSF, necrosis) stays in
+        mask = grey > 0.1 * max(float(np.percentile(grey, 99)), 1.0)
+    elif family == "photo":
+        mask = grey > 20
+    else:
+        return None
+    return largest_filled(mask)

@@ -64,16 +64,97 @@ def area_text(ratio: float) -> str:
     return f"{pct:.2f}%" if 0 < pct < 0.1 else f"{pct:.1f}%"
 
 
-INTENSITY_SUFFIX = {"CT": "dense", "CTA": "dense", "PET": "avid", "Ultrasound": "echoic"}
+# Words for "darker / as bright / brighter inside than around", by what a modality's grey level means:
+# attenuation (CT, X-ray), MR signal, tracer uptake, echogenicity, reflectivity, stain or electron density in
+# microscopy, plain brightness in photographs. Ordered (lower inside, similar, higher inside).
+INTENSITY_WORDS: dict[str, tuple[str, str, str]] = {
+    "ct": ("hypodense", "isodense", "hyperdense"),
+    "mr": ("hypointense", "isointense", "hyperintense"),
+    "pet": ("hypometabolic", "isometabolic", "hypermetabolic"),
+    "ultrasound": ("hypoechoic", "isoechoic", "hyperechoic"),
+    "oct": ("hyporeflective", "isoreflective", "hyperreflective"),
+    "radiograph": ("more radiolucent", "of similar radiodensity", "more radiopaque"),
+    "photo": ("darker", "of similar brightness", "brighter"),
+    "stain": ("more darkly stained", "similarly stained", "paler"),
+    "electron": ("electron-dense", "of similar electron density", "electron-lucent"),
+}
+ALL_INTENSITY_WORDS = tuple(w for ws in INTENSITY_WORDS.values() for w in ws)
+
+
+def intensity_family(modality: str) -> str:
+    """Which vocabulary of INTENSITY_WORDS suits a modality (pipelines.modalities' families refined)."""
+    from pipelines.modalities import MODALITIES, QUESTION_FAMILY
+    fam = MODALITIES.get(modality)
+    if fam in ("ct", "mr", "pet"):
+        return fam
+    special = {"Ultrasound": "ultrasound", "OCT": "oct", "X-ray": "radiograph", "Mammography": "radiograph",
+               "Electron Microscopy": "electron"}
+    if modality in special:
+        return special[modality]
+    return "stain" if QUESTION_FAMILY.get(modality) == "microscopy" else "photo"
 
 
 def intensity_word(d: float | None, modality: str, iso_band: float) -> str | None:
-    """hypo/iso/hyper + a suffix by modality (-dense for CT, -intense for MRI and the rest)."""
+    """The family's word for the standardized difference d (inside minus ring): |d| < iso_band is 'similar'."""
     if d is None or not np.isfinite(d):
         return None
-    suffix = INTENSITY_SUFFIX.get(modality, "intense")
-    prefix = "iso" if abs(d) < iso_band else ("hyper" if d > 0 else "hypo")
-    return f"{prefix}{suffix}"
+    words = INTENSITY_WORDS[intensity_family(modality)]
+    return words[1] if abs(d) < iso_band else (words[2] if d > 0 else words[0])
+
+
+HUES = ((15, "red"), (45, "orange"), (70, "yellow"), (165, "green"), (200, "cyan"), (260, "blue"),
+        (295, "purple"), (345, "pink"), (361, "red"))
+
+
+def colour_word(rgb: tuple[float, float, float] | None) -> str | None:
+    """A coarse name of a mean colour: HSV hue bins, 'pale' below 0.2 saturation (a pale red is pink), 'grey'
+    below 0.05, a dark red or orange 'brown', 'dark' below 0.35 value, 'light' for bright, weakly saturated ones."""
+    if rgb is None:
+        return None
+    r, g, b = (float(c) / 255.0 for c in rgb)
+    hi, lo = max(r, g, b), min(r, g, b)
+    if hi < 0.08:
+        return "black"
+    sat = (hi - lo) / hi
+    tone = "dark " if hi < 0.35 else ("light " if hi > 0.8 and sat < 0.45 else "")
+    if sat < 0.05:
+        return f"{tone}grey"
+    d = hi - lo
+    h = (60 * ((g - b) / d % 6) if hi == r else 60 * ((b - r) / d + 2) if hi == g else 60 * ((r - g) / d + 4))
+    hue = next(name for edge, name in HUES if h < edge)
+    if hue in ("red", "orange") and hi < 0.5 and sat >= 0.2:  # a dark red or orange is what a reader calls brown
+        return "dark brown" if hi < 0.3 else "brown"
+    if sat < 0.2:
+        return "pale pink" if hue in ("red", "pink") else f"pale {hue}"
+    return tone + hue
+
+
+def margin_word(solidity: float | None) -> str | None:
+    """Margin of a lesion outline from its solidity (pixels / convex hull): smooth, lobulated or irregular."""
+    if solidity is None or not np.isfinite(solidity):
+        return None
+    return "smooth" if solidity >= 0.9 else ("lobulated" if solidity >= 0.75 else "irregular")
+
+
+def part_of(cx: float, cy: float, orientation: str | None, axis: str | None) -> str:
+    """Which part of a container a point lies in, from its position (0..1) in the container's box: thirds per
+    axis, in patient words when the orientation is known ("patient's right, posterior part"), else image words
+    ("upper-left part"); the middle third of both is the "central part"."""
+    hb, vb = min(int(cx * 3), 2), min(int(cy * 3), 2)
+    if hb == 1 and vb == 1:
+        return "central part"
+    dirs = display_directions(orientation, axis)
+    if dirs is None:
+        v = ("upper", "", "lower")[vb]
+        h = ("left", "", "right")[hb]
+        return f"{v}{'-' if v and h else ''}{h} part"
+    words = []
+    for bin_, grows in ((hb, dirs[0]), (vb, dirs[1])):
+        if bin_ == 1:
+            continue
+        letter = grows if bin_ == 2 else OPPOSITE[grows]
+        words.append(f"patient's {SIDE_NAME[letter]}" if letter in "LR" else SIDE_NAME[letter])
+    return ", ".join(words) + " part"
 
 
 def boundary_word(sharpness: float | None, sharp: float, blurred: float) -> str | None:

@@ -22,7 +22,8 @@ from pipelines.render.perturb import RULE
 
 SPLITS = ("val", "test")
 ROBUSTNESS_FOLDER = "robustness"
-ROI_FOLDER = "roi"  # convention: an ROI-annotation export writes roi/{split}-*.parquet beside data/
+ROI_FOLDER = "roi_annotations"  # an ROI-annotation export writes roi_annotations/data/{split}-*.parquet
+ROI_SPLITS = ("train",)  # its images are the ones no test item uses: one split, a training resource
 REPO_PLACEHOLDER = "ORG/NAME"  # the card's load lines name the Hub repo; `medbench push` fills in the real id
 
 # Hub licence ids by how much they restrict reuse (higher = more restrictive). Unknown terms rank as
@@ -128,10 +129,10 @@ def split_overlaps(bench: pd.DataFrame) -> dict[str, int]:
 
 
 def roi_files(folder: Path | None) -> dict[str, list[Path]]:
-    """{split: parquet files} of an ROI-annotation export under folder/roi, when one is present."""
-    if folder is None or not (folder / ROI_FOLDER).is_dir():
+    """{split: parquet files} of an ROI-annotation export under folder/roi_annotations, when one is present."""
+    if folder is None or not (folder / ROI_FOLDER / "data").is_dir():
         return {}
-    found = {s: sorted((folder / ROI_FOLDER).glob(f"{s}-*.parquet")) for s in SPLITS}
+    found = {s: sorted((folder / ROI_FOLDER / "data").glob(f"{s}-*.parquet")) for s in ROI_SPLITS}
     return {s: f for s, f in found.items() if f}
 
 
@@ -179,7 +180,7 @@ def roi_config(folder: Path | None) -> tuple[dict, dict] | None:
     first = next(iter(files.values()))[0]
     features = datasets.Features.from_arrow_schema(pq.read_schema(first))
     config = {"config_name": "roi_annotations",
-              "data_files": [{"split": s, "path": f"{ROI_FOLDER}/{s}-*.parquet"} for s in files]}
+              "data_files": [{"split": s, "path": f"{ROI_FOLDER}/data/{s}-*.parquet"} for s in files]}
     info = {"config_name": "roi_annotations", "features": features._to_yaml_list(),
             "splits": [split_info(s, ps) for s, ps in files.items()]}
     return config, info

@@ -81,7 +81,7 @@ class Normalizer:
         pin = pin or Pin()
         res = Resolution(raw_label=raw, canonical_label=form_key(raw), semantic_type=pin.semantic_type)
         if pin.canonical and (pin.mesh_id or pin.no_mesh):
-            return self._pinned(res, pin)
+            return self._raw_side(self._pinned(res, pin))
         text = pin.canonical or raw
         if pin.canonical:
             res.fire("label_map")
@@ -92,9 +92,23 @@ class Normalizer:
             res.fire("form")
         if res.status == "unresolved" and pin.accept:
             res.status, res.reason = "accepted", f"accepted by label map: {pin.accept}"
-        return res
+        return self._raw_side(res)
 
     # -- steps --------------------------------------------------------------------------------
+    @staticmethod
+    def _raw_side(res: Resolution) -> Resolution:
+        """The side written in the raw label ('hip_left') when a pinned canonical form dropped it: the
+        vocabulary keeps it, so two sides of one structure stay two structures wherever they are named."""
+        if res.side is None:
+            words = form_key(res.raw_label).split()
+            while len(words) > 1 and words[-1].isdigit():  # 'rib left 10'
+                words = words[:-1]
+            _, side = split_side(words)
+            if side:
+                res.side = side
+                res.fire("laterality")
+        return res
+
     def _pinned(self, res: Resolution, pin: Pin) -> Resolution:
         res.fire("label_map")
         res.canonical_label = pin.canonical
