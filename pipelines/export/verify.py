@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from pipelines.benchmark.leakage import cross_split_near_duplicates
 from pipelines.config import PipelineConfig
+from pipelines.export.card import ROI_FOLDER
 from pipelines.processes import ordered_map
 
 MARKED = {"Box level", "Contour level"}
@@ -82,7 +83,7 @@ def exported_payloads(out_dir: Path, workers: int = 1) -> list[Payload]:
     row group or chunk of rows in memory at a time, only hashes kept; files spread over ``workers``
     processes (hashing and base64-decoding a few hundred MB is the work)."""
     parquets = sorted(p for p in out_dir.rglob("*.parquet") if p.parent.name == "data"
-                      and "private" not in p.relative_to(out_dir).parts)
+                      and not {"private", ROI_FOLDER} & set(p.relative_to(out_dir).parts))  # items only
     tsvs = sorted(p for p in out_dir.rglob("*.tsv") if p.parent.name == "tsv")
     files = sorted([*parquets, *tsvs], key=lambda p: -p.stat().st_size)  # the largest first: the last job is short
     found = dict(zip(files, ordered_map(_file_payloads, [(out_dir, p) for p in files], workers)))

@@ -29,6 +29,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 
 LETTERS = "ABCDE"
+EXPORT_CONFIGS = ("consistency", "robustness", "grounding")  # item configs beside data/ (not the ROI annotations)
 # the image is the point; val's answer is public by design; the options are what every reader sees (their own
 # priors are the blind readers' to judge)
 NOT_JUDGED = {"image", "answer", *LETTERS}
@@ -203,7 +204,8 @@ def same_source_duplicates(out: Path, same_root: list[tuple[str, str]], bits: in
     from pipelines.benchmark.select import hashes, near_duplicate_pairs
     from pipelines.standardize.display import phash_hex
     frames = []
-    for folder in ["data", *(p.parent.name + "/data" for p in sorted(out.glob("*/data")))]:
+    for folder in ["data", *(p.parent.name + "/data" for p in sorted(out.glob("*/data"))
+                             if p.parent.name in EXPORT_CONFIGS)]:
         for f in sorted((out / folder).glob("*.parquet")):
             t = pq.read_table(f, columns=["image", "dataset_id"]).to_pylist()
             frames += [(r["dataset_id"], phash_hex(np.asarray(Image.open(io.BytesIO(r["image"]["bytes"])).convert("RGB"))))
