@@ -22,8 +22,8 @@ from pipelines.annotate.export import (
 )
 from pipelines.annotate.leak import exam_images, published_leaks
 from pipelines.annotate.run import annotate_dataset
+from pipelines.llm import LLMUnavailable, usage_summary
 from pipelines.publish import card_with_roi
-from pipelines.questions.llm import LLMUnavailable, usage_summary
 from pipelines.records import ROI_ANNOTATIONS
 from pipelines.storage import atomic_write_bytes, atomic_write_table
 

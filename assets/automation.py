@@ -18,7 +18,7 @@ LLM_POOL = "llm"
 LLM_ASSETS = {"label_vocab", "question_templates"}  # assets whose step may call the LLM
 LLM_RETRY = dg.RetryPolicy(max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 KINDS = {group: {"parquet", "python"} for group in
-         ("ingest", "describe", "vocabulary", "questions", "gate", "select", "render", "export", "annotate")}
+         ("ingest", "standardize", "vocab", "candidates", "gates", "select", "render", "export", "annotate")}
 KINDS["publish"] = {"parquet", "huggingface"}
 KINDS["evaluate"] = {"parquet", "python"}
 

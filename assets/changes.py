@@ -18,10 +18,16 @@ import dagster as dg
 from assets.partitions import datasets_partitions
 from pipelines.cleanup import remove_dataset_outputs
 from pipelines.config import PipelineConfig
-from pipelines.fingerprint import HashCache, code_version, hash_cache_path, registry_fingerprints, run_version
-from pipelines.registry import Registry
 from pipelines.run_state import built_version, globals_current
+from pipelines.source import Registry
 from pipelines.sourcefiles import FileProblem
+from pipelines.sources.fingerprint import (
+    HashCache,
+    code_version,
+    hash_cache_path,
+    registry_fingerprints,
+    run_version,
+)
 
 
 @lru_cache(maxsize=1)

@@ -19,9 +19,3 @@ def cluster_jobs(per_dataset: list[dg.AssetsDefinition]) -> list:
                                 executor_def=celery_executor,
                                 description="The per-dataset stages of one partition, each step on a Celery "
                                             "worker (see deploy/celery.yaml).")]
-
-
-def celery_dataset_job() -> dg.JobDefinition:
-    """Reconstructable entry point (`dg.reconstructable(celery_dataset_job)`) for workers and tests."""
-    from assets.definitions import defs
-    return defs.resolve_job_def("dataset_job_celery")

@@ -4,16 +4,22 @@
 import dagster as dg
 
 from assets.annotate import roi_annotations, roi_exports
-from assets.automation import automation_sensor, global_assets, manual_assets, per_dataset_assets
-from assets.benchmark import benchmark, benchmark_exports
+from assets.automation import (
+    automation_sensor,
+    global_assets,
+    manual_assets,
+    per_dataset_assets,
+)
+from assets.candidates import option_pools, qa_candidates, question_templates
 from assets.cluster import cluster_jobs
 from assets.evaluate import evaluation
+from assets.export import benchmark_exports
 from assets.gates import candidate_gates
 from assets.ingest import raw_samples
 from assets.publish import hub_push
-from assets.questions import option_pools, qa_candidates, question_templates
 from assets.render import rendered_items, review_sheets
 from assets.resources import LLMResource, MedbenchResource
+from assets.select import benchmark
 from assets.sensors import registry_schedule_factory, registry_sensor_factory
 from assets.standardize import standardized
 from assets.validity import CHECKS
@@ -50,3 +56,8 @@ defs = dg.Definitions(
     resources={"medbench": MedbenchResource(), "llm": LLMResource()},
     executor=dg.in_process_executor,  # one process per run: a partition run imports the definitions once
 )
+
+
+def celery_dataset_job() -> dg.JobDefinition:
+    """Reconstructable entry point (`dg.reconstructable(celery_dataset_job)`) for workers and tests."""
+    return defs.resolve_job_def("dataset_job_celery")

@@ -8,7 +8,7 @@ import base64
 
 import dagster as dg
 
-from assets.benchmark import benchmark_exports
+from assets.export import benchmark_exports
 from assets.resources import MedbenchResource
 
 

@@ -15,7 +15,7 @@ def opt_outs(medbench: MedbenchResource) -> dict[str, list[str]]:
 
 
 @dg.asset(
-    group_name="gate", deps=["qa_candidates"],
+    group_name="gates", deps=["qa_candidates"],
     check_specs=[dg.AssetCheckSpec(f"gate_{r.name}", asset="candidate_gates",
                                    description=f"units dropped because: {r.explains} (warns when a dataset "
                                                "loses most of its units to this rule)") for r in RULES],

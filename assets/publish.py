@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.benchmark import benchmark_exports
+from assets.export import benchmark_exports
 from assets.resources import MedbenchResource
 from pipelines.publish import Publisher
 

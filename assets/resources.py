@@ -6,8 +6,9 @@ from functools import cached_property
 import dagster as dg
 
 from pipelines.config import PipelineConfig
-from pipelines.registry import Registry, registry_of
 from pipelines.run_state import usable
+from pipelines.source import Registry
+from pipelines.sources.registry import registry_of
 from pipelines.storage import DataLayout
 
 
@@ -46,7 +47,7 @@ class LLMResource(dg.ConfigurableResource):
     api_key: str = ""
 
     def client(self, config: PipelineConfig):
-        from pipelines.questions.llm import LLMClient
+        from pipelines.llm import LLMClient
         settings = config.llm.model_copy(update={k: v for k, v in (("base_url", self.base_url),
                                                                    ("model", self.model)) if v})
         return LLMClient(settings, api_key=self.api_key or None)

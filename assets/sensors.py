@@ -16,7 +16,8 @@ import dagster as dg
 from assets.changes import plan_changes, remove_datasets
 from assets.partitions import datasets_partitions
 from pipelines.config import PipelineConfig
-from pipelines.registry import RegistryError, registry_of
+from pipelines.source import RegistryError
+from pipelines.sources.registry import registry_of
 
 MAX_REQUESTS_PER_TICK = 50
 

@@ -16,10 +16,10 @@ from pipelines.storage import atomic_write_table
 
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec("slices", deps=["raw_samples"], group_name="describe",
+        dg.AssetSpec("slices", deps=["raw_samples"], group_name="standardize",
                      description="One row per 2D plane: canonical orientation, intensity transform, spacing, display "
                                  "size, pHash, contrast (no PNG unless standardize.write_pngs: all)."),
-        dg.AssetSpec("regions", deps=["slices"], group_name="describe",
+        dg.AssetSpec("regions", deps=["slices"], group_name="standardize",
                      description="One row per connected instance (mask RLE), box or whole image."),
     ],
     partitions_def=datasets_partitions,

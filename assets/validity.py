@@ -5,7 +5,7 @@ chance, and a card whose every config loads."""
 import dagster as dg
 
 from assets.resources import MedbenchResource
-from pipelines.benchmark.dedupe import same_folder_pairs
+from pipelines.select.dedupe import same_folder_pairs
 from pipelines.validity import exported as ex
 
 

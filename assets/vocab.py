@@ -9,10 +9,15 @@ import dagster as dg
 from assets.ingest import markdown_counts
 from assets.metadata import redacted_failures, table_metadata
 from assets.resources import LLMResource, MedbenchResource
-from pipelines.questions.llm import usage_summary
+from pipelines.llm import usage_summary
 from pipelines.run_state import record_llm_calls
 from pipelines.storage import atomic_write_bytes, atomic_write_table
-from pipelines.vocab.build import DatasetLabels, build_vocab, kinds_by_label, unresolved_names
+from pipelines.vocab.build import (
+    DatasetLabels,
+    build_vocab,
+    kinds_by_label,
+    unresolved_names,
+)
 from pipelines.vocab.curated import load_curated
 from pipelines.vocab.frame import vocab_frame
 from pipelines.vocab.hierarchy import related_pairs
@@ -55,7 +60,7 @@ def unresolved_check(unresolved, strict: bool) -> dg.AssetCheckResult:
 
 
 @dg.asset(
-    group_name="vocabulary", deps=["regions"],
+    group_name="vocab", deps=["regions"],
     check_specs=[
         dg.AssetCheckSpec("unresolved_labels", asset="label_vocab", blocking=True,
                           description="labels with neither a MeSH descriptor nor a reason (label maps may accept "
@@ -107,7 +112,7 @@ def label_vocab(context: dg.AssetExecutionContext, medbench: MedbenchResource, l
         ])
 
 
-@dg.asset(group_name="vocabulary", deps=[label_vocab],
+@dg.asset(group_name="vocab", deps=[label_vocab],
           description="Lexical tree of the vocabulary (task/department/granularity -> modality -> labels) as JSON and HTML.")
 def lexical_tree_export(context: dg.AssetExecutionContext, medbench: MedbenchResource) -> dg.MaterializeResult:
     vocab = vocab_frame(medbench.layout.read("label_vocab"))

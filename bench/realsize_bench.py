@@ -194,7 +194,7 @@ def one_build(src: Path, work: Path, workers: int, profile: bool, tree: Path = P
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
     env["DAGSTER_HOME"] = str(home)
     env["PYTHONPATH"] = str(tree)  # the source tree whose code builds (another checkout, for before/after runs)
-    cmd = [sys.executable, "-c", "from assets.cli import app; app()", "build", "--registry", str(registry),
+    cmd = [sys.executable, "-c", "from cli.main import app; app()", "build", "--registry", str(registry),
            "--config", str(work / "config.yaml"), "--data-root", str(data)]
     if profile:
         pyspy = Path(sys.executable).parent / "py-spy"

@@ -63,7 +63,7 @@ def one_size(n: int, work: Path, workers: int) -> dict:
     import dagster as dg
     import pandas as pd
 
-    from assets.build import build, export_config_env
+    from cli.build import build, export_config_env
     from pipelines.config import PipelineConfig
     data, home = work / "data", work / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)

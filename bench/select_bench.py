@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from bench.scale_bench import report
-from pipelines.benchmark.select import select_units
+from pipelines.select.units import select_units
 
 
 def synthetic_units(n: int, seed: int = 0) -> pd.DataFrame:

@@ -28,7 +28,7 @@ import yaml
 
 from pipelines.config import PROJECT_ROOT, PipelineConfig
 from pipelines.ingest import ingest
-from pipelines.registry import load_registry
+from pipelines.sources.registry import load_registry
 from pipelines.standardize.run import standardize_dataset
 
 SHARED = PROJECT_ROOT.parent / "shared" / "datasets"

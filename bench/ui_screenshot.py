@@ -63,7 +63,7 @@ def rendered_text(url: str, chromium: str) -> str:
 @contextmanager
 def dagster_dev(port: int, env: dict[str, str] | None = None, timeout: float = 180) -> Iterator[str]:
     """`dagster dev` on 127.0.0.1:port with the project's definitions; yields the base URL."""
-    from assets.build import ensure_dagster_home
+    from cli.build import ensure_dagster_home
     ensure_dagster_home()
     dagster = Path(sys.executable).with_name("dagster")
     proc = subprocess.Popen([str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port)], cwd=PROJECT_ROOT,

@@ -106,6 +106,12 @@ class DisplaySettings(BaseModel):
     max_image_side: int = Field(1024, description="longer sides are downscaled to this with area interpolation")
 
 
+# The readability rules by name, in the order a unit is judged; the rules themselves live with the gates.
+# Named here so a registry entry's opt-outs can be checked when the registry is read, before any gate runs.
+RULE_NAMES = ("image_too_small", "image_too_elongated", "blank_image", "mark_too_small", "mark_too_thin",
+              "mark_on_border")
+
+
 class GateSettings(BaseModel):
     """Readability rules applied to candidates before selection; each drop is counted per rule and dataset.
 

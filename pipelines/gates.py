@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipelines.config import GateSettings
+from pipelines.config import RULE_NAMES, GateSettings
 from pipelines.records import GATE_VERDICTS
 
 
@@ -50,7 +50,8 @@ RULES: tuple[Rule, ...] = (
     Rule("mark_on_border", "mark lying wholly in the image's edge band",
          lambda df, g: _has_mark(df) & df["border_only"].fillna(False).to_numpy(bool)),
 )
-RULE_NAMES = tuple(r.name for r in RULES)
+if tuple(r.name for r in RULES) != RULE_NAMES:  # the names the registry accepts are the rules that run
+    raise ImportError("pipelines.gates.RULES and pipelines.config.RULE_NAMES name different rules")
 IMAGE_RULES = ("image_too_small", "image_too_elongated", "blank_image")  # rules about the plane, not the mark
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -56,3 +57,10 @@ def unit_interval(seed: int, purpose: str, ids) -> np.ndarray:
     values = [int.from_bytes(hashlib.blake2b(prefix + str(i).encode(), digest_size=8).digest(), "big")
               for i in _strings(ids)]
     return np.array(values, dtype=np.float64) / 2.0**64
+
+
+def seeded_order(ids: pd.Series, seed: int, purpose: str) -> np.ndarray:
+    """A reproducible pseudo-random sort key per id (64-bit BLAKE2b of seed, purpose and id)."""
+    prefix = f"{seed}\x1f{purpose}\x1f".encode()
+    return np.array([int.from_bytes(hashlib.blake2b(prefix + u.encode(), digest_size=8).digest(), "big")
+                     for u in ids.tolist()], dtype=np.uint64)

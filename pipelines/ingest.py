@@ -10,7 +10,7 @@ import pyarrow as pa
 from pipelines import PIPELINE_VERSION
 from pipelines.config import PipelineConfig
 from pipelines.records import QUARANTINE, RAW_SAMPLES, to_table
-from pipelines.registry import Source
+from pipelines.source import Source
 from pipelines.sourcefiles import FileProblem, tree_problems
 from pipelines.sources import READERS
 from pipelines.sources.base import (

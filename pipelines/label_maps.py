@@ -13,9 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from pipelines.vocab.taxonomy import DEPARTMENTS, SEMANTIC_TYPES, TASKS
+from pipelines.taxonomy import DEPARTMENTS, SEMANTIC_TYPES, TASKS
 
 
 class LabelMapError(ValueError):
@@ -23,7 +31,9 @@ class LabelMapError(ValueError):
 
 
 def default_ct_windows() -> set[str]:
-    from pipelines.config import StandardizeSettings  # local: config is heavier than this module
+    from pipelines.config import (
+        StandardizeSettings,  # local: config is heavier than this module
+    )
 
     return set(StandardizeSettings().ct_windows)
 

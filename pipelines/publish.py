@@ -23,7 +23,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import TypeVar
 
-from huggingface_hub import CommitOperationAdd, CommitOperationDelete, DatasetCard, HfApi, get_token
+from huggingface_hub import (
+    CommitOperationAdd,
+    CommitOperationDelete,
+    DatasetCard,
+    HfApi,
+    get_token,
+)
 from huggingface_hub.errors import HfHubHTTPError, RemoteEntryNotFoundError
 
 from pipelines import PIPELINE_VERSION

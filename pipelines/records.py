@@ -1,4 +1,4 @@
-"""The record contract: one pyarrow schema per table of DESIGN.md section 3.
+"""The record contract: one pyarrow schema per table the stages hand to each other.
 
 Every table ends with the provenance columns (source dataset, source file relative to the
 dataset root, pipeline version, seed). Rows are plain dicts validated against the schema
@@ -10,6 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import pyarrow as pa
+
+# The option letters of a multiple-choice item, in order; an item uses the first n_options of them.
+LETTERS = "ABCDE"
 
 PROVENANCE = [
     pa.field("dataset_id", pa.string(), nullable=False),

@@ -18,7 +18,6 @@ from pipelines.gates import unreadable_planes
 from pipelines.run_state import failed_datasets, llm_calls, stale_datasets
 from pipelines.storage import DataLayout
 
-
 # why a dataset makes no candidate, when that is the data's nature and not a fault: every label excluded by its
 # label map, or no image large enough to read
 EXPECTED_SKIPS = {"excluded_label": "its label map excludes every label it has",

@@ -75,7 +75,7 @@ def shared_build(tmp_path_factory) -> PipelineConfig:
     os.environ.pop("OPENAI_API_KEY", None)
     try:
         cfg = PipelineConfig.load(registry=SHARED_REGISTRY, data_root=root / "data")
-        from assets.build import build, export_config_env
+        from cli.build import build, export_config_env
         export_config_env(cfg, None)
         build(cfg, log=lambda m: None)
     finally:
@@ -123,7 +123,7 @@ def _isolate_env(monkeypatch):
 def built_config(registry: Path, root: Path):
     """Build every default asset of ``registry`` under ``root`` in its own Dagster home (no LLM key), yield
     the config, then restore the environment. For module-scoped fixtures of end-to-end tests."""
-    from assets.build import build, export_config_env
+    from cli.build import build, export_config_env
     home = root / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())

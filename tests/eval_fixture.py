@@ -28,9 +28,9 @@ from PIL import Image
 from pipelines.export.circular import write_circular_tsv
 from pipelines.export.lmms_eval import write_lmms_eval_task
 from pipelines.export.tsv import write_tsv
+from pipelines.records import LETTERS
 
 NAME = "medbench"
-LETTERS = "ABCDE"
 LABELS = ["liver", "spleen", "left kidney", "right kidney", "heart", "aorta", "stomach", "gallbladder", "pancreas",
           "bladder", "lymphocyte", "neutrophil"]
 TASKS = ["Organ Recognition - Abdomen", "Laterality", "Cell Recognition"]

@@ -21,8 +21,8 @@ from pipelines.annotate.run import annotate_dataset, geometry_frame
 from pipelines.annotate.text import fact_check
 from pipelines.config import LLMSettings, PipelineConfig
 from pipelines.ingest import ingest
-from pipelines.questions.llm import LLMClient
-from pipelines.registry import load_registry
+from pipelines.llm import LLMClient
+from pipelines.sources.registry import load_registry
 from pipelines.standardize.regions import decode_rle
 from pipelines.standardize.run import standardize_dataset
 from tests.conftest import SHARED, SHARED_REGISTRY, needs_shared

@@ -19,7 +19,8 @@ from PIL import Image
 
 from pipelines.config import PipelineConfig
 from pipelines.ingest import ingest
-from pipelines.registry import RegistryError, load_registry
+from pipelines.source import RegistryError
+from pipelines.sources.registry import load_registry
 from tests.conftest import SHARED, needs_shared
 
 pytestmark = needs_shared

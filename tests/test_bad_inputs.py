@@ -18,7 +18,7 @@ import yaml
 
 from pipelines.config import PipelineConfig
 from pipelines.ingest import ingest
-from pipelines.registry import load_registry
+from pipelines.sources.registry import load_registry
 
 
 def make_registry(tmp: Path, **entries: dict) -> PipelineConfig:
@@ -187,7 +187,7 @@ def test_volume_bad_inputs(volumes):
 def test_volume_pairs_checked_in_worker_processes_give_the_same_tables(volumes):
     """ingest.workers > 1 checks the pairs in other processes: the same samples and the same quarantine rows."""
     from pipelines.ingest import ingest
-    from pipelines.registry import load_registry
+    from pipelines.sources.registry import load_registry
     source = load_registry(volumes.registry).get("ct")
     one = ingest(source, volumes)
     two = ingest(source, volumes.model_copy(update={"ingest": volumes.ingest.model_copy(update={"workers": 2})}))

@@ -42,7 +42,7 @@ def test_build_succeeds_and_caps_hold(built):
     recognition = originals[originals["generator"] == "recognition"]  # generated items are outlines only
     twins = recognition[recognition["granularity"].isin(["mask", "contour"])].groupby("unit_id")
     assert (twins.size() == 2).all() and (twins["A"].nunique() == 1).all() and (twins["answer"].nunique() == 1).all()
-    from pipelines.questions.validate import contour_stem  # the contour twin's stem is its own (outline wording)
+    from pipelines.candidates.validate import contour_stem
     stems = twins.apply(lambda g: g.set_index("granularity")["question"].to_dict())
     assert all(s["contour"] == contour_stem(s["mask"]) for s in stems)
     assert (twins["split"].nunique() == 1).all()
@@ -59,7 +59,8 @@ def test_splits_disjoint_by_group(built):
 
 @pytest.mark.slow
 def test_selection_is_more_diverse_than_random(built):
-    from pipelines.benchmark.select import Features, farthest_point, seeded_order, spread, unit_frame
+    from pipelines.select.units import Features, farthest_point, spread, unit_frame
+    from pipelines.ids import seeded_order
     cfg = built[0]
     cands = pd.read_parquet(cfg.data_root / "tables" / "qa_candidates.parquet")
     group = unit_frame(cands[(cands["answer_label"] == "liver") & (cands["granularity"] == "mask")])
@@ -170,7 +171,7 @@ def test_na_like_options_survive_pandas():
 @pytest.mark.slow
 def test_exports_are_checksummed_and_stable(built):
     cfg = built[0]
-    from assets.build import build, export_config_env
+    from cli.build import build, export_config_env
     export_config_env(cfg, None)  # the autouse fixture clears MEDBENCH_* between tests
     manifest1 = json.loads((cfg.data_root / "benchmark" / "manifest.json").read_text())
     report = build(cfg, select=["benchmark", "benchmark_exports"], log=lambda m: None)
@@ -187,7 +188,7 @@ def test_exports_are_checksummed_and_stable(built):
 def test_audit_checks_ran_in_dagster(built):
     import dagster as dg
 
-    from pipelines.gates import RULE_NAMES
+    from pipelines.config import RULE_NAMES
     instance = dg.DagsterInstance.get()
     keys = [dg.AssetCheckKey(dg.AssetKey(a), n) for a, n in
             [("benchmark", "split_disjoint"), ("benchmark", "no_related_option"), ("benchmark", "no_cross_modality_option"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 from typer.testing import CliRunner
 
-from assets.cli import app
+from cli.main import app
 
 runner = CliRunner()
 

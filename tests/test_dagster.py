@@ -47,7 +47,7 @@ def test_dg_cli_loads_the_medbench_location(dagster_home):
 
 @pytest.mark.slow
 def test_demo_build_end_to_end(demo_config, dagster_home):
-    from assets.build import build, export_config_env
+    from cli.build import build, export_config_env
     export_config_env(demo_config, None)
     demo_config = demo_config.model_copy(  # the ROI annotations are opt-in: switch them on here (every image)
         update={"annotate": demo_config.annotate.model_copy(update={"enabled": True, "export_images": "all"})})
@@ -126,7 +126,7 @@ def test_demo_build_end_to_end(demo_config, dagster_home):
     # the check fails on a planted test image: its pixels under a fresh id, or under its own id
     from pipelines.annotate.export import read_public, render_images
     from pipelines.annotate.leak import exam_images, published_leaks
-    from pipelines.registry import load_registry
+    from pipelines.sources.registry import load_registry
     planes = pd.concat([t.to_pandas()[["image_id", "group_id", "sha256", "phash"]] for t in slices.values()])
     full_bench = pq.read_table(root / "benchmark.parquet").to_pandas()
     exam = exam_images(full_bench, planes)
@@ -200,7 +200,7 @@ def test_sensor_adds_partitions_and_reruns_only_changed(demo_registry, tmp_path,
 def test_change_detection_on_a_built_instance(demo_registry, tmp_path, monkeypatch, dagster_home, demo_sources):
     """Build once; then the sensor's first tick and a second build do nothing, a touch does nothing,
     a content change re-runs exactly that dataset, and a removed dataset loses partition and outputs."""
-    from assets.build import build
+    from cli.build import build
     from assets.definitions import defs
     reg = _private_registry(demo_registry, tmp_path, ("demo_polyp", "demo_cxr_pneumonia"))
     data = tmp_path / "data"

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipelines.benchmark.blind import blind_predictions, blind_report, prior_predictions
-from pipelines.benchmark.debias import drop_text_predictable
-from pipelines.benchmark.splits import reletter
+from pipelines.validity.blind import blind_predictions, blind_report, prior_predictions
+from pipelines.validity.debias import drop_text_predictable
+from pipelines.select.splits import reletter
 from pipelines.config import BenchmarkSettings
 
 TASK = "Organ Recognition - Abdomen"

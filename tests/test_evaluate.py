@@ -389,7 +389,7 @@ def answering_server(fx, wrong: set[int]) -> tuple[OpenAIServer, dict]:
 
 
 def test_run_model_writes_predictions_that_score_as_the_server_answered(fx, tmp_path):
-    from assets.cli import app
+    from cli.main import app
     wrong = {21, 22, 40, 41, 57}
     server, _ = answering_server(fx, wrong)
     out, cache = tmp_path / "preds.jsonl", tmp_path / "cache"
@@ -424,7 +424,7 @@ def test_run_model_writes_predictions_that_score_as_the_server_answered(fx, tmp_
 
 
 def test_blind_baselines_report_through_run_model(fx, tmp_path):
-    from assets.cli import app
+    from cli.main import app
     server, _ = answering_server(fx, set())
     with server:
         res = CliRunner().invoke(app, ["baselines", "--base-url", server.base_url, "--model", "local-vlm", "--bench",
@@ -539,7 +539,7 @@ def test_lmms_eval_task_runs_on_the_export(fx, tmp_path, monkeypatch):
 def test_evaluation_asset_is_opt_in_and_shows_the_report(fx, tmp_path):
     import dagster as dg
 
-    from assets.build import GLOBAL, _keys
+    from cli.build import GLOBAL, _keys
     from assets.evaluate import evaluation
     from assets.resources import MedbenchResource
     assert "evaluation" not in {k.to_user_string() for k in _keys(GLOBAL, None)}

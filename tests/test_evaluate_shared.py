@@ -14,9 +14,9 @@ import pytest
 from pipelines.evaluate.run import evaluate
 from pipelines.evaluate.score import EvalSettings
 from tests.conftest import needs_shared
+from pipelines.records import LETTERS
 
 pytestmark = [needs_shared, pytest.mark.slow]
-LETTERS = "ABCDE"
 
 
 def _wrong(row: dict) -> str:

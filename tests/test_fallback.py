@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from pipelines.config import PipelineConfig, QuestionSettings
-from pipelines.questions.options import PoolKey, distractor_candidates, pool_for
+from pipelines.candidates.options import PoolKey, distractor_candidates, pool_for
 from pipelines.vocab.fallback import FALLBACK_PATH, FallbackError, load_fallback
 from pipelines.vocab.hierarchy import Hierarchy
 from pipelines.vocab.mesh import load_mesh
@@ -82,8 +82,8 @@ def test_ancestor_rule_applies_to_fallback_options():
 
 
 def test_item_records_each_options_origin():
-    from pipelines.questions.assemble import _unit
-    from pipelines.questions.picker import TemplatePicker
+    from pipelines.candidates.assemble import _unit
+    from pipelines.candidates.picker import TemplatePicker
     templates = pd.DataFrame([{"template_id": "t", "task": "Disease Diagnosis", "granularity": "mask",
                                "modality_family": "any", "text": "What is in the marked area of this <modality> image?",
                                "review_status": "accepted"}])

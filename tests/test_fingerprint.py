@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 
 from pipelines.cleanup import dataset_outputs, remove_dataset_outputs
-from pipelines.fingerprint import HashCache, content_fingerprint, hash_cache_path
-from pipelines.registry import load_registry
+from pipelines.sources.fingerprint import HashCache, content_fingerprint, hash_cache_path
+from pipelines.sources.registry import load_registry
 
 
 def test_touch_keeps_fingerprint_content_change_does_not(demo_registry, tmp_path):

@@ -13,7 +13,7 @@ import yaml
 
 from pipelines.config import PipelineConfig
 from pipelines.ingest import ingest
-from pipelines.registry import load_registry
+from pipelines.sources.registry import load_registry
 from tests.conftest import SHARED, needs_shared
 
 pytestmark = needs_shared

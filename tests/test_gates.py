@@ -10,10 +10,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipelines.benchmark.select import Features, dedupe, farthest_point, near_duplicate_pairs
+from pipelines.select.units import Features, farthest_point
+from pipelines.validity.near_duplicates import dedupe, near_duplicate_pairs
 from pipelines.config import PipelineConfig
 from pipelines.export.verify import verify_exports
-from pipelines.gates import RULE_NAMES, apply_gates
+from pipelines.config import RULE_NAMES
+from pipelines.gates import apply_gates
 from tests.conftest import needs_shared
 
 
@@ -87,7 +89,8 @@ def test_registry_opt_out_exempts_only_that_dataset_and_rule():
 def test_registry_rejects_unknown_opt_out_rule(tmp_path, demo_registry):
     import yaml
 
-    from pipelines.registry import RegistryError, load_registry
+    from pipelines.source import RegistryError
+    from pipelines.sources.registry import load_registry
     doc = yaml.safe_load(demo_registry.read_text())
     doc["datasets"][0]["readability_opt_out"] = ["image_too_smol"]
     path = tmp_path / "r.yaml"
@@ -212,7 +215,7 @@ def test_shared_benchmark_exports_pass_every_gate(shared_config, dagster_home, t
     """The whole ../shared registry, built as a user would: no exported image (decoded here from the Parquet
     and TSV files) is below the gates, PNGs follow the exported items, and thin-slab/28-px datasets say why
     they were dropped."""
-    from assets.build import build, export_config_env
+    from cli.build import build, export_config_env
     cfg = shared_config.model_copy(update={"standardize": shared_config.standardize.model_copy(update={"workers": 2})})
     export_config_env(cfg, None)
     report = build(cfg, log=lambda m: None)
@@ -237,7 +240,7 @@ def test_shared_benchmark_exports_pass_every_gate(shared_config, dagster_home, t
     assert drops.loc[("pneumoniamnist_csv", "image_too_small"), "dropped"] == \
         drops.loc[("pneumoniamnist_csv", "image_too_small"), "units"] > 0  # 28x28 X-rays
     assert drops.loc[("totalseg_ct_dicom", "image_too_small"), "dropped"] > 0  # 20-slice coronal/sagittal strips
-    from pipelines.registry import load_registry
+    from pipelines.sources.registry import load_registry
     from pipelines.summary import summarize
     text = summarize(cfg.data_root, load_registry(cfg.registry).ids).render()
     assert "pneumoniamnist_csv: all 624 candidate units fail the readability gates" in text

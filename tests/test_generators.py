@@ -10,15 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.benchmark.select import balanced_caps
-from pipelines.benchmark.variants import consistency_pairs
+from pipelines.select.units import balanced_caps
+from pipelines.select.variants import consistency_pairs
 from pipelines.config import PipelineConfig
 from pipelines.ids import derived_rng
-from pipelines.questions.assemble import assign_letters
-from pipelines.questions.generators.bins import bin_of, window
-from pipelines.questions.generators.phrasing import options
-from pipelines.questions.generators.position import direction_names
-from pipelines.questions.generators.run import generated
+from pipelines.candidates.assemble import assign_letters
+from pipelines.candidates.generators.bins import bin_of, window
+from pipelines.candidates.generators.phrasing import options
+from pipelines.candidates.generators.position import direction_names
+from pipelines.candidates.generators.run import generated
 from pipelines.render.perturb import perturb
 from pipelines.standardize.regions import rle_counts
 
@@ -230,7 +230,7 @@ def test_perturbation_severity_is_relative_to_the_image():
 def test_counts_only_when_every_piece_stands_apart():
     """Two squares 2 px apart are one blob to a reader at a 3 px gap; 10 px apart they are two; a piece cut by the
     border hides how much of it (or how many) lie outside."""
-    from pipelines.questions.generators.pieces import crowded
+    from pipelines.candidates.generators.pieces import crowded
     m = np.zeros((50, 50), bool)
     m[20:25, 10:15] = True
     m[20:25, 17:22] = True  # columns 15 and 16 between them: 2 px of background
@@ -243,7 +243,7 @@ def test_counts_only_when_every_piece_stands_apart():
 
 
 def test_box_counts_skip_crowded_fields(demo_config):
-    from pipelines.questions.candidates import _crowded_boxes
+    from pipelines.candidates.rows import _crowded_boxes
     sl = pd.DataFrame({"image_id": ["a", "b"], "width": [100, 100], "height": [100, 100],
                        "display_width": [100, 100], "display_height": [100, 100]})
     boxes = pd.DataFrame({"image_id": ["a", "a", "b", "b"], "raw_label": ["wbc"] * 4,

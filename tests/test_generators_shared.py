@@ -211,10 +211,10 @@ def test_candidates_do_not_depend_on_generator_workers(shared_build):
     candidate table (every dataset of the ../shared registry) must be the same Arrow table either way."""
     import pyarrow.parquet as pq
 
-    from assets.questions import dataset_rows
+    from assets.candidates import dataset_rows
     from assets.resources import MedbenchResource
-    from pipelines.questions.candidates import build_candidates
-    from pipelines.questions.options import pools_from_table
+    from pipelines.candidates.rows import build_candidates
+    from pipelines.candidates.options import pools_from_table
     from pipelines.vocab.frame import vocab_frame
 
     cfg = shared_build

@@ -196,7 +196,7 @@ def test_outline_is_filled_and_measured_by_its_ellipse():
     fitted ellipse's major axis (2 x 61 px to the ring's outer edge, by construction) and a thick ring (a myocardium
     around its cavity) or an open arc stays as drawn."""
     from pipelines.config import StandardizeSettings
-    from pipelines.questions.generators.measure import ellipse_major, feret_mm
+    from pipelines.candidates.generators.measure import ellipse_major, feret_mm
     from pipelines.standardize.outlines import fill_outlines
 
     s = StandardizeSettings()

@@ -262,7 +262,7 @@ def test_second_push_of_unchanged_benchmark_uploads_nothing(folder, hub):
 def test_dry_run_lists_files_and_contacts_nothing(folder, hub):
     from typer.testing import CliRunner
 
-    from assets.cli import app
+    from cli.main import app
     res = CliRunner().invoke(app, ["push", "--repo-id", REPO, "--dry-run", "--folder", str(folder)],
                              env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
@@ -306,7 +306,7 @@ def test_dagster_event_log_holds_no_token(folder, hub, tmp_path):
 def test_hub_push_asset_commits_and_is_opt_in(folder, hub, tmp_path):
     import dagster as dg
 
-    from assets.build import GLOBAL, _keys
+    from cli.build import GLOBAL, _keys
     from assets.publish import hub_push
     from assets.resources import MedbenchResource
     assert "hub_push" not in {k.to_user_string() for k in _keys(GLOBAL, None)}  # not in a default build
@@ -398,7 +398,7 @@ def test_licence_choice():
 def test_card_for_shared_registry_lists_licences_and_warnings(tmp_path):
     from pipelines.export.card import build_card
     from pipelines.export.parquet import FEATURES
-    from pipelines.registry import load_registry
+    from pipelines.sources.registry import load_registry
     registry = load_registry(SHARED_REGISTRY)
     ids = registry.ids
     from pipelines.export.parquet import write_parquet
@@ -439,7 +439,7 @@ def test_local_file_ids_match_the_hub_algorithms(tmp_path):
 def test_cli_push_then_up_to_date_and_redacted_failure(folder, hub, tmp_path):
     from typer.testing import CliRunner
 
-    from assets.cli import app
+    from cli.main import app
     args = ["push", "--repo-id", REPO, "--folder", str(folder)]
     first = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert first.exit_code == 0, first.output
@@ -458,7 +458,7 @@ def test_cli_push_then_up_to_date_and_redacted_failure(folder, hub, tmp_path):
 def test_card_names_registered_sources_without_items(tmp_path):
     from pipelines.export.card import build_card
     from pipelines.export.parquet import FEATURES
-    from pipelines.registry import load_registry
+    from pipelines.sources.registry import load_registry
     registry = load_registry(SHARED_REGISTRY)
     bench = synthetic_bench(tmp_path, ["bccd_voc", "totalseg_ct_nifti"], n=6)
     card = build_card(bench, FIGURES, registry, FEATURES, "abc123", folder=None)

@@ -9,9 +9,9 @@ import pytest
 
 from pipelines.config import PipelineConfig, QuestionSettings
 from pipelines.label_maps import LabelMap
-from pipelines.questions.options import count_options
-from pipelines.questions.templates import bank_candidates
-from pipelines.questions.validate import contour_stem, load_cues, rendering_conflicts
+from pipelines.candidates.options import count_options
+from pipelines.candidates.templates import bank_candidates
+from pipelines.candidates.validate import contour_stem, load_cues, rendering_conflicts
 
 
 def _ranks(counts, q, draws=3000):
@@ -90,7 +90,7 @@ def _bench(n: int, skewed: bool, seed: int = 0):
 
 
 def test_blind_baseline_fails_on_a_text_prior_and_passes_at_chance():
-    from pipelines.benchmark.blind import blind_predictions, blind_report
+    from pipelines.validity.blind import blind_predictions, blind_report
     leaky = blind_report(blind_predictions(_bench(300, True), 5, 0), 0.05, 30)
     assert leaky["accuracy"] > 0.9 and leaky["exceeds"] == ["overall", "Organ Recognition - Abdomen"]
     fair = blind_report(blind_predictions(_bench(300, False), 5, 0), 0.05, 30)
@@ -103,9 +103,9 @@ def test_label_present_on_the_image_is_offered_only_at_region_level(granularity,
     Region level: the question is about the marked region, so a label drawn elsewhere may be offered."""
     import pandas as pd
 
-    from pipelines.questions.assemble import _unit
-    from pipelines.questions.options import PoolKey
-    from pipelines.questions.picker import TemplatePicker
+    from pipelines.candidates.assemble import _unit
+    from pipelines.candidates.options import PoolKey
+    from pipelines.candidates.picker import TemplatePicker
     from pipelines.vocab.hierarchy import Hierarchy
     vocab = pd.DataFrame({"dataset_id": ["d"] * 3, "raw_label": ["Kidney", "Liver", "Spleen"],
                           "canonical_label": ["kidney", "liver", "spleen"],

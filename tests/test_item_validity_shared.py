@@ -84,7 +84,7 @@ def test_every_registration_yields_items_or_an_expected_outcome(exported):
     the pyradiomics volumes), every label excluded (the RT body outline), or one label covering every image (the
     ISBI membranes). Nothing is an error."""
     cfg, rows = exported
-    from pipelines.registry import registry_of
+    from pipelines.sources.registry import registry_of
     from pipelines.summary import summarize
     ids = registry_of(cfg).ids
     lines = summarize(cfg.data_root, ids).empty_datasets()
@@ -111,7 +111,7 @@ def test_text_only_baseline_is_at_chance_on_test(exported):
     """The cross-fitted model and the option-prior rule, refitted here on the exported rows and keys, are
     within chance + margin on the test split overall and for every task with enough items."""
     cfg, rows = exported
-    from pipelines.benchmark.blind import blind_predictions, blind_report, prior_predictions
+    from pipelines.validity.blind import blind_predictions, blind_report, prior_predictions
     b = cfg.benchmark
     items = _with_units(cfg, rows)
     for pred in (blind_predictions(items, b.text_only_folds, cfg.seed), prior_predictions(items, b.text_only_folds)):

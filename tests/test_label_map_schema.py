@@ -12,8 +12,9 @@ import yaml
 
 from pipelines.label_maps import LabelMapError, load_label_map
 from pipelines.modalities import MODALITIES, resolve_modality
-from pipelines.questions.options import PoolKey, build_pools, pools_table
-from pipelines.registry import RegistryError, load_registry
+from pipelines.candidates.options import PoolKey, build_pools, pools_table
+from pipelines.source import RegistryError
+from pipelines.sources.registry import load_registry
 from pipelines.vocab.frame import vocab_frame
 
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from assets.cli import app
+from cli.main import app
 from pipelines.config import PipelineConfig
 from tests.conftest import SHARED, needs_shared
 
@@ -88,7 +88,7 @@ def test_register_three_datasets_with_labels_init(new_user, tmp_path, dagster_ho
     check = _cli("sources", "check", "--registry", reg, "--data-root", data, "--scan")
     assert "3 dataset(s) OK" in check and "my_cxr\tcsv_manifest\tX-ray" in check
 
-    from assets.build import build, export_config_env
+    from cli.build import build, export_config_env
     cfg = PipelineConfig.load(registry=new_user, data_root=tmp_path / "data")
     export_config_env(cfg, None)
     report = build(cfg, log=lambda m: None)

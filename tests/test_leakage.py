@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipelines.benchmark.leakage import cross_split_near_duplicates, leak_components, withhold_marked_leaks
-from pipelines.benchmark.splits import assign_splits
+from pipelines.validity.leakage import cross_split_near_duplicates, leak_components, withhold_marked_leaks
+from pipelines.select.splits import assign_splits
 
 
 def _items() -> pd.DataFrame:

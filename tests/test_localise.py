@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.config import GeneratorSettings
-from pipelines.questions.generators import localise
+from pipelines.candidates.generators import localise
 from pipelines.render.boxes import box_letters, draw_lettered_boxes
 
 G = GeneratorSettings()
@@ -97,7 +97,7 @@ def test_drawn_letters_follow_the_key():
 
 def test_partial_labels_are_not_localised():
     from pipelines.config import PipelineConfig
-    from pipelines.questions.generators.run import localised
+    from pipelines.candidates.generators.run import localised
     regions = pd.DataFrame([{"region_id": f"b{i}", "image_id": "p", "kind": "box", "raw_label": lab,
                              "bbox": [10.0 + 40 * i, 10.0, 30.0 + 40 * i, 30.0], "area_px": 400}
                             for i, lab in enumerate(["WBC", "Platelets"])])

@@ -12,11 +12,11 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from assets.cli import app
+from cli.main import app
 from pipelines.config import PipelineConfig
-from pipelines.fingerprint import content_fingerprint
+from pipelines.sources.fingerprint import content_fingerprint
 from pipelines.ingest import ingest
-from pipelines.registry import load_registry
+from pipelines.sources.registry import load_registry
 from pipelines.standardize.run import standardize_dataset
 
 
@@ -233,7 +233,7 @@ def test_classification_csv_naming_images_by_id(tmp_path):
 def test_bad_layout_options_are_registry_problems(tmp_path, bad):
     (tmp_path / "d").mkdir()
     reg = registry(tmp_path, [{"id": "dd", "root": "d", "options": bad}])
-    from pipelines.registry import RegistryError
+    from pipelines.source import RegistryError
     with pytest.raises(RegistryError) as exc:
         load_registry(reg)
     assert "options." in str(exc.value)

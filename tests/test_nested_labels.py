@@ -9,7 +9,7 @@ import pytest
 
 from pipelines.config import PipelineConfig, QuestionSettings
 from pipelines.label_maps import LabelMap, LabelMapError, load_label_map
-from pipelines.questions.options import PoolKey
+from pipelines.candidates.options import PoolKey
 from pipelines.vocab.hierarchy import Hierarchy
 
 VOCAB = pd.DataFrame({
@@ -29,8 +29,8 @@ def test_declared_nesting_is_never_a_distractor():
 
 
 def test_items_about_a_nested_region_offer_neither_container_nor_content():
-    from pipelines.questions.assemble import _unit
-    from pipelines.questions.picker import TemplatePicker
+    from pipelines.candidates.assemble import _unit
+    from pipelines.candidates.picker import TemplatePicker
     templates = pd.DataFrame([{"template_id": "t", "task": "Disease Diagnosis", "granularity": "mask",
                                "modality_family": "any", "text": "What is outlined in this <modality> image?",
                                "review_status": "accepted"}])

@@ -10,22 +10,11 @@ import pandas as pd
 import pytest
 
 from pipelines.config import LLMSettings, PipelineConfig, QuestionSettings
-from pipelines.questions.assemble import assign_letters
-from pipelines.questions.llm import LLMClient, LLMResponseError
-from pipelines.questions.options import (
-    count_options,
-    distractor_candidates,
-    n_distractors,
-)
-from pipelines.questions.templates import generate_templates, load_reviews, save_review
-from pipelines.questions.validate import (
-    Candidate,
-    fill,
-    load_cues,
-    review_status,
-    to_placeholder,
-    validate,
-)
+from pipelines.candidates.assemble import assign_letters
+from pipelines.llm import LLMClient, LLMResponseError
+from pipelines.candidates.options import count_options, distractor_candidates, n_distractors
+from pipelines.candidates.templates import generate_templates, load_reviews, save_review
+from pipelines.candidates.validate import Candidate, fill, load_cues, review_status, to_placeholder, validate
 from pipelines.storage import atomic_write_table
 from pipelines.vocab.hierarchy import Hierarchy
 from tests.openai_server import OpenAIServer

@@ -20,9 +20,9 @@ from pipelines import PIPELINE_VERSION
 from pipelines.config import PipelineConfig
 from pipelines.validity import exported as ex
 from tests.conftest import needs_shared
+from pipelines.records import LETTERS
 
 LABELS = ["liver", "spleen", "kidney", "pancreas", "stomach", "aorta"]
-LETTERS = "ABCDE"
 
 
 def synthetic_items(root: Path, n: int = 80, seed: int = 0) -> pd.DataFrame:
@@ -171,9 +171,9 @@ def test_removing_a_dataset_leaves_the_others_items_and_keys(shared_build, tmp_p
     candidates without bccd_voc leaves every other dataset's item ids, options and keys as they were, except where
     a cross-dataset rule binds (the cap per answer, task-wide key balance, the cross-dataset blind pass), and each
     of those is named as such."""
-    from assets.benchmark import plane_hashes
-    from pipelines.benchmark.build import build_benchmark
-    from pipelines.questions.options import pools_from_table
+    from assets.select import plane_hashes
+    from pipelines.select.build import build_benchmark
+    from pipelines.candidates.options import pools_from_table
     from pipelines.storage import DataLayout
     from pipelines.vocab.frame import vocab_frame
     layout = DataLayout(shared_build.data_root)
@@ -208,7 +208,7 @@ def test_removing_a_dataset_leaves_the_others_items_and_keys(shared_build, tmp_p
 
 
 def test_changelog_names_what_moved_and_why():
-    from pipelines.benchmark.changelog import changelog
+    from pipelines.select.changelog import changelog
     before = pd.DataFrame({"item_id": ["a", "b", "c", "d"], "unit_id": ["ua", "ub", "uc", "ud"],
                            "dataset_id": ["x", "x", "y", "gone"], "subset": "main", "question": "q",
                            "A": "1", "B": "2", "C": None, "D": None, "E": None, "answer": ["A", "A", "B", "A"],

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.registry import RegistryError, load_registry
+from pipelines.source import RegistryError
+from pipelines.sources.registry import load_registry
 
 
 def entry(**over) -> dict:

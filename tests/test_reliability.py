@@ -31,9 +31,10 @@ from PIL import Image, ImageOps
 
 from pipelines.config import PipelineConfig
 from pipelines.errors import Reason, SampleError
-from pipelines.fingerprint import HashCache, content_fingerprint
+from pipelines.sources.fingerprint import HashCache, content_fingerprint
 from pipelines.ingest import ingest
-from pipelines.registry import RegistryError, load_registry
+from pipelines.source import RegistryError
+from pipelines.sources.registry import load_registry
 from pipelines.sourcefiles import with_timeout
 from tests.conftest import SHARED, needs_shared
 from tests.test_bad_input_probes import (
@@ -485,7 +486,7 @@ def test_registry_root_inside_or_listed_is_accepted(tmp_path, monkeypatch):
 
 
 def test_labels_init_refuses_a_root_outside(tmp_path):
-    from pipelines.label_init import scan
+    from pipelines.vocab.label_init import scan
     reg = _registry(tmp_path, "/etc")
     with pytest.raises(RegistryError, match="outside"):
         scan(reg, "probe", PipelineConfig.model_validate({"data_root": str(tmp_path / "d")}))
@@ -642,7 +643,7 @@ def test_credential_shapes_are_redacted(text, secret):
 
 
 def test_known_secret_values_are_redacted_wherever_they_appear(monkeypatch):
-    from pipelines.questions.llm import LLMClient
+    from pipelines.llm import LLMClient
     from pipelines.redact import redact
     monkeypatch.setenv("OPENAI_API_KEY", "plainvalue-no-shape-1234")
     assert "plainvalue-no-shape-1234" not in redact("the server said: plainvalue-no-shape-1234!")
@@ -677,7 +678,7 @@ def test_every_log_record_is_redacted(monkeypatch):
 
 @pytest.mark.parametrize("status", [401, 500])
 def test_llm_errors_echoing_the_key_are_redacted_and_not_chained(tmp_path, monkeypatch, status):
-    from pipelines.questions.llm import LLMClient, LLMResponseError
+    from pipelines.llm import LLMClient, LLMResponseError
     from tests.openai_server import OpenAIServer
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     with OpenAIServer(lambda body: "{}", fail_with=status, fail_message="bad key {key} ({auth})") as server:
@@ -691,7 +692,7 @@ def test_llm_errors_echoing_the_key_are_redacted_and_not_chained(tmp_path, monke
 
 
 def test_malformed_reply_echoing_the_key_and_failed_calls_are_counted(tmp_path, monkeypatch):
-    from pipelines.questions.llm import LLMClient, usage_summary
+    from pipelines.llm import LLMClient, usage_summary
     from tests.openai_server import OpenAIServer
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     with OpenAIServer(lambda body: f"here is your key {KEY} and no JSON") as server:
@@ -727,7 +728,7 @@ def test_hub_push_uses_the_same_filter():
 
 def _described(tmp: Path, names: tuple[str, ...] = ("a", "b"), prepared: dict[str, Path] | None = None):
     """Image-folder datasets (two by default), ingested and described; every image region is an item."""
-    from pipelines.questions.candidates import targets
+    from pipelines.candidates.rows import targets
     from pipelines.render.items import DatasetTables
     from pipelines.standardize.run import standardize_dataset
     docs, roots = [], {}
@@ -818,7 +819,7 @@ def test_render_isolates_a_dataset_whose_source_changed(tmp_path, how, previous,
 
 
 def test_items_tied_to_an_unrendered_item_leave_with_it():
-    from assets.benchmark import leave_out_unrendered
+    from pipelines.export.stale import leave_out_unrendered
     bench = pd.DataFrame([
         {"item_id": "m1", "unit_id": "u1", "variant_of": None, "dataset_id": "a", "image_path": None},
         {"item_id": "c1", "unit_id": "u1", "variant_of": None, "dataset_id": "a", "image_path": "r/c1.png"},  # twin

@@ -46,7 +46,7 @@ def private_registry(demo_registry: Path, folder: Path, ids=DATASETS) -> Path:
 @pytest.fixture(scope="module")
 def built(demo_registry, tmp_path_factory):
     """Two small demo datasets built once in their own Dagster home; the tests below change them in turn."""
-    from assets.build import build, export_config_env
+    from cli.build import build, export_config_env
     folder = tmp_path_factory.mktemp("reliability")
     reg = private_registry(demo_registry, folder)
     home = folder / "dagster_home"
@@ -78,7 +78,7 @@ def test_skip_decisions_come_from_the_data_root(built, monkeypatch):
     root itself is up to date."""
     from assets.changes import plan_changes
     from assets.definitions import PER_DATASET_KEYS
-    from pipelines.registry import load_registry
+    from pipelines.sources.registry import load_registry
     cfg, folder = built
     point_env(monkeypatch, cfg)
     instance = dg.DagsterInstance.get()
@@ -102,7 +102,7 @@ def test_skip_decisions_come_from_the_data_root(built, monkeypatch):
 def test_same_size_same_mtime_edit_changes_the_benchmark(built, monkeypatch):
     """Swap the findings of two images in the manifest: same size, the old mtime restored (as `cp -p` or
     `rsync -t` leave it). The next build re-reads the dataset and the benchmark's keys follow the file."""
-    from assets.build import build
+    from cli.build import build
     cfg, folder = built
     point_env(monkeypatch, cfg)
     manifest = folder / "cxr_findings_phantom" / "manifest.csv"
@@ -194,7 +194,7 @@ SECRET = "sk-medbench-PLANTED-4f1d9c2e7b"
 
 
 def test_llm_key_never_stored_and_failures_counted(demo_registry, tmp_path, monkeypatch):
-    from assets.cli import app
+    from cli.main import app
     reg = private_registry(demo_registry, tmp_path, ("demo_cxr_findings",))
     home = tmp_path / "home"
     home.mkdir()

@@ -11,15 +11,15 @@ import pytest
 
 from pipelines.config import PipelineConfig
 from pipelines.ingest import ingest
-from pipelines.questions.candidates import targets
-from pipelines.registry import load_registry
+from pipelines.candidates.rows import targets
+from pipelines.sources.registry import load_registry
 from pipelines.render.draw import box_ring, contour_ring, thickness
 from pipelines.render.items import DatasetTables, render_items
 from pipelines.render.review import contact_sheet
 from pipelines.standardize.display import display_size, mask_to_display, to_display
 from pipelines.standardize.regions import decode_rle
 from pipelines.standardize.run import SamplePlanes, standardize_dataset
-from pipelines.vocab.taxonomy import KIND_GRANULARITIES
+from pipelines.taxonomy import KIND_GRANULARITIES
 from tests.conftest import HAVE_SHARED
 
 

@@ -11,8 +11,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from assets.cli import app
-from pipelines.benchmark.reviews import ReviewError, load_decisions, rejected_units
+from cli.main import app
+from pipelines.validity.reviews import ReviewError, load_decisions, rejected_units
 from tests.conftest import built_config
 
 
@@ -45,8 +45,8 @@ def test_reject_an_item_and_rebuild_without_it(demo_built):
     decisions = load_decisions(cfg.data_root / "reviews" / "items.yaml")
     assert decisions[ids[0]]["unit_id"] == target["unit_id"] and decisions[ids[0]]["decision"] == "reject"
 
-    from assets.build import build, export_config_env
-    from pipelines.registry import load_registry
+    from cli.build import build, export_config_env
+    from pipelines.sources.registry import load_registry
     from pipelines.summary import summarize
     export_config_env(cfg, None)  # the autouse fixture cleared the variables the module fixture set
     assert build(cfg, log=lambda m: None).failed == []  # the decision file is newer: the benchmark is rebuilt

@@ -38,7 +38,7 @@ def _polyp_registry(tmp_path: Path, demo_sources: Path) -> PipelineConfig:
 
 @pytest.mark.slow
 def test_failed_dataset_left_out_and_unresolved_named(tmp_path, demo_sources, dagster_home):
-    from assets.build import build, export_config_env
+    from cli.build import build, export_config_env
     cfg = _polyp_registry(tmp_path, demo_sources)
     export_config_env(cfg, None)
     # a real write failure in one partition: its regions table path is taken by a folder
@@ -135,13 +135,13 @@ runner = CliRunner()
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["build", "--select", "nope"], "unknown asset(s) nope; valid: benchmark"),
+    (["build", "--select", "nope"], "unknown stage or asset nope; stages: ingest"),
     (["build", "--dataset", "nope"], "dataset(s) nope not in the registry; registered: demo_blood_smear"),
     (["summary", "--registry", "missing.yaml"], "registry file not found"),
     (["select", "missing.parquet", "--out", "x.tsv"], "missing.parquet does not exist"),
 ])
 def test_cli_user_errors_are_one_clear_message(args, needle, demo_registry, tmp_path):
-    from assets.cli import app
+    from cli.main import app
     extra = ["--registry", str(demo_registry), "--data-root", str(tmp_path)] if args[0] == "build" else []
     res = runner.invoke(app, args + extra)
     assert res.exit_code == 1, res.output
@@ -150,7 +150,7 @@ def test_cli_user_errors_are_one_clear_message(args, needle, demo_registry, tmp_
 
 
 def test_cli_version_and_untruncated_plain_check(demo_registry, tmp_path):
-    from assets.cli import app
+    from cli.main import app
     from pipelines import __version__
     res = runner.invoke(app, ["--version"])
     assert res.exit_code == 0 and res.output.strip() == f"medbench {__version__}"
@@ -164,7 +164,7 @@ def test_runs_left_started_by_a_killed_build_are_marked_failed(dagster_home):
     import dagster as dg
     from dagster._core.storage.dagster_run import DagsterRun
 
-    from assets.build import mark_orphan_runs
+    from cli.build import mark_orphan_runs
     instance = dg.DagsterInstance.get()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()

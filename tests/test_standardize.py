@@ -12,7 +12,7 @@ import yaml
 
 from pipelines.config import PipelineConfig
 from pipelines.ingest import ingest
-from pipelines.registry import load_registry
+from pipelines.sources.registry import load_registry
 from pipelines.standardize.regions import decode_rle
 from pipelines.standardize.run import standardize_dataset
 from tests.conftest import SHARED, needs_shared

@@ -26,7 +26,7 @@ def _free_port() -> int:
 @pytest.mark.timeout(1200)
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (Debian: apt-get install chromium)")
 def test_asset_graph_and_benchmark_page(demo_registry, tmp_path, monkeypatch, dagster_home, demo_sources):
-    from assets.build import build
+    from cli.build import build
     from pipelines.config import PipelineConfig
     doc = yaml.safe_load(demo_registry.read_text())
     doc["datasets"] = [d for d in doc["datasets"] if d["id"] in ("demo_blood_smear", "demo_cxr_pneumonia")]

@@ -18,7 +18,7 @@ from pipelines.vocab.hierarchy import Hierarchy, Node, relation_of
 from pipelines.vocab.mesh import MeshError, load_mesh
 from pipelines.vocab.normalize import Normalizer
 from pipelines.vocab.tagging import Hints, Tagger
-from pipelines.vocab.taxonomy import DEPARTMENTS, SEMANTIC_TYPES, TASKS
+from pipelines.taxonomy import DEPARTMENTS, SEMANTIC_TYPES, TASKS
 from pipelines.vocab.tree import lexical_tree, select, tree_html
 from tests.conftest import needs_shared
 
@@ -205,7 +205,7 @@ def test_lexical_tree_and_select():
 def test_all_shared_dataset_labels_resolve_or_are_accepted(shared_config):
     """Every label present in the real sample datasets resolves to MeSH, a reasoned no-MeSH concept, or is accepted."""
     from pipelines.ingest import ingest
-    from pipelines.registry import load_registry
+    from pipelines.sources.registry import load_registry
     reg = load_registry(shared_config.registry)
     datasets = []
     for ds in reg.ids:

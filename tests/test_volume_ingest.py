@@ -94,7 +94,7 @@ def test_ingest_of_a_512x512x600_ct_stays_far_below_the_volume(tmp_path):
         import json, sys
         from pipelines.config import PipelineConfig
         from pipelines.ingest import ingest
-        from pipelines.registry import load_registry
+        from pipelines.sources.registry import load_registry
         def status(key):
             return int(open("/proc/self/status").read().split(key + ":")[1].split()[0]) * 1024
         cfg = PipelineConfig.load(registry={str(tmp_path / "sources.yaml")!r}, data_root={str(tmp_path / "data")!r})

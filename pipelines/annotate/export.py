@@ -21,12 +21,17 @@ import pyarrow.parquet as pq
 
 from pipelines.annotate import context
 from pipelines.annotate.leak import exam_images, exam_links
-from pipelines.annotate.text import PARAGRAPH_SCHEMA, fact_check, image_caption, prompt_messages
+from pipelines.annotate.text import (
+    PARAGRAPH_SCHEMA,
+    fact_check,
+    image_caption,
+    prompt_messages,
+)
 from pipelines.annotate.words import viewer_left_is
 from pipelines.config import PipelineConfig
 from pipelines.imageio import encode_png
 from pipelines.records import ROI_ANNOTATIONS
-from pipelines.registry import Registry
+from pipelines.source import Registry
 from pipelines.standardize.run import SamplePlanes
 from pipelines.storage import atomic_write_bytes
 

@@ -4,7 +4,7 @@ are published.
 
 An image is linked to the exam when it is a test item's image, has the same pixels as one (the same plane
 registered twice, or stored as NIfTI and NRRD), belongs to the group of a test item (another plane or window
-of the same scan), or falls into a test item's leakage component (pipelines.benchmark.leakage: groups joined
+of the same scan), or falls into a test item's leakage component (pipelines.validity.leakage: groups joined
 by identical or near-identical planes), computed over the annotated and the test images together.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from pipelines.benchmark.leakage import leak_components
+from pipelines.validity.leakage import leak_components
 
 REASONS = ("test image", "pixel-identical to a test image", "group of a test item",
            "leakage component of a test item")

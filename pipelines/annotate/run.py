@@ -22,14 +22,25 @@ import pyarrow as pa
 from pipelines import PIPELINE_VERSION
 from pipelines.annotate import context, measure, words
 from pipelines.annotate.names import LabelName, label_names, unknown
-from pipelines.annotate.relations import Structure, container, relation_text, relations, structure
-from pipelines.annotate.text import fact_check, image_caption, roi_caption, whole_image_caption
+from pipelines.annotate.relations import (
+    Structure,
+    container,
+    relation_text,
+    relations,
+    structure,
+)
+from pipelines.annotate.text import (
+    fact_check,
+    image_caption,
+    roi_caption,
+    whole_image_caption,
+)
+from pipelines.candidates.generators.measure import feret_mm
 from pipelines.config import PipelineConfig
 from pipelines.ids import stable_id
 from pipelines.processes import ordered_map
-from pipelines.questions.generators.measure import feret_mm
 from pipelines.records import ROI_ANNOTATIONS, to_table
-from pipelines.registry import Source
+from pipelines.source import Source
 from pipelines.standardize.planes import plane
 from pipelines.standardize.regions import decode_rle
 from pipelines.standardize.run import SamplePlanes

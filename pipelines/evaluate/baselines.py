@@ -22,11 +22,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from pipelines.benchmark.blind import blind_predictions, fold_rows, prior_predictions  # noqa: E402
 from pipelines.evaluate.bench import Benchmark, BenchmarkError  # noqa: E402
 from pipelines.evaluate.intervals import mean_interval  # noqa: E402
 from pipelines.evaluate.score import EvalSettings, Scorer  # noqa: E402
 from pipelines.storage import atomic_write_bytes  # noqa: E402
+from pipelines.validity.blind import blind_predictions, fold_rows, prior_predictions
 
 OFFLINE = ("random", "text_only", "options_only")
 MODEL_RUNS = ("model", "blank_image", "shuffled_image")

@@ -10,7 +10,7 @@ letter, as VLMEvalKit falls back to).
 from __future__ import annotations
 
 from pipelines.config import LLMSettings
-from pipelines.questions.llm import LLMClient, usage_summary
+from pipelines.llm import LLMClient, usage_summary
 
 PROMPT = (
     "You are an AI assistant who will help me to match an answer with several options of a single-choice question. "

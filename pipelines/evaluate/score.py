@@ -23,7 +23,13 @@ from PIL import Image
 
 from pipelines.evaluate.bench import CONFIGS, Benchmark, BenchmarkError
 from pipelines.evaluate.intervals import mean_interval
-from pipelines.export.answers import extract_box, extract_choice, extract_letters, iou, multi_scores
+from pipelines.export.answers import (
+    extract_box,
+    extract_choice,
+    extract_letters,
+    iou,
+    multi_scores,
+)
 from pipelines.export.circular import OFFSET, rotate, rotated_answer, rotation_count
 from pipelines.export.prompt import present_options
 

@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from pipelines import PIPELINE_VERSION
-from pipelines.registry import Registry
 from pipelines.render.perturb import RULE
+from pipelines.source import Registry
 
 SPLITS = ("val", "test")
 ROBUSTNESS_FOLDER = "robustness"

@@ -8,7 +8,8 @@ several letters; grounding items (no options) ask for a normalized box unless th
 
 from __future__ import annotations
 
-LETTERS = "ABCDE"
+from pipelines.records import LETTERS
+
 SINGLE_INSTRUCTION = "Please select the correct answer from the options above. \n"
 MULTI_INSTRUCTION = ("Please select all correct answers from the options above. Note that there is more than one "
                      "correct answer. Please output the answer options directly, separated by commas. For example: A,B\n")

@@ -13,9 +13,9 @@ from pipelines.export.card import CONFIG_FOLDERS, build_card
 from pipelines.export.circular import write_circular_tsv
 from pipelines.export.lmms_eval import write_lmms_eval_task
 from pipelines.export.parquet import FEATURES, answer_key, write_parquet
-from pipelines.export.summary import summary
+from pipelines.export.charts import summary
 from pipelines.export.tsv import write_tsv
-from pipelines.registry import registry_of
+from pipelines.sources.registry import registry_of
 from pipelines.storage import atomic_write_bytes, file_sha256, staged_dir
 from pipelines.vocab.tree import lexical_tree, tree_html, tree_json
 

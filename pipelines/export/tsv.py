@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipelines.records import LETTERS
 from pipelines.storage import atomic_path
 
-LETTERS = "ABCDE"
 # strings pandas.read_csv turns into NaN by default: an option with such a text would vanish
 PANDAS_NA = {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",
              "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"}

@@ -19,10 +19,10 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from pipelines.benchmark.leakage import cross_split_near_duplicates
 from pipelines.config import PipelineConfig
 from pipelines.export.card import ROI_FOLDER
 from pipelines.processes import ordered_map
+from pipelines.validity.leakage import cross_split_near_duplicates
 
 MARKED = {"Box level", "Contour level"}
 GATES = {"image_too_small", "image_too_elongated", "image_too_large", "mark_not_visible"}

@@ -7,7 +7,14 @@ import cv2
 import numpy as np
 
 from pipelines.config import RenderSettings
-from pipelines.render.draw import background, box_ring, grow, paint, pick_colour, thickness
+from pipelines.render.draw import (
+    background,
+    box_ring,
+    grow,
+    paint,
+    pick_colour,
+    thickness,
+)
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 

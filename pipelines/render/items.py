@@ -29,11 +29,16 @@ from pipelines.ids import derived_rng
 from pipelines.imageio import encode_png
 from pipelines.processes import ordered_map
 from pipelines.records import RENDERED_ITEMS, to_table
-from pipelines.registry import Source
 from pipelines.render.boxes import box_letters, draw_lettered_boxes
 from pipelines.render.draw import draw_outlines, draw_prompt, mark_pixels
 from pipelines.render.perturb import LEVELS, perturb
-from pipelines.standardize.display import display_size, mask_to_display, phash_hex, to_display
+from pipelines.source import Source
+from pipelines.standardize.display import (
+    display_size,
+    mask_to_display,
+    phash_hex,
+    to_display,
+)
 from pipelines.standardize.regions import decode_rle
 from pipelines.standardize.run import SamplePlanes
 from pipelines.storage import atomic_write_bytes, sha256_bytes, staged_dir

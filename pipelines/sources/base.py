@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -25,7 +25,7 @@ from pipelines.config import PipelineConfig
 from pipelines.errors import Reason, SampleError
 from pipelines.geometry import HEADER, UNKNOWN
 from pipelines.ids import salted_hash, stable_id
-from pipelines.registry import Source
+from pipelines.source import Source
 from pipelines.sourcefiles import Limits, file_problem, with_timeout
 
 
@@ -95,6 +95,7 @@ class LoadedSample:
 class ReadContext:
     source: Source
     config: PipelineConfig
+    options: dict[str, Any] = field(default_factory=dict)  # the reader's options with their defaults, set by it
 
     @property
     def root(self) -> Path:
@@ -127,11 +128,8 @@ class ReadContext:
         """Real paths files may lie under: the root and every folder the registry entry's options name (a root
         built of symlinks to the real image and mask folders is the user's own layout, not a file planted in
         a downloaded dataset)."""
-        from pipelines.sources import READERS  # local: the readers import this module
         dirs = [self.root.resolve()]
-        entry = self.source.entry
-        options = READERS[entry.format].Options.model_validate(entry.options).model_dump() \
-            if entry.format in READERS else entry.options  # with the defaults ('images', 'masks', ...)
+        options = self.options or self.source.entry.options  # the reader's view: with defaults ('images', ...)
         for value in options.values():
             if isinstance(value, str) and value and not os.path.isabs(value):
                 p = Path(os.path.normpath(self.root / value))
@@ -216,6 +214,7 @@ class Reader:
     def __init__(self, ctx: ReadContext):
         self.ctx = ctx
         self.opts = self.Options.model_validate(ctx.source.entry.options)
+        ctx.options = self.opts.model_dump()
 
     def scan(self) -> Iterator[SampleRecord | Quarantined]:  # pragma: no cover - interface
         raise NotImplementedError

@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import field_validator
 
 from pipelines.imageio import read_image
-from pipelines.sourcefiles import DEFAULT_LIMITS, Limits
+from pipelines.sourcefiles import DEFAULT_LIMITS, Limits, check_file, read_bytes
 from pipelines.sources.base import (
     LoadedSample,
     Quarantined,
@@ -25,7 +25,6 @@ from pipelines.sources.base import (
     SampleRecord,
     intensity_range,
 )
-from pipelines.sourcefiles import check_file, read_bytes
 from pipelines.textio import decode_text
 
 # image files Pillow knows that are not in ingest.image_extensions: reported, never skipped silently

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pipelines.imageio import image_size, read_image
+from pipelines.sourcefiles import read_bytes
 from pipelines.sources.base import (
     Box,
     LoadedSample,
@@ -20,7 +21,6 @@ from pipelines.sources.base import (
     SampleError,
     SampleRecord,
 )
-from pipelines.sourcefiles import read_bytes
 from pipelines.textio import read_text
 
 MIN_BOX_SIDE = 2.0  # px; smaller boxes (e.g. the 1x1 VOC boxes in BCCD) cannot be drawn or seen

@@ -20,6 +20,7 @@ import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
 
 from pipelines.ids import stable_id
+from pipelines.sourcefiles import check_file
 from pipelines.sources.base import (
     LabelLayer,
     LoadedSample,
@@ -32,7 +33,6 @@ from pipelines.sources.base import (
     intensity_range,
     present_values,
 )
-from pipelines.sourcefiles import check_file
 from pipelines.volume import check_oblique, orientation_code, read_volume
 
 TAGS = [

@@ -29,7 +29,6 @@ import numpy as np
 from pydantic import field_validator
 
 from pipelines.imageio import read_image, read_mask
-from pipelines.sources.classification import unsupported_image
 from pipelines.sources.base import (
     LabelLayer,
     LoadedSample,
@@ -41,7 +40,7 @@ from pipelines.sources.base import (
     intensity_range,
     named_values,
 )
-from pipelines.sources.classification import read_manifest
+from pipelines.sources.classification import read_manifest, unsupported_image
 
 GLOB_CHARS = re.compile(r"[*?\[]")
 

@@ -22,7 +22,14 @@ from pipelines.sources.base import (
     checked_values,
 )
 from pipelines.textio import read_text
-from pipelines.volume import Grid, array_facts, check_grid, check_oblique, read_volume, scan_volume
+from pipelines.volume import (
+    Grid,
+    array_facts,
+    check_grid,
+    check_oblique,
+    read_volume,
+    scan_volume,
+)
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 

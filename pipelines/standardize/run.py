@@ -28,16 +28,34 @@ from pipelines.imageio import encode_png
 from pipelines.ingest import quarantine_row, reader_for
 from pipelines.processes import ordered_map
 from pipelines.records import QUARANTINE, REGIONS, SLICES, to_table
-from pipelines.registry import Source
+from pipelines.source import Source
+from pipelines.sourcefiles import with_timeout
 from pipelines.sources.base import LoadedSample, Quarantined, Reason, SampleError
 from pipelines.standardize import intensity
 from pipelines.standardize.display import display_size, grey, phash_stack
 from pipelines.standardize.outlines import fill_outlines
-from pipelines.standardize.planes import chunks, occupied_indices, plane, plane_spacing, stack
-from pipelines.standardize.regions import StackRegions, describe_instances, describe_stack, label_instances, min_area
+from pipelines.standardize.planes import (
+    chunks,
+    occupied_indices,
+    plane,
+    plane_spacing,
+    stack,
+)
+from pipelines.standardize.regions import (
+    StackRegions,
+    describe_instances,
+    describe_stack,
+    label_instances,
+    min_area,
+)
 from pipelines.storage import DataLayout, atomic_write_bytes, sha256_bytes, staged_dir
-from pipelines.sourcefiles import with_timeout
-from pipelines.volume import check_grid, check_oblique, orientation_code, reorient, resample_axis_aligned
+from pipelines.volume import (
+    check_grid,
+    check_oblique,
+    orientation_code,
+    reorient,
+    resample_axis_aligned,
+)
 
 
 @dataclass

@@ -28,7 +28,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 
-LETTERS = "ABCDE"
+from pipelines.records import LETTERS
+
 EXPORT_CONFIGS = ("consistency", "robustness", "grounding")  # item configs beside data/ (not the ROI annotations)
 # the image is the point; val's answer is public by design; the options are what every reader sees (their own
 # priors are the blind readers' to judge)
@@ -201,8 +202,8 @@ def val_split(out: Path, share_range: tuple[float, float] = (0.15, 0.25), min_it
 def same_source_duplicates(out: Path, same_root: list[tuple[str, str]], bits: int) -> dict:
     """Pairs of exported images (every config) from two registrations reading the same folder whose pHash lies
     within ``bits``: the same scan exported twice under two identities."""
-    from pipelines.benchmark.select import hashes, near_duplicate_pairs
     from pipelines.standardize.display import phash_hex
+    from pipelines.validity.near_duplicates import hashes, near_duplicate_pairs
     frames = []
     for folder in ["data", *(p.parent.name + "/data" for p in sorted(out.glob("*/data"))
                              if p.parent.name in EXPORT_CONFIGS)]:
@@ -233,10 +234,10 @@ def same_source_duplicates(out: Path, same_root: list[tuple[str, str]], bits: in
 
 
 def text_only(out: Path, b, seed: int) -> dict:
-    """The blind readers (text, options, metadata; pipelines.benchmark.blind) re-fitted on the exported main items
+    """The blind readers (text, options, metadata; pipelines.validity.blind) re-fitted on the exported main items
     and the private key, folds grouped by image; judged on the test split: ``exceeds`` names 'overall' above chance
     + ``text_only_margin`` and each task with enough items above chance + ``text_only_task_margin``."""
-    from pipelines.benchmark.blind import blind_predictions, blind_report, fold_rows
+    from pipelines.validity.blind import blind_predictions, blind_report, fold_rows
     rows = public_rows(out)
     if rows.empty:
         return {"readers": {}, "exceeds": []}

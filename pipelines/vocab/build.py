@@ -13,11 +13,11 @@ from pipelines import PIPELINE_VERSION
 from pipelines.label_maps import LabelMap
 from pipelines.modalities import GMAI_MODALITY
 from pipelines.records import LABEL_VOCAB, to_table
+from pipelines.taxonomy import KIND_GRANULARITIES
 from pipelines.vocab.curated import Curated
 from pipelines.vocab.mesh import MeshVocab
 from pipelines.vocab.normalize import Normalizer, Pin
 from pipelines.vocab.tagging import Hints, Suggest, Tagger
-from pipelines.vocab.taxonomy import KIND_GRANULARITIES
 
 
 class VocabError(ValueError):

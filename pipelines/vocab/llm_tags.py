@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipelines.questions.llm import (
+from pipelines.llm import (
     CallRecord,
     LLMClient,
     LLMResponseError,

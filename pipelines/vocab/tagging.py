@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pipelines.taxonomy import DEPARTMENTS, SEMANTIC_TYPES, TASKS
 from pipelines.vocab.curated import TaggingRules
 from pipelines.vocab.normalize import Resolution
-from pipelines.vocab.taxonomy import DEPARTMENTS, SEMANTIC_TYPES, TASKS
 
 # (label, field, allowed values, context) -> a value or None; wraps the LLM client
 Suggest = Callable[[str, str, tuple[str, ...], dict], "str | None"]

@@ -1,0 +1,96 @@
+"""What a reader sees on a plane, from the stored masks of a bounded set of sampled planes: how many separate
+pieces each region shows in 2D (a 3D instance can cross a plane more than once), the longest diameter of
+single-piece regions, and how many separate cross-sections each counted structure shows (the union of its raw
+labels, so touching pieces count once, as they look). One plane's masks are held at a time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from pipelines.candidates.generators.measure import ellipse_major, feret_mm
+from pipelines.config import PipelineConfig
+from pipelines.standardize.regions import decode_rle
+
+
+@dataclass
+class PlaneFacts:
+    pieces: dict[str, int] = field(default_factory=dict)  # region id -> 2D connected pieces
+    feret: dict[str, float] = field(default_factory=dict)  # single-piece region id -> longest length (mm; px when the
+    # plane's pixel size is unknown): hull diameter, or the fitted ellipse's major axis of a filled outline
+    counts: dict[tuple[str, str], tuple[int, bool, list[str], bool]] = field(default_factory=dict)
+    # (image id, canonical) -> (cross-sections, any of them too small to see, region ids, any two of them (or one
+    # and the image border) closer than a reader can tell apart)
+
+
+def _components(mask: np.ndarray) -> np.ndarray:
+    """Pixel areas of the 8-connected pieces of a mask."""
+    n, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    return stats[1:n, cv2.CC_STAT_AREA]
+
+
+def count_gap(display_width: float, display_height: float, q) -> float:
+    """The background a reader needs to see between two pieces, or between a piece and the border (display px)."""
+    return max(float(q.count_gap_px), q.count_gap_fraction * min(display_width, display_height))
+
+
+def crowded(mask: np.ndarray, gap_x: float, gap_y: float) -> bool:
+    """True when two pieces of ``mask`` lie closer than the gap (in stored pixels, per axis), or a piece comes
+    within the gap of the image border: then how many there are is not something a reader can count."""
+    h, w = mask.shape
+    bx, by = int(np.ceil(gap_x)), int(np.ceil(gap_y))
+    if mask[:by].any() or mask[h - by:].any() or mask[:, :bx].any() or mask[:, w - bx:].any():
+        return True
+    n = len(_components(mask))
+    if n < 2:
+        return False
+    rx, ry = int(np.ceil(gap_x / 2)), int(np.ceil(gap_y / 2))
+    grown = cv2.dilate(mask.astype(np.uint8), np.ones((2 * ry + 1, 2 * rx + 1), np.uint8))
+    return len(_components(grown)) < n
+
+
+def plane_facts(regions: pd.DataFrame, planes: pd.DataFrame, rle: dict[str, str], canonical: dict[str, str],
+                exhaustive: frozenset[str], measure_planes: set[str], config: PipelineConfig) -> PlaneFacts:
+    """Facts of the given mask regions (all on sampled planes); ``planes`` is plane_frame's table. Plain
+    Python over one sort of the rows: a pandas group per plane costs more than the masks themselves."""
+    g, facts = config.gates, PlaneFacts()
+    geo = planes.set_index("image_id")[["height", "width", "scale", "scale_y", "sx", "sy", "display_width",
+                                        "display_height"]].to_dict("index")
+    rows = regions[["image_id", "region_id", "raw_label"]].sort_values(["image_id", "region_id"], kind="stable")
+    image_ids, region_ids, raws = (rows[c].tolist() for c in ("image_id", "region_id", "raw_label"))
+    outlines = set(regions.loc[regions["outline_filled"].fillna(False).astype(bool), "region_id"]) \
+        if "outline_filled" in regions else set()
+    start = 0
+    while start < len(image_ids):
+        image_id = image_ids[start]
+        end = start
+        while end < len(image_ids) and image_ids[end] == image_id:
+            end += 1
+        p = geo[image_id]
+        h, w = int(p["height"]), int(p["width"])
+        masks = {rid: decode_rle(rle[rid], h, w) for rid in region_ids[start:end] if rid in rle}
+        for rid, m in masks.items():
+            facts.pieces[rid] = len(_components(m))
+            if facts.pieces[rid] == 1 and image_id in measure_planes:
+                sx, sy = (float(p["sx"]), float(p["sy"])) if np.isfinite(p["sx"]) else (1.0, 1.0)
+                facts.feret[rid] = (ellipse_major if rid in outlines else feret_mm)(m, sx, sy)
+        counted: dict[str, list[str]] = {}
+        for rid, raw in zip(region_ids[start:end], raws[start:end]):
+            if raw in exhaustive and raw in canonical:
+                counted.setdefault(canonical[raw], []).append(rid)
+        for canon in sorted(counted):
+            union = np.zeros((h, w), bool)
+            for rid in counted[canon]:
+                if rid in masks:
+                    union |= masks[rid]
+            areas = _components(union) * float(p["scale"]) * float(p["scale_y"])
+            hidden = bool(((areas < g.min_mark_pixels) | (areas < g.min_mark_fraction * p["display_width"]
+                                                             * p["display_height"])).any())
+            gap = count_gap(p["display_width"], p["display_height"], config.questions)
+            close = crowded(union, gap / float(p["scale"]), gap / float(p["scale_y"]))
+            facts.counts[(image_id, canon)] = (len(areas), hidden, sorted(counted[canon]), close)
+        start = end
+    return facts

@@ -1,0 +1,207 @@
+"""Blind baselines that can fail: cross-fitted, never scored on what they were fitted on.
+
+Each option of a single-answer question becomes one row; a logistic regression scores the rows and an item's
+answer is its highest-scoring option. Three blind readers are fitted, each from what a model without the image
+could know:
+
+* ``text``: the question and option words, the option's letter position and, for numeric options, its rank;
+* ``options``: the options alone (no question);
+* ``metadata``: each option crossed with the item's public tags (dataset, modality, department, task): the label
+  prior of a dataset or a body region.
+
+Folds group items only by image (twins, copies and every question about one plane stay together), never by
+dataset or template, so a prior that holds within a dataset or a template is learned from its other items, as
+any model tuned on the val split or trained on medical text would learn it. A text-only reader sees no pixels,
+so images of one patient on both sides of a fold leak nothing it could use. If a reader beats chance by a margin,
+the benchmark has a prior to exploit and the check fails.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+from scipy.sparse import csr_matrix, hstack
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GroupKFold
+
+from pipelines.records import LETTERS
+
+READERS = ("text", "options", "metadata")
+META = ("dataset_id", "modality", "department", "clinical_vqa_task")
+
+
+def _option_rows(items: pd.DataFrame) -> pd.DataFrame:
+    """One row per (item, option) with its text, tags and position features, and whether it is correct."""
+    rows = []
+    meta = [c for c in META if c in items]
+    for item in items[["item_id", "question", "answer", *meta, *LETTERS]].to_dict("records"):
+        opts = [(i, item[c]) for i, c in enumerate(LETTERS) if isinstance(item[c], str) and item[c]]
+        nums = [_number(o) for _, o in opts]
+        numeric = all(n is not None for n in nums)
+        order = np.argsort(np.argsort(nums)) if numeric else np.zeros(len(opts), int)
+        k = len(opts)
+        tags = " ".join(f"{c}={item[c]}" for c in meta)
+        for (i, text), rank in zip(opts, order):
+            rows.append({"item": item["item_id"], "question": item["question"], "option": text,
+                         "task": item.get("clinical_vqa_task", ""), "tags": tags, "pos": i, "k": k,
+                         "numeric": numeric, "rank": rank / max(k - 1, 1) if numeric else 0.5,
+                         "is_edge": numeric and rank in (0, k - 1), "correct": LETTERS[i] == item["answer"]})
+    return pd.DataFrame(rows)
+
+
+def _number(text: str) -> float | None:
+    head = text.split()[0] if text.split() else ""
+    try:
+        return float(head)
+    except ValueError:
+        return None
+
+
+@lru_cache(maxsize=1 << 17)
+def _terms(text: str) -> tuple[str, ...]:
+    """The words and word pairs of one text, as TfidfVectorizer(ngram_range=(1, 2)) analyses it. Cached: the
+    same question and option texts recur in every fold and every debiasing round."""
+    return tuple(_ANALYSE(text))
+
+
+_ANALYSE = TfidfVectorizer(ngram_range=(1, 2)).build_analyzer()
+
+
+def _crossed(value: str) -> tuple[str, ...]:
+    """'tags || option' -> one token per tag crossed with the whole option text (a label prior per tag value)."""
+    tags, option = value.split(" || ", 1)
+    return tuple(f"{t}|{option.lower()}" for t in tags.split(" ") if t)
+
+
+def _vectorizer(analyzer=_terms) -> TfidfVectorizer:
+    return TfidfVectorizer(analyzer=analyzer, min_df=1)
+
+
+def _positions(rows: pd.DataFrame, with_letters: bool = True) -> csr_matrix:
+    pos = np.zeros((len(rows), len(LETTERS) + 4))
+    if with_letters:
+        pos[np.arange(len(rows)), rows["pos"].to_numpy()] = 1
+    pos[:, len(LETTERS)] = rows["rank"].to_numpy()
+    pos[:, len(LETTERS) + 1] = rows["is_edge"].to_numpy(float)
+    pos[:, len(LETTERS) + 2] = rows["numeric"].to_numpy(float)
+    pos[:, len(LETTERS) + 3] = 1 / rows["k"].to_numpy()
+    return csr_matrix(pos)
+
+
+class Reader:
+    """One blind reader's features: fitted on the training rows of a fold, applied to its held-out rows."""
+
+    def __init__(self, kind: str):
+        if kind not in READERS:
+            raise ValueError(f"unknown blind reader {kind!r}; known: {READERS}")
+        self.kind = kind
+        self.vecs: list[TfidfVectorizer] = []
+
+    def _texts(self, rows: pd.DataFrame) -> list[pd.Series]:
+        if self.kind == "text":  # question-and-option words, and option words by task
+            return [rows["question"] + " || " + rows["option"], rows["task"] + " || " + rows["option"]]
+        if self.kind == "options":
+            return [rows["option"]]
+        return [rows["tags"] + " || " + rows["option"]]
+
+    def features(self, rows: pd.DataFrame, fit: bool):
+        texts = self._texts(rows)
+        if fit:
+            analyzer = _crossed if self.kind == "metadata" else _terms
+            self.vecs = [_vectorizer(analyzer) for _ in texts]
+        mats = [v.fit_transform(t) if fit else v.transform(t) for v, t in zip(self.vecs, texts)]
+        return hstack([*mats, _positions(rows, self.kind != "metadata")]).tocsr()
+
+
+COLUMNS = ["item_id", "unit_id", "split", "dataset_id", "clinical_vqa_task", "n_options", "hit", "confidence"]
+
+
+def fold_rows(df: pd.DataFrame, folds: int, by: str = "image_id"):
+    """The single-answer units, their option rows, and (train rows, held-out rows) per fold, items grouped by
+    ``by`` (none when fewer than two groups)."""
+    items = df[~df["multi_answer"].astype(bool)].sort_values(["unit_id", "granularity"]).drop_duplicates("unit_id")
+    groups = items[by] if by in items and items[by].notna().all() else items["unit_id"]
+    n_folds = min(folds, groups.nunique())
+    if n_folds < 2:
+        return items, []
+    rows = _option_rows(items)
+    out = []
+    for train_ids, test_ids in GroupKFold(n_splits=n_folds).split(items, groups=groups):
+        train = rows[rows["item"].isin(set(items["item_id"].iloc[train_ids]))]
+        test = rows[rows["item"].isin(set(items["item_id"].iloc[test_ids]))]
+        if train["correct"].nunique() >= 2 and not test.empty:
+            out.append((train, test))
+    return items, out
+
+
+def _predictions(items: pd.DataFrame, scored: list[pd.DataFrame]) -> pd.DataFrame:
+    """Per item: hit (its best-scored option is correct; the first on ties) and confidence (that option's
+    share of the item's scores). Each item is held out in exactly one fold."""
+    if not scored:
+        return pd.DataFrame(columns=COLUMNS)
+    s = pd.concat(scored, ignore_index=True)
+    best = s.loc[s.groupby("item", sort=False)["score"].idxmax()].set_index("item")
+    total = s.groupby("item", sort=False)["score"].sum()
+    cols = [c for c in COLUMNS[:6] if c in items]
+    out = items[items["item_id"].isin(best.index)][cols].copy()
+    out["hit"] = best.loc[out["item_id"], "correct"].astype(bool).to_numpy()
+    share = (best["score"] / total.reindex(best.index)).where(total.reindex(best.index) > 0, 0.0)
+    out["confidence"] = share.loc[out["item_id"]].astype(float).to_numpy()
+    return out.reindex(columns=COLUMNS)
+
+
+def prior_predictions(df: pd.DataFrame, folds: int, prepared: tuple | None = None) -> pd.DataFrame:
+    """The option-prior rule, cross-fitted like the model: score each option by how often that option
+    text (within its task) was the key when offered in the other folds (add-one smoothed), and answer
+    the best. It catches an answer that is over-represented among the options it appears with."""
+    items, parts = prepared or fold_rows(df, folds)
+    scored = []
+    for train, test in parts:
+        seen = train.groupby(["task", "option"])["correct"].agg(["sum", "count"])
+        rate = (seen["sum"] + 1) / (seen["count"] + 2)
+        key = pd.MultiIndex.from_arrays([test["task"], test["option"]])
+        scored.append(test.assign(score=rate.reindex(key).fillna(0.5).to_numpy()))
+    return _predictions(items, scored)
+
+
+def blind_predictions(df: pd.DataFrame, folds: int, seed: int, prepared: tuple | None = None,
+                      kind: str = "text") -> pd.DataFrame:
+    """Out-of-fold prediction of one blind reader per single-answer unit: item_id, unit_id, split, dataset,
+    task, k, hit, confidence (the chosen option's share of the item's scores)."""
+    items, parts = prepared or fold_rows(df, folds)
+    scored = []
+    for train, test in parts:
+        reader = Reader(kind)
+        model = LogisticRegression(C=1.0, max_iter=2000, random_state=seed)
+        model.fit(reader.features(train, True), train["correct"])
+        scored.append(test.assign(score=model.predict_proba(reader.features(test, False))[:, 1]))
+    return _predictions(items, scored)
+
+
+def blind_report(pred: pd.DataFrame, margin: float, min_items: int, task_margin: float | None = None,
+                 splits: tuple[str, ...] = ("test",)) -> dict:
+    """Accuracy vs chance on the given splits, overall and per task with at least ``min_items`` items, and per
+    task x dataset (reported); ``exceeds`` lists 'overall' when accuracy is above chance + ``margin`` and each
+    task above chance + ``task_margin`` (``margin`` when not given)."""
+    task_margin = margin if task_margin is None else task_margin
+    test = pred[pred["split"].isin(splits)]
+    if test.empty:
+        return {"items": 0, "accuracy": 0.0, "chance": 0.0, "by_task": {}, "by_task_dataset": {}, "exceeds": []}
+    by_task, by_pair, exceeds = {}, {}, []
+    acc, chance = float(test["hit"].mean()), float((1 / test["n_options"]).mean())
+    if len(test) >= min_items and acc > chance + margin:
+        exceeds.append("overall")
+    for task, part in test.groupby("clinical_vqa_task"):
+        a, c = float(part["hit"].mean()), float((1 / part["n_options"]).mean())
+        by_task[task] = {"items": len(part), "accuracy": round(a, 4), "chance": round(c, 4)}
+        if len(part) >= min_items and a > c + task_margin:
+            exceeds.append(task)
+    if "dataset_id" in test and test["dataset_id"].notna().all():
+        for (task, ds), part in test.groupby(["clinical_vqa_task", "dataset_id"]):
+            by_pair[f"{task} / {ds}"] = {"items": len(part), "accuracy": round(float(part["hit"].mean()), 4),
+                                         "chance": round(float((1 / part["n_options"]).mean()), 4)}
+    return {"items": len(test), "accuracy": acc, "chance": chance, "by_task": by_task, "by_task_dataset": by_pair,
+            "exceeds": exceeds}
