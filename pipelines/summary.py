@@ -114,11 +114,11 @@ class Summary:
             if self._fully_gated(ds):
                 units = max(u for _, u in self.gated[ds].values())
                 out.append(f"  {ds}: all {units} candidate units fail the readability gates ({self.gate_text(ds)}); "
-                           "see README 'Readability gates' (readability_opt_out exempts a dataset explicitly)")
+                           "see docs/gates.md 'Readability gates' (readability_opt_out exempts a dataset explicitly)")
             else:
                 rules = ", ".join(f"{r} {n}" for r, n in sorted(self.unreadable[ds].items()))
                 out.append(f"  {ds}: none of its planes passes the readability gates' image rules ({rules}); "
-                           "see README 'Readability gates' (readability_opt_out exempts a dataset explicitly)")
+                           "see docs/gates.md 'Readability gates' (readability_opt_out exempts a dataset explicitly)")
         return out
 
     def quarantine_text(self, ds: str) -> str:
@@ -158,7 +158,7 @@ class Summary:
                 out.append(f"  ERROR {ds}: {n} regions, 0 items"
                            + (f"; candidates not made: {why}" if why else "")
                            + (f"; gated out: {gate}" if gate != "-" else "")
-                           + (f"; {blind} selected unit(s) dropped as answerable from the text alone (README "
+                           + (f"; {blind} selected unit(s) dropped as answerable from the text alone (docs/validity.md "
                               "'Blind baseline drives selection')" if blind else ""))
         return out
 
@@ -188,7 +188,7 @@ class Summary:
              [f"  {ds}: {self.gate_text(ds)}" for ds in sorted(self.gated) if self.gated[ds]]),
             ("datasets left out by the readability gates (expected: their images cannot be shown readably):",
              self.gate_warnings()),
-            ("datasets that yield no benchmark item (see README 'Questions', 'Small pools'):", self.empty_datasets()),
+            ("datasets that yield no benchmark item (see docs/candidates.md 'Questions', 'Small pools'):", self.empty_datasets()),
             ("selection:", self.selection_lines())]
         for title, body in sections:  # a section is printed only when it has something to say
             if body:

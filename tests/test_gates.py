@@ -68,7 +68,7 @@ def test_a_dataset_the_gates_leave_out_is_an_expected_outcome_not_an_error(tmp_p
     s = summarize(tmp_path, ["tiny_mr", "big_ct"])
     assert s.gated_out() == {"tiny_mr"}
     assert s.gate_warnings() == ["  tiny_mr: none of its planes passes the readability gates' image rules "
-                                 "(blank_image 1, image_too_small 3); see README 'Readability gates' "
+                                 "(blank_image 1, image_too_small 3); see docs/gates.md 'Readability gates' "
                                  "(readability_opt_out exempts a dataset explicitly)"]
     assert s.empty_datasets() == ["  ERROR big_ct: 1 regions, 0 items",
                                   "  tiny_mr: 0 items, as expected: none of its planes passes the readability gates' "

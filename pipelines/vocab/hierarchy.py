@@ -46,7 +46,7 @@ class Hierarchy:
 
     @classmethod
     def from_vocab(cls, vocab: pd.DataFrame) -> "Hierarchy":
-        """Every canonical label of the vocabulary, plus the curated fallback options (README 'Small
+        """Every canonical label of the vocabulary, plus the curated fallback options (docs/candidates.md 'Small
         pools') under their MeSH tree numbers, so the same rule judges both; and the nesting label maps declare
         (`contains`)."""
         from pipelines.vocab.fallback import fallback_nodes

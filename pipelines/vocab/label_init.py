@@ -91,7 +91,7 @@ def registry_entry(registry: Path, dataset_id: str) -> SourceEntry:
     match = [d for d in entries if d.get("id") == dataset_id]
     if not match:
         raise RegistryError([Problem(Path(registry), dataset_id, "no such dataset id",
-                                     f"add the entry first (see README); ids here: {[d.get('id') for d in entries]}")])
+                                     f"add the entry first (see docs/registering_datasets.md); ids here: {[d.get('id') for d in entries]}")])
     return SourceEntry.model_validate(match[0])
 
 
