@@ -227,6 +227,9 @@ class BenchmarkSettings(BaseModel):
                                                            "image stay together; never a dataset or template")
     key_balance_margin: float = Field(0.15, description="the most frequent key of a task (and of a dataset within "
                                                         "a task) answers at most chance + this share of its units")
+    key_balance_min_units: int = Field(8, description="a dataset's task (or a task) with fewer units is left as it "
+                                                      "is: a modal share over a handful of units is no prior a reader "
+                                                      "could learn, and trimming it would empty small datasets")
     text_only_min_items: int = Field(30, description="tasks with fewer test items are reported, not judged")
     balance_floor: int = Field(5, description="a key with fewer units is dropped from its balance group (generated "
                                               "questions whose keys are kept equally frequent)")

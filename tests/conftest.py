@@ -120,19 +120,27 @@ def _isolate_env(monkeypatch):
     yield
 
 
-def built_config(registry: Path, root: Path):
+def built_config(registry: Path, root: Path, settings: dict | None = None):
     """Build every default asset of ``registry`` under ``root`` in its own Dagster home (no LLM key), yield
-    the config, then restore the environment. For module-scoped fixtures of end-to-end tests."""
+    the config, then restore the environment. ``settings`` (a settings file's content) are written beside and
+    used for the build. For module-scoped fixtures of end-to-end tests."""
+    import yaml
     from cli.build import build, export_config_env
     home = root / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())
-    old = {k: os.environ.get(k) for k in ("DAGSTER_HOME", "MEDBENCH_REGISTRY", "MEDBENCH_DATA_ROOT", "OPENAI_API_KEY")}
+    old = {k: os.environ.get(k) for k in ("DAGSTER_HOME", "MEDBENCH_REGISTRY", "MEDBENCH_DATA_ROOT", "OPENAI_API_KEY",
+                                          "MEDBENCH_CONFIG")}
     os.environ["DAGSTER_HOME"] = str(home)
     os.environ.pop("OPENAI_API_KEY", None)
+    os.environ.pop("MEDBENCH_CONFIG", None)
+    config_file = None
+    if settings:
+        config_file = root / "settings.yaml"
+        config_file.write_text(yaml.safe_dump(settings, sort_keys=False))
     try:
-        cfg = PipelineConfig.load(registry=registry, data_root=root / "data")
-        export_config_env(cfg, None)
+        cfg = PipelineConfig.load(config_file, registry=registry, data_root=root / "data")
+        export_config_env(cfg, str(config_file) if config_file else None)
         yield cfg, build(cfg, log=lambda m: None)
     finally:
         for k, v in old.items():

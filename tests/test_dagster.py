@@ -84,8 +84,10 @@ def test_demo_build_end_to_end(demo_config, dagster_home):
         [dg.AssetCheckKey(dg.AssetKey("regions"), "regions_inside_images")])
     assert checks, "the regions check ran"
     assert sorted(instance.get_dynamic_partitions("datasets")) == sorted(samples)
-    # the demo shows success: every dataset yields items, the summary names no error, no ERROR check fails
-    assert set(bench.loc[bench["subset"] == "main", "dataset_id"]) == set(samples)
+    # the demo shows success: every dataset yields items (the brain MR and the CT slice only grounding items: their
+    # few multiple-choice units have too few of each key to keep the key balanced), the summary names no error
+    assert set(bench["dataset_id"]) == set(samples)
+    assert set(bench.loc[bench["subset"] == "main", "dataset_id"]) >= set(samples) - {"demo_mr_brain", "demo_ct_dicom"}
     from pipelines.summary import summarize
     assert "ERROR" not in summarize(demo_config.data_root, sorted(samples), demo_config.gates).render()
     latest = {}

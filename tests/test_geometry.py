@@ -4,7 +4,9 @@ an image of unknown pixel size is never asked about in physical units.
 
 The data: a copy of ../shared's Kvasir-SEG sample (5 colonoscopy images, their masks thresholded to PNG) written
 under tmp_path, registered twice: once with a pixel-size CSV written here (in micrometres, one size per image),
-once without. One mask is replaced by a 2-px ellipse outline (a head circumference drawn as HC18 does)."""
+once without (from a left-right mirrored copy, so the two registrations are not one source read twice). One mask
+is replaced by a 2-px ellipse outline (a head circumference drawn as HC18 does). Five images give each size bin a
+unit or two, so the key-balance floor is set to one unit for this build."""
 
 from __future__ import annotations
 
@@ -30,14 +32,21 @@ RING = dict(centre=(300, 260), axes=(150, 100), angle=30)  # the outline drawn o
 UNIT = re.compile(r"\d\s*(?:mm|cm|µm|um|nm|m)\b|mm²|cm²|µm²|millimet|centimet", re.IGNORECASE)
 
 
-def write_copy(root):
-    """images/*.jpg (copied), masks/*.png (the JPEG masks thresholded at 127; the last one an ellipse outline)."""
+def write_copy(root, mirror: bool = False):
+    """images/*.jpg (copied, or mirrored), masks/*.png (the JPEG masks thresholded at 127, mirrored alike; the last
+    one an ellipse outline)."""
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
     names = sorted(p.name for p in (KVASIR / "images").glob("*.jpg"))
     for i, name in enumerate(names):
-        shutil.copy(KVASIR / "images" / name, root / "images" / name)
+        if mirror:
+            Image.open(KVASIR / "images" / name).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(
+                root / "images" / name, quality=95)
+        else:
+            shutil.copy(KVASIR / "images" / name, root / "images" / name)
         mask = (np.asarray(Image.open(KVASIR / "masks" / name).convert("L")) > 127).astype(np.uint8) * 255
+        if mirror:
+            mask = np.ascontiguousarray(mask[:, ::-1])
         if i == len(names) - 1:
             mask = np.zeros_like(mask)
             cv2.ellipse(mask, RING["centre"], RING["axes"], RING["angle"], 0, 360, 255, thickness=2)
@@ -51,6 +60,7 @@ def build(tmp_path_factory):
         pytest.skip(f"needs {KVASIR}")
     base = tmp_path_factory.mktemp("geometry")
     names = write_copy(base / "kvasir_copy")
+    write_copy(base / "kvasir_mirrored", mirror=True)
     pd.DataFrame({"file": names, "pixel size (um)": SIZES_UM}).to_csv(base / "pixel_sizes.csv", index=False)
     label_map = str(PROJECT_ROOT / "tests" / "shared_registry" / "label_maps" / "kvasir.yaml")
     entry = {"root": "kvasir_copy", "format": "mask_pairs", "modality": "Endoscopy", "dimension": 2, "task_type": "seg",
@@ -59,9 +69,9 @@ def build(tmp_path_factory):
     reg = {"version": 1, "datasets": [
         {"id": "kvasir_sized", **entry, "pixel_size": {"table": "pixel_sizes.csv", "id_column": "file",
                                                         "value_column": "pixel size (um)", "unit": "um"}},
-        {"id": "kvasir_unsized", **entry}]}
+        {"id": "kvasir_unsized", **entry, "root": "kvasir_mirrored"}]}
     (base / "sources.yaml").write_text(yaml.safe_dump(reg, sort_keys=False))
-    yield from built_config(base / "sources.yaml", base)
+    yield from built_config(base / "sources.yaml", base, {"benchmark": {"balance_floor": 1}})
 
 
 def source_mask(path: str) -> np.ndarray:
@@ -144,6 +154,7 @@ def test_table_pixel_sizes_reach_every_sample_and_key(build):
 
     items = exported_rows(root / "benchmark")
     sized = items[(items["dataset_id"] == "kvasir_sized") & (items["generator"] == "measurement")]
+    assert len(sized) > 0
     for r in sized.itertuples():  # the stated pixel size is the table's, at display scale
         p = json.loads(r.generator_params)
         stated = float(re.search(r"([\d.]+) mm", r.question).group(1))
@@ -157,6 +168,7 @@ def test_no_physical_unit_without_a_known_pixel_size(build):
     root = cfg.data_root
     items = exported_rows(root / "benchmark")
     unsized = items[items["dataset_id"] == "kvasir_unsized"]
+    assert len(unsized) > 0
     text = unsized[["question", "A", "B", "C", "D", "E"]].fillna("").astype(str).agg(" ".join, axis=1)
     assert not text.str.contains(UNIT).any(), text[text.str.contains(UNIT)].tolist()
     cands = pd.read_parquet(root / "tables" / "qa_candidates.parquet")
@@ -167,7 +179,7 @@ def test_no_physical_unit_without_a_known_pixel_size(build):
         p = json.loads(r.generator_params)
         assert p["unit"] == "%" and p["spacing_source"] == "unknown" and "display_mm_per_px" not in p
         rel = p["plane"]["source_path"]
-        region, _ = structure(source_mask(str(cfg.data_root.parent / "kvasir_copy" / "masks" /
+        region, _ = structure(source_mask(str(cfg.data_root.parent / "kvasir_mirrored" / "masks" /
                                               (rel.split("/")[-1][:-4] + ".png"))))
         h, w = region.shape
         truth = (100.0 * region.sum() / (h * w) if p["quantity"] == "area_fraction"

@@ -72,11 +72,13 @@ def draw_lettered_boxes(rgb: np.ndarray, boxes: list[list[float]], letters: list
     for ring in rings:
         out = paint(out, ring, color)
     taken = [(b[0] - t, b[1] - t, b[2] + t, b[3] + t) for b in boxes]
+    tags = []
     for i, (box, letter) in enumerate(zip(boxes, letters)):
         others = taken[:i] + taken[i + 1:]
         rect, scale, weight = _tag_box(out.shape, letter, box, t, others)
         out = _tag(out, letter, rect, scale, weight)
         taken.append(rect)
+        tags.append([int(v) for v in rect])
     return out, {"color": list(color), "color_name": name, "contrast": round(ratio, 3), "thickness": t,
-                 "letters": letters,
+                 "letters": letters, "tags": tags,
                  "boxes": [[round(float(v), 2) for v in b] for b in boxes]}

@@ -55,6 +55,7 @@ def build_benchmark(candidates: Path, verdicts: pd.DataFrame, vocab: pd.DataFram
     light = pq.read_table(candidates, columns=[*UNIT_COLUMNS, "image_id"])
     ok = light.filter(pc.is_in(light["unit_id"], passed)).to_pandas()
     rejected_here = ok["unit_id"].isin(rejected or set())
+    n_rejected = int(ok.loc[rejected_here, "unit_id"].nunique())  # units, not their (mask and contour) items
     fates.update(dict.fromkeys(ok.loc[rejected_here, "unit_id"], "review_rejected"))
     ok = ok[~rejected_here]
     pairs: list = []
@@ -73,9 +74,10 @@ def build_benchmark(candidates: Path, verdicts: pd.DataFrame, vocab: pd.DataFram
     selected = asm.table.to_pandas()
     boxed = selected["generator"] == "grounding"  # answered by a box: their own config, no letters or key priors
     ground, selected = selected[boxed], selected[~boxed]
-    balanced = balance_keys(selected, b.key_balance_margin, seed)  # per dataset: letters placed again after
+    # per dataset, letters placed again after; then across datasets, without re-lettering (keys stay)
+    balanced = balance_keys(selected, b.key_balance_margin, seed, b.key_balance_min_units)
     selected = reletter(selected[~selected["unit_id"].isin(balanced)].reset_index(drop=True), seed)
-    across = balance_tasks(selected, b.key_balance_margin, seed)  # across datasets: no re-lettering (keys stay)
+    across = balance_tasks(selected, b.key_balance_margin, seed, b.key_balance_min_units)
     balanced.update(across)
     fates.update(balanced)
     selected = selected[~selected["unit_id"].isin(across)].reset_index(drop=True)
@@ -106,7 +108,7 @@ def build_benchmark(candidates: Path, verdicts: pd.DataFrame, vocab: pd.DataFram
                   "consistency_items": len(pairs_), "robustness_items": len(perturbed), "grounding_items": len(ground),
                   "val": int((main["split"] == "val").sum()), "test": int((main["split"] == "test").sum()),
                   "val_share": round(float((main["split"] == "val").mean()), 4) if len(main) else 0.0,
-                  "review_rejected_units": int(rejected_here.sum()),
+                  "review_rejected_units": n_rejected,
                   "text_only_dropped_units": len(debiased.dropped), "text_only_rounds": debiased.rounds,
                   "text_only_accuracy_before": round(float(debiased.before.get("accuracy", 0.0)), 4),
                   "text_only_exceeds_before": ", ".join(debiased.before.get("exceeds", [])) or "-",

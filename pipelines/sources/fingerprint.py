@@ -81,12 +81,19 @@ class HashCache:
 
 
 def _linked_layout(source: Source) -> bool:
-    """A root whose top-level folders (images, masks, ...) are symlinks to the real folders: the user's own layout,
-    so the files behind those links are followed (a loop still stops the walk with its reason)."""
+    """A root whose option folders (images, masks, ..., the reader's defaults included) are symlinks to the real
+    folders: the user's own layout, so the files behind those links are followed (a loop still stops the walk
+    with its reason). Any other link out of the root enters as its target's name, unread."""
+    from pipelines.sources import READERS
+    reader = READERS.get(source.entry.format)
     try:
-        return any(p.is_symlink() and p.is_dir() for p in Path(source.root).iterdir())
-    except OSError:
-        return False
+        options = reader.Options.model_validate(source.entry.options).model_dump() if reader else source.entry.options
+    except ValueError:  # options the registry check refuses: the layout is not the user's declared one
+        options = source.entry.options
+    for value in (options or {}).values():
+        if isinstance(value, str) and value and not os.path.isabs(value) and (Path(source.root) / value).is_symlink():
+            return True
+    return False
 
 
 def content_fingerprint(source: Source, cache: HashCache | None = None,

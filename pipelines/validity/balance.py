@@ -3,8 +3,9 @@ frequent key.
 
 A reader who learns that thorax items are nearly always "lower lobe of lung" needs no image. Within each
 (dataset, task) and then within each task, the most frequent correct option text may answer at most chance +
-``margin`` of the units (chance = the mean of 1 / number of options). A (dataset, task) with a single possible key
-asks nothing the image decides, so its units are dropped (other question types, such as localisation, ask about
+``margin`` of the units (chance = the mean of 1 / number of options). Groups of fewer than a handful of units
+(``key_balance_min_units``) are left alone: their modal share is no learnable prior. A (dataset, task) with a
+single possible key asks nothing the image decides, so its units are dropped (other question types, such as localisation, ask about
 those structures instead); elsewhere the most frequent key loses units, highest seeded hash first, until it fits.
 Multi-answer units are left alone (their key is a set). Everything is seeded per unit, so the same units are kept
 whatever else the benchmark holds, except where the task-wide rule binds across datasets.
@@ -61,22 +62,25 @@ def _units(items: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.Series]:
     return units, pd.Series(unit_interval(seed, "key-balance", units["unit_id"]), index=units.index)
 
 
-def balance_keys(items: pd.DataFrame, margin: float, seed: int) -> dict[str, str]:
-    """unit id -> why it is dropped ('constant_key' or 'key_balance'), per (dataset, task). ``items``: one row per
-    item (twins share a unit) with unit_id, dataset_id, clinical_vqa_task, multi_answer, n_options, answer and the
-    option columns."""
+def balance_keys(items: pd.DataFrame, margin: float, seed: int, min_units: int = 8) -> dict[str, str]:
+    """unit id -> why it is dropped ('constant_key' or 'key_balance'), per (dataset, task) of at least
+    ``min_units`` units. ``items``: one row per item (twins share a unit) with unit_id, dataset_id,
+    clinical_vqa_task, multi_answer, n_options, answer and the option columns."""
     units, order = _units(items, seed)
     why: dict[str, str] = {}
     for _, part in units.groupby(["dataset_id", "clinical_vqa_task"], sort=True):
+        if len(part) < min_units:
+            continue
         single = part["key"].nunique() == 1
         for u in _trim(part, margin, order):
             why[u] = "constant_key" if single else "key_balance"
     return why
 
 
-def balance_tasks(items: pd.DataFrame, margin: float, seed: int) -> dict[str, str]:
+def balance_tasks(items: pd.DataFrame, margin: float, seed: int, min_units: int = 8) -> dict[str, str]:
     """unit id -> 'key_balance_task' for the units the task-wide rule drops across datasets (run after
-    :func:`balance_keys`: it binds only where several datasets share a frequent key)."""
+    :func:`balance_keys`: it binds only where several datasets share a frequent key), for tasks of at least
+    ``min_units`` units."""
     units, order = _units(items, seed)
     return {u: "key_balance_task" for _, part in units.groupby("clinical_vqa_task", sort=True)
-            for u in _trim(part, margin, order)}
+            if len(part) >= min_units for u in _trim(part, margin, order)}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import re
 from pathlib import Path
 
@@ -122,23 +123,27 @@ def column_accuracy(rows: pd.DataFrame, column: str | None, with_question: bool 
     return (float(np.mean(hits)) if hits else 0.0), chance
 
 
-def column_leaks(out: Path, margin: float = 0.02, folds: int = 3, seed: int = 0) -> dict:
+def column_leaks(out: Path, margin: float = 0.02, folds: int = 3, seed: int = 0, z: float = 3.0) -> dict:
     """Per public column of the main config: accuracy alone and with the question, vs chance; ``leaking`` names
-    every column above chance + margin, and above the letters-alone model + margin (a letter prior is the letter
-    balance check's to judge, not a column's; on a balanced export the two references coincide)."""
+    every column above both chance and the letters-alone model (a letter prior is the letter balance check's to
+    judge, not a column's; on a balanced export the two references coincide) by more than ``margin`` and by more
+    than ``z`` standard errors of an accuracy at that reference over this many items, so that a small export's
+    noise (a dozen items) is not read as a leak while a real one (a key in a column) still stands far above."""
     rows = public_rows(out)
     if rows.empty:
         return {"columns": {}, "leaking": [], "letters_alone": 0.0}
     letters, _ = column_accuracy(rows, None, False, folds, seed)
     report, leaking = {}, []
+    n = len(rows)
     for col in [c for c in rows.columns if not c.startswith("key_") and c not in NOT_JUDGED
                 and c not in ("image_id", "source_path")]:
         alone, chance = column_accuracy(rows, col, False, folds, seed)
         joint, _ = column_accuracy(rows, col, True, folds, seed) if col != "question" else (alone, chance)
         report[col] = {"alone": round(alone, 4), "with_question": round(joint, 4), "chance": round(chance, 4)}
-        if max(alone, joint) > max(chance, letters) + margin:
+        ref = max(chance, letters)
+        if max(alone, joint) > ref + max(margin, z * math.sqrt(ref * (1 - ref) / n)):
             leaking.append(col)
-    return {"columns": report, "leaking": leaking, "letters_alone": round(letters, 4)}
+    return {"columns": report, "leaking": leaking, "letters_alone": round(letters, 4), "items": n}
 
 
 def modal_keys(out: Path, margin: float = 0.15, min_items: int = 30) -> dict:
