@@ -341,7 +341,7 @@ GENERATOR_NAMES = ("size_compare", "relative_position", "instance_count", "measu
 
 
 class GeneratorSettings(BaseModel):
-    """Questions computed from masks and geometry (pipelines/questions/generators)."""
+    """Questions computed from masks and geometry (pipelines/candidates/generators)."""
 
     enabled: tuple[str, ...] = Field(GENERATOR_NAMES, description="generators to run (size_compare also makes "
                                                                      "the ratio questions)")

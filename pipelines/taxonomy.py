@@ -18,7 +18,7 @@ TASK_ABBREVIATIONS = {
     "Surgeon Action Recognition": "SAR", "Surgical Instrument Recognition": "SIR",
     "Surgical Workflow Recognition": "SWR",
 }
-# tasks of the geometric question generators (pipelines/questions/generators): beyond GMAI-MMBench's 18
+# tasks of the geometric question generators (pipelines/candidates/generators): beyond GMAI-MMBench's 18
 GENERATED_TASKS = ("Size Comparison", "Relative Position", "Instance Counting", "Measurement", "Laterality",
                    "Localization", "Grounding")
 TASK_ABBREVIATIONS.update({"Size Comparison": "SC", "Relative Position": "RP", "Instance Counting": "IC",

@@ -2,7 +2,7 @@
 
 - every ```yaml block parses with yaml.safe_load;
 - a yaml block that is a registry (a `datasets:` list) or registry entries goes through the project's own loader,
-  `pipelines.registry.load_registry` (roots and tables are stood in by temporary folders, since the examples name
+  `pipelines.sources.registry.load_registry` (roots and tables are stood in by temporary folders, since the examples name
   a user's data disks); a label map goes through `pipelines.label_maps.load_label_map`; a settings file through
   `PipelineConfig.load`. A block that is none of these must say why it is not checked, with a marker comment
   `# doc-check: skip <reason>`;
@@ -29,7 +29,8 @@ import yaml
 
 from pipelines.config import PROJECT_ROOT, PipelineConfig
 from pipelines.label_maps import LabelMap, LabelMapError, load_label_map
-from pipelines.registry import RegistryError, load_registry
+from pipelines.source import RegistryError
+from pipelines.sources.registry import load_registry
 
 PAGES = sorted((PROJECT_ROOT / "docs").glob("*.md")) + [PROJECT_ROOT / "README.md"]
 SKIP = re.compile(r"#[ \t]*doc-check:[ \t]*skip\b[ \t]*(.*)")

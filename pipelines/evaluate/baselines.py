@@ -1,7 +1,7 @@
 """Blind baselines on the main config, and how much a model gains over the best of them per task.
 
 Offline (no model): analytic chance (mean 1/k), a seeded uniform random letter, the text-only model of
-selection (pipelines/benchmark/blind.py: question and option text, cross-fitted by leakage component) and its
+selection (pipelines/validity/blind.py: question and option text, cross-fitted by leakage component) and its
 options-only prior rule (how often an option text was the key in the other folds). With a model: its normal
 run and two runs that keep the question but not the image (``blank`` grey image, ``shuffled`` another item's
 image; see runner.py). Single-answer items only: the blind models and the random letter answer one letter.
