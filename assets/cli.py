@@ -110,7 +110,8 @@ def sources_check(registry: RegistryOpt = None, config: ConfigOpt = None, data_r
     for line in summary.gate_warnings():
         console.print(line, markup=False, highlight=False, style="yellow")
     from pipelines.benchmark.dedupe import same_folder_pairs
-    for a, b in same_folder_pairs({ds: reg.get(ds).root for ds in reg.ids}):
+    for a, b in same_folder_pairs({ds: reg.get(ds).root for ds in reg.ids},
+                                  {ds: reg.get(ds).entry.task_type for ds in reg.ids}):
         console.print(f"  warning: {a} and {b} read the same folder; where they hold the same images, the build keeps "
                       f"them once (under {a}) and leaves {b}'s copies out", markup=False, highlight=False,
                       style="yellow")
