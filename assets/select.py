@@ -34,13 +34,20 @@ def audit_path(layout):
     return layout.table("benchmark_audit").with_suffix(".json")
 
 
-def plane_hashes(layout, dataset_ids: list[str]) -> pd.DataFrame:
-    """image_id, dataset_id, sha256 and pHash of every described plane of the registered datasets, for the
-    duplicate registrations and the leakage components."""
+def plane_hashes(layout, dataset_ids: list[str], task_types: dict[str, str] | None = None) -> pd.DataFrame:
+    """image_id, dataset_id, sha256 and pHash of every described plane of the registered datasets, with each
+    dataset's task type when given, for the duplicate registrations and the leakage components."""
     cols = ["image_id", "dataset_id", "sha256", "phash"]
     parts = [pq.read_table(p, columns=cols).to_pandas() for p in sorted((layout.root / "tables" / "slices").glob("*.parquet"))
              if p.stem in dataset_ids]
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({c: [] for c in cols})
+    planes = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({c: [] for c in cols})
+    return planes.assign(task_type=planes["dataset_id"].map(task_types)) if task_types else planes
+
+
+def task_types(medbench: MedbenchResource) -> dict[str, str]:
+    """Each registered dataset's task type (cls, mcls, det, seg) from its registry entry."""
+    return {ds: medbench.sources.get(ds).entry.task_type for ds in medbench.dataset_ids
+            if medbench.sources.get(ds) is not None}
 
 
 def changelog_path(layout):
@@ -83,7 +90,8 @@ def benchmark(context: dg.AssetExecutionContext, medbench: MedbenchResource):
     pools = pools_from_table(layout.read("option_pools").to_pandas())
     before = layout.read("benchmark").to_pandas() if layout.table("benchmark").is_file() else None
     built = build_benchmark(candidates, verdicts, vocab, templates, pools, cfg,
-                            plane_hashes(layout, medbench.dataset_ids), rejected_units(decisions_path(cfg)))
+                            plane_hashes(layout, medbench.dataset_ids, task_types(medbench)),
+                            rejected_units(decisions_path(cfg)))
     table, stats, skipped = built.table, built.stats, built.skipped
     units = set(pq.read_table(candidates, columns=["unit_id"]).column(0).to_pylist())
     log = changelog(before, table.to_pandas(), built.fates, set(medbench.dataset_ids), units)

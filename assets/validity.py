@@ -11,8 +11,9 @@ from pipelines.validity import exported as ex
 
 def _root_pairs(medbench: MedbenchResource) -> list[tuple[str, str]]:
     """Registrations that read the same folder (their images may be one scan under two identities)."""
-    return same_folder_pairs({ds: medbench.sources.get(ds).root for ds in medbench.dataset_ids
-                              if medbench.sources.get(ds) is not None})
+    known = [ds for ds in medbench.dataset_ids if medbench.sources.get(ds) is not None]
+    return same_folder_pairs({ds: medbench.sources.get(ds).root for ds in known},
+                             {ds: medbench.sources.get(ds).entry.task_type for ds in known})
 
 
 def _out(medbench: MedbenchResource):

@@ -136,3 +136,13 @@ def test_summary_names_datasets_that_yield_no_item(tmp_path):
     lines = s.empty_datasets()
     assert lines == ["  ERROR kvasir: 6 regions, 0 items; candidates not made: pool_too_small 10"]
     assert "datasets that yield no benchmark item" in s.render()
+
+
+def test_a_task_exceeds_only_beyond_the_noise_of_its_item_count():
+    """Worked by hand: at chance 1/3 a task's standard error is sqrt((1/3)(2/3)/n); 2.33 of them are 0.1252 at
+    n = 77 and 0.0246 at n = 2,000."""
+    from pipelines.validity.blind import beyond_noise
+    assert not beyond_noise(0.4286, 1 / 3, 77)  # 0.095 above chance: luck at 77 items
+    assert beyond_noise(0.47, 1 / 3, 77)  # 0.137 above
+    assert beyond_noise(0.37, 1 / 3, 2000) and not beyond_noise(0.355, 1 / 3, 2000)
+    assert not beyond_noise(1.0, 1 / 3, 0)

@@ -3,6 +3,8 @@ split keeping each component on one side."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 from pipelines.validity.leakage import cross_split_near_duplicates, leak_components, withhold_marked_leaks
@@ -60,3 +62,24 @@ def test_marks_that_pull_two_groups_together_withhold_the_val_side():
     main = kept[kept.subset == "main"]
     assert cross_split_near_duplicates(main["phash"], main["split"], 4)[0] == 0
     assert withhold_marked_leaks(items[items.split == "test"], 4)[1] == []
+
+
+def test_one_source_twice_is_one_identity_but_another_task_on_it_is_not():
+    """Two segmentations of the same images are one source read twice: the later one's planes go. A diagnosis of
+    those images asks something else of them and keeps its own; the splits still see one scan (the leakage
+    components join by the shared plane hash)."""
+    from pipelines.select.dedupe import duplicate_pairs, duplicate_planes, same_folder_pairs
+    shas = ["a" * 64, "b" * 64, "c" * 64]
+    planes = pd.DataFrame({
+        "image_id": [f"{ds}-{i}" for ds in ("seg1", "seg2", "dx") for i in range(3)],
+        "dataset_id": [ds for ds in ("seg1", "seg2", "dx") for _ in range(3)],
+        "sha256": shas * 3,
+        "phash": ["0123456789abcdef", "fedcba9876543210", "00ff00ff00ff00ff"] * 3,
+        "task_type": ["seg"] * 6 + ["cls"] * 3})
+    assert duplicate_pairs(planes) == [("seg1", "seg2", 1.0)]
+    assert duplicate_planes(planes, 4) == {"seg2-0": "seg1", "seg2-1": "seg1", "seg2-2": "seg1"}
+    untyped = planes.drop(columns="task_type")  # without task types every pair reading the same images counts
+    assert duplicate_pairs(untyped) == [("dx", "seg1", 1.0), ("dx", "seg2", 1.0), ("seg1", "seg2", 1.0)]
+    roots = {"seg1": Path("/data/x"), "seg2": Path("/data/x"), "dx": Path("/data/x")}
+    assert same_folder_pairs(roots, {"seg1": "seg", "seg2": "seg", "dx": "cls"}) == [("seg1", "seg2")]
+    assert same_folder_pairs(roots) == [("dx", "seg1"), ("dx", "seg2"), ("seg1", "seg2")]

@@ -174,6 +174,7 @@ def test_removing_a_dataset_leaves_the_others_items_and_keys(shared_build, tmp_p
     from assets.select import plane_hashes
     from pipelines.select.build import build_benchmark
     from pipelines.candidates.options import pools_from_table
+    from pipelines.sources.registry import registry_of
     from pipelines.storage import DataLayout
     from pipelines.vocab.frame import vocab_frame
     layout = DataLayout(shared_build.data_root)
@@ -190,7 +191,8 @@ def test_removing_a_dataset_leaves_the_others_items_and_keys(shared_build, tmp_p
         pq.write_table(cands.filter(pa.compute.is_in(cands["dataset_id"], pa.array(keep))), path)
         v = vocab[vocab["dataset_id"].isin(keep)]
         p = {k: lab for k, lab in pools.items() if k.scope != f"dataset:{drop}"}
-        built = build_benchmark(path, verdicts, v, templates, p, shared_build, plane_hashes(layout, keep))
+        kinds = {d: registry_of(shared_build).get(d).entry.task_type for d in keep}
+        built = build_benchmark(path, verdicts, v, templates, p, shared_build, plane_hashes(layout, keep, kinds))
         t = built.table.to_pandas()
         return t[t["subset"] == "main"].set_index("item_id"), built.fates
 

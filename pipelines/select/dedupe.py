@@ -18,14 +18,25 @@ import pandas as pd
 from pipelines.validity.near_duplicates import hashes, near_duplicate_pairs
 
 
+def _kinds(planes: pd.DataFrame) -> dict[str, str]:
+    """dataset -> its task type where ``planes`` carries one (registrations of one task type that read the same
+    images are one source twice; a diagnosis and a segmentation of the same images are two benchmarks of it)."""
+    if "task_type" not in planes:
+        return {}
+    return dict(zip(planes["dataset_id"], planes["task_type"]))
+
+
 def duplicate_pairs(planes: pd.DataFrame, min_overlap: float = 0.5) -> list[tuple[str, str, float]]:
-    """(earlier, later, share of the later's planes held by the earlier) for registrations reading the same
-    images. ``planes``: dataset_id, sha256 of every described plane."""
+    """(earlier, later, share of the later's planes held by the earlier) for registrations of the same task type
+    reading the same images. ``planes``: dataset_id, sha256 of every described plane (task_type, optional)."""
     sets = {ds: set(part["sha256"]) for ds, part in planes.groupby("dataset_id", sort=True)}
+    kinds = _kinds(planes)
     out = []
     ids = sorted(sets)
     for i, a in enumerate(ids):
         for b in ids[i + 1:]:
+            if kinds.get(a) != kinds.get(b):
+                continue
             share = len(sets[a] & sets[b]) / max(len(sets[b]), 1)
             if share >= min_overlap:
                 out.append((a, b, round(share, 4)))
@@ -36,11 +47,14 @@ def duplicate_planes(planes: pd.DataFrame, bits: int, min_overlap: float = 0.5) 
     """image id -> the earlier registration holding the same image, for every plane left to it."""
     planes = planes.sort_values(["dataset_id", "image_id"], kind="stable")
     out: dict[str, str] = {}
-    first = planes.drop_duplicates("sha256")
-    owner = dict(zip(first["sha256"], first["dataset_id"]))
-    for image_id, ds, sha in zip(planes["image_id"], planes["dataset_id"], planes["sha256"]):
-        if owner.get(sha, ds) != ds:
-            out[image_id] = owner[sha]
+    kinds = _kinds(planes)
+    key = planes["sha256"] + "\x1f" + planes["dataset_id"].map(kinds).fillna("") if kinds else planes["sha256"]
+    planes = planes.assign(_key=key)
+    first = planes.drop_duplicates("_key")
+    owner = dict(zip(first["_key"], first["dataset_id"]))
+    for image_id, ds, k in zip(planes["image_id"], planes["dataset_id"], planes["_key"]):
+        if owner.get(k, ds) != ds:
+            out[image_id] = owner[k]
     for a, b, _ in duplicate_pairs(planes, min_overlap):
         pa_, pb = planes[planes["dataset_id"] == a], planes[planes["dataset_id"] == b]
         pb = pb[~pb["image_id"].isin(out)]
@@ -62,9 +76,10 @@ def duplicate_planes(planes: pd.DataFrame, bits: int, min_overlap: float = 0.5) 
     return out
 
 
-def same_folder_pairs(roots: dict[str, Path]) -> list[tuple[str, str]]:
-    """Registrations (id -> dataset root) that read the same folder: likely one source under two identities."""
+def same_folder_pairs(roots: dict[str, Path], task_types: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """Registrations (id -> dataset root) of one task type (``task_types``, when given) that read the same folder:
+    likely one source under two identities."""
     by_root: dict[str, list[str]] = {}
     for ds, root in sorted(roots.items()):
-        by_root.setdefault(str(Path(root).resolve()), []).append(ds)
+        by_root.setdefault(str(Path(root).resolve()) + "\x1f" + (task_types or {}).get(ds, ""), []).append(ds)
     return [(a, b) for ids in by_root.values() for i, a in enumerate(ids) for b in ids[i + 1:]]

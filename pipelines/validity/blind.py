@@ -18,6 +18,7 @@ the benchmark has a prior to exploit and the check fails.
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -181,11 +182,18 @@ def blind_predictions(df: pd.DataFrame, folds: int, seed: int, prepared: tuple |
     return _predictions(items, scored)
 
 
+def beyond_noise(accuracy: float, chance: float, n: int, z: float = 2.33) -> bool:
+    """Whether ``accuracy`` over ``n`` items stands more than ``z`` standard errors of a chance-level accuracy above
+    ``chance`` (one-sided, about 1 % at z = 2.33): a task of 70 items lands 0.1 above chance by luck alone one
+    time in thirty, which a fixed margin would read as a prior."""
+    return n > 0 and accuracy - chance > z * math.sqrt(max(chance * (1 - chance), 1e-12) / n)
+
+
 def blind_report(pred: pd.DataFrame, margin: float, min_items: int, task_margin: float | None = None,
                  splits: tuple[str, ...] = ("test",)) -> dict:
     """Accuracy vs chance on the given splits, overall and per task with at least ``min_items`` items, and per
     task x dataset (reported); ``exceeds`` lists 'overall' when accuracy is above chance + ``margin`` and each
-    task above chance + ``task_margin`` (``margin`` when not given)."""
+    task above chance + ``task_margin`` (``margin`` when not given) and beyond the noise of its item count."""
     task_margin = margin if task_margin is None else task_margin
     test = pred[pred["split"].isin(splits)]
     if test.empty:
@@ -197,7 +205,7 @@ def blind_report(pred: pd.DataFrame, margin: float, min_items: int, task_margin:
     for task, part in test.groupby("clinical_vqa_task"):
         a, c = float(part["hit"].mean()), float((1 / part["n_options"]).mean())
         by_task[task] = {"items": len(part), "accuracy": round(a, 4), "chance": round(c, 4)}
-        if len(part) >= min_items and a > c + task_margin:
+        if len(part) >= min_items and a > c + task_margin and beyond_noise(a, c, len(part)):
             exceeds.append(task)
     if "dataset_id" in test and test["dataset_id"].notna().all():
         for (task, ds), part in test.groupby(["clinical_vqa_task", "dataset_id"]):
