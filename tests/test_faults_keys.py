@@ -382,3 +382,83 @@ def test_reletter_leaves_scale_options_in_ascending_order():
     out = reletter(pd.DataFrame(rows), seed=0)
     for _, r in out.iterrows():
         assert [r["A"], r["B"], r["C"]] == ["2.5–5 mm", "5–10 mm", "10–15 mm"] and r["answer"] == "B"
+
+
+# --- boundaries and fields the first pass of the mutation run left open ---------------------------------------------
+
+def test_bin_upper_margin_is_inclusive():
+    assert bin_of(20, [10, 40], 1.0) == 0  # 40 / 2 = 20 exactly: not above it, so asked
+    assert bin_of(20.01, [10, 40], 1.0) is None
+
+
+def test_boxes_that_only_touch_are_apart():
+    a = {"x0": 40, "x1": 50, "y0": 40, "y1": 50}
+    for b in ({"x0": 50, "x1": 60, "y0": 45, "y1": 55}, {"x0": 45, "x1": 55, "y0": 50, "y1": 60}):
+        assert position._apart(a, b) and position._apart(b, a)
+    assert not position._apart(a, {"x0": 49, "x1": 60, "y0": 49, "y1": 60})
+
+
+def test_relative_position_skips_bad_pairs_and_keeps_looking():
+    """A and B overlap, C lies far to the right of both: every seed still finds a C pair, whichever pairs it
+    tries first."""
+    rows = [_box("A", 20, 50), _box("B", 24, 52), _box("C", 80, 50)]
+    g = GeneratorSettings()
+    for seed in range(20):
+        (spec,) = position.plane_specs(rows, np.random.default_rng(seed), g)
+        assert "C" in {m["region_id"] for m in spec.marks}
+    # A-B too close, C far: the same holds for the distance rule; and for the sector rule with a 30-degree pair
+    close = [_box("A", 50, 50, 1), _box("B", 56, 50, 1), _box("C", 50, 90, 1)]
+    skew = [_box("A", 10, 50, 2), _box("B", 50, 50 - 40 * math.tan(math.radians(30)), 2), _box("C", 10, 90, 2)]
+    for rows in (close, skew):
+        for seed in range(20):
+            (spec,) = position.plane_specs(rows, np.random.default_rng(seed), g)
+            assert "C" in {m["region_id"] for m in spec.marks}
+
+
+def test_relative_position_fields_and_the_sector_across_zero_degrees():
+    # B 10 degrees below the horizontal to A's right: from B, A lies at 170 degrees; from A... from B's side the
+    # angle is 350, which must wrap to sector 0
+    rows = [_box("A", 50, 50, 2, department="dA", semantic_type="sA"),
+            _box("B", 90, 50 + 40 * math.tan(math.radians(10)), 2, department="dB", semantic_type="sB")]
+    got = {}
+    for seed in range(12):
+        (spec,) = position.plane_specs(rows, np.random.default_rng(seed), GeneratorSettings())
+        a = spec.marks[0]
+        assert (spec.generator, spec.image_id, spec.department, spec.semantic_type) == (
+            "relative_position", "img", a["department"], a["semantic_type"])
+        got[a["region_id"]] = (spec.params["sector"], round(spec.params["angle_deg"]))
+    assert got == {"A": (4, 170), "B": (0, 350)}
+
+
+def test_relative_position_uses_display_pixels_of_anisotropic_planes():
+    """Stored offset (20, -80) px shown at 2 x 0.5 display px per stored px is (40, 40): 45 degrees, the diagonal."""
+    rows = [_box("A", 70, 10, 2, scale=2.0, scale_y=0.5), _box("B", 50, 90, 2, scale=2.0, scale_y=0.5)]
+    for seed in range(6):
+        (spec,) = position.plane_specs(rows, np.random.default_rng(seed), GeneratorSettings())
+        sec = 1 if spec.marks[0]["region_id"] == "A" else 5
+        assert spec.params["sector"] == sec and spec.params["offset_display_px"] in ([40.0, 40.0], [-40.0, -40.0])
+
+
+def test_size_fields_units_and_rounding_by_hand():
+    rows = [_area_row("big", None, 100.12345) | {"department": "dB", "semantic_type": "sB"},
+            _area_row("small", None, 40.0) | {"department": "dS", "semantic_type": "sS"}]
+    for s in _all_specs(rows):
+        key_row = {"largest": "big", "smallest": "small", "ratio": "big"}[s.params["mode"]]
+        assert (s.image_id, s.department, s.semantic_type) == ("img", f"d{key_row[0].upper()}", f"s{key_row[0].upper()}")
+        assert s.params["area_unit"] == "px" and sorted(s.params["areas"]) == [40.0, 100.123]
+
+
+def test_size_margin_is_inclusive_and_smallest_of_three_by_hand():
+    rows = [_area_row("a", 120.0), _area_row("b", 100.0)]  # 120 = 1.2 x 100 exactly
+    assert {"largest", "smallest"} <= {s.params["mode"] for s in _all_specs(rows)}
+    rows = [_area_row("a", 100.0), _area_row("b", 60.0), _area_row("c", 40.0)]  # 60 >= 48: smallest is c
+    three = [s for s in _all_specs(rows, seeds=80) if len(s.marks) == 3 and s.params["mode"] == "smallest"]
+    assert three
+    for s in three:
+        assert s.answers == [dict(zip([m["region_id"] for m in s.marks], s.colours))["c"].capitalize()]
+
+
+def test_components_from_near_duplicates_alone_when_no_file_hash_is_known():
+    rows = [("g2", "", "0000000000000000"), ("g1", None, "0000000000000001"), ("g3", "", "ffffffffffffffff")]
+    comp = leak_components(pd.DataFrame(rows, columns=["group_id", "sha256", "phash"]), bits=1)
+    assert comp.tolist() == ["g1", "g1", "g3"]

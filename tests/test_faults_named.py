@@ -202,6 +202,7 @@ def test_unknown_or_zero_2d_pixel_size_stays_unknown():
     assert plane_spacing_2d([0.0, 0.4]) == [] and plane_spacing_2d([0.4, 0.0]) == []
     assert plane_spacing_2d([-0.4, 0.4]) == []
     assert plane_spacing_2d([0.3, 0.4, 2.0]) == [0.3, 0.4]
+    assert plane_spacing_2d([0.3, 0.4, 0.0]) == [0.3, 0.4]  # only the plane's two axes count
     assert plane_spacing_2d(["0.25", 1]) == [0.25, 1.0]
     # the display then assumes square pixels: 30 x 20 stays 30 x 20
     geo = display_size(30, 20, [0.0, 0.4], 512)
