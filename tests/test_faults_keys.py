@@ -462,3 +462,48 @@ def test_components_from_near_duplicates_alone_when_no_file_hash_is_known():
     rows = [("g2", "", "0000000000000000"), ("g1", None, "0000000000000001"), ("g3", "", "ffffffffffffffff")]
     comp = leak_components(pd.DataFrame(rows, columns=["group_id", "sha256", "phash"]), bits=1)
     assert comp.tolist() == ["g1", "g1", "g3"]
+
+
+def test_results_keep_the_callers_index_and_the_seed_matters():
+    items = _groups({"d": [1] * 10}).set_axis(range(100, 110))
+    splits = [assign_splits(items, 0.3, seed) for seed in range(8)]
+    assert all(s.index.equals(items.index) for s in splits)
+    assert len({tuple(s) for s in splits}) > 1  # the seed decides which groups go, not the group names alone
+    moved = [assign_splits(items, 0.0, seed, share_range=(0.3, 0.35)) for seed in range(8)]
+    assert all((m == "val").sum() == 3 for m in moved) and len({tuple(m) for m in moved}) > 1
+    leak = _items_for_index()
+    assert leak_components(leak, 2).index.equals(leak.index)
+
+
+def _items_for_index() -> pd.DataFrame:
+    rows = [("g2", "s", "0000000000000000"), ("g1", "s", "ffffffffffffffff")]
+    return pd.DataFrame(rows, columns=["group_id", "sha256", "phash"]).set_axis([7, 3])
+
+
+def test_reletter_balances_each_dataset_on_its_own_and_keeps_origins():
+    items = _lettered(4)
+    other = _lettered(4).assign(dataset_id="e", unit_id=lambda d: "e" + d["unit_id"], item_id=lambda d: "e" + d["item_id"])
+    both = pd.concat([items, other], ignore_index=True)
+    for seed in range(6):
+        out = reletter(both, seed)
+        units = out[~out["multi_answer"]].drop_duplicates("unit_id")
+        for _, part in units.groupby("dataset_id"):
+            assert sorted(part["answer"]) == ["A", "B", "C", "D"]  # 4 units, 4 options: each letter once per dataset
+    short = _lettered(1).assign(option_origins=lambda d: [["fallback"]] * len(d))  # one origin for four options
+    out = reletter(short, 0)
+    r = out.iloc[0]
+    assert list(r["option_origins"]) == ["fallback" if r[c] == "opt0-0" else "dataset" for c in "ABCD"]
+    none = _lettered(1).assign(option_origins=None)
+    assert all(list(o) == ["dataset"] * 4 for o in reletter(none, 0)["option_origins"].iloc[:2])
+
+
+def test_reletter_leaves_grounding_alone_and_boxes_in_letter_order():
+    rows = [{"item_id": "g", "unit_id": "ug", "dataset_id": "d", "multi_answer": False, "generator": "grounding",
+             "A": None, "B": None, "C": None, "D": None, "E": None, "answer": None, "option_origins": []}]
+    rows += [{"item_id": f"l{u}", "unit_id": f"ul{u}", "dataset_id": "d", "multi_answer": False,
+              "generator": "localisation", "A": "Box A", "B": "Box B", "C": "Box C", "D": None, "E": None,
+              "answer": "A", "option_origins": ["dataset"] * 3} for u in range(6)]
+    out = reletter(pd.DataFrame(rows), 1)
+    assert out.iloc[0].to_dict() == pd.DataFrame(rows).iloc[0].to_dict()
+    for _, r in out.iloc[1:].iterrows():
+        assert [r["A"], r["B"], r["C"]] == ["Box A", "Box B", "Box C"]
