@@ -9,7 +9,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_CACHE_DIR ?= $(CURDIR)/.uv-cache
 export DAGSTER_HOME ?= $(CURDIR)/.dagster
 
-.PHONY: demo test dev bench install install-dev install-deploy clean
+.PHONY: demo test dev bench install install-dev install-deploy clean mutation
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -45,6 +45,17 @@ dev: install
 ## bench: throughput and memory measurements (see bench/README.md)
 bench: install-dev
 	$(VENV)/bin/python -m bench.run_all
+
+## mutation: mutmut over the modules listed in [tool.mutmut] only_mutate (pyproject.toml), run in a copy of the
+## tracked tree under MUTATION_DIR so mutants/ never lands in the checkout; prints the per-module table of
+## docs/mutation.md. Not part of `make test` or CI (it takes tens of minutes on two cores).
+## MUTANTS="pipelines.geometry*" limits the run to matching mutant names (module by module on a slow machine).
+MUTATION_DIR ?= /tmp/medbench-mutation
+mutation: install-dev
+	rm -rf $(MUTATION_DIR) && mkdir -p $(MUTATION_DIR)
+	git ls-files -co --exclude-standard | tar -cf - -T - | tar -xf - -C $(MUTATION_DIR)
+	cd $(MUTATION_DIR) && DAGSTER_HOME=$(MUTATION_DIR)/.dagster $(CURDIR)/$(VENV)/bin/mutmut run $(MUTANTS) || true
+	cd $(MUTATION_DIR) && $(CURDIR)/$(VENV)/bin/python tests/mutation_table.py
 
 clean:
 	rm -rf data .dagster
