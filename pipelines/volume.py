@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,19 +244,36 @@ def itk_affine(img: sitk.Image | Grid) -> np.ndarray:
     return RAS_FROM_LPS @ a
 
 
+def raw_nifti_header(path: Path):
+    """The NIfTI header as stored: nibabel's loader repairs pixdims as it reads (zero becomes 1, a negative one its
+    absolute value), which would hide exactly what the geometry check must see. NIfTI-1 or -2, gzipped or not."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        block = fh.read(540)
+    for klass in (nib.Nifti1Header, nib.Nifti2Header):
+        size = klass.template_dtype.itemsize
+        if len(block) >= size and klass.may_contain_header(block[:size]):
+            return klass(block[:size], check=False)
+    return nib.load(str(path)).header  # not a NIfTI header nibabel can read raw: its own reading
+
+
 def check_nifti_geometry(path: Path, rel: str, img: sitk.Image | Grid) -> None:
     """The geometry ITK reads must be the one the header's sform/qform states.
 
     ITK repairs bad pixdims silently (a negative one becomes positive, mirroring the volume against
     the sform; zero becomes 1 mm). Nothing is guessed here: a volume whose voxel sizes are not positive,
     or whose ITK geometry disagrees with its sform (or qform when there is no sform), is quarantined."""
-    hdr = nib.load(str(path)).header
+    hdr = raw_nifti_header(path)
     itk_spacing = img.spacing if isinstance(img, Grid) else img.GetSpacing()
     pixdim = [float(v) for v in hdr["pixdim"][1:4]]
     problems = []
     if any(v <= 0 for v in pixdim):
         problems.append(f"pixdim {pixdim} has a zero or negative voxel size")
-    for name, (matrix, code) in (("sform", hdr.get_sform(coded=True)), ("qform", hdr.get_qform(coded=True))):
+    for name, getter in (("sform", hdr.get_sform), ("qform", hdr.get_qform)):
+        try:
+            matrix, code = getter(coded=True)
+        except nib.spatialimages.HeaderDataError:  # a qform needs positive pixdims: that problem is named above
+            continue
         if matrix is None or not code:
             continue
         if not np.allclose(itk_affine(img), matrix, rtol=1e-4, atol=1e-3):

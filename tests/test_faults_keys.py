@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.benchmark.leakage import cross_split_near_duplicates, leak_components, withhold_marked_leaks
-from pipelines.benchmark.splits import assign_splits, reletter
+from pipelines.validity.leakage import cross_split_near_duplicates, leak_components, withhold_marked_leaks
+from pipelines.select.splits import assign_splits, reletter
 from pipelines.config import GeneratorSettings
-from pipelines.questions.generators import laterality, position, size
-from pipelines.questions.generators.bins import bin_of, bin_text, fmt, log_distance, window
+from pipelines.candidates.generators import laterality, position, size
+from pipelines.candidates.generators.bins import bin_of, bin_text, fmt, log_distance, window
 
 # --- bins ------------------------------------------------------------------------------------------------------
 

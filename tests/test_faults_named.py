@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.benchmark.leakage import leak_components
+from pipelines.validity.leakage import leak_components
 from pipelines.config import GeneratorSettings, RenderSettings
 from pipelines.errors import Reason, SampleError
 from pipelines.geometry import plane_spacing_2d
-from pipelines.questions.generators import laterality
-from pipelines.questions.generators.phrasing import flipped, stem
+from pipelines.candidates.generators import laterality
+from pipelines.candidates.generators.phrasing import flipped, stem
 from pipelines.render.boxes import draw_lettered_boxes
 from pipelines.render.draw import box_ring, draw_prompt
 from pipelines.standardize.display import display_size
@@ -157,14 +157,8 @@ def _nifti(path, zooms, sform: bool = False, qform: bool = False) -> None:
     assert (int(hdr["qform_code"]), int(hdr["sform_code"])) == (int(qform), int(sform))
 
 
-# nibabel's load repairs the header before check_nifti_geometry reads it (a zero pixdim becomes 1, a negative one
-# its absolute value), so the check never sees the zero and ITK's made-up 1 mm is kept with spacing_source
-# "header". The fix belongs in pipelines/volume.py (read the raw header with check=False); until it lands these
-# stay strict xfails, and turn into failures (XPASS) the day it does, so the marker is removed then.
-ZERO_PIXDIM_BUG = pytest.mark.xfail(strict=True, reason="pipelines/volume.py reads the pixdim after nibabel repairs it")
-
-
-@ZERO_PIXDIM_BUG
+# nibabel's loader repairs a header as it reads it (a zero pixdim becomes 1, a negative one its absolute value);
+# the geometry check reads the header raw, so it sees the zero that ITK would silently read as 1 mm.
 @pytest.mark.parametrize("zooms", [(0.0, 1.0, 1.0), (1.0, 0.0, 2.0), (1.0, 1.0, 0.0), (-1.0, 1.0, 1.0)])
 def test_zero_voxel_size_without_sform_or_qform_is_refused(tmp_path, zooms):
     """Nothing in the header states a size: ITK reads 1 mm for the zero; the volume must be refused."""
@@ -177,7 +171,6 @@ def test_zero_voxel_size_without_sform_or_qform_is_refused(tmp_path, zooms):
     assert err.value.reason == Reason.BAD_GEOMETRY and "zero or negative voxel size" in str(err.value)
 
 
-@ZERO_PIXDIM_BUG
 def test_ingest_scan_refuses_a_zero_voxel_size_without_sform(tmp_path):
     path = tmp_path / "v.nii"
     _nifti(path, (0.0, 1.0, 1.0))
