@@ -117,14 +117,9 @@ def sources_check(registry: RegistryOpt = None, config: ConfigOpt = None, data_r
         console.print(line, markup=False, highlight=False, style="yellow")
     for line in summary.gate_warnings():
         console.print(line, markup=False, highlight=False, style="yellow")
-<<<<<<< HEAD:cli/main.py
-    from pipelines.select.dedupe import same_folder_pairs
-    for a, b in same_folder_pairs({ds: reg.get(ds).root for ds in reg.ids}):
-=======
     from pipelines.select.dedupe import same_folder_pairs
     for a, b in same_folder_pairs({ds: reg.get(ds).root for ds in reg.ids},
                                   {ds: reg.get(ds).entry.task_type for ds in reg.ids}):
->>>>>>> merge2:assets/cli.py
         console.print(f"  warning: {a} and {b} read the same folder; where they hold the same images, the build keeps "
                       f"them once (under {a}) and leaves {b}'s copies out", markup=False, highlight=False,
                       style="yellow")
