@@ -568,3 +568,19 @@ def test_grounding_prompt_states_the_box_format_once():
     stated = {"question": "Give the bounding box of the liver as [x0, y0, x1, y1], fractions of the image."}
     assert build_prompt(stated) == f"Question: {stated['question']}\n"
     assert build_prompt({"question": "Where is the liver?"}) == f"Question: Where is the liver?\n{BOX_INSTRUCTION}"
+
+
+def test_embedded_modules_stand_alone_and_agree_on_the_letters():
+    """The lmms-eval utils.py embeds the prompt and answer modules verbatim: they may import nothing of the project,
+    and the prompt's own copy of the option letters is the records' one."""
+    import ast
+    import inspect
+
+    from pipelines.export import answers, prompt
+    from pipelines.records import LETTERS
+    for module in (prompt, answers):
+        for node in ast.walk(ast.parse(inspect.getsource(module))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n.split(".")[0] in ("pipelines", "assets", "cli") for n in names), module.__name__
+    assert prompt.LETTERS == LETTERS == "ABCDE"

@@ -103,9 +103,12 @@ def write_submission(results, task):
 
 
 def _source(module) -> str:
-    """A module's code without its __future__ import (utils.py has one at the top)."""
-    return "\n".join(line for line in inspect.getsource(module).splitlines()
-                     if line.strip() != "from __future__ import annotations")
+    """A module's code without its __future__ import (utils.py has one at the top). The module must stand alone:
+    lmms-eval runs utils.py where the project is not installed."""
+    lines = inspect.getsource(module).splitlines()
+    if any(line.lstrip().startswith(("from pipelines", "import pipelines")) for line in lines):
+        raise ValueError(f"{module.__name__} imports the project and cannot be embedded in the lmms-eval utils.py")
+    return "\n".join(line for line in lines if line.strip() != "from __future__ import annotations")
 
 
 def _dump(doc: dict) -> bytes:

@@ -8,7 +8,10 @@ several letters; grounding items (no options) ask for a normalized box unless th
 
 from __future__ import annotations
 
-from pipelines.records import LETTERS
+# This module is embedded verbatim in the exported lmms-eval task (utils.py), where the project is not installed:
+# it imports nothing of the project, so it holds its own copy of the option letters (pipelines.records.LETTERS;
+# a test keeps the two equal).
+LETTERS = "ABCDE"
 
 SINGLE_INSTRUCTION = "Please select the correct answer from the options above. \n"
 MULTI_INSTRUCTION = ("Please select all correct answers from the options above. Note that there is more than one "
