@@ -300,7 +300,8 @@ class PipelineConfig(BaseModel):
     def fingerprint(self) -> str:
         """Short hash of the settings that change outputs (paths and publishing excluded)."""
         payload = self.model_dump(mode="json", exclude={"registry": True, "data_root": True, "publish": True,
-                                                        "changes": True, "ingest": {"data_dirs"}})
+                                                        "changes": True, "ingest": {"data_dirs"},
+                                                        "llm": {"cache_dir"}})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -175,3 +175,13 @@ def test_runs_left_started_by_a_killed_build_are_marked_failed(dagster_home):
     assert mark_orphan_runs(instance) == 1
     assert instance.get_run_by_id(runs[dead].run_id).status == dg.DagsterRunStatus.FAILURE
     assert instance.get_run_by_id(runs[str(os.getpid())].run_id).status == dg.DagsterRunStatus.STARTED
+
+
+def test_settings_fingerprint_ignores_where_things_live():
+    """Two checkouts with the same settings stamp the same config hash on their exports: paths (registry, data
+    root, LLM cache) are not settings of the benchmark; a setting that changes items is."""
+    from pipelines.config import PipelineConfig
+    a = PipelineConfig.load(registry="/a/sources.yaml", data_root="/a/data", llm={"cache_dir": "/a/cache"})
+    b = PipelineConfig.load(registry="/b/sources.yaml", data_root="/b/data", llm={"cache_dir": "/b/cache"})
+    assert a.fingerprint() == b.fingerprint()
+    assert PipelineConfig.load(seed=1).fingerprint() != PipelineConfig.load(seed=2).fingerprint()
