@@ -32,6 +32,7 @@ demo: install
 	$(VENV)/bin/medbench build
 
 ## test: run the test suite
+PYTEST_ARGS ?= -n auto --dist loadgroup
 test: install-dev
 	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose" >&2; exit 1; fi; exit $$rc

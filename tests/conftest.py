@@ -75,13 +75,22 @@ def shared_build(tmp_path_factory) -> PipelineConfig:
     os.environ.pop("OPENAI_API_KEY", None)
     try:
         cfg = PipelineConfig.load(registry=SHARED_REGISTRY, data_root=root / "data")
+        cfg = cfg.model_copy(update={"standardize": cfg.standardize.model_copy(update={"workers": 2})})
         from cli.build import build, export_config_env
         export_config_env(cfg, None)
-        build(cfg, log=lambda m: None)
+        SHARED_REPORT["report"] = build(cfg, log=lambda m: None)
     finally:
         for k, v in keep.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
     return cfg
+
+
+SHARED_REPORT: dict = {}  # the shared build's BuildReport, for the tests that judge the build itself
+
+
+@pytest.fixture(scope="session")
+def shared_report(shared_build):
+    return SHARED_REPORT["report"]
 
 
 def exported_rows(out: Path, folder: str = "data"):
@@ -145,3 +154,12 @@ def built_config(registry: Path, root: Path, settings: dict | None = None):
     finally:
         for k, v in old.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+def pytest_collection_modifyitems(config, items):
+    """With pytest-xdist (`make test` runs ``-n auto --dist loadgroup``) every test module runs on one worker, so its
+    module-scoped build is made once, and every test that reads the ../shared build runs on one worker, so that
+    build is made once per session too. Without xdist the groups are inert."""
+    for item in items:
+        group = "shared_build" if "shared_build" in getattr(item, "fixturenames", ()) else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))

@@ -244,3 +244,15 @@ def test_related_pairs_reports_overlaps_within_a_dataset():
                           "mesh_id": ["D009369", "D008113", "D008099", "D009369"],
                           "tree_numbers": [["C04"], ["C04.588.274.623"], ["A03.620"], ["C04"]]})
     assert related_pairs(vocab) == [("a", "liver tumor", "tumor", "descendant")]
+
+
+def test_public_tree_counts_options_offered_not_keys():
+    """Two test items whose key is 'liver' and which both offer 'spleen': the public tree counts each structure
+    once per item offering it (liver 2, spleen 2, kidney 1), so it cannot tell the key from a distractor."""
+    from pipelines.vocab.tree import offered_options
+    items = pd.DataFrame({"clinical_vqa_task": ["Organ Recognition - Abdomen"] * 2, "department": ["Radiology"] * 2,
+                          "perceptual_granularity": ["Mask level"] * 2, "modality": ["CT"] * 2,
+                          "answer_label": ["liver", "liver"], "A": ["spleen", "liver"], "B": ["liver", "spleen"],
+                          "C": ["kidney", None], "D": [None, None], "E": [None, None]})
+    tree = lexical_tree(offered_options(items), label="option")
+    assert tree["task"]["Organ Recognition - Abdomen"]["CT"] == {"kidney": 1, "liver": 2, "spleen": 2}

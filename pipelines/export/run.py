@@ -17,7 +17,7 @@ from pipelines.export.charts import summary
 from pipelines.export.tsv import write_tsv
 from pipelines.sources.registry import registry_of
 from pipelines.storage import atomic_write_bytes, file_sha256, staged_dir
-from pipelines.vocab.tree import lexical_tree, tree_html, tree_json
+from pipelines.vocab.tree import lexical_tree, offered_options, tree_html, tree_json
 
 
 def export_all(bench: pd.DataFrame, figures: dict, data_root: Path, out_dir: Path, config: PipelineConfig,
@@ -43,9 +43,14 @@ def export_all(bench: pd.DataFrame, figures: dict, data_root: Path, out_dir: Pat
         card = build_card(bench, figures, registry_of(config), FEATURES, config.fingerprint(),
                           name, folder=stage)
         atomic_write_bytes(stage / "README.md", str(card).encode("utf-8"))
-        tree = lexical_tree(bench, label="answer_label")
+        # public: how often each structure is offered as an option (what every reader already sees); how often it
+        # is the key would give test answers away, so that tree goes with the private key
+        offered = offered_options(bench)
+        tree = lexical_tree(offered, label="option")
         atomic_write_bytes(stage / "lexical_tree.json", tree_json(tree))
-        atomic_write_bytes(stage / "lexical_tree.html", tree_html(tree, "medbench benchmark: lexical tree"))
+        atomic_write_bytes(stage / "lexical_tree.html",
+                           tree_html(tree, "medbench benchmark: lexical tree (items offering each structure)"))
+        atomic_write_bytes(stage / "private" / "lexical_tree_keys.json", tree_json(lexical_tree(bench, "answer_label")))
         text, charts = summary(bench, figures)
         atomic_write_bytes(stage / "summary" / "summary.md", text.encode("utf-8"))
         for chart, png in charts.items():

@@ -8,6 +8,8 @@ from collections.abc import Iterable
 
 import pandas as pd
 
+from pipelines.records import LETTERS
+
 # tag name -> column of the benchmark table (the vocabulary table uses the short names)
 TAG_COLUMNS = {"task": "clinical_vqa_task", "department": "department", "modality": "modality",
                "granularity": "perceptual_granularity"}
@@ -36,6 +38,14 @@ def lexical_tree(df: pd.DataFrame, label: str = "answer_label", weight: str | No
             branch.setdefault(value, {}).setdefault(modality, {})[lab] = int(n)
         tree[tag] = {k: dict(sorted(v.items())) for k, v in sorted(branch.items())}
     return tree
+
+
+def offered_options(items: pd.DataFrame) -> pd.DataFrame:
+    """One row per (item, option text offered), tags kept: the items' options as the lexical tree's labels."""
+    letters = [c for c in LETTERS if c in items]
+    rows = items.melt(id_vars=[c for c in items.columns if c not in letters], value_vars=letters,
+                      value_name="option").dropna(subset=["option"])
+    return rows.drop(columns="variable")
 
 
 def tree_json(tree: dict) -> bytes:
