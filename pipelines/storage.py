@@ -71,18 +71,8 @@ def file_sha256(path: Path) -> str:
 
 def atomic_write_table(table: pa.Table, path: Path) -> Path:
     """Write a Parquet file atomically with deterministic settings (no timestamps in it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        _user_mode(fd)
-    finally:
-        os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd", write_statistics=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

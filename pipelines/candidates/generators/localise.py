@@ -112,18 +112,24 @@ def localisation_specs(plane: list[dict], geo: dict, modality: str, rng: np.rand
     return out
 
 
+def _lone_visible(plane: list[dict], rng: np.random.Generator):
+    """The plane's visible, not faint structures that are the only instance of their label, in a seeded order: the
+    ones a question can name without saying which instance it means."""
+    counts: dict[str, int] = {}
+    for r in plane:
+        counts[r["canonical_label"]] = counts.get(r["canonical_label"], 0) + 1
+    for j in rng.permutation(len(plane)):
+        r = plane[j]
+        if counts[r["canonical_label"]] == 1 and r["visible"] and not r["faint"]:
+            yield r
+
+
 def coarse_specs(plane: list[dict], geo: dict, rng: np.random.Generator, g: GeneratorSettings) -> list[Spec]:
     """Quadrant (else half) questions for structures that are the only instance of their label on the plane."""
     width, height = float(geo["width"]), float(geo["height"])
     mx, my = g.coarse_margin * width, g.coarse_margin * height
-    counts: dict[str, int] = {}
-    for r in plane:
-        counts[r["canonical_label"]] = counts.get(r["canonical_label"], 0) + 1
     out: list[Spec] = []
-    for j in rng.permutation(len(plane)):
-        r = plane[j]
-        if counts[r["canonical_label"]] != 1 or not r["visible"] or r["faint"]:
-            continue
+    for r in _lone_visible(plane, rng):
         side_x = 0 if r["x1"] <= width / 2 - mx else 1 if r["x0"] >= width / 2 + mx else None
         side_y = 0 if r["y1"] <= height / 2 - my else 1 if r["y0"] >= height / 2 + my else None
         if side_x is not None and side_y is not None:
@@ -152,13 +158,9 @@ def _sizeable(r: dict, width: float, height: float, g: GeneratorSettings) -> boo
 def grounding_specs(plane: list[dict], geo: dict, rng: np.random.Generator, g: GeneratorSettings) -> list[Spec]:
     """The normalized box of structures that are the only instance of their label on the plane."""
     width, height = float(geo["width"]), float(geo["height"])
-    counts: dict[str, int] = {}
-    for r in plane:
-        counts[r["canonical_label"]] = counts.get(r["canonical_label"], 0) + 1
     out: list[Spec] = []
-    for j in rng.permutation(len(plane)):
-        r = plane[j]
-        if counts[r["canonical_label"]] != 1 or not r["visible"] or r["faint"] or not _sizeable(r, width, height, g):
+    for r in _lone_visible(plane, rng):
+        if not _sizeable(r, width, height, g):
             continue
         box = [round(r["x0"] / width, 4), round(r["y0"] / height, 4), round(r["x1"] / width, 4),
                round(r["y1"] / height, 4)]
