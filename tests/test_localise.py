@@ -4,6 +4,7 @@ the image's content, the quadrant is unambiguous, the grounding key is the struc
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import pandas as pd
 
 from pipelines.config import GeneratorSettings
@@ -110,3 +111,30 @@ def test_partial_labels_are_not_localised():
     specs = localised(regions, slices, vocab, "Microscopy", PipelineConfig(), frozenset({"WBC"}),
                       frozenset({"Platelets"}))
     assert specs and {s.params["structure"] for s in specs} == {"wbc"}
+
+
+def test_lettered_box_colour_contrast_is_what_the_reader_sees():
+    """The recorded contrast is re-measured on the drawn image: the ring's colour against the pixels within one
+    ring width of the visible rings, the letter tags left out (WCAG luminance computed here by hand)."""
+    import cv2 as _cv2
+
+    from pipelines.config import RenderSettings
+    from pipelines.render.boxes import draw_lettered_boxes
+    rng = np.random.default_rng(3)
+    img = np.clip(rng.normal(120, 40, (96, 128, 3)), 0, 254).astype(np.uint8)  # no pixel is pure 255
+    out, p = draw_lettered_boxes(img, [[10, 30, 30, 50], [60, 5, 80, 25], [90, 60, 115, 85]], ["B", "A", "C"],
+                                 RenderSettings())
+    c = np.array(p["color"])
+    ring = (out == c).all(-1)
+    tags = np.zeros(ring.shape, bool)
+    for x0, y0, x1, y1 in p["tags"]:
+        tags[y0:y1, x0:x1] = True
+    t = p["thickness"]
+    band = (_cv2.dilate(ring.astype(np.uint8), np.ones((2 * t + 1, 2 * t + 1), np.uint8)) > 0) & ~ring & ~tags
+
+    def lum(rgb):
+        v = np.asarray(rgb, float) / 255.0
+        v = np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
+        return 0.2126 * v[..., 0] + 0.7152 * v[..., 1] + 0.0722 * v[..., 2]
+    a, b = float(lum(c)), float(lum(out[band]).mean())
+    assert (max(a, b) + 0.05) / (min(a, b) + 0.05) == pytest.approx(p["contrast"], abs=1e-3)

@@ -61,24 +61,29 @@ def _tag(img: np.ndarray, text: str, rect: tuple, scale: float, weight: int) -> 
 
 def draw_lettered_boxes(rgb: np.ndarray, boxes: list[list[float]], letters: list[str], s: RenderSettings
                         ) -> tuple[np.ndarray, dict]:
-    """The image with each display box drawn as an opaque ring just outside it and tagged with its letter."""
+    """The image with each display box drawn as an opaque ring just outside it and tagged with its letter. The tags
+    are placed first (where they go depends on the boxes alone), so the one colour of the rings is chosen against
+    what a reader sees beside them: the pixels around the visible rings, tags left out."""
     h, w = rgb.shape[:2]
     t = thickness(w, h, s)
     rings = [box_ring((h, w), box, t) for box in boxes]
     drawn = np.logical_or.reduce(rings)
-    bg = background(rgb, grow(drawn, t) & ~drawn)  # one colour for every box, chosen against all their surroundings
+    taken = [(b[0] - t, b[1] - t, b[2] + t, b[3] + t) for b in boxes]
+    placed = []
+    for i, (box, letter) in enumerate(zip(boxes, letters)):
+        rect, scale, weight = _tag_box(rgb.shape, letter, box, t, taken[:i] + taken[i + 1:])
+        taken.append(rect)
+        placed.append((letter, rect, scale, weight))
+    tagged = np.zeros((h, w), bool)
+    for _, (x0, y0, x1, y1), _, _ in placed:
+        tagged[y0:y1, x0:x1] = True
+    bg = background(rgb, grow(drawn & ~tagged, t) & ~drawn & ~tagged)
     name, color, ratio = pick_colour(bg, s)
     out = rgb
     for ring in rings:
         out = paint(out, ring, color)
-    taken = [(b[0] - t, b[1] - t, b[2] + t, b[3] + t) for b in boxes]
-    tags = []
-    for i, (box, letter) in enumerate(zip(boxes, letters)):
-        others = taken[:i] + taken[i + 1:]
-        rect, scale, weight = _tag_box(out.shape, letter, box, t, others)
+    for letter, rect, scale, weight in placed:
         out = _tag(out, letter, rect, scale, weight)
-        taken.append(rect)
-        tags.append([int(v) for v in rect])
     return out, {"color": list(color), "color_name": name, "contrast": round(ratio, 3), "thickness": t,
-                 "letters": letters, "tags": tags,
+                 "letters": letters, "tags": [[int(v) for v in rect] for _, rect, _, _ in placed],
                  "boxes": [[round(float(v), 2) for v in b] for b in boxes]}
