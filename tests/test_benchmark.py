@@ -42,9 +42,19 @@ def test_build_succeeds_and_caps_hold(built):
     recognition = originals[originals["generator"] == "recognition"]  # generated items are outlines only
     twins = recognition[recognition["granularity"].isin(["mask", "contour"])].groupby("unit_id")
     assert (twins.size() == 2).all() and (twins["A"].nunique() == 1).all() and (twins["answer"].nunique() == 1).all()
-    from pipelines.candidates.validate import contour_stem
+    # the twins' stems, against the cue words of templates/cues.yaml written out here: the contour stem never speaks
+    # of a fill nor the mask stem of an outline; a stem with no fill cue ("the marked area") is the same for both,
+    # and one with a fill cue has an outline cue in its contour twin instead
+    import re
+    fill = r"\b(shaded|shading|overlay|highlighted|filled|tinted|colou?red area)\b"
+    line = r"\b(outlined|outline|contour|delineated|circled|encircled)\b"
     stems = twins.apply(lambda g: g.set_index("granularity")["question"].to_dict())
-    assert all(s["contour"] == contour_stem(s["mask"]) for s in stems)
+    for s in stems:
+        assert not re.search(fill, s["contour"], re.IGNORECASE) and not re.search(line, s["mask"], re.IGNORECASE)
+        if re.search(fill, s["mask"], re.IGNORECASE):
+            assert re.search(line, s["contour"], re.IGNORECASE), s
+        else:
+            assert s["contour"] == s["mask"], s
     assert (twins["split"].nunique() == 1).all()
     assert bench["index"].is_unique
 
@@ -181,7 +191,11 @@ def test_exports_are_checksummed_and_stable(built):
     import hashlib
     for rel, meta in manifest2["files"].items():
         assert hashlib.sha256((cfg.data_root / "benchmark" / rel).read_bytes()).hexdigest() == meta["sha256"]
-    assert manifest2["config_fingerprint"] == cfg.fingerprint()
+    # the settings that change outputs, hashed as the manifest documents it (paths and publishing left out)
+    payload = cfg.model_dump(mode="json", exclude={"registry": True, "data_root": True, "publish": True,
+                                                   "changes": True, "ingest": {"data_dirs"}})
+    want = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+    assert manifest2["config_fingerprint"] == want
 
 
 @pytest.mark.slow

@@ -15,13 +15,16 @@ def test_help_lists_subcommands():
     assert res.exit_code == 0
     for cmd in ("sources", "build", "demo", "summary"):
         assert cmd in res.output
+    assert runner.invoke(app, ["no-such-command"]).exit_code != 0  # an unknown command is refused, not ignored
 
 
 def test_sources_check_ok_and_scan(demo_registry, tmp_path):
     res = runner.invoke(app, ["sources", "check", "--registry", str(demo_registry), "--data-root", str(tmp_path),
                               "--scan"])
     assert res.exit_code == 0, res.output
-    assert "8 dataset(s) OK" in res.output and "demo_polyp" in res.output
+    ids = [d["id"] for d in yaml.safe_load(demo_registry.read_text())["datasets"]]  # counted from the file itself
+    assert f"{len(ids)} dataset(s) OK" in res.output
+    assert all(ds in res.output for ds in ids)  # one row per registered dataset
 
 
 def test_sources_check_warns_about_registrations_of_one_folder(demo_registry, tmp_path):

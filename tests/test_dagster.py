@@ -135,6 +135,11 @@ def test_demo_build_end_to_end(demo_config, dagster_home):
     public = read_public(out)
     bits = demo_config.benchmark.near_duplicate_bits
     assert published_leaks(public, planes, exam, bits).empty
+    # the same, re-derived from the tables alone: no public image shares a plane's pixels (sha256) with an image
+    # a test item shows
+    sha_of = planes.drop_duplicates("image_id").set_index("image_id")["sha256"]
+    test_sha = set(sha_of.reindex(list(test_images)).dropna()) - {""}
+    assert not set(sha_of.reindex(public["image_id"].tolist()).dropna()) & test_sha
     item = full_bench[full_bench["split"] == "test"].iloc[0]
     ds = item["dataset_id"]
     sample_id = slices[ds].to_pandas().set_index("image_id").loc[item["image_id"], "sample_id"]

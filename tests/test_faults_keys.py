@@ -507,3 +507,251 @@ def test_reletter_leaves_grounding_alone_and_boxes_in_letter_order():
     assert out.iloc[0].to_dict() == pd.DataFrame(rows).iloc[0].to_dict()
     for _, r in out.iloc[1:].iterrows():
         assert [r["A"], r["B"], r["C"]] == ["Box A", "Box B", "Box C"]
+
+
+# --- exact boundaries of the split rules and the leak counters (second mutation pass) ------------------------------
+
+def _one_group_datasets(groups: dict[str, tuple[int, str]]) -> pd.DataFrame:
+    """One dataset per group (dataset id = group id), so step 1 of the split puts nothing in val at a fraction of
+    0 (a dataset with a single group keeps it in test); groups maps group -> (items, task)."""
+    rows = [{"dataset_id": g, "group_id": g, "clinical_vqa_task": task} for g, (n, task) in groups.items()
+            for _ in range(n)]
+    return pd.DataFrame(rows)
+
+
+def test_two_groups_of_a_dataset_always_split_one_and_one():
+    """A dataset with exactly two groups: at a fraction of 1 the second stays in test (one group per side), and at
+    a fraction of 0 the first still goes to val."""
+    items = _groups({"d": [1, 1]})
+    for seed in range(6):
+        for fraction in (1.0, 0.0, 0.5):
+            split = assign_splits(items, fraction, seed)
+            assert sorted(split) == ["test", "val"], (seed, fraction)
+
+
+def test_coverage_move_up_to_the_upper_end_exactly():
+    """x1 (2 items of X) and x2 (3 items of X) and y (3 of Y) in datasets of their own: 8 items, nothing in val
+    after step 1. X has 5 test items, exactly cover_min_items, so it asks for coverage; x1 goes: 0 + 2/8 = 0.25 is
+    the upper end itself (not above), and x1 holds 2 of X's 5 items (at most half). Y (3 < 5 items) asks nothing."""
+    items = _one_group_datasets({"x1": (2, "X"), "x2": (3, "X"), "y": (3, "Y")})
+    for seed in range(6):
+        split = assign_splits(items, 0.0, seed, share_range=(0.0, 0.25), cover_min_items=5)
+        assert _val_groups(items, split) == {"x1"}, seed
+    # with one item more demanded, X no longer asks: nothing moves
+    assert (assign_splits(items, 0.0, 0, share_range=(0.0, 0.25), cover_min_items=6) == "test").all()
+
+
+def test_coverage_move_keeps_exactly_half_of_the_task_in_test():
+    """X lives in x1 and x2, two items each: moving either leaves 2 of 4 in test, exactly half, which is allowed;
+    the upper end (0.5) is far from 2/8. Ties in size are broken by the seeded hash, so either may go, never both."""
+    items = _one_group_datasets({"x1": (2, "X"), "x2": (2, "X"), "y": (4, "Y")})
+    for seed in range(6):
+        split = assign_splits(items, 0.0, seed, share_range=(0.0, 0.5), cover_min_items=4)
+        got = _val_groups(items, split)
+        assert got in ({"x1"}, {"x2"}), (seed, got)
+
+
+def test_share_step_fills_up_to_the_upper_end_exactly():
+    """Four single-item groups of one dataset, fraction 0: step 1 puts one in val (1/4). Range (0.5, 0.5): one more
+    goes, since 1/4 + 1/4 = 0.5 is not above the upper end, overall nor within the dataset (2 <= 0.5 x 4)."""
+    items = _groups({"d": [1, 1, 1, 1]})
+    for seed in range(6):
+        split = assign_splits(items, 0.0, seed, share_range=(0.5, 0.5))
+        assert (split == "val").sum() == 2, seed
+
+
+def test_share_step_stops_as_soon_as_the_lower_end_is_reached():
+    """As above with range (0.5, 0.75): at 2 of 4 the lower end is reached and no third group moves, although a
+    third would still fit under the upper end (3/4)."""
+    items = _groups({"d": [1, 1, 1, 1]})
+    for seed in range(6):
+        split = assign_splits(items, 0.0, seed, share_range=(0.5, 0.75))
+        assert (split == "val").sum() == 2, seed
+
+
+def test_share_exactly_at_the_upper_end_moves_nothing_back():
+    """Four single-item groups at a fraction of 1: step 1 stops at three in val (one group stays in test); 3/4 is
+    the upper end itself, so none moves back. At an upper end of 0.5 one does."""
+    items = _groups({"d": [1, 1, 1, 1]})
+    for seed in range(6):
+        assert (assign_splits(items, 1.0, seed, share_range=(0.0, 0.75)) == "val").sum() == 3, seed
+        assert (assign_splits(items, 1.0, seed, share_range=(0.0, 0.5)) == "val").sum() == 2, seed
+
+
+def test_one_cross_split_image_pair_of_each_kind_is_counted_and_shown():
+    """Exactly one image per side: h0 in val and in test (1 x 1 = 1 same-hash pair), and h1 in val 1 bit from h2
+    in test (1 cross pair). Two distinct hashes is enough to look for near pairs."""
+    same = cross_split_near_duplicates(pd.Series(["00000000000000aa", "00000000000000aa"]), pd.Series(["val", "test"]), 2)
+    assert same == (1, [("00000000000000aa", "00000000000000aa")])
+    near = cross_split_near_duplicates(pd.Series(["0000000000000010", "0000000000000011"]), pd.Series(["val", "test"]), 2)
+    assert near == (1, [("0000000000000010", "0000000000000011")])
+    far = cross_split_near_duplicates(pd.Series(["0000000000000010", "00000000000000ef"]), pd.Series(["val", "test"]), 2)
+    assert far == (0, [])  # 8 bits apart
+
+
+def test_at_most_ten_examples_however_many_pairs_leak():
+    """Ten hashes each in val and in test (ten same-hash pairs) and one more val/test pair 1 bit apart: eleven
+    pairs are counted, and the examples stop at ten, all of them the same-hash pairs (listed first, by hash)."""
+    hs = [f"{3 << (4 * k):016x}" for k in range(1, 11)]  # two bits set, at 4k and 4k + 1: any two are 4 bits apart
+    phash = pd.Series(hs + hs + ["f000000000000000", "f000000000000001"])
+    split = pd.Series(["val"] * 10 + ["test"] * 10 + ["val", "test"])
+    n, examples = cross_split_near_duplicates(phash, split, 0)
+    assert n == 10 and examples == [(h, h) for h in hs]  # bits 0: only identical hashes count
+    n, examples = cross_split_near_duplicates(phash, split, 1)
+    assert n == 11 and len(examples) == 10 and examples == [(h, h) for h in hs]
+
+
+def test_two_images_alone_are_compared_for_near_duplicates():
+    """Only two images, in two groups with no file hash: 1 bit apart joins them; 2 bits apart at bits=1 does not."""
+    close = pd.DataFrame([("g2", "", "0000000000000000"), ("g1", "", "0000000000000001")],
+                         columns=["group_id", "sha256", "phash"])
+    assert leak_components(close, bits=1).tolist() == ["g1", "g1"]
+    apart = close.assign(phash=["0000000000000000", "0000000000000003"])
+    assert leak_components(apart, bits=1).tolist() == ["g2", "g1"]
+
+
+def test_single_split_order_of_datasets_is_by_id_not_by_row_order():
+    """Rows of dataset b come first, yet a (first by id) decides the shared component: a holds only it (4 items,
+    target 2 at 0.5: 0 + 4/2 = 2 is not above it), so it is val; then b starts from those 4 val items of its 8,
+    already at its target, and its own four groups stay in test."""
+    rows = ([{"dataset_id": "b", "group_id": "shared"}] * 4 + [{"dataset_id": "b", "group_id": f"b{k}"} for k in range(4)]
+            + [{"dataset_id": "a", "group_id": "shared"}] * 4)
+    items = pd.DataFrame(rows)
+    for seed in range(8):
+        split = assign_splits(items, 0.5, seed)
+        assert split.tolist() == ["val"] * 4 + ["test"] * 4 + ["val"] * 4, seed
+        assert split.dtype == object  # plain Python strings, not pandas' string dtype
+
+
+def test_a_group_that_would_overshoot_is_skipped_and_later_ones_still_go():
+    """Groups of 6, 1 and 1 (8 items) at 0.25: target 2. The 6 overshoots (0 + 3 > 2) and stays in test wherever it
+    comes in the seeded order; both 1s go (1/2 then 1 + 1/2 fit), after which the rule 'one group per side' stops."""
+    items = _groups({"d": [6, 1, 1]})
+    for seed in range(10):
+        split = assign_splits(items, 0.25, seed)
+        assert _val_groups(items, split) == {"d-1", "d-2"}, seed
+
+
+def test_the_per_dataset_order_is_the_published_seeded_hash():
+    """Which groups go to val is part of the published benchmark: the order is the group's sha256 over
+    repr(seed), repr('split'), repr(dataset), repr(group), each followed by 0x1f (first 16 hex digits), re-derived
+    here with hashlib. Ten single-item groups at 0.3: the first three in that order are val."""
+    import hashlib
+
+    def key(*parts):
+        return hashlib.sha256(b"".join(repr(p).encode() + b"\x1f" for p in parts)).hexdigest()[:16]
+
+    items = _groups({"d": [1] * 10})
+    for seed in (0, 7, 123):
+        want = set(sorted(items["group_id"].unique(), key=lambda g: key(seed, "split", "d", g))[:3])
+        assert _val_groups(items, assign_splits(items, 0.3, seed)) == want, seed
+    # moves in step 3 go smallest first, ties in the order of sha256 over (seed, 'split-move', group)
+    for seed in (0, 7, 123):
+        first = sorted(items["group_id"].unique(), key=lambda g: key(seed, "split", "d", g))[0]  # step 1 at 0
+        rest = sorted(set(items["group_id"]) - {first}, key=lambda g: key(seed, "split-move", g))
+        got = _val_groups(items, assign_splits(items, 0.0, seed, share_range=(0.3, 0.35)))
+        assert got == {first, *rest[:2]}, seed
+
+
+def test_a_dataset_starts_from_the_val_items_another_dataset_decided():
+    """a holds only 'shared' (4 items): val at 0.5. b holds 'shared' (4) and four single groups: 4 of its 8 items are
+    val already, its target, so none of b's own groups moves."""
+    rows = ([{"dataset_id": "a", "group_id": "shared"}] * 4 + [{"dataset_id": "b", "group_id": "shared"}] * 4
+            + [{"dataset_id": "b", "group_id": f"b{k}"} for k in range(4)])
+    items = pd.DataFrame(rows)
+    for seed in range(8):
+        assert _val_groups(items, assign_splits(items, 0.5, seed)) == {"shared"}, seed
+
+
+def test_share_step_from_an_empty_val_and_datasets_with_no_val_item():
+    """Single-group datasets d1 (1 item), d2 (1), d3 (2), fraction 0: val is empty after step 1 (share 0, no
+    dataset with a val item). Range (0.5, 1.0): the two 1-item groups go (1/4, then 2/4 reaches 0.5); each is
+    the whole of its dataset, allowed at an upper end of 1.0."""
+    items = _one_group_datasets({"d1": (1, "T"), "d2": (1, "T"), "d3": (2, "T")})
+    for seed in range(6):
+        assert _val_groups(items, assign_splits(items, 0.0, seed, share_range=(0.5, 1.0))) == {"d1", "d2"}, seed
+
+
+def test_share_step_never_passes_the_upper_end_overall():
+    """a: two groups of 3, b: ten of 1; at a fraction of 0 one group of each dataset is val: 4 of 16 items (a at
+    50 %). Range (0.9, 0.3): b could take one more within its own 30 % (1 + 1 <= 3), but overall 5/16 = 0.3125 is
+    above 0.3, so nothing moves and 4 items stay val."""
+    items = _groups({"a": [3, 3], "b": [1] * 10})
+    for seed in range(8):
+        split = assign_splits(items, 0.0, seed, share_range=(0.9, 0.3))
+        assert (split == "val").sum() == 4, seed
+        assert len(_val_groups(items, split) & {"a-0", "a-1"}) == 1
+
+
+def test_moving_back_keeps_every_covered_task_in_val():
+    """Four single-item groups, tasks X, X, T, T; at a fraction of 1 three are val (so both tasks are). The upper
+    end 0.5 sends one back, and only an X may go when the other X stays: T never loses its only val item... and
+    whichever three were val, the two left cover X and T."""
+    items = _groups({"d": [1, 1, 1, 1]}, {"d-0": "X", "d-1": "X"})
+    for seed in range(10):
+        split = assign_splits(items, 1.0, seed, share_range=(0.0, 0.5), cover_min_items=1)
+        val = items[split == "val"]
+        assert len(val) == 2 and set(val["clinical_vqa_task"]) == {"X", "T"}, seed
+
+
+def test_coverage_handles_tasks_in_sorted_order_and_never_overshoots():
+    """Tasks Y (rows first) and X, two groups of 2 items each, in datasets of their own (8 items); the upper end
+    0.25 lets exactly one group of 2 go. Tasks are handled in sorted order, so X is covered, not Y."""
+    items = _one_group_datasets({"y1": (2, "Y"), "y2": (2, "Y"), "x1": (2, "X"), "x2": (2, "X")})
+    for seed in range(6):
+        got = _val_groups(items, assign_splits(items, 0.0, seed, share_range=(0.0, 0.25), cover_min_items=4))
+        assert got in ({"x1"}, {"x2"}), (seed, got)
+    # an upper end of 0.2 is below any single group's 0.25: coverage moves nothing
+    tight = _one_group_datasets({"x1": (2, "X"), "x2": (2, "X"), "y": (4, "Y")})
+    assert (assign_splits(tight, 0.0, 0, share_range=(0.0, 0.2), cover_min_items=4) == "test").all()
+
+
+def test_reletter_depends_on_the_seed_and_keeps_rows_after_skipped_ones():
+    """The letters are a seeded placement: some seeds differ. Rows that are not re-lettered (a multi-answer unit)
+    may come first: the re-lettered rows still get their own options and origins (the caller's index is kept)."""
+    items = _lettered(8)
+    answers = {tuple(reletter(items, seed)["answer"]) for seed in range(6)}
+    assert len(answers) > 1
+    shuffled = pd.concat([items.iloc[[-1]], items.iloc[:-1]]).set_axis(range(50, 50 + len(items)))
+    out = reletter(shuffled, 2)
+    assert out.index.equals(shuffled.index)
+    origin = {f"opt{u}-{k}": o for u in range(8) for k, o in enumerate(["dataset", "fallback", "dataset", "generated"])}
+    for _, r in out.iloc[1:].iterrows():
+        assert r[r["answer"]] == f"{r['unit_id'].replace('u', 'opt')}-0"
+        assert list(r["option_origins"]) == [origin[r[c]] for c in "ABCD"]
+    assert out.iloc[0]["answer"] == "AB" and list(out.iloc[0]["option_origins"]) == ["dataset"] * 2
+
+
+# --- leakage, second pass ------------------------------------------------------------------------------------------
+
+def test_cross_split_count_over_several_pairs_by_hand():
+    """val: h0, h0, h1; test: h1, h2 (h0 = 0, h1 = 1, h2 = 2; h0-h1 and h0-h2 1 bit apart, h1-h2 2 bits). At 1 bit:
+    h1/h1 across the splits (1), h0 (val) x h1 (test) (2), h0 (val) x h2 (test) (2): 5 pairs."""
+    phash = pd.Series(["0000000000000000", "0000000000000000", "0000000000000001", "0000000000000001",
+                       "0000000000000002"])
+    split = pd.Series(["val", "val", "val", "test", "test"])
+    n, examples = cross_split_near_duplicates(phash, split, 1)
+    assert n == 5
+    assert examples == [("0000000000000001", "0000000000000001"), ("0000000000000000", "0000000000000001"),
+                        ("0000000000000000", "0000000000000002")]
+    # near pairs within one split are not examples, nor counted
+    within = cross_split_near_duplicates(pd.Series(["0000000000000000", "0000000000000001", "ffffffffffffffff"]),
+                                         pd.Series(["val", "val", "test"]), 1)
+    assert within == (0, [])
+
+
+def test_identical_phash_alone_joins_two_groups_and_empty_hashes_join_nothing():
+    """g2 and g1 share a pHash and nothing else: one component. g3 has an empty pHash and g4 a zero one: an empty
+    hash is no hash (not 0), so they stay apart even at 1 bit. g9, the last group by name, has no hash at all."""
+    rows = [("g2", "s2", "123456789abcdef0"), ("g1", "s1", "123456789abcdef0"), ("g3", "", ""),
+            ("g4", "", "0000000000000000"), ("g9", "", None)]
+    comp = leak_components(pd.DataFrame(rows, columns=["group_id", "sha256", "phash"]), bits=1)
+    assert comp.tolist() == ["g1", "g1", "g3", "g4", "g9"]
+    assert comp.dtype == object
+
+
+def test_empty_items_keep_the_callers_index():
+    items = pd.DataFrame({"group_id": [], "sha256": [], "phash": []},
+                         index=pd.Index([], dtype=object, name="item_id"))
+    comp = leak_components(items, bits=2)
+    pd.testing.assert_index_equal(comp.index, items.index, exact=True)

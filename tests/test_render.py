@@ -13,7 +13,8 @@ from pipelines.config import PipelineConfig
 from pipelines.ingest import ingest
 from pipelines.candidates.rows import targets
 from pipelines.sources.registry import load_registry
-from pipelines.render.draw import box_ring, contour_ring, thickness
+from scipy import ndimage
+
 from pipelines.render.items import DatasetTables, render_items
 from pipelines.render.review import contact_sheet
 from pipelines.standardize.display import display_size, mask_to_display, to_display
@@ -57,6 +58,29 @@ def base_images(cfg: PipelineConfig, ds: str, std, samples) -> dict[str, np.ndar
     return out
 
 
+def line_width(w: int, h: int, cfg: PipelineConfig) -> int:
+    """The documented line width: ``line_fraction`` of the shorter display side, rounded, at least
+    ``min_thickness`` (written out here, not read from the renderer)."""
+    return max(cfg.render.min_thickness, int(round(cfg.render.line_fraction * min(w, h))))
+
+
+def ring_around_box(shape: tuple[int, int], box: list[float], t: int) -> np.ndarray:
+    """Pixels outside the box (x0, y0, x1, y1; x1 and y1 exclusive, rounded to whole pixels) whose chessboard
+    distance to it is 1..t, from each pixel's own coordinates (no slicing shared with the renderer)."""
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    ys, xs = np.indices(shape)
+    dx = np.maximum(np.maximum(x0 - xs, xs - (x1 - 1)), 0)
+    dy = np.maximum(np.maximum(y0 - ys, ys - (y1 - 1)), 0)
+    d = np.maximum(dx, dy)
+    return (d >= 1) & (d <= t)
+
+
+def ring_around_mask(mask: np.ndarray, t: int) -> np.ndarray:
+    """Pixels outside the mask within chessboard distance t of it (SciPy's distance transform, not a dilation)."""
+    d = ndimage.distance_transform_cdt(~mask, metric="chessboard")
+    return (d >= 1) & (d <= t)
+
+
 def check_pixels(cfg: PipelineConfig, ds: str, std, prompts: pd.DataFrame, samples) -> dict[str, int]:
     """Every drawn pixel is where the region says, and nothing else changed."""
     regions = {r["region_id"]: r for r in std.regions.to_pylist()}
@@ -77,9 +101,14 @@ def check_pixels(cfg: PipelineConfig, ds: str, std, prompts: pd.DataFrame, sampl
         params = json.loads(p["render_params"])
         color = np.array(params["color"])
         changed = (out != base).any(axis=2)
+        t = line_width(w, h, cfg)
+        assert params["color"] in [list(c) for c in cfg.render.mark_palette.values()]
         if p["granularity"] == "box":
             (m,) = members
-            ring = box_ring((h, w), geo.box(m["bbox"]), thickness(w, h, cfg.render))
+            sx, sy = w / sl["width"], h / sl["height"]  # display px per stored px, from the PNG's own size
+            x0, y0, x1, y1 = m["bbox"]
+            ring = ring_around_box((h, w), [x0 * sx, y0 * sy, x1 * sx, y1 * sy], t)
+            assert ring.any()
             assert (out[ring] == color).all()
             assert not changed[~ring].any()
         else:
@@ -92,7 +121,8 @@ def check_pixels(cfg: PipelineConfig, ds: str, std, prompts: pd.DataFrame, sampl
                 assert np.abs(out[mask] - expected).max() <= 0  # exact fill inside
                 assert not changed[~mask].any()  # nothing outside
             else:
-                ring = contour_ring(mask, thickness(w, h, cfg.render))
+                ring = ring_around_mask(mask, t)
+                assert ring.any()
                 assert (out[ring] == color).all() and not changed[~ring].any()
                 assert not (ring & mask).any()  # the line is on the boundary, outside the structure
         seen[p["granularity"]] = seen.get(p["granularity"], 0) + 1
@@ -145,7 +175,7 @@ def test_mark_colour_contrasts_with_its_background(demo_config):
             base = bases[p["image_id"]]
             drawn = (out != base).any(axis=2)
             h, w = out.shape[:2]
-            t = thickness(w, h, demo_config.render)
+            t = line_width(w, h, demo_config)
             grown = cv2.dilate(drawn.astype(np.uint8), np.ones((2 * t + 1, 2 * t + 1), np.uint8)) > 0
             if p["granularity"] == "mask":
                 zone = base[grown]  # the tint is seen over the structure and beside it
