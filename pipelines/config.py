@@ -124,6 +124,11 @@ class GateSettings(BaseModel):
     min_mark_pixels: int = Field(48, description="display pixels the marked structure covers")
     min_mark_fraction: float = Field(0.001, description="share of the display image the marked structure covers")
     min_mark_side: int = Field(4, description="shorter side of the mark's box in display px")
+    finding_types: list[str] = Field(
+        ["lesion", "cell"], description="semantic types whose place anatomy does not predict: a reader must see them")
+    min_finding_cnr: float = Field(
+        1.5, description="a finding on a plane cut from a volume is located, boxed or placed in a quadrant only when "
+                         "its contrast-to-noise against a 3-px band around it on the plane shown reaches this")
     border_band_fraction: float = Field(
         0.01, description="a mark lying wholly in this edge band (at least 4 px) is not shown")
     min_pixel_std: float = Field(2.0, description="an image whose grey levels vary less than this is blank")

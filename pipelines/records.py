@@ -103,6 +103,9 @@ REGIONS = _schema("regions", [
     pa.field("width", pa.int64()),
     pa.field("height", pa.int64()),
     pa.field("outline_filled", pa.bool_()),  # the mask was a closed outline; the region is what it encloses
+    # volume planes only: contrast-to-noise of the region against a 3-px band around it on the plane shown;
+    # null where the mask or box was drawn on the very image shown (2D)
+    pa.field("ring_cnr", pa.float64()),
 ])
 
 LABEL_VOCAB = _schema("label_vocab", [

@@ -138,3 +138,53 @@ def test_lettered_box_colour_contrast_is_what_the_reader_sees():
         return 0.2126 * v[..., 0] + 0.7152 * v[..., 1] + 0.0722 * v[..., 2]
     a, b = float(lum(c)), float(lum(out[band]).mean())
     assert (max(a, b) + 0.05) / (min(a, b) + 0.05) == pytest.approx(p["contrast"], abs=1e-3)
+
+
+def test_ring_contrast_by_hand():
+    """A 4 x 4 square of grey 30 on a 10/20 checkerboard: the 3-px band around it (10 x 10 - 4 x 4 = 84 pixels)
+    holds 42 of each, mean 15 and standard deviation 5, so the ratio is |30 - 15| / (5 + 1) = 2.5."""
+    from pipelines.standardize.regions import ring_cnr
+    yy, xx = np.mgrid[:20, :20]
+    shown = np.where((yy + xx) % 2 == 0, 10, 20).astype(np.uint8)
+    inst = np.zeros((20, 20), np.int32)
+    inst[8:12, 8:12] = 7
+    shown[8:12, 8:12] = 30
+    inst[0:2, 0:2] = 3  # another instance outside the band changes nothing
+    assert ring_cnr(shown, inst, 7, [8.0, 8.0, 12.0, 12.0]) == 2.5
+    shown[8:12, 8:12] = 15  # the band's own mean: nothing stands out
+    assert ring_cnr(shown, inst, 7, [8.0, 8.0, 12.0, 12.0]) == 0.0
+    whole = np.ones((6, 6), np.int32)  # a structure that fills the plane has no surroundings
+    assert ring_cnr(np.zeros((6, 6), np.uint8), whole, 1, [0.0, 0.0, 6.0, 6.0]) == 0.0
+
+
+def test_a_faint_finding_on_a_volume_plane_is_not_localised():
+    """A tumour whose ring contrast is under the floor is neither boxed, placed in a quadrant nor grounded; the
+    same tumour with a clear contrast is; an organ at any contrast is (anatomy is found by where it lies); a 2D
+    mask (no measure) is; every hidden region is counted as a skip."""
+    from collections import Counter
+
+    from pipelines.config import PipelineConfig
+    from pipelines.candidates.generators.run import inconspicuous, localised
+    cfg = PipelineConfig()
+    frame = pd.DataFrame({"semantic_type": ["lesion", "lesion", "organ", "cell", "lesion", "lesion"],
+                          "ring_cnr": [1.0, None, 0.2, 1.49, 1.5, 3.0]})
+    assert inconspicuous(frame, cfg).tolist() == [True, False, False, True, False, False]
+
+    def specs_for(cnr: float, semantic: str) -> tuple[list, Counter]:
+        regions = pd.DataFrame([{"region_id": "r", "image_id": "p", "kind": "mask", "raw_label": "tumor",
+                                 "bbox": [20.0, 20.0, 60.0, 60.0], "area_px": 1600, "ring_cnr": cnr}])
+        slices = pd.DataFrame([{"image_id": "p", "sample_id": "s", "axis": "z", "index": 0, "orientation": "",
+                                "spacing": [1.0, 1.0], "width": 200, "height": 200, "display_width": 200,
+                                "display_height": 200, "contrast": 50.0, "content_bbox": [0, 0, 200, 200],
+                                "faint_labels": [], "intensity_params": "{}"}])
+        vocab = pd.DataFrame([{"raw_label": "tumor", "canonical_label": "tumor", "status": "mesh",
+                               "department": "Oncology", "semantic_type": semantic}])
+        skipped: Counter = Counter()
+        return localised(regions, slices, vocab, "MRI", cfg, skipped=skipped), skipped
+
+    hidden, why = specs_for(0.7, "lesion")
+    assert hidden == [] and why["finding_not_conspicuous"] == 1
+    shown, why = specs_for(2.0, "lesion")
+    assert {s.generator for s in shown} == {"localisation", "coarse_position", "grounding"} and not why
+    organ, _ = specs_for(0.2, "organ")
+    assert {s.generator for s in organ} == {"localisation", "coarse_position", "grounding"}

@@ -164,6 +164,39 @@ def test_shared_export_is_trustworthy(shared_build):
     assert blind["exceeds"] == [], blind
 
 
+@pytest.mark.slow
+def test_shared_unmarked_findings_stand_out(shared_build):
+    """Each quadrant or grounding item about a finding (a tumour, a cell) on a volume plane is re-measured here
+    from its rendered image, with the region's mask scaled to the display: the finding's mean grey level differs
+    from that of a 3-px band around it by at least 1.0 band standard deviation (the build's floor is 1.5 on the
+    native plane; display resampling moves it a little). The brain-tumour items a reviewer could not see measured
+    0.1 to 1.2. The volume datasets of ../shared still yield such items (the rule does not empty them)."""
+    from pycocotools import mask as cocomask
+    from scipy import ndimage
+    root = shared_build.data_root
+    items = pd.read_parquet(root / "tables" / "benchmark.parquet")
+    rendered = pd.read_parquet(root / "tables" / "rendered_items.parquet").set_index("item_id")
+    regions = pd.concat([pd.read_parquet(f) for f in sorted((root / "tables" / "regions").glob("*.parquet"))])
+    slices = pd.concat([pd.read_parquet(f) for f in sorted((root / "tables" / "slices").glob("*.parquet"))])
+    on_volume = set(slices.loc[slices["axis"] != "2d", "image_id"])
+    regions = regions.set_index("region_id")
+    asked = items[items["generator"].isin(["coarse_position", "grounding"])
+                  & items["semantic_type"].isin(shared_build.gates.finding_types)]
+    measured = []
+    for item in asked.itertuples():
+        (rid,) = item.source_region_ids
+        r = regions.loc[rid]
+        if r["image_id"] not in on_volume:
+            continue
+        shown = np.asarray(Image.open(root / rendered.loc[item.item_id, "image_path"]).convert("L"), float)
+        mask = cocomask.decode({"size": [int(r["height"]), int(r["width"])], "counts": r["mask_rle"].encode()})
+        mask = np.asarray(Image.fromarray(mask * 255).resize(shown.shape[::-1], Image.NEAREST)) > 0
+        band = ndimage.binary_dilation(mask, iterations=3) & ~mask
+        measured.append(abs(shown[mask].mean() - shown[band].mean()) / shown[band].std())
+    assert measured, "no finding on a volume plane was asked about: the rule emptied the MR tumour dataset"
+    assert min(measured) >= 1.0, sorted(measured)[:10]
+
+
 @needs_shared
 @pytest.mark.slow
 def test_removing_a_dataset_leaves_the_others_items_and_keys(shared_build, tmp_path):

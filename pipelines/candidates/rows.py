@@ -40,7 +40,7 @@ SLICE_COLUMNS = ["image_id", "sample_id", "group_id", "source_path", "axis", "in
                  "display_width", "display_height", "phash", "contrast", "orientation", "spacing", "spacing_source",
                  "intensity_params", "faint_labels", "content_bbox"]
 REGION_COLUMNS = ["region_id", "image_id", "kind", "raw_label", "labels", "component_index", "bbox", "area_px",
-                  "centroid", "outline_filled"]
+                  "centroid", "outline_filled", "ring_cnr"]
 
 
 @dataclass

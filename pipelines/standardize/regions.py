@@ -194,5 +194,27 @@ def describe_instances(plane: np.ndarray, floor: int) -> tuple[list[tuple[int, R
     return list(zip(d.ids.tolist(), shapes)), d.faint_ids.tolist()
 
 
+RING_PX = 3  # width of the band of surroundings a structure is compared with
+_RING = np.ones((3, 3), bool)
+
+
+def ring_cnr(shown: np.ndarray, instances: np.ndarray, iid: int, bbox: list[float]) -> float:
+    """How far a structure stands out from what surrounds it on the plane shown: the difference of its mean grey
+    level and that of a ``RING_PX`` band just outside it, over the band's standard deviation (plus one grey level,
+    so a flat band does not divide by zero). ``shown`` is the 8-bit grey plane, ``instances`` the plane's instance
+    ids, ``bbox`` the instance's box; only the box grown by the band is read. 0 when nothing surrounds it."""
+    h, w = instances.shape
+    x0, y0, x1, y1 = (int(v) for v in bbox)
+    ys = slice(max(0, y0 - RING_PX), min(h, y1 + RING_PX))
+    xs = slice(max(0, x0 - RING_PX), min(w, x1 + RING_PX))
+    inside = instances[ys, xs] == iid
+    band = ndimage.binary_dilation(inside, _RING, iterations=RING_PX) & ~inside
+    if not band.any() or not inside.any():
+        return 0.0
+    grey = shown[ys, xs].astype(np.float64)
+    ring = grey[band]
+    return round(float(abs(grey[inside].mean() - ring.mean()) / (ring.std() + 1.0)), 3)
+
+
 def min_area(width: int, height: int, min_pixels: int, min_fraction: float) -> int:
     return max(min_pixels, int(np.ceil(min_fraction * width * height)))

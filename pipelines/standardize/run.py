@@ -47,6 +47,7 @@ from pipelines.standardize.regions import (
     describe_stack,
     label_instances,
     min_area,
+    ring_cnr,
 )
 from pipelines.storage import DataLayout, atomic_write_bytes, sha256_bytes, staged_dir
 from pipelines.volume import (
@@ -147,7 +148,8 @@ class _Writer:
             "name": name, "kind": kind,
             "raw_label": ";".join(labels), "labels": labels, "component_index": component, "mask_rle": rle,
             "area_px": int(area), "area_pct": float(100.0 * area / (width * height)), "bbox": bbox,
-            "centroid": centroid, "width": width, "height": height, "outline_filled": outline_filled, **self.prov})
+            "centroid": centroid, "width": width, "height": height, "outline_filled": outline_filled,
+            "ring_cnr": None, **self.prov})
 
 
 def _window_of(source: Source, label: str) -> str | None:
@@ -269,7 +271,7 @@ def _standardize_3d(w: _Writer, loaded: LoadedSample) -> None:
         floor = min_area(wd, h, cfg.min_region_pixels, cfg.min_region_fraction)
         pending: dict[tuple[int, str], list] = defaultdict(list)  # (plane index, window) -> regions
         faint: dict[int, set[str]] = defaultdict(set)  # plane index -> labels with a sub-floor speck there
-        for inst, table in instances:
+        for layer, (inst, table) in enumerate(instances):
             index, d = _describe_axis(inst, axis, floor)
             w.out.dropped_small += d.dropped
             for idx, iid in zip(d.faint_plane.tolist(), d.faint_ids.tolist()):
@@ -277,7 +279,8 @@ def _standardize_3d(w: _Writer, loaded: LoadedSample) -> None:
             for idx, iid, bbox, area, centroid, rle in zip(index.tolist(), d.ids.tolist(), d.bbox.tolist(),
                                                             d.area.tolist(), d.centroid.tolist(), d.rle):
                 label, comp = table[iid]
-                pending[(idx, transform_for(label).key)].append((label, comp, bbox, area, centroid, rle))
+                pending[(idx, transform_for(label).key)].append((label, comp, bbox, area, centroid, rle,
+                                                                 layer, iid))
         by_key = {t.key: t for t in transforms.values()}
         sp = plane_spacing(spacing, axis)
         for key in sorted({k for _, k in pending}):
@@ -289,13 +292,16 @@ def _standardize_3d(w: _Writer, loaded: LoadedSample) -> None:
                     image_id = w.image(px, axis, i, t, code, original, sp, facts, sorted(faint[i]))
                     prefix = f"{w.row['dataset_id']}/{w.case}/{axis}_{i:04d}"
                     m = w.out.masks
-                    for label, comp, bbox, area, centroid, rle in pending[(i, key)]:
+                    shown = grey(px)
+                    cut = {layer: plane(instances[layer][0], axis, i) for layer in {p[6] for p in pending[(i, key)]}}
+                    for label, comp, bbox, area, centroid, rle, layer, iid in pending[(i, key)]:
                         m["region_id"].append(stable_id(image_id, "mask", (label,), comp, tuple(bbox)))
                         m["name"].append(f"{prefix}/{label}/{comp}")
                         m["raw_label"].append(label)
                         for col, v in (("image_id", image_id), ("component_index", comp), ("mask_rle", rle),
                                        ("area_px", area), ("bbox", bbox), ("centroid", centroid),
-                                       ("width", wd), ("height", h)):
+                                       ("width", wd), ("height", h),
+                                       ("ring_cnr", ring_cnr(shown, cut[layer], iid, bbox))):
                             m[col].append(v)
 
 

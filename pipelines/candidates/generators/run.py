@@ -53,9 +53,19 @@ def without_nested(rows: list[dict], inner: set[str]) -> list[dict]:
     return [r for r in rows if r["raw_label"] not in inner] if inner and len(rows) > 1 else rows
 
 
+def inconspicuous(rows: pd.DataFrame, config: PipelineConfig) -> np.ndarray:
+    """Findings (``gates.finding_types``: a tumour, a cell) on volume planes whose ring contrast-to-noise on the
+    plane shown is under ``gates.min_finding_cnr``. Anatomy is found by where it lies; a finding only by seeing it,
+    and a lesion drawn on the native slices can vanish in a reformatted or windowed plane. A 2D mask or box was
+    drawn on the very image shown (no measure is stored, and none is needed)."""
+    cnr = rows["ring_cnr"].to_numpy(float) if "ring_cnr" in rows else np.full(len(rows), np.nan)
+    finding = rows["semantic_type"].isin(config.gates.finding_types).to_numpy()
+    return finding & ~np.isnan(cnr) & (np.nan_to_num(cnr, nan=np.inf) < config.gates.min_finding_cnr)
+
+
 def localised(regions: pd.DataFrame, slices: pd.DataFrame, vocab: pd.DataFrame, modality: str,
               config: PipelineConfig, exhaustive: frozenset[str] = frozenset(),
-              partial: frozenset[str] = frozenset()) -> list[Spec]:
+              partial: frozenset[str] = frozenset(), skipped: Counter | None = None) -> list[Spec]:
     """Localisation, coarse-position and grounding questions from the boxes of every tagged region on a seeded
     sample of readable planes: no stored mask is read. Only labels annotated wherever they appear: a segmentation
     mask unless its label map says the label is partial, a detection box only when the label map says exhaustive
@@ -83,7 +93,11 @@ def localised(regions: pd.DataFrame, slices: pd.DataFrame, vocab: pd.DataFrame, 
                       (rows["y1"] - rows["y0"]).to_numpy() * geo["scale_y"].to_numpy())
     area = (geo["display_width"] * geo["display_height"]).to_numpy(float)
     gt = config.gates
-    rows["visible"] = (disp >= gt.min_mark_pixels) & (disp >= gt.min_mark_fraction * area) & (side >= gt.min_mark_side)
+    hidden = inconspicuous(rows, config)
+    if skipped is not None and hidden.any():
+        skipped["finding_not_conspicuous"] += int(hidden.sum())
+    rows["visible"] = ((disp >= gt.min_mark_pixels) & (disp >= gt.min_mark_fraction * area)
+                       & (side >= gt.min_mark_side) & ~hidden)
     rows["faint"] = [raw in set(faint.get(i) if faint.get(i) is not None else ()) for i, raw in
                      zip(rows["image_id"], rows["raw_label"])]
     by_plane: dict[str, list[dict]] = {}
@@ -110,7 +124,7 @@ def generated(regions: pd.DataFrame, slices: pd.DataFrame, samples: pd.DataFrame
     sample of at most ``generators.max_planes`` planes that pass the image gates; ``rle_lookup`` fetches the stored masks of those planes
     only, so the cost of this step is bounded per dataset, not by its size."""
     g, seed = config.generators, config.seed
-    local = localised(regions, slices, vocab, modality, config, exhaustive, partial)
+    local = localised(regions, slices, vocab, modality, config, exhaustive, partial, skipped)
     masks = regions[regions["kind"] == "mask"]
     if masks.empty or not (set(g.enabled) - set(LOCALISE)) or rle_lookup is None:
         return pd.DataFrame([s.row() for s in local])
