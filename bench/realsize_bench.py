@@ -38,6 +38,7 @@ import numpy as np
 import SimpleITK as sitk
 import yaml
 
+from bench.scale_bench import report
 from pipelines.config import PROJECT_ROOT
 
 SHARED = PROJECT_ROOT.parent / "shared" / "datasets" / "totalseg_ct_nifti"
@@ -303,10 +304,7 @@ def main(argv: list[str] | None = None) -> dict:
     if len(args.workers) > 1:
         lo, hi = min(args.workers), max(args.workers)
         out["speedup_min_walls"] = round(min(by_w[lo]) / min(by_w[hi]), 3)
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / f"{args.name}.json").write_text(json.dumps(out, indent=1))
-    print(json.dumps(out, indent=1))
-    return out
+    return report(args.name, out)
 
 
 if __name__ == "__main__":

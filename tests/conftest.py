@@ -163,3 +163,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         group = "shared_build" if "shared_build" in getattr(item, "fixturenames", ()) else item.module.__name__
         item.add_marker(pytest.mark.xdist_group(group))
+
+
+def private_registry(demo_registry: Path, folder: Path, ids) -> Path:
+    """A registry over private copies of some demo datasets, so a test may change or drop them."""
+    import yaml
+    doc = yaml.safe_load(demo_registry.read_text())
+    doc["datasets"] = [d for d in doc["datasets"] if d["id"] in ids]
+    for d in doc["datasets"]:
+        dst = folder / os.path.basename(d["root"])
+        shutil.copytree(d["root"], dst)
+        d["root"] = str(dst)
+    reg = folder / "sources.yaml"
+    reg.write_text(yaml.safe_dump(doc))
+    return reg

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.config import PROJECT_ROOT, PipelineConfig
+from tests.conftest import private_registry
 
 
 def test_definitions_load_and_validate():
@@ -158,22 +159,6 @@ def test_demo_build_end_to_end(demo_config, dagster_home):
     assert before == after
 
 
-def _private_registry(demo_registry, tmp_path, ids) -> "Path":
-    """A registry over private copies of some demo datasets, so a test may change or drop them."""
-    import shutil
-
-    import yaml
-    doc = yaml.safe_load(demo_registry.read_text())
-    doc["datasets"] = [d for d in doc["datasets"] if d["id"] in ids]
-    for d in doc["datasets"]:
-        dst = tmp_path / os.path.basename(d["root"])
-        shutil.copytree(d["root"], dst)
-        d["root"] = str(dst)
-    reg = tmp_path / "sources.yaml"
-    reg.write_text(yaml.safe_dump(doc))
-    return reg
-
-
 def _drop_from_registry(reg, dataset_id: str) -> None:
     import yaml
     doc = yaml.safe_load(reg.read_text())
@@ -183,7 +168,7 @@ def _drop_from_registry(reg, dataset_id: str) -> None:
 
 def test_sensor_adds_partitions_and_reruns_only_changed(demo_registry, tmp_path, monkeypatch, demo_sources):
     from assets.definitions import defs
-    reg = _private_registry(demo_registry, tmp_path, ("demo_polyp", "demo_cxr_pneumonia"))
+    reg = private_registry(demo_registry, tmp_path, ("demo_polyp", "demo_cxr_pneumonia"))
     monkeypatch.setenv("MEDBENCH_REGISTRY", str(reg))
     monkeypatch.setenv("MEDBENCH_DATA_ROOT", str(tmp_path / "data"))
     sensor = defs.resolve_sensor_def("source_registry_sensor")
@@ -209,7 +194,7 @@ def test_change_detection_on_a_built_instance(demo_registry, tmp_path, monkeypat
     a content change re-runs exactly that dataset, and a removed dataset loses partition and outputs."""
     from cli.build import build
     from assets.definitions import defs
-    reg = _private_registry(demo_registry, tmp_path, ("demo_polyp", "demo_cxr_pneumonia"))
+    reg = private_registry(demo_registry, tmp_path, ("demo_polyp", "demo_cxr_pneumonia"))
     data = tmp_path / "data"
     for var, value in (("MEDBENCH_REGISTRY", reg), ("MEDBENCH_DATA_ROOT", data)):
         monkeypatch.setenv(var, str(value))

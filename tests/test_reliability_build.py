@@ -26,21 +26,10 @@ from typer.testing import CliRunner
 
 from pipelines.config import PROJECT_ROOT, PipelineConfig
 from tests.openai_server import OpenAIServer
+from tests.conftest import private_registry
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 DATASETS = ("demo_polyp", "demo_cxr_findings")
-
-
-def private_registry(demo_registry: Path, folder: Path, ids=DATASETS) -> Path:
-    doc = yaml.safe_load(demo_registry.read_text())
-    doc["datasets"] = [d for d in doc["datasets"] if d["id"] in ids]
-    for d in doc["datasets"]:
-        dst = folder / os.path.basename(d["root"])
-        shutil.copytree(d["root"], dst)
-        d["root"] = str(dst)
-    reg = folder / "sources.yaml"
-    reg.write_text(yaml.safe_dump(doc))
-    return reg
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +37,7 @@ def built(demo_registry, tmp_path_factory):
     """Two small demo datasets built once in their own Dagster home; the tests below change them in turn."""
     from cli.build import build, export_config_env
     folder = tmp_path_factory.mktemp("reliability")
-    reg = private_registry(demo_registry, folder)
+    reg = private_registry(demo_registry, folder, DATASETS)
     home = folder / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())
