@@ -214,6 +214,9 @@ class BenchmarkSettings(BaseModel):
     """Selection, splits and exports (GMAI-MMBench: 30 per answer, 4,550 val / 21,281 test)."""
 
     per_answer_cap: int = Field(30, description="most units per answer label within its task and granularity")
+    per_component_task_cap: int = Field(30, description="most units one leakage component (a patient, a volume and "
+                                                        "its copies) gives a task, so one patient cannot make a task "
+                                                        "and a patient-disjoint val split can still reach its share")
     val_fraction: float = Field(0.176, description="share of items in val (GMAI-MMBench: 4550/25831)")
     val_share_range: tuple[float, float] = Field((0.15, 0.25), description="the val share the split aims to end in, "
                                                                            "patients and leakage components kept whole")

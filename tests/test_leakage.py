@@ -83,3 +83,31 @@ def test_one_source_twice_is_one_identity_but_another_task_on_it_is_not():
     roots = {"seg1": Path("/data/x"), "seg2": Path("/data/x"), "dx": Path("/data/x")}
     assert same_folder_pairs(roots, {"seg1": "seg", "seg2": "seg", "dx": "cls"}) == [("seg1", "seg2")]
     assert same_folder_pairs(roots) == [("dx", "seg1"), ("dx", "seg2"), ("seg1", "seg2")]
+
+
+def _cap_rows() -> pd.DataFrame:
+    """Component A: groups a1 and a2 joined by a shared plane; task T with answer x (10 units) and y (3 units).
+    Component B: group b, 5 units of task T. Distinct pHashes far apart, so only the shared sha256 joins."""
+    rows = []
+    for i in range(10):
+        rows.append({"unit_id": f"ax{i}", "group_id": "a1" if i < 5 else "a2", "sha256": "s" if i in (0, 5) else f"x{i}",
+                     "answer_label": "x"})
+    rows += [{"unit_id": f"ay{i}", "group_id": "a1", "sha256": f"y{i}", "answer_label": "y"} for i in range(3)]
+    rows += [{"unit_id": f"b{i}", "group_id": "b", "sha256": f"b{i}", "answer_label": "x"} for i in range(5)]
+    frame = pd.DataFrame(rows).assign(clinical_vqa_task="T")
+    return frame.assign(phash=[f"{(0x9E3779B97F4A7C15 * (i + 1)) % 2**64:016x}" for i in range(len(frame))])
+
+
+def test_one_component_gives_a_task_at_most_cap_units_with_answers_taking_turns():
+    from pipelines.select.units import cap_per_component
+    rows = _cap_rows()
+    dropped = cap_per_component(rows, cap=6, bits=0, seed=3)
+    kept = set(rows["unit_id"]) - set(dropped)
+    # A holds 13 units over two groups (one patient): 6 stay, 3 of each answer (turns x, y, x, y, x, y); B is under
+    assert len(dropped) == 7 and set(dropped.values()) == {"component_task_cap"}
+    assert sum(u.startswith("ax") for u in kept) == 3 and sum(u.startswith("ay") for u in kept) == 3
+    assert {f"b{i}" for i in range(5)} <= kept
+    # B's units never change which of A's stay, and a component under the cap loses nothing
+    alone = cap_per_component(rows[~rows["unit_id"].str.startswith("b")], cap=6, bits=0, seed=3)
+    assert alone == dropped
+    assert cap_per_component(rows, cap=13, bits=0, seed=3) == {}

@@ -133,6 +133,11 @@ def test_val_split_share_and_coverage(copy):
     _rewrite(copy, lambda df: df.assign(split="test"))
     r = ex.val_split(copy, (0.15, 0.25), 30)
     assert not r["in_range"] and "clinical_vqa_task=Organ Recognition - Abdomen" in r["missing"]
+    # the same items all from one patient: no patient-disjoint split can give them val items, so they are named apart
+    key_file = copy / "private" / "answer_key.parquet"
+    pd.read_parquet(key_file).assign(split_group="g000").to_parquet(key_file)
+    r = ex.val_split(copy, (0.15, 0.25), 30)
+    assert r["missing"] == [] and "clinical_vqa_task=Organ Recognition - Abdomen" in r["one_component"]
 
 
 def test_card_declares_only_what_loads(copy):

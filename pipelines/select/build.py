@@ -23,7 +23,7 @@ from pipelines.config import PipelineConfig
 from pipelines.records import QA_ITEMS
 from pipelines.select.dedupe import duplicate_pairs, duplicate_planes
 from pipelines.select.splits import assign_splits, reletter
-from pipelines.select.units import UNIT_COLUMNS, select_per_dataset, unit_frame
+from pipelines.select.units import UNIT_COLUMNS, cap_per_component, select_per_dataset, unit_frame
 from pipelines.select.variants import consistency_pairs, robustness_copies
 from pipelines.validity.balance import balance_keys, balance_tasks
 from pipelines.validity.debias import drop_text_predictable
@@ -68,6 +68,13 @@ def build_benchmark(candidates: Path, verdicts: pd.DataFrame, vocab: pd.DataFram
     keep, stats, capped = select_per_dataset(unit_frame(ok), b.per_answer_cap, b.near_duplicate_bits, seed,
                                              b.balance_floor)
     fates.update(capped)
+    kept = ok[ok["unit_id"].isin(keep)]
+    sha = _plane_sha(planes)
+    crowded = cap_per_component(kept.assign(sha256=kept["image_id"].map(sha) if sha is not None else None),
+                                b.per_component_task_cap, b.near_duplicate_bits, seed)
+    fates.update(crowded)
+    keep -= set(crowded)
+    stats["component_task_capped"] = len(crowded)
     full = pq.read_table(candidates)
     chosen = full.filter(pc.is_in(full["unit_id"], pa.array(sorted(keep), pa.string()))).to_pandas()
     asm = assemble(chosen, vocab, templates, config, pools)
@@ -129,13 +136,18 @@ def public_departments(items: pd.DataFrame) -> pd.Series:
     return pd.Series(mode["department"].reindex(key).to_numpy(), index=items.index, dtype=object)
 
 
+def _plane_sha(planes: pd.DataFrame | None) -> pd.Series | None:
+    """Each described plane's pixel hash by image id (None without planes)."""
+    return planes.drop_duplicates("image_id").set_index("image_id")["sha256"] if planes is not None and len(planes) else None
+
+
 def _split(selected: pd.DataFrame, chosen: pd.DataFrame, planes: pd.DataFrame | None,
            config: PipelineConfig) -> pd.DataFrame:
     """Leakage components (groups joined by a shared plane or a near-identical image) and the val/test split."""
     b = config.benchmark
     if selected.empty:
         return selected.assign(split_group=pd.Series(dtype=object), split=pd.Series(dtype=object))
-    sha = planes.drop_duplicates("image_id").set_index("image_id")["sha256"] if planes is not None and len(planes) else None
+    sha = _plane_sha(planes)
     phash = chosen.drop_duplicates("item_id").set_index("item_id")["phash"]
     keys = selected.assign(sha256=selected["image_id"].map(sha) if sha is not None else None,
                            phash=selected["item_id"].map(phash))

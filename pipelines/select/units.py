@@ -159,3 +159,30 @@ def select_per_dataset(units: pd.DataFrame, cap: int, bits: int, seed: int, floo
                 capped.update(dict.fromkeys(chosen.loc[over, "unit_id"], "cross_dataset_cap"))
     stats["cross_dataset_capped"] = len(capped)
     return keep - set(capped), stats, capped
+
+
+def cap_per_component(rows: pd.DataFrame, cap: int, bits: int, seed: int) -> dict[str, str]:
+    """The units to drop (unit id -> reason) so that no leakage component gives a task more than ``cap`` units.
+
+    ``rows`` are the selected units' items (columns unit_id, group_id, sha256, phash, clinical_vqa_task,
+    answer_label). A registry where one patient fills most of a task would otherwise measure that patient, not
+    the task, and no patient-disjoint split could give val its share. Within an over-full (component, task) the
+    answers take turns (each answer's units in a seeded order), so the kept units keep the answers' balance; which
+    unit goes depends on its component alone, so a dataset that shares no component with another is unaffected
+    by it."""
+    from pipelines.ids import unit_interval
+    from pipelines.validity.leakage import leak_components
+    if rows.empty or cap <= 0:
+        return {}
+    comp = leak_components(rows, bits)
+    units = rows.assign(_c=comp).sort_values("unit_id").drop_duplicates("unit_id")
+    units = units.assign(_h=unit_interval(seed, "component-task-cap", units["unit_id"]))
+    drop: dict[str, str] = {}
+    for _, part in units.groupby(["_c", "clinical_vqa_task"], sort=True):
+        if len(part) <= cap:
+            continue
+        part = part.sort_values("_h", kind="stable")
+        turn = part.groupby("answer_label", sort=False, dropna=False).cumcount()
+        ranked = part.assign(_t=turn).sort_values(["_t", "_h"], kind="stable")
+        drop.update(dict.fromkeys(ranked["unit_id"].iloc[cap:], "component_task_cap"))
+    return drop
