@@ -52,3 +52,25 @@ def test_remove_dataset_outputs(tmp_path):
     remove_dataset_outputs(tmp_path, "ds1")
     left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
     assert left == ["images/ds10/y.png", "tables/raw_samples/ds10.parquet"]
+
+
+def test_code_version_hashes_the_project_sources_and_follows_an_edit(tmp_path):
+    """The code version covers pipelines/ and assets/ of the project (a module that moved once hashed an empty
+    folder: every output then looked up to date whatever the code). An edit to one module changes it."""
+    import hashlib
+    import shutil
+    from pipelines.config import PROJECT_ROOT
+    from pipelines.sources.fingerprint import code_version
+    empty = hashlib.sha256().hexdigest()[:12]
+    assert code_version() != empty
+    for d in ("pipelines", "assets"):
+        shutil.copytree(PROJECT_ROOT / d, tmp_path / d, ignore=shutil.ignore_patterns("__pycache__"))
+    assert code_version(tmp_path) == code_version()
+    target = tmp_path / "pipelines" / "select" / "units.py"
+    target.write_text(target.read_text() + "\n# an edit\n")
+    assert code_version(tmp_path) != code_version()
+    shutil.rmtree(tmp_path / "pipelines")
+    shutil.rmtree(tmp_path / "assets")
+    import pytest
+    with pytest.raises(FileNotFoundError):
+        code_version(tmp_path)

@@ -20,12 +20,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipelines.config import PROJECT_ROOT
 from pipelines.errors import SampleError
 from pipelines.source import Registry, Source
 from pipelines.sourcefiles import DEFAULT_LIMITS, FileProblem, Limits, sha256_file, walk
 from pipelines.storage import atomic_write_bytes
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CODE_DIRS = ("pipelines", "assets")
 
 
@@ -122,12 +122,15 @@ def content_fingerprint(source: Source, cache: HashCache | None = None,
 
 
 def code_version(root: Path = PROJECT_ROOT) -> str:
-    """Hash of the project's Python sources: a code change makes every output stale."""
+    """Hash of the project's Python sources: a code change makes every output stale. A root without them is an
+    error, never the hash of nothing (which would call every output up to date whatever the code)."""
     h = hashlib.sha256()
-    for d in CODE_DIRS:
-        for path in sorted((root / d).rglob("*.py")):
-            h.update(f"{path.relative_to(root)}\n".encode())
-            h.update(path.read_bytes())
+    files = [p for d in CODE_DIRS for p in sorted((root / d).rglob("*.py"))]
+    if not files:
+        raise FileNotFoundError(f"no Python sources under {', '.join(str(root / d) for d in CODE_DIRS)}")
+    for path in files:
+        h.update(f"{path.relative_to(root)}\n".encode())
+        h.update(path.read_bytes())
     return h.hexdigest()[:12]
 
 
