@@ -23,7 +23,7 @@ SUMMARY_FIGURES = ("analytic_chance", "random_guess", "text_only_accuracy", "tex
                    "text_only_flagged_units", "text_only_exceeds", "text_only_dropped_units", "text_only_accuracy_before",
                    "review_rejected_units", "text_only_dropped_by_dataset", "options_only_accuracy",
                    "metadata_only_accuracy", "val_share", "key_balance_dropped_units", "constant_key_dropped_units",
-                   "duplicate_registration_units", "text_only_by_task_dataset", "duplicates")
+                   "duplicate_registration_units", "text_only_by_task_dataset", "duplicates", "dropped_by_dataset")
 BLOCKING = ["split_disjoint", "no_related_option", "no_cross_modality_option", "duplicate_options",
             "answer_among_distractors", "stem_contains_option", "cue_matches_rendering"]
 ADVISORY = ["letter_balance", "baselines", "pool_too_small", "text_only_baseline", "every_dataset_has_items"]
@@ -101,6 +101,7 @@ def benchmark(context: dg.AssetExecutionContext, medbench: MedbenchResource):
                             "; ".join(f"{b} repeats {a} ({s:.0%} of its planes)" for a, b, s in built.duplicates))
     dropped = pd.DataFrame({"unit_id": stats.pop("text_only_dropped")}, dtype=str)
     by_dataset = stats.pop("text_only_dropped_by_dataset")
+    dropped_by_dataset = stats.pop("dropped_by_dataset")
     atomic_write_table(pa.Table.from_pandas(dropped, preserve_index=False), layout.table("benchmark_text_only_drops"))
     path = atomic_write_table(table, layout.table("benchmark"))
     bench = table.to_pandas()
@@ -115,7 +116,7 @@ def benchmark(context: dg.AssetExecutionContext, medbench: MedbenchResource):
     gated = {f"gated_out_{rule}": int(n) for rule, n in drops.items()}
     atomic_write_bytes(audit_path(layout), json.dumps(
         {**{k: v for k, v in {**figures, **stats, "text_only_dropped_by_dataset": by_dataset,
-                              "duplicates": built.duplicates}.items()
+                              "dropped_by_dataset": dropped_by_dataset, "duplicates": built.duplicates}.items()
             if k in SUMMARY_FIGURES}, **gated}, sort_keys=True).encode())
     outcomes.append(datasets_without_items(medbench, bench))  # reads the audit just written
     return dg.MaterializeResult(

@@ -36,6 +36,9 @@ def expected_without_candidates(skipped: dict[str, int]) -> str | None:
     return None
 
 
+SMALL_REGISTRATION = 30  # items (every config): fewer cannot score a registration on its own; the summary says why
+
+
 @dataclass
 class Summary:
     root: Path
@@ -162,6 +165,23 @@ class Summary:
                               "'Blind baseline drives selection')" if blind else ""))
         return out
 
+    def small_registrations(self) -> list[str]:
+        """Registrations with items, but fewer than SMALL_REGISTRATION, with what each step left out: a small sample
+        is the usual cause, and a user should see it counted rather than guess."""
+        out = []
+        for ds, n in sorted(self.items.items()):
+            if n >= SMALL_REGISTRATION or ds in self.failed:
+                continue
+            parts = [f"{n} item(s) from {self.samples.get(ds, 0)} sample(s)"]
+            if why := ", ".join(f"{r} {c}" for r, c in sorted(self.not_built.get(ds, {}).items())):
+                parts.append(f"candidates not made: {why}")
+            if (gate := self.gate_text(ds)) != "-":
+                parts.append(f"gated out: {gate}")
+            if dropped := self.audit.get("dropped_by_dataset", {}).get(ds):
+                parts.append("units left out by selection: " + ", ".join(f"{r} {c}" for r, c in sorted(dropped.items())))
+            out.append(f"  {ds}: " + "; ".join(parts))
+        return out
+
     def render(self) -> str:
         lines = [f"outputs under {self.root}"]
         excluded = sum(c.get("excluded_file", 0) for c in self.quarantine.values())
@@ -189,6 +209,8 @@ class Summary:
             ("datasets left out by the readability gates (expected: their images cannot be shown readably):",
              self.gate_warnings()),
             ("datasets that yield no benchmark item (see docs/candidates.md 'Questions', 'Small pools'):", self.empty_datasets()),
+            (f"registrations with fewer than {SMALL_REGISTRATION} items (what each step left out; "
+             "docs/select.md 'Small registrations'):", self.small_registrations()),
             ("selection:", self.selection_lines())]
         for title, body in sections:  # a section is printed only when it has something to say
             if body:

@@ -37,7 +37,12 @@ def test_build_succeeds_and_caps_hold(built):
     units = originals.drop_duplicates("unit_id").assign(g=lambda d: d["granularity"].replace({"contour": "mask"}))
     per_answer = units.groupby(["clinical_vqa_task", "g", "answer_label"]).size()
     assert per_answer.max() <= cfg.benchmark.per_answer_cap
-    assert (per_answer == cfg.benchmark.per_answer_cap).any()  # the cap bit somewhere
+    # one patient (leakage component) gives a task at most per_component_task_cap units; on the demo, whose
+    # datasets hold a few phantom patients each, this cap is the one that binds
+    per_component = units.groupby(["split_group", "clinical_vqa_task"]).size()
+    assert per_component.max() <= cfg.benchmark.per_component_task_cap
+    assert (per_component == cfg.benchmark.per_component_task_cap).any() or (
+        per_answer == cfg.benchmark.per_answer_cap).any()  # a cap bit somewhere
     assert set(bench["granularity"]) == {"image", "box", "mask", "contour"}
     recognition = originals[originals["generator"] == "recognition"]  # generated items are outlines only
     twins = recognition[recognition["granularity"].isin(["mask", "contour"])].groupby("unit_id")

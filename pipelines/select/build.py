@@ -120,6 +120,11 @@ def build_benchmark(candidates: Path, verdicts: pd.DataFrame, vocab: pd.DataFram
                   "text_only_accuracy_before": round(float(debiased.before.get("accuracy", 0.0)), 4),
                   "text_only_exceeds_before": ", ".join(debiased.before.get("exceeds", [])) or "-",
                   "text_only_dropped_by_dataset": debiased.dropped_by_dataset, "text_only_dropped": debiased.dropped})
+    ds_of = dict(zip(light["unit_id"].to_pylist(), light["dataset_id"].to_pylist()))
+    by_ds: dict[str, Counter] = {}
+    for unit, why in fates.items():
+        by_ds.setdefault(ds_of.get(unit, "?"), Counter())[why.split(":")[0]] += 1
+    stats["dropped_by_dataset"] = {ds: dict(sorted(c.items())) for ds, c in sorted(by_ds.items())}
     table = pa.Table.from_pandas(selected[QA_ITEMS.names].reset_index(drop=True), schema=QA_ITEMS, preserve_index=False)
     return Built(table, stats, asm.skipped, fates, pairs)
 

@@ -99,8 +99,11 @@ def balanced_caps(group: np.ndarray, sizes: dict[int, int], balance: np.ndarray,
     return caps
 
 
-def select_units(units: pd.DataFrame, cap: int, bits: int, seed: int, floor: int = 5) -> tuple[set[str], dict]:
-    """Unit ids kept, and counts (groups, capped groups, near-duplicates dropped, units dropped to balance keys)."""
+def select_units(units: pd.DataFrame, cap: int, bits: int, seed: int, floor: int = 5,
+                 why: dict[str, str] | None = None) -> tuple[set[str], dict]:
+    """Unit ids kept, and counts (groups, capped groups, near-duplicates dropped, units dropped to balance keys).
+    ``why``, when given, receives the reason each unit not kept was left out."""
+    why = {} if why is None else why
     stats = {"answer_groups": 0, "capped_groups": 0, "near_duplicates": 0, "balance_dropped": 0}
     if units.empty:
         return set(), stats
@@ -116,6 +119,7 @@ def select_units(units: pd.DataFrame, cap: int, bits: int, seed: int, floor: int
     for members in np.split(order, bounds):
         kept = members[dedupe(feats.hash[members], bits)]
         stats["near_duplicates"] += len(members) - len(kept)
+        why.update(dict.fromkeys(ids[np.setdiff1d(members, kept)], "near_duplicate"))
         deduped[int(group[members[0]])] = kept
     balance = units["balance_group"].to_numpy(object) if "balance_group" in units else np.full(len(units), None)
     caps = balanced_caps(group, {g: len(k) for g, k in deduped.items()}, balance, cap, floor)
@@ -125,15 +129,19 @@ def select_units(units: pd.DataFrame, cap: int, bits: int, seed: int, floor: int
         stats["capped_groups"] += len(kept) > cap
         stats["balance_dropped"] += max(0, min(len(kept), cap) - caps[g])
         if caps[g] == 0:
+            why.update(dict.fromkeys(ids[kept], "balance_floor"))
             continue
         kept = kept[np.argsort(fps_key[kept], kind="stable")]
-        keep.extend(ids[kept[farthest_point(feats.subset(kept), caps[g])]])
+        picked = kept[farthest_point(feats.subset(kept), caps[g])]
+        keep.extend(ids[picked])
+        why.update(dict.fromkeys(ids[np.setdiff1d(kept, picked)], "answer_cap" if caps[g] == cap else "balance_level"))
     return set(keep), stats
 
 
 def select_per_dataset(units: pd.DataFrame, cap: int, bits: int, seed: int, floor: int = 5
                        ) -> tuple[set[str], dict, dict[str, str]]:
-    """Units kept, counts, and the units the cross-dataset cap dropped (unit id -> reason).
+    """Units kept, counts, and the units left out (unit id -> reason: near_duplicate, balance_floor, balance_level,
+    answer_cap, cross_dataset_cap).
 
     Each dataset is selected on its own, with a seed derived from the run's seed and the dataset id, so adding or
     removing another dataset changes nothing here. Then, where one answer (task, granularity, answer) exceeds
@@ -141,9 +149,10 @@ def select_per_dataset(units: pd.DataFrame, cap: int, bits: int, seed: int, floo
     alone, so it changes other datasets' items only where the cap binds."""
     from pipelines.ids import unit_interval
     keep: set[str] = set()
+    why: dict[str, str] = {}
     stats = {"answer_groups": 0, "capped_groups": 0, "near_duplicates": 0, "balance_dropped": 0}
     for ds, part in units.groupby("dataset_id", sort=True):
-        kept, st = select_units(part, cap, bits, f"{seed}:{ds}", floor)
+        kept, st = select_units(part, cap, bits, f"{seed}:{ds}", floor, why)
         keep |= kept
         for k, v in st.items():
             stats[k] += v
@@ -158,7 +167,7 @@ def select_per_dataset(units: pd.DataFrame, cap: int, bits: int, seed: int, floo
                 over = order[idx].sort_values(kind="stable").index[cap:]
                 capped.update(dict.fromkeys(chosen.loc[over, "unit_id"], "cross_dataset_cap"))
     stats["cross_dataset_capped"] = len(capped)
-    return keep - set(capped), stats, capped
+    return keep - set(capped), stats, {**why, **capped}
 
 
 def cap_per_component(rows: pd.DataFrame, cap: int, bits: int, seed: int) -> dict[str, str]:
