@@ -32,7 +32,10 @@ demo: install
 	$(VENV)/bin/medbench build
 
 ## test: run the test suite
-PYTEST_ARGS ?= -n auto --dist loadgroup
+# loadfile: each test module runs on one worker, so its module-scoped build is made once (xdist's loadgroup
+# does not group under pytest 9: it rewrites item._nodeid, which pytest 9 no longer reads); the ../shared build
+# is shared between workers through a file lock (tests/conftest.py: shared_build)
+PYTEST_ARGS ?= -n auto --dist loadfile
 test: install-dev
 	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose" >&2; exit 1; fi; exit $$rc

@@ -63,19 +63,43 @@ def demo_config(demo_registry, tmp_path) -> PipelineConfig:
 
 @pytest.fixture(scope="session")
 def shared_build(tmp_path_factory) -> PipelineConfig:
-    """The ../shared registry built end to end once per session (several slow test modules read its exports)."""
+    """The ../shared registry built end to end once per test session (several slow test modules read its exports).
+    Under pytest-xdist the workers share one build: the first to ask builds it under a file lock in the session's
+    common temporary folder, the others wait and read it (they only read it)."""
     if not HAVE_SHARED:
         pytest.skip(f"real sample datasets not found at {SHARED}")
-    root = tmp_path_factory.mktemp("shared_bench")
+    import fcntl
+    import pickle
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared_bench"
+    cfg = None
+    with open(f"{root}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        done = root / "report.pickle"
+        if not done.is_file():
+            shutil.rmtree(root, ignore_errors=True)  # a build a killed worker left half done
+            cfg = _build_shared(root)
+            done.write_bytes(pickle.dumps(SHARED_REPORT["report"]))
+        SHARED_REPORT["report"] = pickle.loads(done.read_bytes())
+    if cfg is None:
+        cfg = _shared_config(root)
+    return cfg
+
+
+def _shared_config(root: Path) -> PipelineConfig:
+    cfg = PipelineConfig.load(registry=SHARED_REGISTRY, data_root=root / "data")
+    return cfg.model_copy(update={"standardize": cfg.standardize.model_copy(update={"workers": 2})})
+
+
+def _build_shared(root: Path) -> PipelineConfig:
     home = root / "dagster_home"
-    home.mkdir()
+    home.mkdir(parents=True)
     (home / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())
     keep = {k: os.environ.get(k) for k in ("DAGSTER_HOME", "OPENAI_API_KEY")}
     os.environ["DAGSTER_HOME"] = str(home)
     os.environ.pop("OPENAI_API_KEY", None)
     try:
-        cfg = PipelineConfig.load(registry=SHARED_REGISTRY, data_root=root / "data")
-        cfg = cfg.model_copy(update={"standardize": cfg.standardize.model_copy(update={"workers": 2})})
+        cfg = _shared_config(root)
         from cli.build import build, export_config_env
         export_config_env(cfg, None)
         SHARED_REPORT["report"] = build(cfg, log=lambda m: None)
@@ -154,15 +178,6 @@ def built_config(registry: Path, root: Path, settings: dict | None = None):
     finally:
         for k, v in old.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-
-
-def pytest_collection_modifyitems(config, items):
-    """With pytest-xdist (`make test` runs ``-n auto --dist loadgroup``) every test module runs on one worker, so its
-    module-scoped build is made once, and every test that reads the ../shared build runs on one worker, so that
-    build is made once per session too. Without xdist the groups are inert."""
-    for item in items:
-        group = "shared_build" if "shared_build" in getattr(item, "fixturenames", ()) else item.module.__name__
-        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def private_registry(demo_registry: Path, folder: Path, ids) -> Path:
