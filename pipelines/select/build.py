@@ -88,7 +88,7 @@ def build_benchmark(candidates: Path, verdicts: pd.DataFrame, vocab: pd.DataFram
     balanced.update(across)
     fates.update(balanced)
     selected = selected[~selected["unit_id"].isin(across)].reset_index(drop=True)
-    both = _split(pd.concat([selected, ground], ignore_index=True), chosen, planes, config)
+    both = _split(pd.concat([selected, ground], ignore_index=True), chosen, sha, config)
     ground = both[both["generator"] == "grounding"].assign(subset="grounding")
     selected = both[both["generator"] != "grounding"].reset_index(drop=True)
     debiased = drop_text_predictable(selected, b, seed, reletter)
@@ -146,13 +146,12 @@ def _plane_sha(planes: pd.DataFrame | None) -> pd.Series | None:
     return planes.drop_duplicates("image_id").set_index("image_id")["sha256"] if planes is not None and len(planes) else None
 
 
-def _split(selected: pd.DataFrame, chosen: pd.DataFrame, planes: pd.DataFrame | None,
+def _split(selected: pd.DataFrame, chosen: pd.DataFrame, sha: pd.Series | None,
            config: PipelineConfig) -> pd.DataFrame:
     """Leakage components (groups joined by a shared plane or a near-identical image) and the val/test split."""
     b = config.benchmark
     if selected.empty:
         return selected.assign(split_group=pd.Series(dtype=object), split=pd.Series(dtype=object))
-    sha = _plane_sha(planes)
     phash = chosen.drop_duplicates("item_id").set_index("item_id")["phash"]
     keys = selected.assign(sha256=selected["image_id"].map(sha) if sha is not None else None,
                            phash=selected["item_id"].map(phash))

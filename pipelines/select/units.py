@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from pipelines.candidates.validate import granularity_group
-from pipelines.ids import seeded_order
+from pipelines.ids import seeded_order, unit_interval
+from pipelines.validity.leakage import leak_components
 from pipelines.validity.near_duplicates import dedupe, hashes, popcount
 
 WEIGHTS = {"dataset": 1.0, "group": 1.0, "axis": 0.5, "position": 0.5, "appearance": 1.0}
@@ -147,7 +148,6 @@ def select_per_dataset(units: pd.DataFrame, cap: int, bits: int, seed: int, floo
     removing another dataset changes nothing here. Then, where one answer (task, granularity, answer) exceeds
     ``cap`` across datasets, the units with the highest seeded hash of their id go: that drop depends on each unit
     alone, so it changes other datasets' items only where the cap binds."""
-    from pipelines.ids import unit_interval
     keep: set[str] = set()
     why: dict[str, str] = {}
     stats = {"answer_groups": 0, "capped_groups": 0, "near_duplicates": 0, "balance_dropped": 0}
@@ -179,8 +179,6 @@ def cap_per_component(rows: pd.DataFrame, cap: int, bits: int, seed: int) -> dic
     answers take turns (each answer's units in a seeded order), so the kept units keep the answers' balance; which
     unit goes depends on its component alone, so a dataset that shares no component with another is unaffected
     by it."""
-    from pipelines.ids import unit_interval
-    from pipelines.validity.leakage import leak_components
     if rows.empty or cap <= 0:
         return {}
     comp = leak_components(rows, bits)
