@@ -12,13 +12,12 @@ rotation is answered right. ``medbench evaluate`` applies the same rule with the
 from __future__ import annotations
 
 import csv
-import io
 import string
 from pathlib import Path
 
 import pandas as pd
 
-from pipelines.storage import atomic_write_bytes
+from pipelines.storage import atomic_path
 
 OFFSET = 1_000_000
 LETTERS = string.ascii_uppercase
@@ -88,21 +87,39 @@ def circular_frame(tsv: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values("index", kind="stable").reset_index(drop=True)
 
 
-def write_circular_tsv(tsv_dir: Path, name: str) -> list[Path]:
-    """``<name>_CIRCULAR_{VAL,TEST}.tsv`` beside the single-answer TSVs (a split without a TSV writes none)."""
+def write_circular_tsv(tsv_dir: Path, name: str, chunk_rows: int = 64) -> list[Path]:
+    """``<name>_CIRCULAR_{VAL,TEST}.tsv`` beside the single-answer TSVs (a split without a TSV writes none).
+
+    Streamed, so memory holds ``chunk_rows`` images, not the benchmark: the rotations are computed from the text
+    columns alone (a rotated row's image cell is its g_index), then rotation 0, which carries the images, is
+    copied from the source TSV a chunk at a time, and the rotated rows follow (rows sorted by index, as the
+    source TSV is)."""
     written = []
     for split in ("VAL", "TEST"):
         src = Path(tsv_dir) / f"{name}_{split}.tsv"
         if not src.exists():
             continue
-        tsv = pd.read_csv(src, sep="\t", dtype=str, keep_default_na=False)
-        if tsv.empty:
+        header = pd.read_csv(src, sep="\t", dtype=str, nrows=0).columns.tolist()
+        read = {"sep": "\t", "dtype": str, "keep_default_na": False, "chunksize": chunk_rows}
+        text = pd.concat(pd.read_csv(src, usecols=[c for c in header if c != "image"], **read),  # chunked: the
+                         ignore_index=True)  # parser would otherwise buffer the whole file, images and all
+        if text.empty:
             continue
-        tsv["index"] = tsv["index"].astype(int)
-        frame = circular_frame(tsv)
-        buf = io.StringIO()
-        frame.to_csv(buf, sep="\t", index=False, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
+        text["index"] = text["index"].astype(int)
+        if not text["index"].is_monotonic_increasing:
+            raise ValueError(f"{src}: rows are not in index order; write it with pipelines.export.tsv.write_tsv")
+        if "image" in header:
+            text.insert(header.index("image"), "image", "")  # rotation 0's images come from the source below
+        frame = circular_frame(text)
+        rotated = frame[frame["index"] >= OFFSET]
         path = Path(tsv_dir) / f"{name}_CIRCULAR_{split}.tsv"
-        atomic_write_bytes(path, buf.getvalue().encode("utf-8"))
+        with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+            options = {"sep": "\t", "index": False, "quoting": csv.QUOTE_MINIMAL, "lineterminator": "\n"}
+            first = True
+            for chunk in pd.read_csv(src, **read):
+                chunk["index"] = chunk["index"].astype(int)
+                chunk.assign(g_index=chunk["index"]).to_csv(f, header=first, **options)
+                first = False
+            rotated.to_csv(f, header=False, **options)
         written.append(path)
     return written
