@@ -164,27 +164,34 @@ def modal_keys(out: Path, margin: float = 0.15, min_items: int = 30) -> dict:
     return {"groups": table, "over": over}
 
 
-def _pixels_sha(png: bytes, mirror: bool = False) -> str:
+def _pixel_shas(png: bytes) -> tuple[str, str]:
+    """sha256 of an image's RGB pixels as shown and mirrored left to right (one decode)."""
     with Image.open(io.BytesIO(png)) as im:
         a = np.asarray(im.convert("RGB"))
-    return hashlib.sha256(np.ascontiguousarray(a[:, ::-1] if mirror else a).tobytes()).hexdigest()
+    return (hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest(),
+            hashlib.sha256(np.ascontiguousarray(a[:, ::-1]).tobytes()).hexdigest())
+
+
+def _shard_rows(out: Path, folder: str, columns: list[str], batch: int = 64):
+    """The rows of one config's Parquet shards, ``columns`` only, read ``batch`` rows at a time: a check that
+    decodes every image holds a batch of them, never the export."""
+    for f in sorted((out / folder).glob("*.parquet")):  # pre_buffer would read ahead most of the file's images
+        for b in pq.ParquetFile(f, pre_buffer=False).iter_batches(batch_size=batch, columns=columns):
+            yield from b.to_pylist()
 
 
 def mirrored_in_main(out: Path, flipped_phrase: str = "mirrored left to right") -> dict:
     """Main items that show a mirrored image: the stem says so, or the image is the left-right mirror of another
     main image (a symmetric image, its own mirror, does not count)."""
-    rows = public_rows(out, with_images=True)
-    if rows.empty:
-        return {"items": 0, "examples": []}
-    said = rows.loc[rows["question"].str.contains(flipped_phrase, case=False, regex=False), "index"].tolist()
-    plain = {}
-    for idx, img in zip(rows["index"], rows["image"]):
-        plain.setdefault(_pixels_sha(img["bytes"]), []).append(idx)
-    twins = []
-    for idx, img in zip(rows["index"], rows["image"]):
-        m = _pixels_sha(img["bytes"], True)
-        if m in plain and m != _pixels_sha(img["bytes"]):
-            twins.append(idx)
+    said, plain, shown = [], {}, []
+    phrase = flipped_phrase.lower()
+    for r in _shard_rows(out, "data", ["index", "question", "image"]):
+        if phrase in (r["question"] or "").lower():
+            said.append(r["index"])
+        sha, mirrored = _pixel_shas(r["image"]["bytes"])
+        plain.setdefault(sha, []).append(r["index"])
+        shown.append((r["index"], sha, mirrored))
+    twins = [idx for idx, sha, mirrored in shown if mirrored in plain and mirrored != sha]
     bad = sorted(set(said) | set(twins))
     return {"items": len(bad), "examples": bad[:10]}
 
@@ -212,14 +219,15 @@ def same_source_duplicates(out: Path, same_root: list[tuple[str, str]], bits: in
     within ``bits``: the same scan exported twice under two identities."""
     from pipelines.standardize.display import phash_hex
     from pipelines.validity.near_duplicates import hashes, near_duplicate_pairs
+    named = {d for pair in same_root for d in pair}  # only these registrations' images are decoded
     frames = []
     for folder in ["data", *(p.parent.name + "/data" for p in sorted(out.glob("*/data"))
                              if p.parent.name in EXPORT_CONFIGS)]:
-        for f in sorted((out / folder).glob("*.parquet")):
-            t = pq.read_table(f, columns=["image", "dataset_id"]).to_pylist()
-            frames += [(r["dataset_id"], phash_hex(np.asarray(Image.open(io.BytesIO(r["image"]["bytes"])).convert("RGB"))))
-                       for r in t]
-    if not frames or not same_root:
+        for r in _shard_rows(out, folder, ["image", "dataset_id"]):
+            if r["dataset_id"] in named:
+                with Image.open(io.BytesIO(r["image"]["bytes"])) as im:
+                    frames.append((r["dataset_id"], phash_hex(np.asarray(im.convert("RGB")))))
+    if not frames:
         return {"pairs": 0, "examples": []}
     df = pd.DataFrame(frames, columns=["dataset_id", "phash"])
     pairs, examples = 0, []
