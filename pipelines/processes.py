@@ -21,9 +21,11 @@ def ordered_map(fn: Callable, jobs: Iterable, workers: int) -> Iterator:
 
 
 def release_freed_memory() -> None:
-    """Hand the heap pages freed by earlier steps back to the system (glibc's malloc_trim), so a step that runs
-    in the same process as the ones before it starts from what is alive, not from their peak. A no-op where
-    the C library has no malloc_trim."""
+    """Hand the memory freed by earlier steps back to the system, so a step that runs in the same process as the
+    ones before it starts from what is alive, not from their peak: Arrow's pool (mimalloc keeps freed pages for
+    reuse) and the C heap (glibc's malloc_trim; a no-op where the C library has none)."""
+    import pyarrow as pa
+    pa.default_memory_pool().release_unused()
     name = ctypes.util.find_library("c")
     trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
     if trim is not None:
