@@ -51,6 +51,10 @@ def image_size(path: Path, max_pixels: int, rel: str = "", limits: Limits = DEFA
         with Image.open(path) as im:
             w, h = im.size
             orientation = exif_orientation(im)
+    except Image.DecompressionBombError as exc:  # another library (VLMEvalKit, lmms-eval) re-set Pillow's own limit
+        raise SampleError(Reason.TOO_MANY_PIXELS,
+                          f"'{rel or path.name}' declares more pixels than Pillow's limit allows ({exc}); it is "
+                          f"refused before any decoding", rel) from exc
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise SampleError(Reason.CORRUPT_FILE, f"'{rel or path.name}' is not a readable image: {exc}",
                           rel) from exc

@@ -74,7 +74,12 @@ def seg2d(tmp_path, demo_sources):
     return cfg, good
 
 
-def test_2d_bad_pairs(seg2d):
+@pytest.mark.parametrize("pillow_limit", [None, 1e9])
+def test_2d_bad_pairs(seg2d, pillow_limit, monkeypatch):
+    """Also with Pillow's own pixel limit set again, as importing VLMEvalKit or lmms-eval does (1e9): the bomb is
+    quarantined, not raised."""
+    from PIL import Image
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", pillow_limit)
     cfg, good = seg2d
     res, got = reasons(cfg, "polyp")
     assert got == {
