@@ -38,7 +38,7 @@ import numpy as np
 import SimpleITK as sitk
 import yaml
 
-from bench.scale_bench import report
+from bench.scale_bench import report, small_similarity
 from pipelines.config import PROJECT_ROOT
 
 SHARED = PROJECT_ROOT.parent / "shared" / "datasets" / "totalseg_ct_nifti"
@@ -68,12 +68,7 @@ def make_set(root: Path, n: int = VOLUMES, seed: int = 0) -> Path:
     for d in ("images", "labels"):
         (root / d).mkdir(parents=True, exist_ok=True)
     for name in names:
-        t = sitk.Similarity3DTransform()
-        t.SetCenter(centre)
-        axis = rng.normal(size=3)
-        t.SetRotation((axis / np.linalg.norm(axis)).tolist(), float(np.deg2rad(rng.uniform(-6, 6))))
-        t.SetScale(float(rng.uniform(0.94, 1.06)))
-        t.SetTranslation(rng.uniform(-6, 6, 3).tolist())
+        t = small_similarity(rng, centre)
         sitk.WriteImage(sitk.Resample(img, ref, t, sitk.sitkLinear, -1024, sitk.sitkInt16), str(root / "images" / name))
         sitk.WriteImage(sitk.Resample(lab, ref, t, sitk.sitkNearestNeighbor, 0, lab.GetPixelID()),
                         str(root / "labels" / name))

@@ -35,6 +35,18 @@ LABEL_MAP = PROJECT_ROOT / "tests" / "shared_registry" / "label_maps" / "totalse
 OUT = PROJECT_ROOT / "bench" / "out"
 
 
+def small_similarity(rng: np.random.Generator, centre) -> sitk.Similarity3DTransform:
+    """A seeded small rotation (up to 6 degrees about a random axis), scale (+-6 %) and shift (+-6 mm) about
+    ``centre``: one scan made into a distinct-looking patient."""
+    t = sitk.Similarity3DTransform()
+    t.SetCenter(centre)
+    axis = rng.normal(size=3)
+    t.SetRotation((axis / np.linalg.norm(axis)).tolist(), float(np.deg2rad(rng.uniform(-6, 6))))
+    t.SetScale(float(rng.uniform(0.94, 1.06)))
+    t.SetTranslation(rng.uniform(-6, 6, 3).tolist())
+    return t
+
+
 def warped_copies(n: int, root: Path, seed: int = 0) -> None:
     """N copies of ct_full, each resampled through its own small random affine (linear for HU, nearest
     for labels), written as NIfTI pairs."""
@@ -45,12 +57,7 @@ def warped_copies(n: int, root: Path, seed: int = 0) -> None:
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "labels").mkdir(parents=True, exist_ok=True)
     for c in range(n):
-        t = sitk.Similarity3DTransform()
-        t.SetCenter(centre)
-        axis = rng.normal(size=3)
-        t.SetRotation((axis / np.linalg.norm(axis)).tolist(), float(np.deg2rad(rng.uniform(-6, 6))))
-        t.SetScale(float(rng.uniform(0.94, 1.06)))
-        t.SetTranslation(rng.uniform(-6, 6, 3).tolist())
+        t = small_similarity(rng, centre)
         name = f"patient_{c:03d}.nii.gz"
         sitk.WriteImage(sitk.Resample(img, img, t, sitk.sitkLinear, -1024, sitk.sitkInt16), str(root / "images" / name))
         sitk.WriteImage(sitk.Resample(lab, lab, t, sitk.sitkNearestNeighbor, 0, lab.GetPixelID()),
