@@ -264,8 +264,8 @@ def _body(bench, figures, sources, licences, splits, name, fingerprint, present,
               "(display size, mark size, perceptual hash); candidates an expert could not read (images under 64 px or "
               "more elongated than 3:1 after square-pixel resampling, blank images, marks too small, too thin or "
               "lying wholly in the image's edge band) are dropped and counted (the 'gated out' rows below). At most a fixed number of items "
-              "per answer, and per patient within a task, are kept, chosen for diversity, and val/test are split by patient or volume so no group "
-              "is in both. Only then are the selected items rendered with their visual prompt, a question template "
+              "per answer, and per patient within a task, are kept, chosen for diversity, and val/test are split "
+              "by patient or volume so no group is in both. Only then are the selected items rendered with their visual prompt, a question template "
               "is filled, and distractors are drawn from labels of the same modality that are neither synonyms, "
               "ancestors nor descendants of the answer.", ""]
     lines += _counts_table(bench, "clinical_vqa_task", "clinical VQA task")

@@ -219,6 +219,8 @@ def same_source_duplicates(out: Path, same_root: list[tuple[str, str]], bits: in
     within ``bits``: the same scan exported twice under two identities."""
     from pipelines.standardize.display import phash_hex
     from pipelines.validity.near_duplicates import hashes, near_duplicate_pairs
+    if not same_root:  # no two registrations read one folder: nothing to compare, no image to read
+        return {"pairs": 0, "examples": []}
     named = {d for pair in same_root for d in pair}  # only these registrations' images are decoded
     frames = []
     for folder in ["data", *(p.parent.name + "/data" for p in sorted(out.glob("*/data"))
