@@ -30,7 +30,7 @@ def _md(rows: dict, cols: list[str]) -> str:
                 description="no public column, alone or with the question, lets a cross-fitted model pick the key "
                             "above chance + 2 pp")
 def no_key_in_public_columns(medbench: MedbenchResource) -> dg.AssetCheckResult:
-    r = ex.column_leaks(_out(medbench), seed=medbench.config.seed)
+    r = ex.column_leaks(_out(medbench), seed=medbench.config.seed, workers=medbench.config.benchmark.render_workers)
     return dg.AssetCheckResult(passed=not r["leaking"], metadata={
         "leaking": ", ".join(r["leaking"]) or "-",
         "columns": dg.MetadataValue.md(_md(r["columns"], ["alone", "with_question", "chance"]))})
@@ -50,7 +50,7 @@ def key_priors_within_margin(medbench: MedbenchResource) -> dg.AssetCheckResult:
 @dg.asset_check(asset="benchmark_exports", blocking=True,
                 description="no main item shows a mirrored image (mirrored copies live in the consistency config)")
 def no_mirrored_image_in_main(medbench: MedbenchResource) -> dg.AssetCheckResult:
-    r = ex.mirrored_in_main(_out(medbench))
+    r = ex.mirrored_in_main(_out(medbench), workers=medbench.config.benchmark.render_workers)
     return dg.AssetCheckResult(passed=r["items"] == 0, metadata={"items": r["items"],
                                                                  "examples": str(r["examples"]) or "-"})
 

@@ -185,7 +185,8 @@ def one_build(src: Path, work: Path, workers: int, profile: bool, tree: Path = P
         "id": "ct_realsize", "root": str(src), "format": "volume_pairs", "modality": "CT", "dimension": 3,
         "task_type": "seg", "label_map": str(LABEL_MAP), "license": "Apache-2.0"}]}))
     settings = {"standardize": {"workers": workers}, "benchmark": {"render_workers": workers},
-                "generators": {"workers": workers}, "ingest": {"workers": workers}}
+                "generators": {"workers": workers},
+                "ingest": {"workers": workers, "data_dirs": [str(src.parent)]}}  # the set lives outside the build folder
     if component_cap is not None:
         settings["benchmark"]["per_component_task_cap"] = component_cap
     (work / "config.yaml").write_text(yaml.safe_dump(settings))

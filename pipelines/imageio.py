@@ -101,9 +101,16 @@ def read_mask(path: Path, max_pixels: int, rel: str = "", limits: Limits = DEFAU
     return arr
 
 
-def encode_png(rgb: np.ndarray, level: int = 3) -> bytes:
-    """Lossless, deterministic PNG bytes of an RGB (H, W, 3) uint8 array at zlib ``level``."""
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, level])
+PNG_FILTERS = {"up": cv2.IMWRITE_PNG_FILTER_UP, "sub": cv2.IMWRITE_PNG_FILTER_SUB,
+               "paeth": cv2.IMWRITE_PNG_FILTER_PAETH, "none": cv2.IMWRITE_PNG_FILTER_NONE,
+               "adaptive": cv2.IMWRITE_PNG_ALL_FILTERS}
+
+
+def encode_png(rgb: np.ndarray, level: int = 3, row_filter: str = "adaptive") -> bytes:
+    """Lossless, deterministic PNG bytes of an RGB (H, W, 3) uint8 array at zlib ``level`` with one PNG row
+    filter for every row (``PNG_FILTERS``; 'adaptive' lets libpng pick per row)."""
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_PNG_COMPRESSION, level, cv2.IMWRITE_PNG_FILTER, PNG_FILTERS[row_filter]])
     if not ok:  # pragma: no cover - OpenCV only fails on invalid arrays
         raise ValueError("PNG encoding failed")
     return buf.tobytes()

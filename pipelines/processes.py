@@ -8,13 +8,23 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 
 
+def one_thread_each() -> None:
+    """Run in each worker process: one BLAS/OpenMP thread and one OpenCV thread. The workers already fill the
+    cores; each library's own pool on top of them (OpenBLAS starts one thread per core in every process, and
+    its idle threads spin) made describe and render take twice as long on 2 cores (bench/README.md)."""
+    import cv2
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(1)
+    cv2.setNumThreads(1)
+
+
 def ordered_map(fn: Callable, jobs: Iterable, workers: int) -> Iterator:
     """``fn`` over ``jobs``, results in job order: in ``workers`` processes when there are more than one and at
     least two jobs (one job at a time each, so memory stays bounded by one job per process), else inline.
     ``fn`` and the jobs must pickle."""
     jobs = list(jobs)
     if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=one_thread_each) as pool:
             yield from pool.map(fn, jobs, chunksize=1)
     else:
         yield from map(fn, jobs)

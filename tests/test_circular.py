@@ -61,3 +61,21 @@ def test_memory_does_not_grow_with_the_images(tmp_path):
     grew = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                                 cwd=Path(__file__).resolve().parent.parent).stdout.strip())
     assert size_mb > 100 and grew < 0.25 * size_mb, (grew, size_mb)
+
+
+def test_rotation_zero_keeps_quoted_fields_with_line_breaks_and_quotes(tmp_path):
+    """Rotation 0 copies the source's records without parsing them: a question holding a quoted line break, a tab
+    and doubled quotes must still give one record per row, read back by pandas as the source's own row plus its
+    g_index."""
+    src = _tsv(tmp_path, 6, 40)
+    frame = pd.read_csv(src, sep="\t", dtype=str, keep_default_na=False)
+    frame.loc[2, "question"] = 'Which "organ"\nis marked?\tLook closely.'
+    frame.loc[4, "question"] = '"quoted" start and a line\r\nbreak'
+    frame.to_csv(src, sep="\t", index=False, lineterminator="\n")
+    write_circular_tsv(src.parent, "bench")
+    circ = pd.read_csv(tmp_path / "bench_CIRCULAR_TEST.tsv", sep="\t", dtype=str, keep_default_na=False)
+    first = circ[circ["index"].astype(int) < OFFSET].reset_index(drop=True)
+    assert first.drop(columns="g_index").equals(frame)
+    assert first["g_index"].tolist() == frame["index"].tolist()
+    rotated = circ[circ["index"].astype(int) >= OFFSET]
+    assert set(rotated["question"]) == set(frame["question"])  # rotations repeat the stem, line break included

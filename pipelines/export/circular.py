@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipelines.export.tsv import records
 from pipelines.storage import atomic_path
 
 OFFSET = 1_000_000
@@ -93,7 +94,8 @@ def write_circular_tsv(tsv_dir: Path, name: str, chunk_rows: int = 64) -> list[P
     Streamed, so memory holds ``chunk_rows`` images, not the benchmark: the rotations are computed from the text
     columns alone (a rotated row's image cell is its g_index), then rotation 0, which carries the images, is
     copied from the source TSV a chunk at a time, and the rotated rows follow (rows sorted by index, as the
-    source TSV is)."""
+    source TSV is). Rotation 0's rows are the source's records as they are, each with its g_index appended (the
+    TSV writer's quoting is the one pandas would write them back with), so no image is parsed or re-written."""
     written = []
     for split in ("VAL", "TEST"):
         src = Path(tsv_dir) / f"{name}_{split}.tsv"
@@ -113,13 +115,19 @@ def write_circular_tsv(tsv_dir: Path, name: str, chunk_rows: int = 64) -> list[P
         frame = circular_frame(text)
         rotated = frame[frame["index"] >= OFFSET]
         path = Path(tsv_dir) / f"{name}_CIRCULAR_{split}.tsv"
-        with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
-            options = {"sep": "\t", "index": False, "quoting": csv.QUOTE_MINIMAL, "lineterminator": "\n"}
-            first = True
-            for chunk in pd.read_csv(src, **read):
-                chunk["index"] = chunk["index"].astype(int)
-                chunk.assign(g_index=chunk["index"]).to_csv(f, header=first, **options)
-                first = False
-            rotated.to_csv(f, header=False, **options)
+        options = {"sep": "\t", "index": False, "quoting": csv.QUOTE_MINIMAL, "lineterminator": "\n"}
+        g_index = text["index"].tolist()
+        with atomic_path(path) as tmp, open(tmp, "wb") as f, open(src, "rb") as source:
+            rows = records(source)
+            f.write(next(rows).rstrip(b"\n") + b"\tg_index\n")
+            n = 0
+            for n, rec in enumerate(rows, 1):
+                if n > len(g_index) or not rec.endswith(b"\n"):
+                    raise ValueError(f"{src}: its records do not match its rows; write it with "
+                                     "pipelines.export.tsv.write_tsv")
+                f.write(rec[:-1] + b"\t%d\n" % g_index[n - 1])
+            if n != len(g_index):
+                raise ValueError(f"{src}: {n} records for {len(g_index)} rows; write it with pipelines.export.tsv.write_tsv")
+            f.write(rotated.to_csv(header=False, **options).encode("utf-8"))
         written.append(path)
     return written

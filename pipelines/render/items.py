@@ -129,7 +129,7 @@ def render_sample(job: SampleJob, config: PipelineConfig) -> list[dict]:
             img, params = _draw(shown, it, geo, config, it["item_id"])
             img = np.ascontiguousarray(img)
             params["display_scale"] = [round(geo.scale_x, 6), round(geo.scale_y, 6)]
-            data = encode_png(img, config.render.png_level)
+            data = encode_png(img, config.render.png_level, config.render.png_filter)
             name = f"{it['item_id']}.png"
             atomic_write_bytes(job.staging / job.source.id / name, data)
             rows.append({"item_id": it["item_id"], "image_path": f"{job.rel_root}/{job.source.id}/{name}",
