@@ -60,7 +60,7 @@ def materialize_partitions(ids: list[str], keys: list[dg.AssetKey], workers: int
         return {ds: materialize_partition(ds, names, tags) for ds in ids}
     done: dict[str, str] = {}
     # fork: workers inherit the loaded definitions and the environment (DAGSTER_HOME, MEDBENCH_*)
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=one_thread_each) as pool:
+    with one_thread_each(), ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
         futures = {pool.submit(materialize_partition, ds, names, tags): ds for ds in ids}
         for fut in as_completed(futures):
             ds = futures[fut]

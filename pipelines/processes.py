@@ -6,16 +6,25 @@ import ctypes
 import ctypes.util
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 
 
-def one_thread_each() -> None:
-    """Run in each worker process: one BLAS/OpenMP thread and one OpenCV thread. The workers already fill the
-    cores; each library's own pool on top of them (OpenBLAS starts one thread per core in every process, and
-    its idle threads spin) made describe and render take twice as long on 2 cores (bench/README.md)."""
+@contextmanager
+def one_thread_each() -> Iterator[None]:
+    """While the workers run: one BLAS/OpenMP thread and one OpenCV thread in this process, so the workers it forks
+    start with the same. The workers already fill the cores; each library's own pool on top of them (OpenBLAS
+    starts one thread per core in every process, and its idle threads spin) made describe and render take twice as
+    long on 2 cores (bench/README.md). Set in the parent, before the fork: a forked child that resizes a thread
+    pool its parent started can wait forever for threads it does not have."""
     import cv2
     from threadpoolctl import threadpool_limits
-    threadpool_limits(1)
+    before = cv2.getNumThreads()
     cv2.setNumThreads(1)
+    try:
+        with threadpool_limits(1):
+            yield
+    finally:
+        cv2.setNumThreads(before)
 
 
 def ordered_map(fn: Callable, jobs: Iterable, workers: int) -> Iterator:
@@ -24,7 +33,7 @@ def ordered_map(fn: Callable, jobs: Iterable, workers: int) -> Iterator:
     ``fn`` and the jobs must pickle."""
     jobs = list(jobs)
     if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=one_thread_each) as pool:
+        with one_thread_each(), ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
             yield from pool.map(fn, jobs, chunksize=1)
     else:
         yield from map(fn, jobs)

@@ -416,8 +416,8 @@ def build_candidates(datasets: list[DatasetRows], vocab: pd.DataFrame, templates
     fork = workers > 1 and bool(config.generators.enabled) and "fork" in multiprocessing.get_all_start_methods()
     _FORKED = (ordered, vocab, config) if fork else ()
     try:
-        with ProcessPoolExecutor(workers - 1, multiprocessing.get_context("fork"), initializer=one_thread_each) \
-                if fork else nullcontext() as pool:
+        with one_thread_each() if fork else nullcontext(), \
+                ProcessPoolExecutor(workers - 1, multiprocessing.get_context("fork")) if fork else nullcontext() as pool:
             pending = {ds.dataset_id: pool.submit(_generated_forked, i) for i, ds in enumerate(ordered)
                        if not (ds.slices.empty or ds.regions.empty)} if pool else {}  # the ones dataset_candidates uses
             elig = Eligibility(vocab, pools, TemplatePicker(templates))  # loads MeSH while the generators run

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 from pycocotools import mask as cocomask
 from scipy import ndimage
@@ -195,7 +196,7 @@ def describe_instances(plane: np.ndarray, floor: int) -> tuple[list[tuple[int, R
 
 
 RING_PX = 3  # width of the band of surroundings a structure is compared with
-_RING = np.ones((3, 3), bool)
+_RING = np.ones((2 * RING_PX + 1, 2 * RING_PX + 1), np.uint8)  # chessboard reach RING_PX
 
 
 def ring_cnr(shown: np.ndarray, instances: np.ndarray, iid: int, bbox: list[float]) -> float:
@@ -208,7 +209,8 @@ def ring_cnr(shown: np.ndarray, instances: np.ndarray, iid: int, bbox: list[floa
     ys = slice(max(0, y0 - RING_PX), min(h, y1 + RING_PX))
     xs = slice(max(0, x0 - RING_PX), min(w, x1 + RING_PX))
     inside = instances[ys, xs] == iid
-    band = ndimage.binary_dilation(inside, _RING, iterations=RING_PX) & ~inside
+    band = cv2.dilate(inside.view(np.uint8), _RING) > 0  # the band's square reach, as three 3 x 3 dilations give
+    band &= ~inside
     if not band.any() or not inside.any():
         return 0.0
     grey = shown[ys, xs].astype(np.float64)
