@@ -25,10 +25,19 @@ def thickness(width: int, height: int, s: RenderSettings) -> int:
     return max(s.min_thickness, int(round(s.line_fraction * min(width, height))))
 
 
+def _linear(c: np.ndarray) -> np.ndarray:
+    """sRGB channel values in 0..1 to linear light (WCAG)."""
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+_LINEAR_8BIT = _linear(np.arange(256, dtype=np.float64) / 255.0)  # the same values for every 8-bit level, once
+
+
 def luminance(rgb: np.ndarray) -> np.ndarray:
-    """WCAG relative luminance of sRGB pixels (..., 3) in 0..1."""
-    c = np.asarray(rgb, np.float64) / 255.0
-    lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    """WCAG relative luminance of sRGB pixels (..., 3) in 0..1 (8-bit pixels through a 256-entry table: the
+    same numbers as the formula, without a power per pixel)."""
+    rgb = np.asarray(rgb)
+    lin = _LINEAR_8BIT[rgb] if rgb.dtype == np.uint8 else _linear(np.asarray(rgb, np.float64) / 255.0)
     return lin @ np.array([0.2126, 0.7152, 0.0722])
 
 
@@ -78,12 +87,17 @@ def box_ring(shape: tuple[int, int], bbox: list[float], t: int) -> np.ndarray:
 
 
 def mark_pixels(rgb: np.ndarray, colours: list[tuple[int, int, int]]) -> int:
-    """Pixels exactly of a prompt colour (lines are drawn opaque): one pass over the pixels packed as 24-bit
-    integers, whatever the number of colours."""
+    """Pixels exactly of a prompt colour (lines are drawn opaque), the pixels packed as 24-bit integers, whatever
+    the number of colours. When no prompt colour is grey, only the pixels whose channels differ can match: on a
+    grey slice those are the marks, so only they are packed and looked up."""
     if rgb.ndim != 3 or not colours:
         return 0
-    packed = (rgb[..., 0].astype(np.uint32) << 16) | (rgb[..., 1].astype(np.uint32) << 8) | rgb[..., 2]
-    wanted = np.unique([(r << 16) | (g << 8) | b for r, g, b in colours]).astype(np.uint32)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    if all(not (c[0] == c[1] == c[2]) for c in colours):
+        coloured = (r != g) | (g != b)
+        r, g, b = r[coloured], g[coloured], b[coloured]
+    packed = (r.astype(np.uint32) << 16) | (g.astype(np.uint32) << 8) | b
+    wanted = np.unique([(c[0] << 16) | (c[1] << 8) | c[2] for c in colours]).astype(np.uint32)
     return int(np.isin(packed, wanted).sum())
 
 
