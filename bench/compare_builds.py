@@ -108,6 +108,10 @@ def compare_exports(before: Path, after: Path, diffs: list[str]) -> dict:
             b = pd.read_csv(ex_b / rel, sep="\t", keep_default_na=False, dtype=str)
             if len(a) == len(b):
                 for i, (x, y) in enumerate(zip(a["image"], b["image"])):
+                    if len(x) <= 64 or len(y) <= 64:  # a circular rotation names its image's row (VLMEvalKit)
+                        if x != y:
+                            diffs.append(f"{rel} row {i}: image reference {x!r} became {y!r}")
+                        continue
                     counts["images_compared"] += 1
                     if not np.array_equal(pixels(base64.b64decode(x)), pixels(base64.b64decode(y))):
                         diffs.append(f"{rel} row {i}: image pixels differ")

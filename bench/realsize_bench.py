@@ -18,7 +18,8 @@ any process during it. Reported:
 * ``peak_rss_mb`` per step and overall, against one volume's float32 size (target: <= 2 x float32 + 300 MB);
 * export bytes per item: Parquet bytes per item over the mean PNG size, TSV bytes per item over the mean
   base64 payload (target <= 1.2 each), and the mean PNG size itself;
-* ``png_levels``: PNG size and encode time of the exported images at levels 1, 3, 6, 9 (the level choice).
+* ``png_levels``: PNG size and encode time of the exported images at OpenCV's default, levels 1, 2, 3, 6 with
+  libpng's adaptive row filter and levels 1, 2, 3 with the Up filter (the level and filter choice).
 """
 
 from __future__ import annotations
@@ -161,8 +162,10 @@ def floor(src: Path, pngs: list[Path]) -> dict:
     encode = time.perf_counter() - t
     levels = {}
     sample = arrays[::max(1, len(arrays) // 300)]  # the level choice: size against encode time, on up to ~300 images
-    for level in ("default", 1, 2, 3, 6):
-        params = [] if level == "default" else [cv2.IMWRITE_PNG_COMPRESSION, level]
+    up = [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
+    choices = {"default": [], **{str(n): [cv2.IMWRITE_PNG_COMPRESSION, n] for n in (1, 2, 3, 6)},
+               **{f"{n} up": [cv2.IMWRITE_PNG_COMPRESSION, n, *up] for n in (1, 2, 3)}}
+    for level, params in choices.items():
         t = time.perf_counter()
         n = sum(len(cv2.imencode(".png", a, params)[1]) for a in sample)
         levels[str(level)] = {"ms_per_image": round(1000 * (time.perf_counter() - t) / len(sample), 2),
