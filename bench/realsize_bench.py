@@ -124,6 +124,11 @@ class TreeSampler(threading.Thread):
     def peak(self, start: float = 0.0, end: float = float("inf")) -> int:
         return max((r for t, _, r in self.samples if start <= t <= end), default=0)
 
+    def build_rss_at(self, when: float) -> int:
+        """The build process's resident memory at the first sample from ``when`` on (what a step starts from)."""
+        pid = self.build_pid()
+        return next((r for t, p, r in self.samples if p == pid and t >= when), 0)
+
     def peak_process(self, start: float, end: float) -> str:
         """Which process held the peak in a window: 'build' (the one `medbench build` process) or 'worker'."""
         best = max(((r, p) for t, p, r in self.samples if start <= t <= end), default=(0, None))[1]
@@ -228,7 +233,8 @@ def one_build(src: Path, work: Path, workers: int, profile: bool, tree: Path = P
     vol_f32 = int(np.prod(SIZE)) * 4
     per_step = {k: {"s": round(sum(e - s for s, e in v), 2),
                     "peak_rss_mb": round(max(sampler.peak(s, e) for s, e in v) / 2**20),
-                    "peak_in": sampler.peak_process(min(s for s, _ in v), max(e for _, e in v))}
+                    "peak_in": sampler.peak_process(min(s for s, _ in v), max(e for _, e in v)),
+                    "build_rss_at_start_mb": round(sampler.build_rss_at(min(s for s, _ in v)) / 2**20)}
                 for k, v in sorted(steps.items())}
     in_steps = sum(v["s"] for v in per_step.values())
     result = {"workers": workers, "profiled": profile, "wall_s": round(wall, 2), "steps": per_step,
