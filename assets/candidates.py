@@ -20,6 +20,7 @@ from pipelines.candidates.rows import (
 from pipelines.candidates.templates import generate_templates
 from pipelines.candidates.validate import load_cues
 from pipelines.llm import usage_summary
+from pipelines.processes import release_freed_memory
 from pipelines.redact import redact, redact_obj
 from pipelines.run_state import record_llm_calls
 from pipelines.storage import atomic_write_table, stored_masks
@@ -95,6 +96,7 @@ def dataset_rows(medbench: MedbenchResource) -> list[DatasetRows]:
                                                 "none of whose planes passes the image gates is listed apart: expected)")],
     description="Every question the described regions allow, as rows with display geometry (no pixels).")
 def qa_candidates(context: dg.AssetExecutionContext, medbench: MedbenchResource):
+    release_freed_memory()  # the steps before ran in this process: start from what is alive
     cfg, layout = medbench.config, medbench.layout
     vocab = vocab_frame(layout.read("label_vocab"))
     templates = layout.read("question_templates").to_pandas()

@@ -4,6 +4,7 @@ import dagster as dg
 
 from assets.metadata import preview_markdown, table_metadata
 from assets.resources import MedbenchResource
+from pipelines.processes import release_freed_memory
 from pipelines.render.items import DatasetTables, render_items
 from pipelines.render.review import contact_sheet
 from pipelines.run_state import record_stale
@@ -18,6 +19,7 @@ from pipelines.storage import atomic_write_bytes, atomic_write_table
           description="The image each selected item shows: its plane re-decoded from the source, at display "
                       "geometry, with the box/mask/contour drawn. Nothing else is rendered.")
 def rendered_items(context: dg.AssetExecutionContext, medbench: MedbenchResource):
+    release_freed_memory()  # the steps before ran in this process: start from what is alive
     cfg, layout = medbench.config, medbench.layout
     bench = layout.read("benchmark").to_pandas()
     cands = layout.read(

@@ -12,6 +12,7 @@ from assets.metadata import table_metadata
 from assets.resources import MedbenchResource
 from pipelines.candidates.audit import Outcome, item_checks
 from pipelines.candidates.options import pools_from_table
+from pipelines.processes import release_freed_memory
 from pipelines.select.build import build_benchmark
 from pipelines.select.changelog import changelog, changelog_markdown
 from pipelines.storage import atomic_write_bytes, atomic_write_table
@@ -82,6 +83,7 @@ def _severity(warn_only: bool) -> dg.AssetCheckSeverity:
     description="Gated candidates -> at most N units per answer, chosen for diversity; items built for the "
                 "selected units only; val/test disjoint by patient/volume; audited.")
 def benchmark(context: dg.AssetExecutionContext, medbench: MedbenchResource):
+    release_freed_memory()  # the steps before ran in this process: start from what is alive
     cfg, layout = medbench.config, medbench.layout
     candidates = layout.table("qa_candidates")
     verdicts = layout.read("gate_verdicts").to_pandas()

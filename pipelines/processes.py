@@ -42,8 +42,12 @@ def ordered_map(fn: Callable, jobs: Iterable, workers: int) -> Iterator:
 def release_freed_memory() -> None:
     """Hand the memory freed by earlier steps back to the system, so a step that runs in the same process as the
     ones before it starts from what is alive, not from their peak: Arrow's pool (mimalloc keeps freed pages for
-    reuse) and the C heap (glibc's malloc_trim; a no-op where the C library has none)."""
+    reuse) and the C heap (glibc's malloc_trim; a no-op where the C library has none), after collecting the
+    cycles that still hold an earlier step's frames."""
+    import gc
+
     import pyarrow as pa
+    gc.collect()
     pa.default_memory_pool().release_unused()
     name = ctypes.util.find_library("c")
     trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
