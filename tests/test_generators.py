@@ -180,6 +180,11 @@ def test_instance_counts_see_separate_pieces():
     got = {(r.image_id, r.count_label): r.count for r in counts.itertuples()}
     assert got[("img0", "rib")] == 2 and got[("img0", "vertebra")] == 1
     assert got[("img1", "rib")] == 0 and got[("img2", "vertebra")] == 0  # inside the extent, not drawn
+    # the plane facts spread over two processes (one run of planes each) give the same rows
+    spread = cfg.model_copy(update={"generators": cfg.generators.model_copy(update={"workers": 2})})
+    rows2 = generated(regions, slices, pd.DataFrame({"sample_id": ["s"], "dim": [3]}), vocab,
+                      frozenset(labels.values()), spread, Counter(), lambda ids: {i: rles[i.split("-")[1]] for i in ids})
+    pd.testing.assert_frame_equal(rows2, rows)
 
 
 def test_perturbations_are_seeded_and_grow_with_severity():

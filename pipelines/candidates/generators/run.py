@@ -16,7 +16,7 @@ from pipelines.candidates.generators import (
     position,
     size,
 )
-from pipelines.candidates.generators.pieces import plane_facts
+from pipelines.candidates.generators.pieces import plane_facts_spread
 from pipelines.candidates.generators.spec import Spec
 from pipelines.candidates.generators.structures import (
     plane_frame,
@@ -137,8 +137,8 @@ def generated(regions: pd.DataFrame, slices: pd.DataFrame, samples: pd.DataFrame
     sub = masks[masks["image_id"].isin(needed)]
     planes = plane_frame(slices)
     canonical = dict(zip(vocab["raw_label"], vocab["canonical_label"]))
-    facts = plane_facts(sub, planes, rle_lookup(sorted(sub["region_id"])), canonical, exhaustive,
-                        set(chosen.get("measurement", [])), config)
+    facts = plane_facts_spread(sub, planes, rle_lookup(sorted(sub["region_id"])), canonical, exhaustive,
+                               set(chosen.get("measurement", [])), config, g.workers)
     st = structures(sub, planes, vocab, config, facts.pieces)
     by_plane: dict[str, list[dict]] = {}
     for rec in st.to_dict("records"):  # structure rows as dicts, grouped once (sorted by image id)
