@@ -92,8 +92,8 @@ def write_circular_tsv(tsv_dir: Path, name: str, chunk_rows: int = 64) -> list[P
     """``<name>_CIRCULAR_{VAL,TEST}.tsv`` beside the single-answer TSVs (a split without a TSV writes none).
 
     Streamed, so memory holds ``chunk_rows`` images, not the benchmark: the rotations are computed from the text
-    columns alone (a rotated row's image cell is its g_index), then rotation 0, which carries the images, is
-    copied from the source TSV a chunk at a time, and the rotated rows follow (rows sorted by index, as the
+    columns alone (read ``chunk_rows`` rows at a time; a rotated row's image cell is its g_index), then rotation 0,
+    which carries the images, is copied from the source TSV a record at a time, and the rotated rows follow (rows sorted by index, as the
     source TSV is). Rotation 0's rows are the source's records as they are, each with its g_index appended (the
     TSV writer's quoting is the one pandas would write them back with), so no image is parsed or re-written."""
     written = []
@@ -127,7 +127,8 @@ def write_circular_tsv(tsv_dir: Path, name: str, chunk_rows: int = 64) -> list[P
                                      "pipelines.export.tsv.write_tsv")
                 f.write(rec[:-1] + b"\t%d\n" % g_index[n - 1])
             if n != len(g_index):
-                raise ValueError(f"{src}: {n} records for {len(g_index)} rows; write it with pipelines.export.tsv.write_tsv")
+                raise ValueError(f"{src}: {n} records for {len(g_index)} rows; write it with "
+                                 "pipelines.export.tsv.write_tsv")
             f.write(rotated.to_csv(header=False, **options).encode("utf-8"))
         written.append(path)
     return written
