@@ -84,7 +84,8 @@ def blind_reports(items: pd.DataFrame, b: BenchmarkSettings, seed: int, splits: 
 
 
 def _rounds(items: pd.DataFrame, b: BenchmarkSettings, seed: int, reletter, splits: tuple[str, ...]
-            ) -> tuple[pd.DataFrame, list[str], int]:
+            ) -> tuple[pd.DataFrame, list[str], int, dict]:
+    """(kept items, dropped units, rounds, the blind report of the kept items on ``splits``)."""
     dropped: list[str] = []
     model, prior, report = blind_reports(items, b, seed, splits)
     rounds = 0
@@ -96,7 +97,7 @@ def _rounds(items: pd.DataFrame, b: BenchmarkSettings, seed: int, reletter, spli
         dropped.extend(flagged)
         items = reletter(items[~items["unit_id"].isin(set(flagged))].reset_index(drop=True), seed)
         model, prior, report = blind_reports(items, b, seed, splits)
-    return items, dropped, rounds
+    return items, dropped, rounds, report
 
 
 def drop_text_predictable(items: pd.DataFrame, b: BenchmarkSettings, seed: int, reletter) -> Debiased:
@@ -107,15 +108,14 @@ def drop_text_predictable(items: pd.DataFrame, b: BenchmarkSettings, seed: int, 
     before = blind_reports(items, b, seed)[2]
     kept, dropped, rounds = [], [], 0
     for _, part in items.groupby("dataset_id", sort=True):
-        part, gone, n = _rounds(part.reset_index(drop=True), b, seed, reletter, ("val", "test"))
+        part, gone, n, _ = _rounds(part.reset_index(drop=True), b, seed, reletter, ("val", "test"))
         kept.append(part)
         dropped += gone
         rounds = max(rounds, n)
     items = pd.concat(kept, ignore_index=True) if kept else items
     # across datasets the letters stay where they are: re-placing them would change keys of datasets no rule hit
-    items, gone, n = _rounds(items, b, seed, lambda df, _seed: df, ("test",))
-    result = Debiased(items, dropped + gone, max(rounds, n), before, blind_reports(items, b, seed)[2],
-                      global_dropped=gone)
+    items, gone, n, after = _rounds(items, b, seed, lambda df, _seed: df, ("test",))  # after: on what is kept
+    result = Debiased(items, dropped + gone, max(rounds, n), before, after, global_dropped=gone)
     lost = original[original["unit_id"].isin(set(result.dropped))].drop_duplicates("unit_id")
     result.dropped_by_dataset = {str(k): int(v) for k, v in lost.groupby("dataset_id").size().items()}
     return result
