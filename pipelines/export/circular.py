@@ -93,9 +93,10 @@ def write_circular_tsv(tsv_dir: Path, name: str, chunk_rows: int = 64) -> list[P
 
     Streamed, so memory holds ``chunk_rows`` images, not the benchmark: the rotations are computed from the text
     columns alone (read ``chunk_rows`` rows at a time; a rotated row's image cell is its g_index), then rotation 0,
-    which carries the images, is copied from the source TSV a record at a time, and the rotated rows follow (rows sorted by index, as the
-    source TSV is). Rotation 0's rows are the source's records as they are, each with its g_index appended (the
-    TSV writer's quoting is the one pandas would write them back with), so no image is parsed or re-written."""
+    which carries the images, is copied from the source TSV a record at a time, and the rotated rows follow (rows
+    sorted by index, as the source TSV is). Rotation 0's rows are the source's records as they are, each with its
+    g_index appended (the TSV writer's quoting is the one pandas would write them back with), so no image is parsed
+    or re-written."""
     written = []
     for split in ("VAL", "TEST"):
         src = Path(tsv_dir) / f"{name}_{split}.tsv"
