@@ -15,15 +15,13 @@ import dagster as dg
 from assets.changes import globals_up_to_date, sync_registry
 from assets.definitions import (
     ALL_ASSETS,
-    ALL_CHECKS,
     ANNOTATE,
     GLOBAL,
     PER_DATASET,
     PER_DATASET_KEYS,
     PUBLISH,
-    defs,
 )
-from cli.parallel import QUIET, failure_reason, materialize_partitions
+from cli.parallel import materialize_in_child, materialize_partitions
 from pipelines.config import PROJECT_ROOT, PipelineConfig
 from pipelines.housekeeping import build_lock, pid_alive, remove_stale_staging
 from pipelines.run_state import (
@@ -84,6 +82,19 @@ STAGES: dict[str, list[str]] = {}
 for _a in ALL_ASSETS:
     for _k, _g in _a.group_names_by_key.items():
         STAGES.setdefault(_g, []).append(_k.to_user_string())
+
+
+GROUP_OF = {name: stage for stage, names in STAGES.items() for name in names}
+# the stages that write the published files run in a process of their own (runs_of)
+WRITERS = ("export", "annotate", "publish")
+
+
+def runs_of(keys: list[dg.AssetKey]) -> list[list[dg.AssetKey]]:
+    """The cross-dataset keys as two runs, each in a fresh process: the stages up to rendering, then the ones
+    that write and check the published files. The export's memory then starts from the imports, not from what
+    selection and rendering left in the process (bench/README.md); empty runs are left out."""
+    first = [k for k in keys if GROUP_OF.get(k.to_user_string()) not in WRITERS]
+    return [run for run in (first, [k for k in keys if k not in first]) if run]
 
 
 def expand_selection(select: list[str] | None) -> list[str] | None:
@@ -185,21 +196,21 @@ def _build(config: PipelineConfig, registry_ids: list[str], select: list[str] | 
         log(f"materializing {', '.join(k.to_user_string() for k in global_keys)}")
         llm_steps = [k.to_user_string() for k in global_keys if k.to_user_string() in ("label_vocab", "question_templates")]
         forget_llm_calls(config.data_root, llm_steps)  # what this run's steps ask for, not what an earlier run did
-        res = dg.materialize([*ALL_ASSETS, *ALL_CHECKS], selection=global_keys, instance=instance,
-                             resources=defs.resources,
-                             raise_on_error=False, run_config=QUIET, tags=tags)
+        why = ""
+        for run_keys in runs_of(global_keys):  # a run starts only when the one before it succeeded
+            why = why or materialize_in_child([k.to_user_string() for k in run_keys], log, tags)
         report.llm_failed = {step: (c["failed"], c["requests"]) for step, c in llm_calls(config.data_root).items()
                              if c.get("failed") and step in llm_steps}
         for step, (failed, requests) in sorted(report.llm_failed.items()):
             log(f"{step}: {failed} of {requests} LLM request(s) failed")
-        if res.success:
+        if not why:
             report.succeeded.append("global")
             # the data root records what its cross-dataset outputs were built from (a partial --select does not)
             record_globals(config.data_root, inputs) if not select else forget_globals(config.data_root)
         else:
             forget_globals(config.data_root)
             report.failed.append("global")
-            report.reasons["global"] = failure_reason(res)
+            report.reasons["global"] = why
     elif global_keys:
         log("cross-dataset assets are up to date (--force re-runs them)")
     return report

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import multiprocessing
+import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from multiprocessing import forkserver
 
 
 @contextmanager
@@ -27,13 +31,61 @@ def one_thread_each() -> Iterator[None]:
         cv2.setNumThreads(before)
 
 
+# What every worker needs, loaded once in the fork server; a worker imports the module of its function on top.
+LEAN_PRELOAD = ("numpy", "pandas", "pyarrow", "cv2", "scipy.ndimage")
+ONE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+_SERVER_LOCK = threading.Lock()
+_server_started_by: int | None = None  # the pid that started the fork server
+
+
+def lean_context() -> multiprocessing.context.BaseContext:
+    """Workers forked from a small fork server, not from this process. A forked child's resident set starts as
+    its parent's, so a worker forked from a build process that has imported Dagster, scikit-learn and `datasets`
+    and run earlier steps carried 400-770 MB before it read its first volume (bench/README.md). The server is
+    started once, with its libraries single-threaded from the start (the environment is read when OpenBLAS
+    loads; resizing a pool inherited over a fork can hang); where there is no fork server (not Linux/macOS), a
+    plain fork."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("fork")
+    global _server_started_by
+    if _server_started_by is not None and _server_started_by != os.getpid():
+        # forked from the process that started the server: multiprocessing's record of it says a child that is
+        # not ours, and it cannot start a second one, so this process forks its workers itself
+        return multiprocessing.get_context("fork")
+    with _SERVER_LOCK:
+        saved = {k: os.environ.get(k) for k in ONE_THREAD_ENV}
+        os.environ.update(ONE_THREAD_ENV)
+        try:
+            forkserver.set_forkserver_preload(list(LEAN_PRELOAD))
+            forkserver.ensure_running()  # a no-op once running
+            _server_started_by = os.getpid()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    return multiprocessing.get_context("forkserver")
+
+
+def _one_opencv_thread() -> None:
+    """A worker's initializer: OpenCV's pool is made on first use, so setting it here resizes nothing."""
+    import cv2
+    cv2.setNumThreads(1)
+
+
 def ordered_map(fn: Callable, jobs: Iterable, workers: int) -> Iterator:
     """``fn`` over ``jobs``, results in job order: in ``workers`` processes when there are more than one and at
     least two jobs (one job at a time each, so memory stays bounded by one job per process), else inline.
-    ``fn`` and the jobs must pickle."""
+    The workers come from the lean fork server (`lean_context`). ``fn`` and the jobs must pickle, and ``fn``
+    must be importable by its module's name."""
     jobs = list(jobs)
     if workers > 1 and len(jobs) > 1:
-        with one_thread_each(), ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+        ctx = lean_context()
+        forked = ctx.get_start_method() == "fork"  # forked workers take their thread limits from this process
+        with one_thread_each() if forked else nullcontext(), \
+                ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx,
+                                    initializer=None if forked else _one_opencv_thread) as pool:
             yield from pool.map(fn, jobs, chunksize=1)
     else:
         yield from map(fn, jobs)

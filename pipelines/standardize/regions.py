@@ -14,11 +14,13 @@ STRUCTURES_2D = {4: 1, 8: 2}
 
 
 def label_instances(labels: np.ndarray, names: dict[int, str], connectivity: int) -> tuple[np.ndarray, dict[int, tuple[str, int]]]:
-    """One int32 array of instance ids (connected components per label value, 2D or 3D) and
-    id -> (label name, component index). Each label is labelled inside its bounding box only."""
+    """One array of instance ids (connected components per label value, 2D or 3D) and
+    id -> (label name, component index). Each label is labelled inside its bounding box only. The ids are
+    uint16 while they fit (the usual case: a CT's 100-odd structures), int32 past 65,535: half the memory of
+    a volume-sized int32 array in the worker that holds it."""
     structures = STRUCTURES_3D if labels.ndim == 3 else STRUCTURES_2D
     structure = ndimage.generate_binary_structure(labels.ndim, structures[connectivity])
-    inst = np.zeros(labels.shape, np.int32)
+    inst = np.zeros(labels.shape, np.uint16)
     table: dict[int, tuple[str, int]] = {}
     ints = labels if labels.dtype.kind in "iu" else labels.astype(np.int32)  # no int32 copy of an integer volume
     boxes = ndimage.find_objects(ints) if labels.max() > 0 else []
@@ -28,6 +30,8 @@ def label_instances(labels: np.ndarray, names: dict[int, str], connectivity: int
             continue
         box = boxes[value - 1]
         comp, n = ndimage.label(labels[box] == value, structure=structure)
+        if next_id - 1 + n > np.iinfo(inst.dtype).max:
+            inst = inst.astype(np.int32)
         view = inst[box]
         fg = comp > 0
         view[fg] = comp[fg] + (next_id - 1)

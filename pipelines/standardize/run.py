@@ -244,6 +244,17 @@ def _describe_axis(inst: np.ndarray, axis: str, floor: int) -> tuple[np.ndarray,
                                faint_ids=cat("faint_ids", 0).astype(np.int64))
 
 
+def _instances(canon: CanonicalVolume, connectivity: int) -> list[tuple[np.ndarray, dict]]:
+    """Each label layer's instance array and table; a layer's label volume is let go once it has its instance
+    array, so the worker holds one of the two at a time."""
+    out = []
+    while canon.layers:
+        lab_img, names = canon.layers.pop(0)
+        out.append(label_instances(np.asarray(sitk.GetArrayViewFromImage(lab_img)), names, connectivity))
+        del lab_img
+    return out
+
+
 def _standardize_3d(w: _Writer, loaded: LoadedSample) -> None:
     cfg = w.config.standardize
     canon = canonical_volume(loaded, cfg, w.row["source_path"])
@@ -251,11 +262,7 @@ def _standardize_3d(w: _Writer, loaded: LoadedSample) -> None:
     code, original = canon.code, canon.original
     spacing = canon.image.GetSpacing()
     vol = canon.array
-    instances = []
-    for lab_img, names in canon.layers:
-        arr = sitk.GetArrayViewFromImage(lab_img)
-        inst, table = label_instances(np.asarray(arr), names, cfg.connectivity_3d)
-        instances.append((inst, table))
+    instances = _instances(canon, cfg.connectivity_3d)
     transforms: dict[str | None, intensity.Transform] = {}
 
     def transform_for(label: str) -> intensity.Transform:
