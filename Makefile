@@ -18,16 +18,22 @@ $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
+# the project's own modules too: the worker processes import them afresh (pipelines.processes.lean_context)
+COMPILE := $(VENV)/bin/python -m compileall -q -j 0 pipelines assets cli > /dev/null
+
 install: $(UV)
 	$(UV) sync --frozen --python $(PYTHON)
+	$(COMPILE)
 
 install-dev: $(UV)
 	$(UV) sync --frozen --extra dev --python $(PYTHON)
+	$(COMPILE)
 
 ## install-deploy: the deployment extras together (Postgres storage, Celery workers, Kubernetes run launcher);
 ## `uv sync` keeps exactly the extras it is given, so installing one alone removes the others
 install-deploy: $(UV)
 	$(UV) sync --frozen --extra deploy --python $(PYTHON)
+	$(COMPILE)
 
 ## demo: build the whole asset graph on the bundled demo datasets (offline, SQLite Dagster)
 demo: install

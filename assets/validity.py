@@ -5,6 +5,7 @@ chance, and a card whose every config loads."""
 import dagster as dg
 
 from assets.resources import MedbenchResource
+from pipelines.processes import release_freed_memory
 from pipelines.select.dedupe import same_folder_pairs
 from pipelines.validity import exported as ex
 
@@ -17,6 +18,9 @@ def _root_pairs(medbench: MedbenchResource) -> list[tuple[str, str]]:
 
 
 def _out(medbench: MedbenchResource):
+    """The export folder each check reads. Every check starts by handing back the memory the step before it
+    freed: the checks run one after another in the export's process, each on top of the last one's heap."""
+    release_freed_memory()
     return medbench.layout.root / "benchmark"
 
 
@@ -50,7 +54,10 @@ def key_priors_within_margin(medbench: MedbenchResource) -> dg.AssetCheckResult:
 @dg.asset_check(asset="benchmark_exports", blocking=True,
                 description="no main item shows a mirrored image (mirrored copies live in the consistency config)")
 def no_mirrored_image_in_main(medbench: MedbenchResource) -> dg.AssetCheckResult:
-    r = ex.mirrored_in_main(_out(medbench), workers=medbench.config.benchmark.render_workers)
+    rendered = medbench.layout.read("rendered_items")  # without keys (an older table), every image is decoded
+    keys = dict(zip(rendered["sha256"].to_pylist(), rendered["mirror_key"].to_pylist())) \
+        if "mirror_key" in rendered.column_names else {}
+    r = ex.mirrored_in_main(_out(medbench), rendered_keys=keys)
     return dg.AssetCheckResult(passed=r["items"] == 0, metadata={"items": r["items"],
                                                                  "examples": str(r["examples"]) or "-"})
 

@@ -15,7 +15,9 @@ any process during it. Reported:
 * ``wall_s`` and per-step seconds from Dagster's event log (step start/end), plus time outside the steps;
 * ``floor_s`` = decoding the 4 image + label volumes (SimpleITK) + PNG-encoding each exported image once at
   OpenCV's default level, measured after the build in the same run; ``wall_over_floor`` (target <= 3);
-* ``peak_rss_mb`` per step and overall, against one volume's float32 size (target: <= 2 x float32 + 300 MB);
+* ``peak_rss_mb`` per step and overall, against one volume's float32 size (target: <= 2 x float32 + 300 MB in
+  ingest and in export: ``peak_rss_ingest_mb`` over raw_samples and standardized, ``peak_rss_export_mb`` over
+  benchmark_exports and its checks, each the largest process of the build while those steps ran);
 * export bytes per item: Parquet bytes per item over the mean PNG size, TSV bytes per item over the mean
   base64 payload (target <= 1.2 each), and the mean PNG size itself;
 * ``png_levels``: PNG size and encode time of the exported images at OpenCV's default, levels 1, 2, 3, 6 with
@@ -237,6 +239,8 @@ def one_build(src: Path, work: Path, workers: int, profile: bool, tree: Path = P
                     "build_rss_at_start_mb": round(sampler.build_rss_at(min(s for s, _ in v)) / 2**20)}
                 for k, v in sorted(steps.items())}
     in_steps = sum(v["s"] for v in per_step.values())
+    stage_peak = {stage: max((v["peak_rss_mb"] for k, v in per_step.items() if k.startswith(prefixes)), default=0)
+                  for stage, prefixes in (("ingest", ("raw_samples", "standardized")), ("export", ("benchmark_exports",)))}
     result = {"workers": workers, "profiled": profile, "wall_s": round(wall, 2), "steps": per_step,
               "outside_steps_s": round(wall - in_steps, 2), "exported_items": exported, "rendered_pngs": len(pngs),
               "mean_png_bytes": round(mean_png), "parquet_bytes_per_item_over_png": round(parquet / max(exported, 1) / mean_png, 3),
@@ -245,6 +249,7 @@ def one_build(src: Path, work: Path, workers: int, profile: bool, tree: Path = P
               "peak_rss_mb": round(max(sampler.hwm.values(), default=0) / 2**20),
               "peak_rss_by_process_mb": {f"{p} {sampler.names[p]}": round(v / 2**20) for p, v in
                                          sorted(sampler.hwm.items(), key=lambda kv: -kv[1])[:8]},
+              "peak_rss_ingest_mb": stage_peak["ingest"], "peak_rss_export_mb": stage_peak["export"],
               "volume_float32_mb": round(vol_f32 / 2**20), "rss_limit_mb": round((2 * vol_f32 + 300 * 2**20) / 2**20),
               "loadavg_before_after": None}
     result.update(floor(src, pngs))

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager, nullcontext
+from functools import partial
 from multiprocessing import forkserver
 
 
@@ -74,6 +75,15 @@ def _one_opencv_thread() -> None:
     cv2.setNumThreads(1)
 
 
+def _then_release(fn: Callable, job):
+    """One job in a worker, whose freed memory then goes back to the system: the next job (a second volume)
+    starts from the worker's imports, not from the first one's heap."""
+    try:
+        return fn(job)
+    finally:
+        release_freed_memory()
+
+
 def ordered_map(fn: Callable, jobs: Iterable, workers: int) -> Iterator:
     """``fn`` over ``jobs``, results in job order: in ``workers`` processes when there are more than one and at
     least two jobs (one job at a time each, so memory stays bounded by one job per process), else inline.
@@ -86,7 +96,7 @@ def ordered_map(fn: Callable, jobs: Iterable, workers: int) -> Iterator:
         with one_thread_each() if forked else nullcontext(), \
                 ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx,
                                     initializer=None if forked else _one_opencv_thread) as pool:
-            yield from pool.map(fn, jobs, chunksize=1)
+            yield from pool.map(partial(_then_release, fn), jobs, chunksize=1)
     else:
         yield from map(fn, jobs)
 

@@ -191,6 +191,7 @@ RENDERED_ITEMS = _schema("rendered_items", [
     pa.field("sha256", pa.string()),
     pa.field("phash", pa.string()),  # pHash of the image as exported (marks drawn): the export's leakage evidence
     pa.field("mark_pixels", pa.int64()),  # pixels of a prompt colour in the image as exported (the mark check)
+    pa.field("mirror_key", pa.string()),  # shared with the image's left-right mirror (imageio.mirror_key)
 ])
 
 QUESTION_TEMPLATES = _schema("question_templates", [

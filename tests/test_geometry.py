@@ -228,3 +228,23 @@ def test_outline_is_filled_and_measured_by_its_ellipse():
     for m in (thick, arc):
         inst = m.astype(np.int32)
         assert fill_outlines(inst, s) == set() and (inst == 1).sum() == m.sum()
+
+
+def test_feret_diameter_is_the_largest_distance_between_pixel_corners():
+    """Against brute force over every pair of pixel corners: irregular, holed and several-piece masks, pixels on
+    the image border, anisotropic pixels."""
+    from itertools import combinations
+
+    from pipelines.candidates.generators.measure import feret_mm
+
+    rng = np.random.default_rng(7)
+    for _ in range(60):
+        h, w = (int(v) for v in rng.integers(2, 14, 2))
+        mask = rng.random((h, w)) < rng.uniform(0.05, 0.9)
+        if not mask.any():
+            continue
+        sx, sy = (float(v) for v in rng.uniform(0.3, 2.0, 2))
+        ys, xs = np.nonzero(mask)
+        corners = {(x + dx, y + dy) for x, y in zip(xs.tolist(), ys.tolist()) for dx in (0, 1) for dy in (0, 1)}
+        brute = max((np.hypot((a[0] - b[0]) * sx, (a[1] - b[1]) * sy) for a, b in combinations(corners, 2)))
+        assert feret_mm(mask, sx, sy) == pytest.approx(brute, rel=1e-9)

@@ -1,7 +1,12 @@
-"""Worker processes run their libraries single-threaded, and forking after the parent used its thread pools
-neither hangs nor leaves the parent limited."""
+"""Worker processes run their libraries single-threaded, forking after the parent used its thread pools
+neither hangs nor leaves the parent limited, and workers start small whatever the size of the process that
+asks for them."""
 
 from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -29,3 +34,32 @@ def test_workers_run_one_thread_each_after_the_parent_used_its_pools():
     assert [o[:2] for o in out] == [(1, 1)] * 4
     assert all(o[2] == pytest.approx(expected, rel=1e-12) for o in out)
     assert (max(i["num_threads"] for i in threadpool_info()), cv2.getNumThreads()) == before  # the parent is restored
+
+
+def _rss_mb(_: int) -> int:
+    """This process's resident memory in MB (Linux's /proc)."""
+    with open("/proc/self/status", encoding="ascii") as fh:
+        return int(next(line for line in fh if line.startswith("VmRSS:")).split()[1]) // 1024
+
+
+def _nested(n: int) -> list[int]:
+    """ordered_map called from a process that was itself forked from the one that started the fork server."""
+    return list(ordered_map(_rss_mb, range(n), 2))
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux's /proc to read resident memory")
+@pytest.mark.timeout(120)
+def test_workers_do_not_start_with_the_memory_of_the_process_that_asks():
+    ballast = np.ones(400 * 2**20, np.uint8)  # 400 MB written, so resident, in this process
+    parent = _rss_mb(0)
+    workers = list(ordered_map(_rss_mb, range(4), 2))
+    assert parent > 400
+    assert max(workers) < parent - 300, (parent, workers)  # a forked worker would start at the parent's size
+    ballast[0] = 0
+
+
+@pytest.mark.timeout(120)
+def test_a_process_forked_after_the_fork_server_started_still_gets_workers():
+    list(ordered_map(_rss_mb, range(2), 2))  # this process starts the fork server
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+        assert len(pool.submit(_nested, 3).result(timeout=100)) == 3

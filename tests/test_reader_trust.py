@@ -4,6 +4,7 @@ re-derived from the exported files."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import shutil
@@ -18,6 +19,7 @@ from PIL import Image
 
 from pipelines import PIPELINE_VERSION
 from pipelines.config import PipelineConfig
+from pipelines.imageio import mirror_key
 from pipelines.validity import exported as ex
 from tests.conftest import needs_shared
 from pipelines.records import LETTERS
@@ -112,9 +114,25 @@ def test_a_mirrored_main_image_is_caught(copy):
         df.at[1, "image"] = {"bytes": buf.getvalue(), "path": "x.png"}
         df.at[2, "question"] = "This image has been mirrored left to right. Which organ is outlined?"
         return df
+    rendered = {}  # what the render step records: sha256 of each PNG file -> its mirror key, before the change
+    for f in sorted((copy / "data").glob("*.parquet")):
+        for cell in pq.read_table(f, columns=["image"])["image"].to_pylist():
+            rendered[hashlib.sha256(cell["bytes"]).hexdigest()] = \
+                mirror_key(np.asarray(Image.open(io.BytesIO(cell["bytes"])).convert("RGB")))
     _rewrite(copy, mirror, "test")
     r = ex.mirrored_in_main(copy)
     assert r["items"] == 3  # the mirrored pair (both images mirror each other) and the stem that says so
+    # with the render step's keys: the mirrored image is no rendered file, so it is decoded and still caught
+    assert ex.mirrored_in_main(copy, rendered_keys=rendered) == r
+
+
+def test_mirror_key_is_shared_with_the_mirror_only():
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    assert mirror_key(img) == mirror_key(img[:, ::-1]) == mirror_key(img[..., ::-1])  # any channel order
+    assert len({mirror_key(img), mirror_key(img[::-1]), mirror_key(img.transpose(1, 0, 2)),
+                mirror_key(np.roll(img, 1, axis=0))}) == 4
+    assert mirror_key(img[..., 0]) == mirror_key(img[:, ::-1, 0])  # grey
 
 
 def test_same_source_duplicates_are_counted(copy):

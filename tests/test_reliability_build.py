@@ -216,3 +216,19 @@ def test_llm_key_never_stored_and_failures_counted(demo_registry, tmp_path, monk
     assert found == []
     redacted = [p for p in home.rglob("*") if p.is_file() and b"[REDACTED]" in p.read_bytes()]
     assert redacted, "the error path was exercised and stored, redacted"
+
+
+def test_the_cross_dataset_runs_are_ordered_and_the_writers_run_alone():
+    """runs_of: every cross-dataset key in exactly one run, no key of the first run needs one of the second, and
+    the stages that write the published files (export, ROI annotations, Hub push) are all in the second."""
+    from assets.definitions import ANNOTATE, GLOBAL, PUBLISH, defs
+    from cli.build import _keys, runs_of
+    keys = _keys(GLOBAL, None) + _keys(ANNOTATE, None) + _keys(PUBLISH, None)
+    runs = runs_of(keys)
+    assert len(runs) == 2 and sorted(k for r in runs for k in r) == sorted(keys)
+    graph = defs.resolve_asset_graph()
+    later = set(runs[1])
+    assert not {p for k in runs[0] for p in graph.get(k).parent_keys} & later
+    names = {k.to_user_string() for k in later}
+    assert {"benchmark_exports", "roi_exports", "hub_push"} <= names and "rendered_items" not in names
+    assert runs_of(_keys(GLOBAL, ["benchmark_exports"])) == [[dg.AssetKey("benchmark_exports")]]

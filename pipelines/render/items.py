@@ -26,7 +26,7 @@ from pipelines import PIPELINE_VERSION
 from pipelines.config import PipelineConfig
 from pipelines.errors import SampleError
 from pipelines.ids import derived_rng
-from pipelines.imageio import encode_png
+from pipelines.imageio import decode_png, encode_png, mirror_key
 from pipelines.processes import ordered_map
 from pipelines.records import RENDERED_ITEMS, to_table
 from pipelines.render.boxes import box_letters, draw_lettered_boxes
@@ -136,6 +136,7 @@ def render_sample(job: SampleJob, config: PipelineConfig) -> list[dict]:
                          "width": int(img.shape[1]), "height": int(img.shape[0]),
                          "render_params": json.dumps(params, sort_keys=True), "sha256": sha256_bytes(data),
                          "phash": phash_hex(img), "mark_pixels": mark_pixels(img, colours),
+                         "mirror_key": mirror_key(img),
                          "dataset_id": job.source.id, "source_path": job.sample["source_path"],
                          "pipeline_version": PIPELINE_VERSION, "seed": config.seed})
     return rows
@@ -188,6 +189,8 @@ def _last_good(previous: pd.DataFrame | None, previous_root: Path, item_ids: lis
             missing.append(item_id)
             continue
         atomic_write_bytes(staging / Path(row["image_path"]).relative_to(rel_root), data)
+        if not isinstance(row.get("mirror_key"), str):  # a table written before the column existed
+            row["mirror_key"] = mirror_key(decode_png(data))
         rows.append(row)
     return rows, missing
 
@@ -227,6 +230,7 @@ def render_items(items: pd.DataFrame, datasets: dict[str, DatasetTables],
                         for r in its.itertuples(index=False)]
                 jobs.append(SampleJob(samples.loc[sample_id].to_dict(), t.source,
                                       {i: row.to_dict() for i, row in needed.iterrows()}, work, staging, rel_root))
+        jobs.sort(key=lambda j: -len(j.items))  # largest first: the workers finish close together (stable)
         outputs = list(ordered_map(_run, [(j, config) for j in jobs], config.benchmark.render_workers))
         stale: dict[str, StaleDataset] = {}
         rows = [r for out, _ in outputs for r in out]

@@ -13,6 +13,15 @@ STRUCTURES_3D = {6: 1, 18: 2, 26: 3}
 STRUCTURES_2D = {4: 1, 8: 2}
 
 
+def _components(mask: np.ndarray, structure: np.ndarray) -> tuple[np.ndarray, int]:
+    """scipy's connected components as uint16 (a label spread over a whole volume then needs half the memory of
+    int32), or int32 when there are more than uint16 holds (scipy refuses the narrower type)."""
+    try:
+        return ndimage.label(mask, structure=structure, output=np.uint16)
+    except RuntimeError:
+        return ndimage.label(mask, structure=structure, output=np.int32)
+
+
 def label_instances(labels: np.ndarray, names: dict[int, str], connectivity: int) -> tuple[np.ndarray, dict[int, tuple[str, int]]]:
     """One array of instance ids (connected components per label value, 2D or 3D) and
     id -> (label name, component index). Each label is labelled inside its bounding box only. The ids are
@@ -29,12 +38,12 @@ def label_instances(labels: np.ndarray, names: dict[int, str], connectivity: int
         if value <= 0 or value > len(boxes) or boxes[value - 1] is None:
             continue
         box = boxes[value - 1]
-        comp, n = ndimage.label(labels[box] == value, structure=structure)
+        comp, n = _components(labels[box] == value, structure)
         if next_id - 1 + n > np.iinfo(inst.dtype).max:
             inst = inst.astype(np.int32)
         view = inst[box]
         fg = comp > 0
-        view[fg] = comp[fg] + (next_id - 1)
+        view[fg] = comp[fg].astype(inst.dtype) + (next_id - 1)
         for c in range(1, n + 1):
             table[next_id + c - 1] = (names[value], c)
         next_id += n

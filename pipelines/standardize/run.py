@@ -173,16 +173,21 @@ class CanonicalVolume:
 def canonical_volume(loaded: LoadedSample, cfg: StandardizeSettings, source_path: str) -> CanonicalVolume:
     """Reorient (no interpolation) and check that image and label grids agree; shared by describe and render.
     An oblique volume is first resampled onto the nearest axis-aligned grid (or refused), never read as if
-    its axes were the patient's."""
+    its axes were the patient's. Takes the loaded image and layers out of ``loaded``: each stored-orientation
+    copy is let go as soon as its canonical one exists, so a worker never holds both copies of everything."""
     code = cfg.canonical_orientation
     original = orientation_code(loaded.image.GetDirection())
+    names = [layer.names for layer in loaded.layers]
     image, labels = loaded.image, [layer.data for layer in loaded.layers]
+    loaded.image, loaded.layers = None, []
     if check_oblique(image, source_path, cfg.oblique, cfg.oblique_tolerance_deg):  # raises when quarantined
         for lab_img in labels:  # the labels must lie on the oblique grid before both are resampled
             check_grid(image, lab_img, source_path, cfg.grid_tolerance, code)
         image, labels, _ = resample_axis_aligned(image, labels)
     image = reorient(image, code)
-    layers = [(reorient(lab, code), layer.names) for lab, layer in zip(labels, loaded.layers)]
+    layers = []
+    while labels:
+        layers.append((reorient(labels.pop(0), code), names[len(layers)]))
     for lab_img, _ in layers:  # both already canonical: check_grid's own reorientation is a no-op
         check_grid(image, lab_img, source_path, cfg.grid_tolerance, code)
     if cfg.resample_isotropic:
@@ -257,8 +262,7 @@ def _instances(canon: CanonicalVolume, connectivity: int) -> list[tuple[np.ndarr
 
 def _standardize_3d(w: _Writer, loaded: LoadedSample) -> None:
     cfg = w.config.standardize
-    canon = canonical_volume(loaded, cfg, w.row["source_path"])
-    loaded.image, loaded.layers = None, []  # the stored orientation's copies, when reorienting made new ones
+    canon = canonical_volume(loaded, cfg, w.row["source_path"])  # takes the stored orientation's copies
     code, original = canon.code, canon.original
     spacing = canon.image.GetSpacing()
     vol = canon.array
@@ -389,10 +393,9 @@ class SamplePlanes:
         self.row, self.config = row, config
         self.loaded = with_timeout(lambda: reader_for(source, config).load_pixels(row),  # marks come from the RLE
                                    config.ingest.read_timeout_s, row["source_path"], "decoding")
+        # a volume's planes come from its canonical copy (canonical_volume takes the stored one)
         self.canon = canonical_volume(self.loaded, config.standardize, row["source_path"]) \
             if self.loaded.dim == 3 else None
-        if self.canon is not None:
-            self.loaded.image = None  # the stored orientation's copy: planes come from the canonical one
 
     def rgb(self, sl: dict) -> np.ndarray:
         t = intensity.Transform(sl["intensity_transform"], json.loads(sl["intensity_params"]))

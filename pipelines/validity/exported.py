@@ -30,6 +30,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 
+from pipelines.imageio import mirror_key
 from pipelines.processes import ordered_map
 from pipelines.records import LETTERS
 
@@ -178,10 +179,15 @@ def modal_keys(out: Path, margin: float = 0.15, min_items: int = 30) -> dict:
 def _pixel_shas(png: bytes) -> tuple[str, str]:
     """sha256 of an image's colour pixels as shown and mirrored left to right (one decode; OpenCV's channel order,
     BGR, is the same for every image the check compares; cv2.flip copies faster than numpy's reversed view)."""
+    a = _decoded(png)
+    return hashlib.sha256(a).hexdigest(), hashlib.sha256(cv2.flip(a, 1)).hexdigest()  # 1: left-right
+
+
+def _decoded(png: bytes) -> np.ndarray:
     a = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
     if a is None:
         raise ValueError("an exported image does not decode as an image")
-    return hashlib.sha256(a).hexdigest(), hashlib.sha256(cv2.flip(a, 1)).hexdigest()  # 1: left-right
+    return a
 
 
 def _shard_rows(out: Path, folder: str, columns: list[str], batch: int = 64):
@@ -192,26 +198,26 @@ def _shard_rows(out: Path, folder: str, columns: list[str], batch: int = 64):
             yield from b.to_pylist()
 
 
-def _shown_in_group(job: tuple[Path, int, str]) -> list[tuple[int, bool, str, str]]:
-    """(index, the stem says mirrored, pixel sha256 as shown, mirrored) of every row of one row group of a shard."""
-    path, group, phrase = job
-    f = pq.ParquetFile(path, pre_buffer=False)
-    out = []
-    for b in f.iter_batches(batch_size=64, row_groups=[group], columns=["index", "question", "image"]):
-        out += [(r["index"], phrase in (r["question"] or "").lower(), *_pixel_shas(r["image"]["bytes"]))
-                for r in b.to_pylist()]
-    return out
-
-
-def mirrored_in_main(out: Path, flipped_phrase: str = "mirrored left to right", workers: int = 1) -> dict:
+def mirrored_in_main(out: Path, flipped_phrase: str = "mirrored left to right",
+                     rendered_keys: dict[str, str] | None = None) -> dict:
     """Main items that show a mirrored image: the stem says so, or the image is the left-right mirror of another
-    main image (a symmetric image, its own mirror, does not count). Row groups are decoded in ``workers``
-    processes."""
-    jobs = [(f, g, flipped_phrase.lower()) for f in sorted((out / "data").glob("*.parquet"))
-            for g in range(pq.ParquetFile(f).num_row_groups)]
-    rows = [row for part in ordered_map(_shown_in_group, jobs, workers) for row in part]
-    said = [idx for idx, says, _, _ in rows if says]
-    shown = [(idx, sha, mirrored) for idx, _, sha, mirrored in rows]
+    main image (a symmetric image, its own mirror, does not count).
+
+    Images that mirror each other share a `mirror_key`; only images that share one with another are decoded and
+    compared pixel for pixel. ``rendered_keys`` (sha256 of a rendered PNG file -> its key, from rendered_items)
+    spares decoding an exported image whose bytes are those of a rendered file; any other image is decoded for
+    its key, so an image changed after rendering is still judged by its own pixels."""
+    phrase, known = flipped_phrase.lower(), rendered_keys or {}
+    said, by_key = [], {}
+    for r in _shard_rows(out, "data", ["index", "question", "image"]):
+        data = r["image"]["bytes"]
+        if phrase in (r["question"] or "").lower():
+            said.append(r["index"])
+        key = known.get(hashlib.sha256(data).hexdigest()) or mirror_key(_decoded(data))
+        by_key.setdefault(key, []).append(r["index"])
+    shared = {i for group in by_key.values() if len(group) > 1 for i in group}
+    shown = [(r["index"], *_pixel_shas(r["image"]["bytes"])) for r in _shard_rows(out, "data", ["index", "image"])
+             if r["index"] in shared] if shared else []
     plain: dict[str, list] = {}
     for idx, sha, _ in shown:
         plain.setdefault(sha, []).append(idx)

@@ -30,11 +30,18 @@ PHYSICAL = ("diameter", "area")
 RELATIVE = ("diameter_fraction", "area_fraction")
 
 
+def pixel_corners_hull(mask: np.ndarray) -> np.ndarray:
+    """The corners of the pixels on the convex hull of the mask's pixel centres (float32 x, y). The hull of every
+    pixel's four corners is the hull of these (a Minkowski sum of the centres' hull and one pixel), so only the
+    outer boundary is traced (OpenCV's contours) instead of listing four corners per pixel of a large organ."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    centres = cv2.convexHull(np.concatenate(contours)).reshape(-1, 2)
+    return np.concatenate([centres + (dx, dy) for dx in (0, 1) for dy in (0, 1)]).astype(np.float32)
+
+
 def feret_mm(mask: np.ndarray, sx: float, sy: float) -> float:
     """Longest distance (mm, or px with sx = sy = 1) across the mask, between outer pixel corners of its hull."""
-    ys, xs = np.nonzero(mask)
-    corners = np.concatenate([np.stack([xs + dx, ys + dy], 1) for dx in (0, 1) for dy in (0, 1)]).astype(np.float32)
-    hull = cv2.convexHull(corners).reshape(-1, 2).astype(np.float64) * np.array([sx, sy])
+    hull = cv2.convexHull(pixel_corners_hull(mask)).reshape(-1, 2).astype(np.float64) * np.array([sx, sy])
     d = hull[:, None, :] - hull[None, :, :]
     return float(math.sqrt((d ** 2).sum(-1).max()))
 
