@@ -20,7 +20,7 @@ def _root_pairs(medbench: MedbenchResource) -> list[tuple[str, str]]:
 def _out(medbench: MedbenchResource):
     """The export folder each check reads. Every check starts by handing back the memory the step before it
     freed: the checks run one after another in the export's process, each on top of the last one's heap."""
-    release_freed_memory()
+    release_freed_memory(collect=False)
     return medbench.layout.root / "benchmark"
 
 

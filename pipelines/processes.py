@@ -36,22 +36,33 @@ def one_thread_each() -> Iterator[None]:
 LEAN_PRELOAD = ("numpy", "pandas", "pyarrow", "cv2", "scipy.ndimage")
 ONE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 _SERVER_LOCK = threading.Lock()
-_server_started_by: int | None = None  # the pid that started the fork server
+
+
+def _forget_inherited_server() -> None:
+    """In a forked child: multiprocessing's record of the fork server (one per process, a module global) names
+    the parent's server, which the child can reach but not check on (it is not the child's child), so the first
+    pool the child asks for fails. Forgetting the record lets the child start a lean server of its own. The
+    record's fields are multiprocessing's own (CPython 3.11's ForkServer); where they differ, nothing is
+    touched and the child forks its workers itself (`lean_context`)."""
+    server = getattr(forkserver, "_forkserver", None)
+    fields = ("_forkserver_pid", "_forkserver_address", "_forkserver_alive_fd")
+    if server is not None and all(hasattr(server, f) for f in fields):
+        for f in fields:
+            setattr(server, f, None)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_inherited_server)
 
 
 def lean_context() -> multiprocessing.context.BaseContext:
     """Workers forked from a small fork server, not from this process. A forked child's resident set starts as
     its parent's, so a worker forked from a build process that has imported Dagster, scikit-learn and `datasets`
     and run earlier steps carried 400-770 MB before it read its first volume (bench/README.md). The server is
-    started once, with its libraries single-threaded from the start (the environment is read when OpenBLAS
-    loads; resizing a pool inherited over a fork can hang); where there is no fork server (not Linux/macOS), a
-    plain fork."""
+    started once per process, with its libraries single-threaded from the start (the environment is read when
+    OpenBLAS loads; resizing a pool inherited over a fork can hang); where there is no fork server (not
+    Linux/macOS) or it cannot be started, a plain fork."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("fork")
-    global _server_started_by
-    if _server_started_by is not None and _server_started_by != os.getpid():
-        # forked from the process that started the server: multiprocessing's record of it says a child that is
-        # not ours, and it cannot start a second one, so this process forks its workers itself
         return multiprocessing.get_context("fork")
     with _SERVER_LOCK:
         saved = {k: os.environ.get(k) for k in ONE_THREAD_ENV}
@@ -59,7 +70,8 @@ def lean_context() -> multiprocessing.context.BaseContext:
         try:
             forkserver.set_forkserver_preload(list(LEAN_PRELOAD))
             forkserver.ensure_running()  # a no-op once running
-            _server_started_by = os.getpid()
+        except ChildProcessError:  # a parent's server this process could not forget (_forget_inherited_server)
+            return multiprocessing.get_context("fork")
         finally:
             for k, v in saved.items():
                 if v is None:
@@ -81,14 +93,15 @@ def _then_release(fn: Callable, job):
     try:
         return fn(job)
     finally:
-        release_freed_memory()
+        release_freed_memory(collect=False)
 
 
-def ordered_map(fn: Callable, jobs: Iterable, workers: int) -> Iterator:
+def ordered_map(fn: Callable, jobs: Iterable, workers: int, release: bool = False) -> Iterator:
     """``fn`` over ``jobs``, results in job order: in ``workers`` processes when there are more than one and at
     least two jobs (one job at a time each, so memory stays bounded by one job per process), else inline.
     The workers come from the lean fork server (`lean_context`). ``fn`` and the jobs must pickle, and ``fn``
-    must be importable by its module's name."""
+    must be importable by its module's name. ``release``: a worker hands its freed memory back after each job
+    (for jobs that each hold a volume)."""
     jobs = list(jobs)
     if workers > 1 and len(jobs) > 1:
         ctx = lean_context()
@@ -96,20 +109,22 @@ def ordered_map(fn: Callable, jobs: Iterable, workers: int) -> Iterator:
         with one_thread_each() if forked else nullcontext(), \
                 ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx,
                                     initializer=None if forked else _one_opencv_thread) as pool:
-            yield from pool.map(partial(_then_release, fn), jobs, chunksize=1)
+            yield from pool.map(partial(_then_release, fn) if release else fn, jobs, chunksize=1)
     else:
         yield from map(fn, jobs)
 
 
-def release_freed_memory() -> None:
+def release_freed_memory(collect: bool = True) -> None:
     """Hand the memory freed by earlier steps back to the system, so a step that runs in the same process as the
     ones before it starts from what is alive, not from their peak: Arrow's pool (mimalloc keeps freed pages for
     reuse) and the C heap (glibc's malloc_trim; a no-op where the C library has none), after collecting the
-    cycles that still hold an earlier step's frames."""
+    cycles that still hold an earlier step's frames (``collect``; a full collection of a process holding
+    Dagster and pandas takes a good fraction of a second, so the frequent callers skip it)."""
     import gc
 
     import pyarrow as pa
-    gc.collect()
+    if collect:
+        gc.collect()
     pa.default_memory_pool().release_unused()
     name = ctypes.util.find_library("c")
     trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None

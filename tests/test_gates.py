@@ -155,7 +155,7 @@ def _png(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def test_export_check_compares_payloads_with_renders_and_fails_on_bad_items(tmp_path):
+def test_export_check_compares_payloads_with_renders_and_fails_on_bad_items(tmp_path, monkeypatch):
     """A 28x28 image, a 6:1 strip, an over-size image and a contour item whose mark was never drawn fail on their
     recorded render facts; a Parquet shard carrying other bytes than the rendered PNG (a valid image all the
     same) and a TSV row of an item nobody rendered are caught by hash; a good item passes in both formats."""
@@ -198,6 +198,11 @@ def test_export_check_compares_payloads_with_renders_and_fails_on_bad_items(tmp_
     assert "data/test-00000-of-00001.parquet index 5: payload_differs_from_render" in report["examples"]
     from pipelines.export.verify import exported_payloads
     assert verify_exports(tmp_path, rendered, cfg, payloads=exported_payloads(tmp_path, workers=2)) == report
+    # rows longer than the TSV reader's block (here: every row) are read again with larger blocks, not lost
+    from pipelines.export import verify
+    monkeypatch.setattr(verify, "TSV_BLOCK_BYTES", 256)
+    assert verify_exports(tmp_path, rendered, cfg) == report
+    monkeypatch.undo()
     assert verify_exports(tmp_path, rendered, cfg, {"d": ["image_too_small"]})["problems"].get("image_too_small") is None
     fixed = rendered.assign(mark_pixels=[400, 0, 0, 4 * cfg.gates.min_mark_side, 0, 400])  # a mark just visible
     assert "mark_not_visible" not in verify_exports(tmp_path, fixed, cfg)["problems"]

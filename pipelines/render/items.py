@@ -231,7 +231,8 @@ def render_items(items: pd.DataFrame, datasets: dict[str, DatasetTables],
                 jobs.append(SampleJob(samples.loc[sample_id].to_dict(), t.source,
                                       {i: row.to_dict() for i, row in needed.iterrows()}, work, staging, rel_root))
         jobs.sort(key=lambda j: -len(j.items))  # largest first: the workers finish close together (stable)
-        outputs = list(ordered_map(_run, [(j, config) for j in jobs], config.benchmark.render_workers))
+        outputs = list(ordered_map(_run, [(j, config) for j in jobs], config.benchmark.render_workers,
+                                   release=True))
         stale: dict[str, StaleDataset] = {}
         rows = [r for out, _ in outputs for r in out]
         for job, (_, why) in zip(jobs, outputs):

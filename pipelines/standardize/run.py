@@ -439,7 +439,7 @@ def standardize_dataset(source: Source, config: PipelineConfig, samples: pa.Tabl
     rel_root = f"images/{source.id}"
     with staged_dir(DataLayout(data_root).images(source.id)) as staging:
         jobs = [(row, source, config, staging, rel_root) for row in samples.to_pylist()]
-        outputs = list(ordered_map(_worker, jobs, workers))
+        outputs = list(ordered_map(_worker, jobs, workers, release=True))
     bad = [q for o in outputs for q in o.quarantine]
     return StandardizeResult(slices=_sorted([o.slices for o in outputs], SLICES, "image_id"),
                              regions=_sorted([o.regions for o in outputs], REGIONS, "region_id"),

@@ -18,6 +18,7 @@ import hashlib
 import io
 import math
 import re
+from functools import lru_cache
 from pathlib import Path
 
 import cv2
@@ -60,16 +61,22 @@ def _single(rows: pd.DataFrame) -> pd.DataFrame:
     return rows[ok].reset_index(drop=True)
 
 
-def _numbers(text: str) -> set[str]:
-    return set(re.findall(r"\d+(?:\.\d+)?", text))
+@lru_cache(maxsize=1 << 16)
+def _numbers(text: str) -> frozenset[str]:
+    """The numbers written in a text (cached: the same options and values recur over rows, columns and folds)."""
+    return frozenset(re.findall(r"\d+(?:\.\d+)?", text))
 
 
 def _option_frame(rows: pd.DataFrame, column: str, with_question: bool) -> pd.DataFrame:
     out = []
-    for r in rows.to_dict("records"):
+    names = ["index", "image_id", "question", "key_answer", column, *LETTERS]
+    for r in zip(*(rows[c].tolist() for c in names)):  # tolist: one conversion per column, not per cell
+        r = dict(zip(names, r))
         value = "" if r[column] is None or (isinstance(r[column], float) and np.isnan(r[column])) else str(r[column])
         low = value.lower()
+        in_value = _numbers(low)
         text = f"{value} || {r['question']}" if with_question else value
+        k = sum(isinstance(r[x], str) and bool(r[x]) for x in LETTERS)
         for i, c in enumerate(LETTERS):
             opt = r[c]
             if not isinstance(opt, str) or not opt:
@@ -77,19 +84,24 @@ def _option_frame(rows: pd.DataFrame, column: str, with_question: bool) -> pd.Da
             o = opt.lower()
             nums = _numbers(o)
             out.append({"item": r["index"], "group": r["image_id"], "pos": i, "text": text,
-                        "contains": float(bool(o) and o in low), "number": float(bool(nums) and nums <= _numbers(low)),
-                        "k": sum(isinstance(r[x], str) and bool(r[x]) for x in LETTERS),
-                        "correct": c == r["key_answer"]})
+                        "contains": float(bool(o) and o in low), "number": float(bool(nums) and nums <= in_value),
+                        "k": k, "correct": c == r["key_answer"]})
     return pd.DataFrame(out)
 
 
 _ANALYSE = TfidfVectorizer(ngram_range=(1, 1), token_pattern=r"[^\s|,;:{}\[\]\"']+").build_analyzer()
 
 
+@lru_cache(maxsize=1 << 16)
+def _tokens(text: str) -> tuple[str, ...]:
+    """A text's tokens (cached: every option of a row carries the row's text, and each fold analyses it again)."""
+    return tuple(_ANALYSE(text))
+
+
 def _crossed(value: str) -> list[str]:
     """'<position>\\x1f<text>' -> the text's tokens crossed with the option's letter position."""
     pos, text = value.split("\x1f", 1)
-    return [f"{pos}|{t}" for t in _ANALYSE(text)] + [f"{pos}|~"]
+    return [f"{pos}|{t}" for t in _tokens(text)] + [f"{pos}|~"]
 
 
 def column_accuracy(rows: pd.DataFrame, column: str | None, with_question: bool = False, folds: int = 3,
