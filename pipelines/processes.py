@@ -6,6 +6,7 @@ import ctypes
 import ctypes.util
 import multiprocessing
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -55,20 +56,22 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_inherited_server)
 
 
-def lean_context() -> multiprocessing.context.BaseContext:
+def lean_context(also: tuple[str, ...] = ()) -> multiprocessing.context.BaseContext:
     """Workers forked from a small fork server, not from this process. A forked child's resident set starts as
     its parent's, so a worker forked from a build process that has imported Dagster, scikit-learn and `datasets`
     and run earlier steps carried 400-770 MB before it read its first volume (bench/README.md). The server is
     started once per process, with its libraries single-threaded from the start (the environment is read when
     OpenBLAS loads; resizing a pool inherited over a fork can hang); where there is no fork server (not
-    Linux/macOS) or it cannot be started, a plain fork."""
+    Linux/macOS) or it cannot be started, a plain fork. ``also``: modules the server loads too when this call
+    starts it (the module of the first pool's function: its workers then fork with it loaded instead of each
+    importing it, half a second apiece; a module that does not import is skipped by the server)."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("fork")
     with _SERVER_LOCK:
         saved = {k: os.environ.get(k) for k in ONE_THREAD_ENV}
         os.environ.update(ONE_THREAD_ENV)
         try:
-            forkserver.set_forkserver_preload(list(LEAN_PRELOAD))
+            forkserver.set_forkserver_preload([*LEAN_PRELOAD, *(m for m in also if m != "__main__")])
             forkserver.ensure_running()  # a no-op once running
         except ChildProcessError:  # a parent's server this process could not forget (_forget_inherited_server)
             return multiprocessing.get_context("fork")
@@ -85,6 +88,24 @@ def _one_opencv_thread() -> None:
     """A worker's initializer: OpenCV's pool is made on first use, so setting it here resizes nothing."""
     import cv2
     cv2.setNumThreads(1)
+
+
+@contextmanager
+def _main_script_not_rerun() -> Iterator[None]:
+    """While workers start: multiprocessing runs the parent's main script again in every worker it does not fork
+    from the parent (as ``__mp_main__``), and `medbench`'s script imports the whole command line (a second and
+    about 50 MB per worker). Nothing a worker runs lives in a script, so the script's path is hidden meanwhile; a
+    main module run by name (``python -m``) is left as it is."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if main is None or path is None or getattr(main, "__spec__", None) is not None:
+        yield
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
 
 
 def _then_release(fn: Callable, job):
@@ -104,12 +125,14 @@ def ordered_map(fn: Callable, jobs: Iterable, workers: int, release: bool = Fals
     (for jobs that each hold a volume)."""
     jobs = list(jobs)
     if workers > 1 and len(jobs) > 1:
-        ctx = lean_context()
+        ctx = lean_context((getattr(fn, "__module__", None) or "__main__",))
         forked = ctx.get_start_method() == "fork"  # forked workers take their thread limits from this process
         with one_thread_each() if forked else nullcontext(), \
                 ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx,
                                     initializer=None if forked else _one_opencv_thread) as pool:
-            yield from pool.map(partial(_then_release, fn) if release else fn, jobs, chunksize=1)
+            with _main_script_not_rerun():  # the workers start while map submits the jobs
+                results = pool.map(partial(_then_release, fn) if release else fn, jobs, chunksize=1)
+            yield from results
     else:
         yield from map(fn, jobs)
 

@@ -63,3 +63,20 @@ def test_a_process_forked_after_the_fork_server_started_still_gets_workers():
     list(ordered_map(_rss_mb, range(2), 2))  # this process starts the fork server
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
         assert len(pool.submit(_nested, 3).result(timeout=100)) == 3
+
+
+@pytest.mark.timeout(120)
+def test_workers_do_not_run_the_main_script_again(tmp_path):
+    """`medbench` is a script that imports the command line; a worker that ran it again would carry all of it."""
+    import subprocess
+    import sys
+
+    from pipelines.config import PROJECT_ROOT
+    script = tmp_path / "main_script.py"
+    script.write_text("import sys\nimport wave  # a module nothing else loads\n"
+                      f"sys.path.insert(0, {str(PROJECT_ROOT)!r})\n"
+                      "from pipelines.processes import ordered_map\nfrom tests.probe_worker import loaded\n"
+                      "if __name__ == '__main__':\n    print(list(ordered_map(loaded, ['wave', 'wave'], 2)))\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=100)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[False, False]"
