@@ -33,7 +33,7 @@ def one_thread_each() -> Iterator[None]:
         cv2.setNumThreads(before)
 
 
-# What every worker needs, loaded once in the fork server; a worker imports the module of its function on top.
+# What every worker needs, loaded once in the fork server (with the first pool's module, `lean_context`).
 LEAN_PRELOAD = ("numpy", "pandas", "pyarrow", "cv2", "scipy.ndimage")
 ONE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 _SERVER_LOCK = threading.Lock()
@@ -93,9 +93,9 @@ def _one_opencv_thread() -> None:
 @contextmanager
 def _main_script_not_rerun() -> Iterator[None]:
     """While workers start: multiprocessing runs the parent's main script again in every worker it does not fork
-    from the parent (as ``__mp_main__``), and `medbench`'s script imports the whole command line (a second and
-    about 50 MB per worker). Nothing a worker runs lives in a script, so the script's path is hidden meanwhile; a
-    main module run by name (``python -m``) is left as it is."""
+    from the parent (as ``__mp_main__``), and `medbench`'s script imports the whole command line (about a second
+    per worker, and the memory of typer, rich and the rest). Nothing a worker runs lives in a script, so the
+    script's path is hidden meanwhile; a main module run by name (``python -m``) is left as it is."""
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None)
     if main is None or path is None or getattr(main, "__spec__", None) is not None:
