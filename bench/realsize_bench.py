@@ -18,6 +18,8 @@ any process during it. Reported:
 * ``peak_rss_mb`` per step and overall, against one volume's float32 size (target: <= 2 x float32 + 300 MB in
   ingest and in export: ``peak_rss_ingest_mb`` over raw_samples and standardized, ``peak_rss_export_mb`` over
   benchmark_exports and its checks, each the largest process of the build while those steps ran);
+* ``busy_cpu_s``: every core's busy seconds during the build (quiet machine only); over the cores, the shortest
+  wall that much work allows;
 * export bytes per item: Parquet bytes per item over the mean PNG size, TSV bytes per item over the mean
   base64 payload (target <= 1.2 each), and the mean PNG size itself;
 * ``png_levels``: PNG size and encode time of the exported images at OpenCV's default, levels 1, 2, 3, 6 with
@@ -209,12 +211,14 @@ def one_build(src: Path, work: Path, workers: int, profile: bool, tree: Path = P
         pyspy = Path(sys.executable).parent / "py-spy"
         cmd = [str(pyspy), "record", "--subprocesses", "--format", "raw", "--rate", "50", "--nonblocking",
                "-o", str(work / "profile.txt"), "--", *cmd]
+    cpu0 = busy_cpu_s()
     t0 = time.time()
     proc = subprocess.Popen(cmd, cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     sampler = TreeSampler(proc.pid)
     sampler.start()
     log, _ = proc.communicate()
     wall = time.time() - t0
+    cpu1 = busy_cpu_s()
     sampler.stop.set()
     sampler.join()
     (work / "build.log").write_text(log)
@@ -251,7 +255,11 @@ def one_build(src: Path, work: Path, workers: int, profile: bool, tree: Path = P
                                          sorted(sampler.hwm.items(), key=lambda kv: -kv[1])[:8]},
               "peak_rss_ingest_mb": stage_peak["ingest"], "peak_rss_export_mb": stage_peak["export"],
               "volume_float32_mb": round(vol_f32 / 2**20), "rss_limit_mb": round((2 * vol_f32 + 300 * 2**20) / 2**20),
-              "loadavg_before_after": None}
+              "loadavg_before_after": None,
+              # every core's busy time during the build (the whole machine: quiet runs only); over the cores, the
+              # shortest wall this much work allows
+              "busy_cpu_s": round(cpu1 - cpu0, 1) if cpu0 is not None and cpu1 is not None else None,
+              "cores": os.cpu_count()}
     result.update(floor(src, pngs))
     if floor_before is not None:  # the floor taken just before the build too: load only ever adds time
         result["floor_before_build_s"] = floor_before
@@ -261,6 +269,17 @@ def one_build(src: Path, work: Path, workers: int, profile: bool, tree: Path = P
     if profile:
         result["profile_top"] = summarize_profile(work / "profile.txt")
     return result
+
+
+def busy_cpu_s() -> float | None:
+    """Seconds the machine's cores have been busy since boot (Linux's /proc/stat: user, nice, system, irq,
+    softirq), or None elsewhere. Counts every process, so the build's own share needs a quiet machine."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[:7])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def summarize_profile(path: Path, top: int = 25) -> dict:
