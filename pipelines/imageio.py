@@ -118,7 +118,10 @@ def encode_png(rgb: np.ndarray, level: int = 3, row_filter: str = "adaptive") ->
 
 
 def decode_png(data: bytes) -> np.ndarray:
+    """RGB (H, W, 3) uint8 pixels of encoded image bytes; ValueError when they do not decode."""
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if arr is None:
+        raise ValueError("the bytes do not decode as an image")
     return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
 
 

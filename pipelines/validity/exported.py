@@ -31,7 +31,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 
-from pipelines.imageio import mirror_key
+from pipelines.imageio import decode_png, mirror_key
 from pipelines.processes import ordered_map
 from pipelines.records import LETTERS
 
@@ -189,17 +189,10 @@ def modal_keys(out: Path, margin: float = 0.15, min_items: int = 30) -> dict:
 
 
 def _pixel_shas(png: bytes) -> tuple[str, str]:
-    """sha256 of an image's colour pixels as shown and mirrored left to right (one decode; OpenCV's channel order,
-    BGR, is the same for every image the check compares; cv2.flip copies faster than numpy's reversed view)."""
-    a = _decoded(png)
+    """sha256 of an image's RGB pixels as shown and mirrored left to right (one decode; cv2.flip copies faster
+    than numpy's reversed view)."""
+    a = decode_png(png)
     return hashlib.sha256(a).hexdigest(), hashlib.sha256(cv2.flip(a, 1)).hexdigest()  # 1: left-right
-
-
-def _decoded(png: bytes) -> np.ndarray:
-    a = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
-    if a is None:
-        raise ValueError("an exported image does not decode as an image")
-    return a
 
 
 def _shard_rows(out: Path, folder: str, columns: list[str], batch: int = 64):
@@ -225,7 +218,7 @@ def mirrored_in_main(out: Path, flipped_phrase: str = "mirrored left to right",
         data = r["image"]["bytes"]
         if phrase in (r["question"] or "").lower():
             said.append(r["index"])
-        key = known.get(hashlib.sha256(data).hexdigest()) or mirror_key(_decoded(data))
+        key = known.get(hashlib.sha256(data).hexdigest()) or mirror_key(decode_png(data))
         by_key.setdefault(key, []).append(r["index"])
     shared = {i for group in by_key.values() if len(group) > 1 for i in group}
     shown = [(r["index"], *_pixel_shas(r["image"]["bytes"])) for r in _shard_rows(out, "data", ["index", "image"])
