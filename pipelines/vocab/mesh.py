@@ -133,10 +133,15 @@ def _read_xml(path: Path) -> MeshVocab:
     return _build(version, terms, trees)
 
 
-@lru_cache(maxsize=4)
 def load_mesh(source: str | Path | None = None) -> MeshVocab:
-    """Load MeSH from ``source`` (folder of tables or descriptor XML); default: the shipped subset."""
-    path = Path(source) if source else DEFAULT_MESH_DIR
+    """Load MeSH from ``source`` (folder of tables or descriptor XML); default: the shipped subset. Loaded once per
+    process and path, however the path is spelled (``load_mesh()``, ``load_mesh(None)`` and the folder itself are
+    one load: the vocabulary step asks for it twice)."""
+    return _load_mesh(Path(source).resolve() if source else DEFAULT_MESH_DIR.resolve())
+
+
+@lru_cache(maxsize=4)
+def _load_mesh(path: Path) -> MeshVocab:
     if not path.exists():
         raise MeshError(f"MeSH source {path} does not exist; point vocab.mesh_source at a folder of "
                         "*terms*/*trees* tables or at NLM's descYYYY.xml")
