@@ -160,7 +160,3 @@ def phash_hex(pixels: np.ndarray) -> str:
     """The pHash of one 8-bit plane, grey or RGB (see :func:`phash_stack`)."""
     return phash_stack(np.ascontiguousarray(grey(pixels))[None])[0]
 
-
-def contrast(pixels: np.ndarray) -> float:
-    """Standard deviation of the grey levels: near 0 means a blank image."""
-    return float(grey(pixels).std())
