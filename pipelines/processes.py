@@ -8,11 +8,13 @@ import multiprocessing
 import os
 import sys
 import threading
+import traceback
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager, nullcontext
 from functools import partial
 from multiprocessing import forkserver
+from typing import TypeVar
 
 
 @contextmanager
@@ -37,6 +39,7 @@ def one_thread_each() -> Iterator[None]:
 LEAN_PRELOAD = ("numpy", "pandas", "pyarrow", "cv2", "scipy.ndimage")
 ONE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 _SERVER_LOCK = threading.Lock()
+T = TypeVar("T")
 
 
 def _forget_inherited_server() -> None:
@@ -135,6 +138,34 @@ def ordered_map(fn: Callable, jobs: Iterable, workers: int, release: bool = Fals
             yield from results
     else:
         yield from map(fn, jobs)
+
+
+def _outcome(fn: Callable, args: tuple):
+    """``fn(*args)``, or the exception it raised (returned, so one failing job does not hide the others')."""
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001 - handed to the caller, who names the job and raises
+        exc.add_note(traceback.format_exc())  # where it was raised, which a worker's exception does not carry back
+        return exc
+
+
+def run_beside(main: Callable[[], T], jobs: list[tuple[Callable, tuple]], workers: int) -> tuple[T, list]:
+    """``main()`` in this process while ``jobs`` (function, arguments) run one after another in one worker beside
+    it, when ``workers`` > 1 (else all here, in order): for a step whose largest part spreads over workers of its
+    own and whose small parts would otherwise wait for it with a core idle. Returns main's result and each job's
+    result in job order, or the exception it raised (checked by the caller). Same worker rules as
+    :func:`ordered_map`."""
+    if workers < 2 or not jobs:
+        return main(), [_outcome(fn, args) for fn, args in jobs]
+    ctx = lean_context(tuple(dict.fromkeys(getattr(fn, "__module__", None) or "__main__" for fn, _ in jobs)))
+    forked = ctx.get_start_method() == "fork"
+    with one_thread_each() if forked else nullcontext(), \
+            ProcessPoolExecutor(max_workers=1, mp_context=ctx,
+                                initializer=None if forked else _one_opencv_thread) as pool:
+        with _main_script_not_rerun():  # the worker starts at the first submit
+            futures = [pool.submit(_outcome, fn, args) for fn, args in jobs]
+        first = main()
+        return first, [f.result() for f in futures]
 
 
 def release_freed_memory(collect: bool = True) -> None:

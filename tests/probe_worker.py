@@ -5,3 +5,17 @@ import sys
 
 def loaded(name: str) -> bool:
     return name in sys.modules
+
+
+def pid_after(seconds: float) -> tuple[int, float, float]:
+    """(this process's id, when it started, when it ended) around ``seconds`` of sleep (time another process can
+    overlap)."""
+    import os
+    import time
+    start = time.time()
+    time.sleep(seconds)
+    return os.getpid(), start, time.time()
+
+
+def refuse(why: str) -> None:
+    raise ValueError(why)

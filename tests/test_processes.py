@@ -80,3 +80,21 @@ def test_workers_do_not_run_the_main_script_again(tmp_path):
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=100)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[False, False]"
+
+
+@pytest.mark.timeout(120)
+def test_jobs_beside_run_in_another_process_while_main_runs_and_failures_come_back():
+    import os
+
+    from pipelines.processes import run_beside
+    from tests.probe_worker import pid_after, refuse
+    main, found = run_beside(lambda: pid_after(1.5), [(pid_after, (1.0,)), (refuse, ("planted",)),
+                                                      (pid_after, (0.2,))], workers=2)
+    assert main[0] == os.getpid()  # main runs here
+    assert found[0][0] != os.getpid() and found[2][0] == found[0][0]  # the jobs, one after another in one worker
+    assert found[0][1] < main[2] and main[1] < found[0][2]  # the first job and main ran at the same time
+    assert isinstance(found[1], ValueError) and "planted" in str(found[1])
+    assert any("refuse" in note for note in getattr(found[1], "__notes__", []))  # where it was raised
+    main, found = run_beside(lambda: pid_after(0.0), [(pid_after, (0.0,))], workers=1)
+    assert main[0] == found[0][0] == os.getpid()  # one worker: everything here, main first
+    assert main[2] <= found[0][1]
