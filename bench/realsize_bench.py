@@ -23,7 +23,8 @@ any process during it. Reported:
 * export bytes per item: Parquet bytes per item over the mean PNG size, TSV bytes per item over the mean
   base64 payload (target <= 1.2 each), and the mean PNG size itself;
 * ``png_levels``: PNG size and encode time of the exported images at OpenCV's default, levels 1, 2, 3, 6 with
-  libpng's adaptive row filter and levels 1, 2, 3 with the Up filter (the level and filter choice).
+  libpng's adaptive row filter and levels 1, 2, 3 with the Up filter, and with the project's encoder
+  (libdeflate, Up filter) at levels 1, 2, 3, 6 (the level and filter choice).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ import yaml
 
 from bench.scale_bench import report, small_similarity
 from pipelines.config import PROJECT_ROOT
+from pipelines.imageio import encode_png
 
 SHARED = PROJECT_ROOT.parent / "shared" / "datasets" / "totalseg_ct_nifti"
 LABEL_MAP = PROJECT_ROOT / "tests" / "shared_registry" / "label_maps" / "totalseg.yaml"
@@ -179,6 +181,12 @@ def floor(src: Path, pngs: list[Path]) -> dict:
         n = sum(len(cv2.imencode(".png", a, params)[1]) for a in sample)
         levels[str(level)] = {"ms_per_image": round(1000 * (time.perf_counter() - t) / len(sample), 2),
                               "mean_bytes": round(n / len(sample))}
+    rgb = [cv2.cvtColor(a, cv2.COLOR_BGR2RGB) for a in sample]
+    for n in (1, 2, 3, 6):  # the project's encoder (libdeflate, Up filter): what render writes
+        t = time.perf_counter()
+        size = sum(len(encode_png(a, n, "up")) for a in rgb)
+        levels[f"libdeflate {n} up"] = {"ms_per_image": round(1000 * (time.perf_counter() - t) / len(sample), 2),
+                                        "mean_bytes": round(size / len(sample))}
     return {"floor_s": round(decode + encode, 3), "floor_decode_s": round(decode, 3),
             "floor_encode_s": round(encode, 3), "default_level_mean_bytes": round(sum(sizes) / max(len(sizes), 1)),
             "png_levels": levels}

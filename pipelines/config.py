@@ -157,12 +157,11 @@ class RenderSettings(BaseModel):
         "label", description="draw all components of a label together, each instance alone, or both")
     sheet_items: int = 24
     sheet_thumb: int = 160
-    png_level: int = Field(2, ge=0, le=9, description="zlib level of the item PNGs, encoded once at render and "
-                                                      "reused by every export (pixels are the same at any level)")
-    png_filter: Literal["up", "sub", "paeth", "none", "adaptive"] = Field(
-        "up", description="PNG row filter of the item PNGs: one fixed filter ('up': each row against the one above, "
-                          "what a slice's smooth anatomy and grey background favour) or libpng's per-row choice "
-                          "('adaptive', which tries all five on every row: 1.7x the time for a 6 % smaller file)")
+    png_level: int = Field(2, ge=0, le=12, description="libdeflate level of the item PNGs, encoded once at render "
+                                                       "and reused by every export (pixels are the same at any level)")
+    png_filter: Literal["up", "sub", "none"] = Field(
+        "up", description="PNG row filter of the item PNGs, one for every row ('up': each row against the one above, "
+                          "what a slice's smooth anatomy and grey background favour)")
 
 
 class VocabSettings(BaseModel):

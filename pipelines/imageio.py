@@ -1,4 +1,5 @@
-"""2D image decoding and encoding (Pillow to read, OpenCV to write PNG), with size guards.
+"""2D image decoding and encoding (Pillow to read; PNG written with libdeflate, decoded with OpenCV), with size
+guards.
 
 Orientation comes from the file: an EXIF orientation tag is applied on read (the image is shown as a
 camera or viewer shows it). Where annotations give pixel coordinates (masks, boxes) the frame they were
@@ -9,10 +10,13 @@ guessed. A GIF is read as its first frame.
 from __future__ import annotations
 
 import hashlib
+import struct
+import zlib
 from pathlib import Path
 from typing import Literal
 
 import cv2
+import deflate
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -102,19 +106,45 @@ def read_mask(path: Path, max_pixels: int, rel: str = "", limits: Limits = DEFAU
     return arr
 
 
-PNG_FILTERS = {"up": cv2.IMWRITE_PNG_FILTER_UP, "sub": cv2.IMWRITE_PNG_FILTER_SUB,
-               "paeth": cv2.IMWRITE_PNG_FILTER_PAETH, "none": cv2.IMWRITE_PNG_FILTER_NONE,
-               "adaptive": cv2.IMWRITE_PNG_ALL_FILTERS}
+PNG_FILTERS = {"none": 0, "sub": 1, "up": 2}  # PNG's row filter types this encoder writes (one for every row)
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def encode_png(rgb: np.ndarray, level: int = 3, row_filter: str = "adaptive") -> bytes:
-    """Lossless, deterministic PNG bytes of an RGB (H, W, 3) uint8 array at zlib ``level`` with one PNG row
-    filter for every row (``PNG_FILTERS``; 'adaptive' lets libpng pick per row)."""
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                           [cv2.IMWRITE_PNG_COMPRESSION, level, cv2.IMWRITE_PNG_FILTER, PNG_FILTERS[row_filter]])
-    if not ok:  # pragma: no cover - OpenCV only fails on invalid arrays
-        raise ValueError("PNG encoding failed")
-    return buf.tobytes()
+def _png_chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(tag)))
+
+
+def _filtered_rows(pixels: np.ndarray, row_filter: str) -> np.ndarray:
+    """The scanlines PNG compresses: each row led by its filter type, the bytes filtered (modulo 256) against the
+    row above ('up') or the pixel to the left ('sub'), nothing above the first row or left of the first pixel."""
+    rows = pixels.reshape(pixels.shape[0], -1)
+    step = 1 if pixels.ndim == 2 else pixels.shape[2]  # bytes per pixel
+    out = np.empty((rows.shape[0], rows.shape[1] + 1), np.uint8)
+    out[:, 0] = PNG_FILTERS[row_filter]
+    if row_filter == "up":
+        out[0, 1:] = rows[0]
+        np.subtract(rows[1:], rows[:-1], out=out[1:, 1:])
+    elif row_filter == "sub":
+        out[:, 1:step + 1] = rows[:, :step]
+        np.subtract(rows[:, step:], rows[:, :-step], out=out[:, step + 1:])
+    else:
+        out[:, 1:] = rows
+    return out
+
+
+def encode_png(pixels: np.ndarray, level: int = 2, row_filter: str = "up") -> bytes:
+    """Lossless, deterministic 8-bit PNG bytes of an RGB (H, W, 3) or grey (H, W) uint8 array: one row filter for
+    every row (``PNG_FILTERS``) and one IDAT chunk compressed by libdeflate at ``level`` (0-12). libdeflate at
+    level 2 writes the exported images in 60 % of OpenCV's (zlib's) level-2 time and 15 % smaller
+    (bench/README.md); any PNG reader decodes them."""
+    if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] != 3):
+        raise ValueError(f"encode_png takes (H, W) or (H, W, 3) uint8 pixels, not {pixels.dtype} {pixels.shape}")
+    if row_filter not in PNG_FILTERS:
+        raise ValueError(f"unknown PNG row filter {row_filter!r}; known: {sorted(PNG_FILTERS)}")
+    h, w = pixels.shape[:2]
+    header = struct.pack(">IIBBBBB", w, h, 8, 2 if pixels.ndim == 3 else 0, 0, 0, 0)  # 8 bits, RGB or grey
+    data = deflate.zlib_compress(_filtered_rows(np.ascontiguousarray(pixels), row_filter).tobytes(), level)
+    return _PNG_SIGNATURE + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", data) + _png_chunk(b"IEND", b"")
 
 
 def decode_png(data: bytes) -> np.ndarray:
