@@ -39,8 +39,10 @@ def benchmark_exports(context: dg.AssetExecutionContext, medbench: MedbenchResou
         exported_payloads,
         verify_exports,
     )
-    from pipelines.processes import release_freed_memory
+    from pipelines.processes import expect_worker_modules, release_freed_memory
     release_freed_memory()  # the steps before ran in this process: start the export from what is alive
+    # this run's workers: the payload hashing here, then the checks' (scikit-learn, loaded once by the fork server)
+    expect_worker_modules("pipelines.export.verify", "pipelines.validity.exported")
     cfg, layout = medbench.config, medbench.layout
     bench = with_images(medbench)
     stale = stale_datasets(layout.root)

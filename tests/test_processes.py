@@ -98,3 +98,21 @@ def test_jobs_beside_run_in_another_process_while_main_runs_and_failures_come_ba
     main, found = run_beside(lambda: pid_after(0.0), [(pid_after, (0.0,))], workers=1)
     assert main[0] == found[0][0] == os.getpid()  # one worker: everything here, main first
     assert main[2] <= found[0][1]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("expected, seen", [(False, "[False, False]"), (True, "[True, True]")])
+def test_modules_named_for_the_workers_are_loaded_by_the_fork_server(expected, seen):
+    """A module named with expect_worker_modules before the first pool is in every worker without the worker
+    importing it (the server loaded it); unnamed, the workers never see it."""
+    import subprocess
+    import sys
+
+    from pipelines.config import PROJECT_ROOT
+    code = (f"import sys\nsys.path.insert(0, {str(PROJECT_ROOT)!r})\n"
+            "from pipelines.processes import expect_worker_modules, ordered_map\nfrom tests.probe_worker import loaded\n"
+            + ("expect_worker_modules('colorsys')\n" if expected else "")
+            + "print(list(ordered_map(loaded, ['colorsys', 'colorsys'], 2)))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=100)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == seen
