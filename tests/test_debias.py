@@ -75,3 +75,28 @@ def test_same_seed_same_drops_byte_identical():
     c = drop_text_predictable(_items(400, 0.7), b, 7, reletter)
     assert a.dropped == c.dropped
     assert a.items.to_json() == c.items.to_json()
+
+
+def test_remembered_predictions_follow_the_content_not_the_frame():
+    """Selection asks for the same readers' predictions several times; a remembered answer is given back only for
+    rows equal on what the readers read, and any change to those (one key, one option, one split) is fitted
+    afresh, with the figures a direct fit gives."""
+    from pipelines.validity.blind import fold_rows, predictions
+    items = _items(200, 0.5, seed=3)
+    direct = blind_predictions(items, 3, 0, fold_rows(items, 3, "image_id"))
+    first = predictions(items, 3, 0)
+    pd.testing.assert_frame_equal(first.reset_index(drop=True), direct.reset_index(drop=True))
+    again = predictions(items.copy().reset_index(drop=True), 3, 0)  # another frame, the same rows
+    pd.testing.assert_frame_equal(again, first)
+    again.loc[:, "hit"] = ~again["hit"]  # what a caller does to its copy is not remembered
+    pd.testing.assert_frame_equal(predictions(items, 3, 0), first)
+    for column, value in (("answer", "B" if items.loc[7, "answer"] != "B" else "A"), ("A", "spleen capsule"),
+                          ("split", "val" if items.loc[7, "split"] == "test" else "test")):
+        changed = items.copy()
+        changed.loc[7, column] = value
+        want = blind_predictions(changed, 3, 0, fold_rows(changed, 3, "image_id"))
+        pd.testing.assert_frame_equal(predictions(changed, 3, 0).reset_index(drop=True),
+                                      want.reset_index(drop=True))
+    prior = prior_predictions(items, 3, fold_rows(items, 3, "image_id"))
+    pd.testing.assert_frame_equal(predictions(items, 3, 0, kind="prior").reset_index(drop=True),
+                                  prior.reset_index(drop=True))

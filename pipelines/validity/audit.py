@@ -16,7 +16,7 @@ from pipelines.candidates.audit import (
     options_of,
 )
 from pipelines.config import BenchmarkSettings
-from pipelines.validity.blind import blind_predictions, blind_report, fold_rows
+from pipelines.validity.blind import blind_report, predictions
 from pipelines.validity.debias import blind_reports
 from pipelines.vocab.fallback import load_fallback
 from pipelines.vocab.hierarchy import Hierarchy
@@ -77,8 +77,7 @@ def audit(df: pd.DataFrame, vocab: pd.DataFrame, seed: int, b: BenchmarkSettings
     item = {o.name: o for o in item_checks(df)}
     base = chance(df, seed)
     model, prior, blind = blind_reports(df, b, seed)  # the model's figures; exceeds: model or prior rule
-    others = {kind: blind_report(blind_predictions(df, b.text_only_folds, seed,
-                                                   fold_rows(df, b.text_only_folds, b.text_only_fold_by), kind),
+    others = {kind: blind_report(predictions(df, b.text_only_folds, seed, b.text_only_fold_by, kind),
                                  b.text_only_margin, b.text_only_min_items, b.text_only_task_margin)
               for kind in ("options", "metadata")}
     pred = pd.concat([model, prior], ignore_index=True)

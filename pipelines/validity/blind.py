@@ -18,7 +18,9 @@ the benchmark has a prior to exploit and the check fails.
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections import OrderedDict
 from functools import lru_cache
 
 import numpy as np
@@ -180,6 +182,40 @@ def blind_predictions(df: pd.DataFrame, folds: int, seed: int, prepared: tuple |
         model.fit(reader.features(train, True), train["correct"])
         scored.append(test.assign(score=model.predict_proba(reader.features(test, False))[:, 1]))
     return _predictions(items, scored)
+
+
+# every column the readers, the folds and the prediction rows read: two frames equal on these get equal predictions
+_READ = ("item_id", "unit_id", "granularity", "multi_answer", "question", "answer", "split", "n_options", *META,
+         *LETTERS)
+_MEMO: OrderedDict[tuple, object] = OrderedDict()
+_MEMO_SIZE = 24
+
+
+def _memo(key: tuple, make):
+    if key not in _MEMO:
+        _MEMO[key] = make()
+        while len(_MEMO) > _MEMO_SIZE:
+            _MEMO.popitem(last=False)
+    _MEMO.move_to_end(key)
+    return _MEMO[key]
+
+
+def _fingerprint(df: pd.DataFrame, by: str) -> str:
+    """A digest of the rows, in order, on the columns the readers read."""
+    cols = [c for c in dict.fromkeys([*_READ, by]) if c in df]
+    rows = pd.util.hash_pandas_object(df[cols], index=False).to_numpy()
+    return hashlib.sha256(rows.tobytes() + "\x1f".join(cols).encode()).hexdigest()
+
+
+def predictions(df: pd.DataFrame, folds: int, seed: int, by: str = "image_id", kind: str = "text") -> pd.DataFrame:
+    """Out-of-fold predictions of one blind reader (``kind``: one of READERS, or 'prior' for the option-prior
+    rule), folds grouped by ``by``. Remembered by content: selection fits the readers on the same items several
+    times (before debiasing, each pass's first round, the audit), and equal rows give equal predictions."""
+    fp = _fingerprint(df, by)
+    prepared = _memo((fp, folds, by), lambda: fold_rows(df, folds, by))
+    made = _memo((fp, folds, by, seed, kind), lambda: prior_predictions(df, folds, prepared) if kind == "prior"
+                 else blind_predictions(df, folds, seed, prepared, kind))
+    return made.copy()
 
 
 def beyond_noise(accuracy: float, chance: float, n: int, z: float = 2.33) -> bool:

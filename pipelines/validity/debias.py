@@ -18,12 +18,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from pipelines.config import BenchmarkSettings
-from pipelines.validity.blind import (
-    blind_predictions,
-    blind_report,
-    fold_rows,
-    prior_predictions,
-)
+from pipelines.validity.blind import blind_report, predictions
 
 
 @dataclass
@@ -73,9 +68,8 @@ def blind_reports(items: pd.DataFrame, b: BenchmarkSettings, seed: int, splits: 
                   ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Text-reader and prior-rule predictions and the judged report: the reader's figures, with ``exceeds``
     naming every task (or 'overall') where the reader or the prior rule is above chance + margin."""
-    prepared = fold_rows(items, b.text_only_folds, b.text_only_fold_by)
-    model = blind_predictions(items, b.text_only_folds, seed, prepared)
-    prior = prior_predictions(items, b.text_only_folds, prepared)
+    model = predictions(items, b.text_only_folds, seed, b.text_only_fold_by, "text")
+    prior = predictions(items, b.text_only_folds, seed, b.text_only_fold_by, "prior")
     args = (b.text_only_margin, b.text_only_min_items, b.text_only_task_margin, splits)
     report, rule = blind_report(model, *args), blind_report(prior, *args)
     exceeds = sorted(set(report["exceeds"]) | set(rule["exceeds"]), key=lambda t: (t != "overall", t))
