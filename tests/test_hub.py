@@ -465,3 +465,19 @@ def test_card_names_registered_sources_without_items(tmp_path):
     assert card.data.license == "apache-2.0"  # only sources with items decide the licence
     assert "Licence warning" not in card.text
     assert "`kvasir_seg` (research-only (Kvasir-SEG terms))" in card.text
+
+
+def test_tsvs_written_beside_the_parquet_give_the_same_export(export, tmp_path):
+    """With workers, the TSVs are written and hashed in a second process while the Parquet is written: every file
+    of the export, the manifest with its checksums included, is byte for byte the one-process export's."""
+    from pipelines.export.run import export_all
+    cfg, out = export
+    two = cfg.model_copy(update={"benchmark": cfg.benchmark.model_copy(update={"render_workers": 2})})
+    bench = synthetic_bench(cfg.data_root, [ds for ds, _, _ in DATASETS], robustness=4)
+    export_all(bench, FIGURES, cfg.data_root, tmp_path / "benchmark", two)
+    files = lambda root: {p.relative_to(root).as_posix(): p.read_bytes()  # noqa: E731
+                          for p in sorted(root.rglob("*")) if p.is_file()}
+    one, beside = files(out), files(tmp_path / "benchmark")
+    assert sorted(one) == sorted(beside) and any(name.endswith(".tsv") for name in one)
+    assert [n for n in one if one[n] != beside[n]] == []
+    assert len(json.loads(one["manifest.json"])["files"]) == len(one) - 1  # every file but itself

@@ -15,29 +15,52 @@ from pipelines.export.lmms_eval import write_lmms_eval_task
 from pipelines.export.parquet import FEATURES, answer_key, write_parquet
 from pipelines.export.charts import summary
 from pipelines.export.tsv import write_tsv
+from pipelines.processes import run_beside
 from pipelines.sources.registry import registry_of
 from pipelines.storage import atomic_write_bytes, file_sha256, staged_dir
 from pipelines.vocab.tree import lexical_tree, offered_options, tree_html, tree_json
 
 
+def _configs(full: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The configs beside the main one that have items (consistency pairs, robustness copies, grounding)."""
+    subset = full["subset"] if "subset" in full else pd.Series("main", index=full.index)
+    return [(sub, full[subset == sub]) for sub in CONFIG_FOLDERS if (subset == sub).any()]
+
+
+def _file_facts(stage: Path, paths: list[Path]) -> dict[str, dict]:
+    return {p.relative_to(stage).as_posix(): {"sha256": file_sha256(p), "bytes": p.stat().st_size} for p in paths}
+
+
+def write_tsvs(full: pd.DataFrame, bench: pd.DataFrame, data_root: Path, stage: Path, name: str) -> dict[str, dict]:
+    """Every VLMEvalKit TSV (the main one, its circular form, one per multiple-choice config), and each one's
+    sha256 and size for the manifest."""
+    before = set(stage.rglob("*.tsv"))
+    for sub, part in _configs(full):
+        if sub != "grounding":  # a box answer has no multiple-choice TSV form
+            write_tsv(part, data_root, stage / sub, f"{name}_{sub.upper()}")
+    write_tsv(bench, data_root, stage, name)
+    write_circular_tsv(stage / "tsv", name)
+    return _file_facts(stage, sorted(set(stage.rglob("*.tsv")) - before))
+
+
 def export_all(bench: pd.DataFrame, figures: dict, data_root: Path, out_dir: Path, config: PipelineConfig,
                withheld: list[str] | None = None) -> dict:
     """Build everything in a staging folder and swap it in whole: no half-written export is ever visible.
-    ``withheld``: selected items kept out of the export (listed in the manifest, so none vanishes unseen)."""
+    ``withheld``: selected items kept out of the export (listed in the manifest, so none vanishes unseen).
+    The TSVs (base64 text: most of the bytes) are written and hashed in a worker beside the Parquet writer when
+    ``benchmark.render_workers`` allows one."""
     subset = bench["subset"] if "subset" in bench else pd.Series("main", index=bench.index)
     full, bench = bench, bench[subset == "main"]
     name = config.benchmark.name
     with staged_dir(out_dir) as stage:
-        write_parquet(bench, data_root, stage, config.benchmark.max_shard_bytes)
-        for sub in CONFIG_FOLDERS:  # consistency pairs, robustness copies, grounding: each its own config
-            part = full[subset == sub]
-            if part.empty:
-                continue
-            write_parquet(part, data_root, stage / sub, config.benchmark.max_shard_bytes)
-            if sub != "grounding":  # a box answer has no multiple-choice TSV form
-                write_tsv(part, data_root, stage / sub, f"{name}_{sub.upper()}")
-        write_tsv(bench, data_root, stage, name)
-        write_circular_tsv(stage / "tsv", name)
+        def parquet() -> None:
+            write_parquet(bench, data_root, stage, config.benchmark.max_shard_bytes)
+            for sub, part in _configs(full):
+                write_parquet(part, data_root, stage / sub, config.benchmark.max_shard_bytes)
+        _, (tsvs,) = run_beside(parquet, [(write_tsvs, (full, bench, data_root, stage, name))],
+                                config.benchmark.render_workers)
+        if isinstance(tsvs, BaseException):
+            raise tsvs
         write_lmms_eval_task(stage, name, config.publish.repo_id)
         answer_key(full, stage)
         card = build_card(bench, figures, registry_of(config), FEATURES, config.fingerprint(),
@@ -55,9 +78,9 @@ def export_all(bench: pd.DataFrame, figures: dict, data_root: Path, out_dir: Pat
         atomic_write_bytes(stage / "summary" / "summary.md", text.encode("utf-8"))
         for chart, png in charts.items():
             atomic_write_bytes(stage / "summary" / chart, png)
-        files = {}
-        for path in sorted(p for p in stage.rglob("*") if p.is_file()):
-            files[path.relative_to(stage).as_posix()] = {"sha256": file_sha256(path), "bytes": path.stat().st_size}
+        files = {**_file_facts(stage, [p for p in stage.rglob("*") if p.is_file()
+                                       and p.relative_to(stage).as_posix() not in tsvs]), **tsvs}
+        files = dict(sorted(files.items()))
         manifest = {"pipeline_version": PIPELINE_VERSION, "config_fingerprint": config.fingerprint(),
                     "seed": config.seed, "items": len(bench),
                     "configs": {sub: int((subset == sub).sum()) for sub in CONFIG_FOLDERS if (subset == sub).any()},
