@@ -309,10 +309,13 @@ class PipelineConfig(BaseModel):
         return cls.model_validate(data)
 
     def fingerprint(self) -> str:
-        """Short hash of the settings that change outputs (paths and publishing excluded)."""
+        """Short hash of the settings that change outputs (paths, publishing and worker counts excluded: the same
+        inputs give the same files with any number of workers, so retuning them rebuilds nothing)."""
         payload = self.model_dump(mode="json", exclude={"registry": True, "data_root": True, "publish": True,
-                                                        "changes": True, "ingest": {"data_dirs"},
-                                                        "llm": {"cache_dir"}})
+                                                        "changes": True, "ingest": {"data_dirs", "workers"},
+                                                        "llm": {"cache_dir"}, "standardize": {"workers"},
+                                                        "benchmark": {"render_workers"}, "annotate": {"workers"},
+                                                        "generators": {"workers"}})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -185,3 +185,14 @@ def test_settings_fingerprint_ignores_where_things_live():
     b = PipelineConfig.load(registry="/b/sources.yaml", data_root="/b/data", llm={"cache_dir": "/b/cache"})
     assert a.fingerprint() == b.fingerprint()
     assert PipelineConfig.load(seed=1).fingerprint() != PipelineConfig.load(seed=2).fingerprint()
+
+
+def test_settings_fingerprint_ignores_worker_counts():
+    """Worker counts change how fast a build runs, never what it writes (bench.compare_builds, the real-size and
+    demo builds at 1 and 2 workers): retuning them must not make every dataset look changed."""
+    from pipelines.config import PipelineConfig
+    base = PipelineConfig.load()
+    many = PipelineConfig.load(ingest={"workers": 16}, standardize={"workers": 16}, benchmark={"render_workers": 16},
+                               annotate={"workers": 16}, generators={"workers": 16})
+    assert base.fingerprint() == many.fingerprint()
+    assert PipelineConfig.load(render={"png_level": 6}).fingerprint() != base.fingerprint()  # other bytes
