@@ -10,14 +10,13 @@ import pandas as pd
 from pipelines import PIPELINE_VERSION
 from pipelines.config import PipelineConfig
 from pipelines.export.card import CONFIG_FOLDERS, build_card
-from pipelines.export.circular import write_circular_tsv
 from pipelines.export.lmms_eval import write_lmms_eval_task
 from pipelines.export.parquet import FEATURES, answer_key, write_parquet
 from pipelines.export.charts import summary
-from pipelines.export.tsv import write_tsv
+from pipelines.export.tsv_files import file_facts, write_tsvs
 from pipelines.processes import run_beside
 from pipelines.sources.registry import registry_of
-from pipelines.storage import atomic_write_bytes, file_sha256, staged_dir
+from pipelines.storage import atomic_write_bytes, staged_dir
 from pipelines.vocab.tree import lexical_tree, offered_options, tree_html, tree_json
 
 
@@ -25,22 +24,6 @@ def _configs(full: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """The configs beside the main one that have items (consistency pairs, robustness copies, grounding)."""
     subset = full["subset"] if "subset" in full else pd.Series("main", index=full.index)
     return [(sub, full[subset == sub]) for sub in CONFIG_FOLDERS if (subset == sub).any()]
-
-
-def _file_facts(stage: Path, paths: list[Path]) -> dict[str, dict]:
-    return {p.relative_to(stage).as_posix(): {"sha256": file_sha256(p), "bytes": p.stat().st_size} for p in paths}
-
-
-def write_tsvs(full: pd.DataFrame, bench: pd.DataFrame, data_root: Path, stage: Path, name: str) -> dict[str, dict]:
-    """Every VLMEvalKit TSV (the main one, its circular form, one per multiple-choice config), and each one's
-    sha256 and size for the manifest."""
-    before = set(stage.rglob("*.tsv"))
-    for sub, part in _configs(full):
-        if sub != "grounding":  # a box answer has no multiple-choice TSV form
-            write_tsv(part, data_root, stage / sub, f"{name}_{sub.upper()}")
-    write_tsv(bench, data_root, stage, name)
-    write_circular_tsv(stage / "tsv", name)
-    return _file_facts(stage, sorted(set(stage.rglob("*.tsv")) - before))
 
 
 def export_all(bench: pd.DataFrame, figures: dict, data_root: Path, out_dir: Path, config: PipelineConfig,
@@ -57,8 +40,10 @@ def export_all(bench: pd.DataFrame, figures: dict, data_root: Path, out_dir: Pat
             write_parquet(bench, data_root, stage, config.benchmark.max_shard_bytes)
             for sub, part in _configs(full):
                 write_parquet(part, data_root, stage / sub, config.benchmark.max_shard_bytes)
-        _, (tsvs,) = run_beside(parquet, [(write_tsvs, (full, bench, data_root, stage, name))],
-                                config.benchmark.render_workers)
+        tables = [(part, stage / sub, f"{name}_{sub.upper()}") for sub, part in _configs(full)
+                  if sub != "grounding"]  # a box answer has no multiple-choice TSV form
+        job = (tables + [(bench, stage, name)], data_root, stage, (stage / "tsv", name))
+        _, (tsvs,) = run_beside(parquet, [(write_tsvs, job)], config.benchmark.render_workers)
         if isinstance(tsvs, BaseException):
             raise tsvs
         write_lmms_eval_task(stage, name, config.publish.repo_id)
@@ -78,7 +63,7 @@ def export_all(bench: pd.DataFrame, figures: dict, data_root: Path, out_dir: Pat
         atomic_write_bytes(stage / "summary" / "summary.md", text.encode("utf-8"))
         for chart, png in charts.items():
             atomic_write_bytes(stage / "summary" / chart, png)
-        files = {**_file_facts(stage, [p for p in stage.rglob("*") if p.is_file()
+        files = {**file_facts(stage, [p for p in stage.rglob("*") if p.is_file()
                                        and p.relative_to(stage).as_posix() not in tsvs]), **tsvs}
         files = dict(sorted(files.items()))
         manifest = {"pipeline_version": PIPELINE_VERSION, "config_fingerprint": config.fingerprint(),

@@ -1,0 +1,29 @@
+"""Every VLMEvalKit TSV of one export, written and hashed in one call: the export runs it in a worker beside the
+Parquet writer (`pipelines.processes.run_beside`), so this module imports only what writing TSVs needs (a worker
+starts with its module's imports; the export's card and charts would add 115 MB to it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from pipelines.export.circular import write_circular_tsv
+from pipelines.export.tsv import write_tsv
+from pipelines.storage import file_sha256
+
+
+def file_facts(root: Path, paths: list[Path]) -> dict[str, dict]:
+    """sha256 and size of each file, by its path under ``root`` (the manifest's entries)."""
+    return {p.relative_to(root).as_posix(): {"sha256": file_sha256(p), "bytes": p.stat().st_size} for p in paths}
+
+
+def write_tsvs(tables: list[tuple[pd.DataFrame, Path, str]], data_root: Path, stage: Path, main: tuple[Path, str]
+               ) -> dict[str, dict]:
+    """Each (items, folder, name) TSV, then the circular TSVs of ``main`` (its tsv folder and name); returns
+    the sha256 and size of every TSV written, by its path under ``stage``."""
+    before = set(stage.rglob("*.tsv"))
+    for items, folder, name in tables:
+        write_tsv(items, data_root, folder, name)
+    write_circular_tsv(*main)
+    return file_facts(stage, sorted(set(stage.rglob("*.tsv")) - before))
