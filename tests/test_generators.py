@@ -255,3 +255,32 @@ def test_box_counts_skip_crowded_fields(demo_config):
                           "bbox": [[10, 10, 20, 20], [21, 10, 30, 20],  # 1 px apart: one blob to a reader
                                    [10, 10, 20, 20], [40, 40, 50, 50]]})
     assert _crowded_boxes(boxes, sl, demo_config) == {("a", "wbc")}
+
+
+def test_nearby_labels_are_the_labels_within_the_slab_of_each_plane():
+    """Every plane's nearby labels, re-derived by brute force: the union of the canonical labels marked on the
+    planes of the same scan and axis whose index lies within slab x depth of its own (at least one plane)."""
+    from pipelines.candidates.rows import DatasetRows, nearby_labels
+    rng = np.random.default_rng(7)
+    planes, regions = [], []
+    for sample, axis, depth in (("s1", "axial", 120), ("s1", "coronal", 300), ("s2", "axial", 40)):
+        for k in range(int(rng.integers(30, 60))):
+            index = int(rng.integers(0, depth))  # repeats: one index under two windows
+            image_id = f"{sample}-{axis}-{k}"
+            planes.append({"image_id": image_id, "sample_id": sample, "axis": axis, "index": index, "depth": depth})
+            for raw in rng.choice(["liver", "kidney_l", "aorta", "lung", "unmapped"], int(rng.integers(0, 3)),
+                                  replace=False):
+                regions.append({"image_id": image_id, "raw_label": str(raw), "kind": "mask"})
+            regions.append({"image_id": image_id, "raw_label": "background", "kind": "image"})
+    sl, reg = pd.DataFrame(planes), pd.DataFrame(regions)
+    canonical = {"liver": "Liver", "kidney_l": "Kidney", "aorta": "Aorta", "lung": "Lung"}
+    ds = DatasetRows("d", "CT", "segmentation", sl, reg, pd.DataFrame({"sample_id": ["s1", "s2"], "dim": [3, 3]}))
+    for slab in (0.02, 0.1, 0.4):
+        got = nearby_labels(ds, sl, canonical, slab)
+        for p in planes:
+            reach = max(1.0, slab * p["depth"])
+            near = {q["image_id"] for q in planes if (q["sample_id"], q["axis"]) == (p["sample_id"], p["axis"])
+                    and abs(q["index"] - p["index"]) <= reach}
+            want = {canonical[r["raw_label"]] for r in regions if r["image_id"] in near and r["kind"] != "image"
+                    and r["raw_label"] in canonical}
+            assert got[p["image_id"]] == want, (slab, p)

@@ -215,9 +215,20 @@ def nearby_labels(ds: DatasetRows, sl: pd.DataFrame, canonical: dict[str, str], 
         part = part.sort_values("index")
         index, ids = part["index"].to_numpy(), part["image_id"].tolist()
         reach = max(1.0, slab * float(part["depth"].iloc[0]))
-        for i, image_id in enumerate(ids):
-            lo, hi = np.searchsorted(index, index[i] - reach), np.searchsorted(index, index[i] + reach, side="right")
-            out[image_id] = frozenset().union(*(on_plane.get(j, set()) for j in ids[lo:hi]))
+        los = np.searchsorted(index, index - reach).tolist()
+        his = np.searchsorted(index, index + reach, side="right").tolist()
+        seen: Counter = Counter()  # labels of the planes inside the window, which only ever moves forward
+        lo = hi = 0
+        for image_id, new_lo, new_hi in zip(ids, los, his):
+            for j in ids[hi:new_hi]:
+                seen.update(on_plane.get(j, ()))
+            for j in ids[lo:new_lo]:
+                seen.subtract(on_plane.get(j, ()))
+                for label in on_plane.get(j, ()):
+                    if not seen[label]:
+                        del seen[label]
+            lo, hi = new_lo, new_hi
+            out[image_id] = frozenset(seen)
     return out
 
 
