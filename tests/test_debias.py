@@ -100,3 +100,11 @@ def test_remembered_predictions_follow_the_content_not_the_frame():
     prior = prior_predictions(items, 3, fold_rows(items, 3, "image_id"))
     pd.testing.assert_frame_equal(predictions(items, 3, 0, kind="prior").reset_index(drop=True),
                                   prior.reset_index(drop=True))
+    # a missing option is missing as None or NaN; a tag only the metadata reader reads changes only its answer
+    nan = items.assign(D=np.nan, E=np.nan)
+    pd.testing.assert_frame_equal(predictions(nan, 3, 0).reset_index(drop=True), direct.reset_index(drop=True))
+    tagged = items.assign(department=["Gastroenterology" if i % 2 else "Urology" for i in range(len(items))])
+    for kind in ("text", "metadata"):
+        want = blind_predictions(tagged, 3, 0, fold_rows(tagged, 3, "image_id"), kind)
+        pd.testing.assert_frame_equal(predictions(tagged, 3, 0, kind=kind).reset_index(drop=True),
+                                      want.reset_index(drop=True))

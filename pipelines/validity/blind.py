@@ -187,6 +187,7 @@ def blind_predictions(df: pd.DataFrame, folds: int, seed: int, prepared: tuple |
 # every column the readers, the folds and the prediction rows read: two frames equal on these get equal predictions
 _READ = ("item_id", "unit_id", "granularity", "multi_answer", "question", "answer", "split", "n_options", *META,
          *LETTERS)
+_TAGS_ONLY = tuple(c for c in META if c not in ("dataset_id", "clinical_vqa_task"))  # read by the metadata reader alone
 _MEMO: OrderedDict[tuple, object] = OrderedDict()
 _MEMO_SIZE = 24
 
@@ -200,10 +201,16 @@ def _memo(key: tuple, make):
     return _MEMO[key]
 
 
-def _fingerprint(df: pd.DataFrame, by: str) -> str:
-    """A digest of the rows, in order, on the columns the readers read."""
-    cols = [c for c in dict.fromkeys([*_READ, by]) if c in df]
-    rows = pd.util.hash_pandas_object(df[cols], index=False).to_numpy()
+def _fingerprint(df: pd.DataFrame, by: str, tags: bool = True) -> str:
+    """A digest of the rows, in order, on the columns the readers read (``tags``: with the columns only the
+    metadata reader reads, as it spells them). An option cell is read only as text or not: a missing one counts
+    the same whether None or NaN."""
+    cols = [c for c in dict.fromkeys([*_READ, by]) if c in df and (tags or c not in _TAGS_ONLY)]
+    frame = df[cols].copy()
+    for c in LETTERS:
+        if c in frame:
+            frame[c] = frame[c].astype(object).where(frame[c].map(lambda v: isinstance(v, str)), None)
+    rows = pd.util.hash_pandas_object(frame, index=False).to_numpy()
     return hashlib.sha256(rows.tobytes() + "\x1f".join(cols).encode()).hexdigest()
 
 
@@ -211,11 +218,16 @@ def predictions(df: pd.DataFrame, folds: int, seed: int, by: str = "image_id", k
     """Out-of-fold predictions of one blind reader (``kind``: one of READERS, or 'prior' for the option-prior
     rule), folds grouped by ``by``. Remembered by content: selection fits the readers on the same items several
     times (before debiasing, each pass's first round, the audit), and equal rows give equal predictions."""
-    fp = _fingerprint(df, by)
-    prepared = _memo((fp, folds, by), lambda: fold_rows(df, folds, by))
-    made = _memo((fp, folds, by, seed, kind), lambda: prior_predictions(df, folds, prepared) if kind == "prior"
-                 else blind_predictions(df, folds, seed, prepared, kind))
+    full = _fingerprint(df, by)
+    key = full if kind == "metadata" else _fingerprint(df, by, tags=False)
+    made = _memo((key, folds, by, seed, kind), lambda: _fitted(df, folds, seed, by, kind, full))
     return made.copy()
+
+
+def _fitted(df: pd.DataFrame, folds: int, seed: int, by: str, kind: str, full: str) -> pd.DataFrame:
+    prepared = _memo((full, folds, by), lambda: fold_rows(df, folds, by))
+    return prior_predictions(df, folds, prepared) if kind == "prior" else \
+        blind_predictions(df, folds, seed, prepared, kind)
 
 
 def beyond_noise(accuracy: float, chance: float, n: int, z: float = 2.33) -> bool:
