@@ -196,10 +196,13 @@ def test_exports_are_checksummed_and_stable(built):
     import hashlib
     for rel, meta in manifest2["files"].items():
         assert hashlib.sha256((cfg.data_root / "benchmark" / rel).read_bytes()).hexdigest() == meta["sha256"]
-    # the settings that change outputs, hashed as the manifest documents it (paths and publishing left out)
+    # the settings that change outputs, hashed as the manifest documents it (paths, publishing and worker counts
+    # left out)
     payload = cfg.model_dump(mode="json", exclude={"registry": True, "data_root": True, "publish": True,
-                                                   "changes": True, "ingest": {"data_dirs"},
-                                                   "llm": {"cache_dir"}})
+                                                   "changes": True, "ingest": {"data_dirs", "workers"},
+                                                   "llm": {"cache_dir"}, "standardize": {"workers"},
+                                                   "benchmark": {"render_workers"}, "annotate": {"workers"},
+                                                   "generators": {"workers"}})
     want = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
     assert manifest2["config_fingerprint"] == want
 
