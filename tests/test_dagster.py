@@ -104,6 +104,20 @@ def test_demo_build_end_to_end(demo_config, dagster_home):
     alone = dg.materialize([*ALL_ASSETS, *ALL_CHECKS], selection=dg.AssetSelection.checks(one), instance=instance,
                            resources=defs.resources)
     assert [(e.check_name, e.passed) for e in alone.get_asset_check_evaluations()] == [(one.name, True)]
+    # a check that raises fails the step, naming itself, after the other checks' results are recorded
+    from pipelines.validity import exported as ex
+    other = dg.AssetCheckKey(dg.AssetKey("benchmark_exports"), "val_split_is_usable")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ex, "modal_keys", lambda *a, **k: 1 / 0)
+        broken = dg.materialize([*ALL_ASSETS, *ALL_CHECKS], selection=dg.AssetSelection.checks(one, other),
+                                instance=instance, resources=defs.resources, raise_on_error=False)
+    assert not broken.success
+    assert [e.check_name for e in broken.get_asset_check_evaluations()] == [other.name]
+    error, messages = broken.get_step_failure_events()[0].event_specific_data.error, []
+    while error is not None:
+        messages.append(error.message)
+        error = error.cause
+    assert any("check key_priors_within_margin could not judge the export: ZeroDivisionError" in m for m in messages)
     vocab = pq.read_table(root / "label_vocab.parquet").to_pandas()
     assert set(vocab["dataset_id"]) == set(samples) and (vocab["status"] != "unresolved").all()
     assert (demo_config.data_root / "lexical_tree" / "vocabulary_tree.html").exists()
