@@ -139,16 +139,25 @@ def ordered_map(fn: Callable, jobs: Iterable, workers: int, release: bool = Fals
     (for jobs that each hold a volume)."""
     jobs = list(jobs)
     if workers > 1 and len(jobs) > 1:
-        ctx = lean_context((getattr(fn, "__module__", None) or "__main__",))
-        forked = ctx.get_start_method() == "fork"  # forked workers take their thread limits from this process
-        with one_thread_each() if forked else nullcontext(), \
-                ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx,
-                                    initializer=None if forked else _one_opencv_thread) as pool:
+        with _worker_pool([fn], min(workers, len(jobs))) as pool:
             with _main_script_not_rerun():  # the workers start while map submits the jobs
                 results = pool.map(partial(_then_release, fn) if release else fn, jobs, chunksize=1)
             yield from results
     else:
         yield from map(fn, jobs)
+
+
+@contextmanager
+def _worker_pool(fns: list[Callable], workers: int) -> Iterator[ProcessPoolExecutor]:
+    """A pool of ``workers`` lean workers (`lean_context`, its server loading the functions' modules): with
+    OpenCV at one thread each, and, where the workers are plain forks, this process's thread limits for them to
+    inherit."""
+    ctx = lean_context(tuple(dict.fromkeys(getattr(fn, "__module__", None) or "__main__" for fn in fns)))
+    forked = ctx.get_start_method() == "fork"  # forked workers take their thread limits from this process
+    with one_thread_each() if forked else nullcontext(), \
+            ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                                initializer=None if forked else _one_opencv_thread) as pool:
+        yield pool
 
 
 def _outcome(fn: Callable, args: tuple):
@@ -168,11 +177,7 @@ def run_beside(main: Callable[[], T], jobs: list[tuple[Callable, tuple]], worker
     :func:`ordered_map`."""
     if workers < 2 or not jobs:
         return main(), [_outcome(fn, args) for fn, args in jobs]
-    ctx = lean_context(tuple(dict.fromkeys(getattr(fn, "__module__", None) or "__main__" for fn, _ in jobs)))
-    forked = ctx.get_start_method() == "fork"
-    with one_thread_each() if forked else nullcontext(), \
-            ProcessPoolExecutor(max_workers=1, mp_context=ctx,
-                                initializer=None if forked else _one_opencv_thread) as pool:
+    with _worker_pool([fn for fn, _ in jobs], 1) as pool:
         with _main_script_not_rerun():  # the worker starts at the first submit
             futures = [pool.submit(_outcome, fn, args) for fn, args in jobs]
         first = main()
