@@ -20,9 +20,8 @@ from pipelines.storage import atomic_write_bytes, staged_dir
 from pipelines.vocab.tree import lexical_tree, offered_options, tree_html, tree_json
 
 
-def _configs(full: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+def _configs(full: pd.DataFrame, subset: pd.Series) -> list[tuple[str, pd.DataFrame]]:
     """The configs beside the main one that have items (consistency pairs, robustness copies, grounding)."""
-    subset = full["subset"] if "subset" in full else pd.Series("main", index=full.index)
     return [(sub, full[subset == sub]) for sub in CONFIG_FOLDERS if (subset == sub).any()]
 
 
@@ -36,11 +35,13 @@ def export_all(bench: pd.DataFrame, figures: dict, data_root: Path, out_dir: Pat
     full, bench = bench, bench[subset == "main"]
     name = config.benchmark.name
     with staged_dir(out_dir) as stage:
+        configs = _configs(full, subset)
+
         def parquet() -> None:
             write_parquet(bench, data_root, stage, config.benchmark.max_shard_bytes)
-            for sub, part in _configs(full):
+            for sub, part in configs:
                 write_parquet(part, data_root, stage / sub, config.benchmark.max_shard_bytes)
-        tables = [(part, stage / sub, f"{name}_{sub.upper()}") for sub, part in _configs(full)
+        tables = [(part, stage / sub, f"{name}_{sub.upper()}") for sub, part in configs
                   if sub != "grounding"]  # a box answer has no multiple-choice TSV form
         job = (tables + [(bench, stage, name)], data_root, stage, (stage / "tsv", name))
         _, (tsvs,) = run_beside(parquet, [(write_tsvs, job)], config.benchmark.render_workers)
@@ -68,7 +69,7 @@ def export_all(bench: pd.DataFrame, figures: dict, data_root: Path, out_dir: Pat
         files = dict(sorted(files.items()))
         manifest = {"pipeline_version": PIPELINE_VERSION, "config_fingerprint": config.fingerprint(),
                     "seed": config.seed, "items": len(bench),
-                    "configs": {sub: int((subset == sub).sum()) for sub in CONFIG_FOLDERS if (subset == sub).any()},
+                    "configs": {sub: len(part) for sub, part in configs},
                     "splits": {s: int((bench["split"] == s).sum()) for s in ("val", "test")}, "files": files,
                     "withheld_cross_split_marked": sorted(withheld or [])}
         atomic_write_bytes(stage / "manifest.json", (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
