@@ -275,3 +275,23 @@ def test_png_encoder_refuses_what_it_cannot_write():
         encode_png(np.zeros((4, 4, 4), np.uint8))
     with pytest.raises(ValueError, match="row filter"):
         encode_png(np.zeros((4, 4, 3), np.uint8), row_filter="paeth")
+
+
+def test_planes_cut_in_stacks_equal_planes_cut_one_by_one(demo_config, monkeypatch):
+    """SamplePlanes.rgb_each (an axis at a time, a stack of planes per pass) gives each slice row exactly what
+    rgb gives it alone, over every axis and window of a CT and an MR volume; stacks of two planes force several
+    passes per axis."""
+    import pipelines.standardize.run as run
+    monkeypatch.setattr(run, "chunks", lambda idx, _pixels: [idx[i:i + 2] for i in range(0, len(idx), 2)])
+    for ds in ("demo_ct_abdomen", "demo_mr_brain"):
+        src = load_registry(demo_config.registry).get(ds)
+        samples = ingest(src, demo_config).samples.slice(0, 1)
+        std = standardize_dataset(src, demo_config, samples, demo_config.data_root)
+        rows = std.slices.to_pandas().sample(frac=1.0, random_state=0).to_dict("records")  # any order in
+        planes = SamplePlanes(samples.to_pylist()[0], src, demo_config)
+        seen = {(r["axis"], r["index"], r["intensity_params"]) for r in rows}
+        assert {r["axis"] for r in rows} == {"axial", "coronal", "sagittal"} and len(seen) == len(rows)
+        got = list(planes.rgb_each(rows))
+        assert sorted(r["image_id"] for r, _ in got) == sorted(r["image_id"] for r in rows)
+        for r, pixels in got:
+            assert np.array_equal(pixels, planes.rgb(r)), (ds, r["axis"], r["index"])

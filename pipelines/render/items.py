@@ -121,17 +121,18 @@ def render_sample(job: SampleJob, config: PipelineConfig) -> list[dict]:
         by_image[it["image_id"]].append(it)
     rows = []
     colours = prompt_colours(config)
-    for image_id in sorted(by_image):
-        sl = job.slices[image_id]
+    folder = job.staging / job.source.id
+    folder.mkdir(parents=True, exist_ok=True)
+    for sl, rgb in planes.rgb_each([job.slices[i] for i in sorted(by_image)]):
         geo = display_size(sl["width"], sl["height"], sl["spacing"], config.display.max_image_side)
-        shown = to_display(planes.rgb(sl), geo)
-        for it in sorted(by_image[image_id], key=lambda r: r["item_id"]):
+        shown = to_display(rgb, geo)
+        for it in sorted(by_image[sl["image_id"]], key=lambda r: r["item_id"]):
             img, params = _draw(shown, it, geo, config, it["item_id"])
             img = np.ascontiguousarray(img)
             params["display_scale"] = [round(geo.scale_x, 6), round(geo.scale_y, 6)]
             data = encode_png(img, config.render.png_level, config.render.png_filter)
             name = f"{it['item_id']}.png"
-            atomic_write_bytes(job.staging / job.source.id / name, data)
+            (folder / name).write_bytes(data)  # the staging folder is swapped in whole: no file is seen half-written
             rows.append({"item_id": it["item_id"], "image_path": f"{job.rel_root}/{job.source.id}/{name}",
                          "width": int(img.shape[1]), "height": int(img.shape[0]),
                          "render_params": json.dumps(params, sort_keys=True), "sha256": sha256_bytes(data),

@@ -15,6 +15,7 @@ import shutil
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 
 import cv2
 import numpy as np
@@ -400,9 +401,35 @@ class SamplePlanes:
             if self.loaded.dim == 3 else None
 
     def rgb(self, sl: dict) -> np.ndarray:
-        t = intensity.Transform(sl["intensity_transform"], json.loads(sl["intensity_params"]))
         arr = plane(self.canon.array, sl["axis"], int(sl["index"])) if self.canon is not None \
             else np.asarray(self.loaded.image)
+        return self._checked(sl, arr)
+
+    def rgb_each(self, slices: list[dict]) -> Iterator[tuple[dict, np.ndarray]]:
+        """(slice row, :meth:`rgb`) of each row. A volume's planes are cut an axis at a time, a bounded stack of
+        them per pass over the volume: cut one by one, a coronal or sagittal plane is a strided gather that misses
+        the cache at nearly every pixel (the planes come out axis by axis, then by index)."""
+        if self.canon is None:
+            for sl in slices:
+                yield sl, self.rgb(sl)
+            return
+        vol = self.canon.array
+        by_axis: dict[str, list[dict]] = defaultdict(list)
+        for sl in slices:
+            by_axis[sl["axis"]].append(sl)
+        for axis in sorted(by_axis):
+            rows = sorted(by_axis[axis], key=lambda r: (int(r["index"]), r["image_id"]))
+            h, w = plane(vol, axis, 0).shape
+            start = 0
+            for idx in chunks(np.unique([int(r["index"]) for r in rows]), h * w):
+                cut = np.ascontiguousarray(stack(vol, axis, idx))
+                at = {int(i): j for j, i in enumerate(idx)}
+                while start < len(rows) and int(rows[start]["index"]) in at:
+                    yield rows[start], self._checked(rows[start], cut[at[int(rows[start]["index"])]])
+                    start += 1
+
+    def _checked(self, sl: dict, arr: np.ndarray) -> np.ndarray:
+        t = intensity.Transform(sl["intensity_transform"], json.loads(sl["intensity_params"]))
         pixels = t.apply_plane(arr)
         if sha256_bytes(pixels.tobytes()) != sl["sha256"]:
             raise SampleError(Reason.CORRUPT_FILE,
