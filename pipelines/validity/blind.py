@@ -31,6 +31,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 
 from pipelines.records import LETTERS
+from pipelines.validity.folded_tfidf import FoldedTexts
 
 READERS = ("text", "options", "metadata")
 META = ("dataset_id", "modality", "department", "clinical_vqa_task")
@@ -79,10 +80,6 @@ def _crossed(value: str) -> tuple[str, ...]:
     return tuple(f"{t}|{option.lower()}" for t in tags.split(" ") if t)
 
 
-def _vectorizer(analyzer=_terms) -> TfidfVectorizer:
-    return TfidfVectorizer(analyzer=analyzer, min_df=1)
-
-
 def _positions(rows: pd.DataFrame, with_letters: bool = True) -> csr_matrix:
     pos = np.zeros((len(rows), len(LETTERS) + 4))
     if with_letters:
@@ -95,13 +92,16 @@ def _positions(rows: pd.DataFrame, with_letters: bool = True) -> csr_matrix:
 
 
 class Reader:
-    """One blind reader's features: fitted on the training rows of a fold, applied to its held-out rows."""
+    """One blind reader's features: TF-IDF fitted on the training rows of a fold, applied to its held-out rows
+    (each text analysed once over all the folds, :class:`FoldedTexts`)."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, rows: pd.DataFrame):
         if kind not in READERS:
             raise ValueError(f"unknown blind reader {kind!r}; known: {READERS}")
         self.kind = kind
-        self.vecs: list[TfidfVectorizer] = []
+        analyzer = _crossed if kind == "metadata" else _terms
+        self.index = rows.index
+        self.texts = [FoldedTexts(t.tolist(), analyzer) for t in self._texts(rows)]
 
     def _texts(self, rows: pd.DataFrame) -> list[pd.Series]:
         if self.kind == "text":  # question-and-option words, and option words by task
@@ -110,13 +110,13 @@ class Reader:
             return [rows["option"]]
         return [rows["tags"] + " || " + rows["option"]]
 
-    def features(self, rows: pd.DataFrame, fit: bool):
-        texts = self._texts(rows)
-        if fit:
-            analyzer = _crossed if self.kind == "metadata" else _terms
-            self.vecs = [_vectorizer(analyzer) for _ in texts]
-        mats = [v.fit_transform(t) if fit else v.transform(t) for v, t in zip(self.vecs, texts)]
-        return hstack([*mats, _positions(rows, self.kind != "metadata")]).tocsr()
+    def features(self, train: pd.DataFrame, test: pd.DataFrame):
+        """(training features, held-out features) of one fold's option rows."""
+        at_train, at_test = self.index.get_indexer(train.index), self.index.get_indexer(test.index)
+        mats = [t.split(at_train, at_test) for t in self.texts]
+        letters = self.kind != "metadata"
+        return (hstack([*(m[0] for m in mats), _positions(train, letters)]).tocsr(),
+                hstack([*(m[1] for m in mats), _positions(test, letters)]).tocsr())
 
 
 COLUMNS = ["item_id", "unit_id", "split", "dataset_id", "clinical_vqa_task", "n_options", "hit", "confidence"]
@@ -176,11 +176,11 @@ def blind_predictions(df: pd.DataFrame, folds: int, seed: int, prepared: tuple |
     task, k, hit, confidence (the chosen option's share of the item's scores)."""
     items, parts = prepared or fold_rows(df, folds)
     scored = []
+    reader = Reader(kind, pd.concat(parts[0]).sort_index()) if parts else None  # a fold's two sides: every row
     for train, test in parts:
-        reader = Reader(kind)
-        model = LogisticRegression(C=1.0, max_iter=2000, random_state=seed)
-        model.fit(reader.features(train, True), train["correct"])
-        scored.append(test.assign(score=model.predict_proba(reader.features(test, False))[:, 1]))
+        x_train, x_test = reader.features(train, test)
+        model = LogisticRegression(C=1.0, max_iter=2000, random_state=seed).fit(x_train, train["correct"])
+        scored.append(test.assign(score=model.predict_proba(x_test)[:, 1]))
     return _predictions(items, scored)
 
 

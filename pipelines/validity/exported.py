@@ -34,6 +34,7 @@ from sklearn.model_selection import GroupKFold
 from pipelines.imageio import decode_png, mirror_key
 from pipelines.processes import ordered_map
 from pipelines.records import LETTERS
+from pipelines.validity.folded_tfidf import FoldedTexts
 
 EXPORT_CONFIGS = ("consistency", "robustness", "grounding")  # item configs beside data/ (not the ROI annotations)
 # the image is the point; val's answer is public by design; the options are what every reader sees (their own
@@ -121,16 +122,16 @@ def column_accuracy(rows: pd.DataFrame, column: str | None, with_question: bool 
     if n < 2:
         return 0.0, chance
     items = groups.index.to_numpy()
+    texts = FoldedTexts([f"{p}\x1f{t}" for p, t in zip(f["pos"].tolist(), f["text"].tolist())], _crossed)
     hits = []
     for train_i, test_i in GroupKFold(n_splits=n).split(items, groups=groups.to_numpy()):
-        tr, te = f[f["item"].isin(items[train_i])], f[f["item"].isin(items[test_i])]
+        in_tr, in_te = f["item"].isin(items[train_i]).to_numpy(), f["item"].isin(items[test_i]).to_numpy()
+        tr, te = f[in_tr], f[in_te]
         if tr["correct"].nunique() < 2:
             continue
-        vec = TfidfVectorizer(analyzer=_crossed, min_df=1)
-        x_tr = hstack([vec.fit_transform(tr["pos"].astype(str) + "\x1f" + tr["text"]),
-                       csr_matrix(tr[["contains", "number"]].to_numpy())]).tocsr()
-        x_te = hstack([vec.transform(te["pos"].astype(str) + "\x1f" + te["text"]),
-                       csr_matrix(te[["contains", "number"]].to_numpy())]).tocsr()
+        words_tr, words_te = texts.split(np.flatnonzero(in_tr), np.flatnonzero(in_te))
+        x_tr = hstack([words_tr, csr_matrix(tr[["contains", "number"]].to_numpy())]).tocsr()
+        x_te = hstack([words_te, csr_matrix(te[["contains", "number"]].to_numpy())]).tocsr()
         model = LogisticRegression(C=1.0, max_iter=2000, random_state=seed).fit(x_tr, tr["correct"])
         te = te.assign(score=model.predict_proba(x_te)[:, 1])
         best = te.loc[te.groupby("item")["score"].idxmax()]
