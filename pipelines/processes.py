@@ -169,15 +169,16 @@ def _outcome(fn: Callable, args: tuple):
         return exc
 
 
-def run_beside(main: Callable[[], T], jobs: list[tuple[Callable, tuple]], workers: int) -> tuple[T, list]:
-    """``main()`` in this process while ``jobs`` (function, arguments) run one after another in one worker beside
-    it, when ``workers`` > 1 (else all here, in order): for a step whose largest part spreads over workers of its
-    own and whose small parts would otherwise wait for it with a core idle. Returns main's result and each job's
-    result in job order, or the exception it raised (checked by the caller). Same worker rules as
-    :func:`ordered_map`."""
+def run_beside(main: Callable[[], T], jobs: list[tuple[Callable, tuple]], workers: int,
+               spread: int = 1) -> tuple[T, list]:
+    """``main()`` in this process while ``jobs`` (function, arguments) run beside it, one after another in one
+    worker (or over ``spread`` workers), when ``workers`` > 1 (else all here, in order): for a step whose largest
+    part spreads over workers of its own and whose small parts would otherwise wait for it with a core idle, or
+    whose serial part can run while its spread part does. Returns main's result and each job's result in job
+    order, or the exception it raised (checked by the caller). Same worker rules as :func:`ordered_map`."""
     if workers < 2 or not jobs:
         return main(), [_outcome(fn, args) for fn, args in jobs]
-    with _worker_pool([fn for fn, _ in jobs], 1) as pool:
+    with _worker_pool([fn for fn, _ in jobs], max(1, min(spread, len(jobs)))) as pool:
         with _main_script_not_rerun():  # the worker starts at the first submit
             futures = [pool.submit(_outcome, fn, args) for fn, args in jobs]
         first = main()

@@ -98,6 +98,10 @@ def test_jobs_beside_run_in_another_process_while_main_runs_and_failures_come_ba
     main, found = run_beside(lambda: pid_after(0.0), [(pid_after, (0.0,))], workers=1)
     assert main[0] == found[0][0] == os.getpid()  # one worker: everything here, main first
     assert main[2] <= found[0][1]
+    main, found = run_beside(lambda: pid_after(1.0), [(pid_after, (1.0,)), (pid_after, (1.0,))], workers=2,
+                             spread=2)
+    assert len({main[0], found[0][0], found[1][0]}) == 3  # spread: each job in a worker of its own, main here
+    assert found[0][1] < found[1][2] and found[1][1] < found[0][2] and found[0][1] < main[2]  # all at once
 
 
 @pytest.mark.timeout(120)

@@ -13,7 +13,6 @@ import pandas as pd
 
 from pipelines.candidates.generators.measure import ellipse_major, feret_mm
 from pipelines.config import PipelineConfig
-from pipelines.processes import ordered_map
 from pipelines.standardize.regions import decode_rle
 
 
@@ -103,19 +102,15 @@ def plane_facts(regions: pd.DataFrame, planes: pd.DataFrame, rle: dict[str, str]
     return facts
 
 
-def _facts_job(args: tuple) -> PlaneFacts:
-    return plane_facts(*args)
-
-
-def plane_facts_spread(regions: pd.DataFrame, planes: pd.DataFrame, rle: dict[str, str], canonical: dict[str, str],
-                       exhaustive: frozenset[str], measure_planes: set[str], config: PipelineConfig,
-                       workers: int) -> PlaneFacts:
-    """:func:`plane_facts` over ``workers`` processes, the planes cut into runs of image ids (every fact is one
-    plane's own, so the merged facts are those of one call). Each job carries only its planes' rows and masks."""
+def fact_jobs(regions: pd.DataFrame, planes: pd.DataFrame, rle: dict[str, str], canonical: dict[str, str],
+              exhaustive: frozenset[str], measure_planes: set[str], config: PipelineConfig, workers: int) -> list[tuple]:
+    """:func:`plane_facts` arguments cut into runs of image ids, two runs per worker so that one slow run does not
+    hold the rest (one run when ``workers`` is 1): every fact is one plane's own, so the :func:`merged` facts of
+    the runs are those of one call. Each run carries only its planes' rows and masks."""
     ids = sorted(set(regions["image_id"]))
-    n = min(len(ids), 2 * workers) if workers > 1 else 1  # two runs per worker: one slow run does not hold the rest
+    n = min(len(ids), 2 * workers) if workers > 1 else 1
     if n <= 1:
-        return plane_facts(regions, planes, rle, canonical, exhaustive, measure_planes, config)
+        return [(regions, planes, rle, canonical, exhaustive, measure_planes, config)]
     jobs = []
     for k in range(n):
         part = set(ids[k * len(ids) // n:(k + 1) * len(ids) // n])
@@ -123,8 +118,12 @@ def plane_facts_spread(regions: pd.DataFrame, planes: pd.DataFrame, rle: dict[st
         jobs.append((rows, planes[planes["image_id"].isin(part)],
                      {r: rle[r] for r in rows["region_id"] if r in rle}, canonical, exhaustive,
                      measure_planes & part, config))
+    return jobs
+
+
+def merged(parts: list[PlaneFacts]) -> PlaneFacts:
     facts = PlaneFacts()
-    for f in ordered_map(_facts_job, jobs, workers):
+    for f in parts:
         facts.pieces.update(f.pieces)
         facts.feret.update(f.feret)
         facts.counts.update(f.counts)

@@ -16,7 +16,7 @@ from pipelines.candidates.generators import (
     position,
     size,
 )
-from pipelines.candidates.generators.pieces import plane_facts_spread
+from pipelines.candidates.generators.pieces import fact_jobs, merged, plane_facts
 from pipelines.candidates.generators.spec import Spec
 from pipelines.candidates.generators.structures import (
     plane_frame,
@@ -26,6 +26,7 @@ from pipelines.candidates.generators.structures import (
 from pipelines.config import PipelineConfig
 from pipelines.gates import readable_planes
 from pipelines.ids import derived_rng
+from pipelines.processes import run_beside
 
 PLANE_GENERATORS = {"size_compare": size.plane_specs, "relative_position": position.plane_specs,
                     "laterality": laterality.plane_specs}
@@ -124,10 +125,12 @@ def generated(regions: pd.DataFrame, slices: pd.DataFrame, samples: pd.DataFrame
     sample of at most ``generators.max_planes`` planes that pass the image gates; ``rle_lookup`` fetches the stored masks of those planes
     only, so the cost of this step is bounded per dataset, not by its size."""
     g, seed = config.generators, config.seed
-    local = localised(regions, slices, vocab, modality, config, exhaustive, partial, skipped)
+
+    def local() -> list[Spec]:
+        return localised(regions, slices, vocab, modality, config, exhaustive, partial, skipped)
     masks = regions[regions["kind"] == "mask"]
     if masks.empty or not (set(g.enabled) - set(LOCALISE)) or rle_lookup is None:
-        return pd.DataFrame([s.row() for s in local])
+        return pd.DataFrame([s.row() for s in local()])
     readable = _readable(slices, config)
     with_masks = sorted(set(masks["image_id"].tolist()) & set(readable.tolist()))
     chosen = {name: sampled_planes(with_masks, seed, name, g.max_planes) for name in g.enabled if name not in LOCALISE}
@@ -137,13 +140,18 @@ def generated(regions: pd.DataFrame, slices: pd.DataFrame, samples: pd.DataFrame
     sub = masks[masks["image_id"].isin(needed)]
     planes = plane_frame(slices)
     canonical = dict(zip(vocab["raw_label"], vocab["canonical_label"]))
-    facts = plane_facts_spread(sub, planes, rle_lookup(sorted(sub["region_id"])), canonical, exhaustive,
-                               set(chosen.get("measurement", [])), config, g.workers)
+    jobs = fact_jobs(sub, planes, rle_lookup(sorted(sub["region_id"])), canonical, exhaustive,
+                     set(chosen.get("measurement", [])), config, g.workers)
+    # the localisation questions are made here while the planes' facts are found in the workers
+    specs, found = run_beside(local, [(plane_facts, job) for job in jobs], g.workers, spread=g.workers)
+    failed = [f for f in found if isinstance(f, BaseException)]
+    if failed:
+        raise failed[0]
+    facts = merged(found)
     st = structures(sub, planes, vocab, config, facts.pieces)
     by_plane: dict[str, list[dict]] = {}
     for rec in st.to_dict("records"):  # structure rows as dicts, grouped once (sorted by image id)
         by_plane.setdefault(rec["image_id"], []).append(rec)
-    specs: list[Spec] = list(local)
     inner = nested_inside(vocab)
     for name in chosen:
         for image_id in (i for i in chosen[name] if i in by_plane):
