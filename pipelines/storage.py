@@ -54,6 +54,22 @@ def atomic_path(path: Path):
         raise
 
 
+class HashingWriter:
+    """A binary file's writer that takes the sha256 and size of what goes through it: the manifest's facts of a
+    file written in one pass, without reading it back (hundreds of MB for a TSV)."""
+
+    def __init__(self, fh):
+        self.fh, self.hash, self.size = fh, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> None:
+        self.fh.write(data)
+        self.hash.update(data)
+        self.size += len(data)
+
+    def facts(self) -> dict:
+        return {"sha256": self.hash.hexdigest(), "bytes": self.size}
+
+
 def file_sha256(path: Path) -> str:
     """sha256 of a file read in blocks (an export file can be hundreds of MB)."""
     with open(path, "rb") as fh:

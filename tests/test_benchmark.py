@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 
@@ -168,12 +169,16 @@ def test_streamed_tsv_is_what_pandas_writes(tmp_path):
     frame = pd.DataFrame({"index": [3, 1, 7, 2], "image": pngs,
                           "question": ['a "quoted"\tstem', "two\nlines", "plain", ""],
                           "A": ["x", None, "none", "NA (text)"], "B": [None, None, "y", "z"],
-                          "split": ["val", "val", "test", "test"]})
-    stream_tsv(tmp_path / "out.tsv", frame, tmp_path)
+                          "split": ["val", "val", "test", "test"], "size": [1.5, float("nan"), 2.0, 1e-7]})
+    written = stream_tsv(tmp_path / "out.tsv", frame, tmp_path)
     want = frame.assign(image=[base64.b64encode((tmp_path / p).read_bytes()).decode("ascii") for p in pngs])
     buf = io.StringIO()
     want.to_csv(buf, sep="\t", index=False, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
     assert (tmp_path / "out.tsv").read_text(encoding="utf-8") == buf.getvalue()
+    data = (tmp_path / "out.tsv").read_bytes()  # the facts taken while writing are the file's own
+    assert written.facts == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    back = pd.read_csv(tmp_path / "out.tsv", sep="\t", dtype=str, keep_default_na=False).assign(image="")
+    assert written.text.equals(back)  # the text columns exactly as a reader parses them back
 
 
 def test_na_like_options_survive_pandas():

@@ -79,3 +79,34 @@ def test_rotation_zero_keeps_quoted_fields_with_line_breaks_and_quotes(tmp_path)
     assert first["g_index"].tolist() == frame["index"].tolist()
     rotated = circ[circ["index"].astype(int) >= OFFSET]
     assert set(rotated["question"]) == set(frame["question"])  # rotations repeat the stem, line break included
+
+
+def test_text_handed_over_by_the_writer_gives_the_same_bytes(tmp_path):
+    """The export hands write_circular_tsv the text columns it has just written instead of letting it parse them
+    out of the file: the same circular TSV byte for byte, over quoted tabs, line breaks, quotes and missing
+    options, and the facts it returns are the file's."""
+    import hashlib
+
+    from pipelines.export.tsv import stream_tsv, tsv_frame
+    pngs = []
+    for i in range(9):
+        pngs.append(f"p{i}.png")
+        (tmp_path / pngs[-1]).write_bytes(bytes(range(i, 120 + i)))
+    rows = pd.DataFrame({
+        "index": range(9), "image_path": pngs,
+        "question": ['Which "organ"\nis marked?\tLook.', "plain", "two\r\nlines", *["q"] * 6],
+        "A": ["liver"] * 9, "B": ["spleen", "A", "kidney", *["aorta"] * 6], "C": ["kidney", None, "", *["x"] * 6],
+        "D": [None] * 9, "E": [None] * 9, "answer": list("ABAABABAA"), "clinical_vqa_task": "Organ",
+        "department": "d", "perceptual_granularity": "Mask level", "modality": "CT", "original_task": "SEG_3D",
+        "split": "val"})
+    outs = []
+    for handed in (False, True):
+        folder = tmp_path / str(handed) / "tsv"
+        written = {folder / "bench_VAL.tsv": stream_tsv(folder / "bench_VAL.tsv",
+                                                        tsv_frame(rows, tmp_path, with_answer=True), tmp_path)}
+        facts = write_circular_tsv(folder, "bench", written=written if handed else None)
+        path = folder / "bench_CIRCULAR_VAL.tsv"
+        data = path.read_bytes()
+        assert facts == {path: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}}
+        outs.append(data)
+    assert outs[0] == outs[1]

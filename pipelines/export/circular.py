@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.export.tsv import records
-from pipelines.storage import atomic_path
+from pipelines.export.tsv import WrittenTsv, records
+from pipelines.storage import HashingWriter, atomic_path
 
 OFFSET = 1_000_000
 LETTERS = string.ascii_uppercase
@@ -88,27 +88,35 @@ def circular_frame(tsv: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values("index", kind="stable").reset_index(drop=True)
 
 
-def write_circular_tsv(tsv_dir: Path, name: str, chunk_rows: int = 64) -> list[Path]:
-    """``<name>_CIRCULAR_{VAL,TEST}.tsv`` beside the single-answer TSVs (a split without a TSV writes none).
+def write_circular_tsv(tsv_dir: Path, name: str, chunk_rows: int = 64,
+                       written: dict[Path, WrittenTsv] | None = None) -> dict[Path, dict]:
+    """``<name>_CIRCULAR_{VAL,TEST}.tsv`` beside the single-answer TSVs (a split without a TSV writes none); returns
+    the sha256 and size of each file written, by its path.
 
     Streamed, so memory holds ``chunk_rows`` images, not the benchmark: the rotations are computed from the text
     columns alone (read ``chunk_rows`` rows at a time; a rotated row's image cell is its g_index), then rotation 0,
     which carries the images, is copied from the source TSV a record at a time, and the rotated rows follow (rows
     sorted by index, as the source TSV is). Rotation 0's rows are the source's records as they are, each with its
     g_index appended (the TSV writer's quoting is the one pandas would write them back with), so no image is parsed
-    or re-written."""
-    written = []
+    or re-written. ``written``: what :func:`pipelines.export.tsv.write_tsv` returned for the source TSVs just
+    written; their text columns are taken from it instead of being parsed out of the file again."""
+    out = {}
     for split in ("VAL", "TEST"):
         src = Path(tsv_dir) / f"{name}_{split}.tsv"
         if not src.exists():
             continue
-        header = pd.read_csv(src, sep="\t", dtype=str, nrows=0).columns.tolist()
-        read = {"sep": "\t", "dtype": str, "keep_default_na": False, "chunksize": chunk_rows}
-        text = pd.concat(pd.read_csv(src, usecols=[c for c in header if c != "image"], **read),  # chunked: the
-                         ignore_index=True)  # parser would otherwise buffer the whole file, images and all
+        if written and src in written:
+            text = written[src].text
+            header = text.columns.tolist()
+            text = text.drop(columns="image") if "image" in text else text
+        else:
+            header = pd.read_csv(src, sep="\t", dtype=str, nrows=0).columns.tolist()
+            read = {"sep": "\t", "dtype": str, "keep_default_na": False, "chunksize": chunk_rows}
+            text = pd.concat(pd.read_csv(src, usecols=[c for c in header if c != "image"], **read),  # chunked: the
+                             ignore_index=True)  # parser would otherwise buffer the whole file, images and all
         if text.empty:
             continue
-        text["index"] = text["index"].astype(int)
+        text = text.assign(index=text["index"].astype(int))
         if not text["index"].is_monotonic_increasing:
             raise ValueError(f"{src}: rows are not in index order; write it with pipelines.export.tsv.write_tsv")
         if "image" in header:
@@ -118,7 +126,8 @@ def write_circular_tsv(tsv_dir: Path, name: str, chunk_rows: int = 64) -> list[P
         path = Path(tsv_dir) / f"{name}_CIRCULAR_{split}.tsv"
         options = {"sep": "\t", "index": False, "quoting": csv.QUOTE_MINIMAL, "lineterminator": "\n"}
         g_index = text["index"].tolist()
-        with atomic_path(path) as tmp, open(tmp, "wb") as f, open(src, "rb") as source:
+        with atomic_path(path) as tmp, open(tmp, "wb") as raw, open(src, "rb") as source:
+            f = HashingWriter(raw)
             rows = records(source)
             f.write(next(rows).rstrip(b"\n") + b"\tg_index\n")
             n = 0
@@ -131,5 +140,5 @@ def write_circular_tsv(tsv_dir: Path, name: str, chunk_rows: int = 64) -> list[P
                 raise ValueError(f"{src}: {n} records for {len(g_index)} rows; write it with "
                                  "pipelines.export.tsv.write_tsv")
             f.write(rotated.to_csv(header=False, **options).encode("utf-8"))
-        written.append(path)
-    return written
+        out[path] = f.facts()
+    return out

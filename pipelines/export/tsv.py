@@ -6,12 +6,13 @@ import base64
 import csv
 import io
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from pipelines.records import LETTERS
-from pipelines.storage import atomic_path
+from pipelines.storage import HashingWriter, atomic_path
 
 # strings pandas.read_csv turns into NaN by default: an option with such a text would vanish
 PANDAS_NA = {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",
@@ -51,7 +52,16 @@ def _cell(v) -> object:
     return "" if v is None or (isinstance(v, float) and v != v) else v
 
 
-def stream_tsv(path: Path, frame: pd.DataFrame, data_root: Path) -> None:
+@dataclass(frozen=True)
+class WrittenTsv:
+    """A TSV as written: its manifest facts (sha256, bytes) and its columns as a reader gets them back (every
+    cell the string the file holds, '' where missing; the image column left empty)."""
+
+    facts: dict
+    text: pd.DataFrame
+
+
+def stream_tsv(path: Path, frame: pd.DataFrame, data_root: Path) -> WrittenTsv:
     """Write ``frame`` as a VLMEvalKit TSV, one row at a time: each row's image (the ``image`` column holds the
     rendered file's path) is read and base64-encoded straight into the file, so memory holds one image, not
     the benchmark. Quoting and line ends are pandas.to_csv's (csv.QUOTE_MINIMAL, '\\n'). The base64 text
@@ -61,21 +71,25 @@ def stream_tsv(path: Path, frame: pd.DataFrame, data_root: Path) -> None:
     text = io.StringIO()
     cells_writer = csv.writer(text, delimiter="\t", quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
 
-    def fields(cells: list) -> str:
+    def fields(cells: list) -> bytes:
         text.seek(0)
         text.truncate()
         cells_writer.writerow(cells)
-        return text.getvalue()
+        return text.getvalue().encode("utf-8")
 
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "wb") as raw:
+        fh = HashingWriter(raw)
         fh.write(fields(list(frame.columns)))
         for row in frame.itertuples(index=False, name=None):
             cells = [_cell(v) for v in row]
-            head = fields([*cells[:at], ""])[:-1] if at else ""  # the cells before the image, and its tab
-            tail = fields(["", *cells[at + 1:]]) if at + 1 < len(cells) else "\n"  # its tab, the cells after
-            fh.write(head)
-            fh.write(base64.b64encode((data_root / row[at]).read_bytes()).decode("ascii"))
-            fh.write(tail)
+            fh.write(fields([*cells[:at], ""])[:-1] if at else b"")  # the cells before the image, and its tab
+            fh.write(base64.b64encode((data_root / row[at]).read_bytes()))
+            fh.write(fields(["", *cells[at + 1:]]) if at + 1 < len(cells) else b"\n")  # its tab, the cells after
+    # what the csv module wrote is what a reader parses back: str() of each cell (repr() of a float), '' if missing
+    back = frame.assign(image="").astype(object)
+    for c in back.columns:
+        back[c] = [repr(v) if isinstance(v, float) else str(v) for v in map(_cell, back[c].tolist())]
+    return WrittenTsv(fh.facts(), back)
 
 
 def records(fh) -> Iterator[bytes]:
@@ -95,8 +109,8 @@ def records(fh) -> Iterator[bytes]:
         raise ValueError(f"{getattr(fh, 'name', 'TSV')}: the last record opens a quote it never closes")
 
 
-def write_tsv(bench: pd.DataFrame, data_root: Path, out_dir: Path, name: str) -> list[Path]:
-    paths = []
+def write_tsv(bench: pd.DataFrame, data_root: Path, out_dir: Path, name: str) -> dict[Path, WrittenTsv]:
+    written = {}
     for split in ("val", "test"):
         part = bench[bench["split"] == split].sort_values("index")
         for multi, suffix in ((False, ""), (True, "_MULTI")):
@@ -104,6 +118,5 @@ def write_tsv(bench: pd.DataFrame, data_root: Path, out_dir: Path, name: str) ->
             if rows.empty:  # VLMEvalKit's loader rejects an empty TSV: a split without items has no file
                 continue
             path = out_dir / "tsv" / f"{name}{suffix}_{split.upper()}.tsv"
-            stream_tsv(path, tsv_frame(rows, data_root, with_answer=(split == "val")), data_root)
-            paths.append(path)
-    return paths
+            written[path] = stream_tsv(path, tsv_frame(rows, data_root, with_answer=(split == "val")), data_root)
+    return written

@@ -21,9 +21,10 @@ def file_facts(root: Path, paths: list[Path]) -> dict[str, dict]:
 def write_tsvs(tables: list[tuple[pd.DataFrame, Path, str]], data_root: Path, stage: Path, main: tuple[Path, str]
                ) -> dict[str, dict]:
     """Each (items, folder, name) TSV, then the circular TSVs of ``main`` (its tsv folder and name); returns
-    the sha256 and size of every TSV written, by its path under ``stage``."""
-    before = set(stage.rglob("*.tsv"))
+    the sha256 and size of every TSV written (taken as it was written), by its path under ``stage``."""
+    written = {}
     for items, folder, name in tables:
-        write_tsv(items, data_root, folder, name)
-    write_circular_tsv(*main)
-    return file_facts(stage, sorted(set(stage.rglob("*.tsv")) - before))
+        written.update(write_tsv(items, data_root, folder, name))
+    facts = {path: w.facts for path, w in written.items()}
+    facts.update(write_circular_tsv(*main, written=written))
+    return {p.relative_to(stage).as_posix(): f for p, f in sorted(facts.items())}
