@@ -295,3 +295,27 @@ def test_planes_cut_in_stacks_equal_planes_cut_one_by_one(demo_config, monkeypat
         assert sorted(r["image_id"] for r, _ in got) == sorted(r["image_id"] for r in rows)
         for r, pixels in got:
             assert np.array_equal(pixels, planes.rgb(r)), (ds, r["axis"], r["index"])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_marks_drawn_inside_their_box_equal_marks_drawn_over_the_image(seed):
+    """paint, draw_mask and background work inside the mark's bounding box: the same pixels as the whole-image
+    formulas, for scattered, mirrored (non-contiguous) and empty masks."""
+    from pipelines.render.draw import background, draw_mask, luminance, paint
+    rng = np.random.default_rng(seed)
+    rgb = rng.integers(0, 256, (61, 47, 3), dtype=np.uint8)
+    where = np.zeros((61, 47), bool)
+    if seed:
+        y, x = rng.integers(0, 50, 2)
+        where[y:y + rng.integers(1, 11), x:x + rng.integers(1, 11)] = rng.random((1, 1)) < 2
+        where[rng.integers(0, 61, seed), rng.integers(0, 47, seed)] = True
+    for w in (where, where[:, ::-1]):
+        want = rgb.copy()
+        want[w] = (250, 10, 40)
+        assert np.array_equal(paint(rgb, w, (250, 10, 40)), want)
+        blend = np.clip(np.rint(rgb[w].astype(np.float64) * 0.6 + np.array([0, 200, 90], np.float64) * 0.4), 0, 255)
+        want = rgb.copy()
+        want[w] = blend.astype(np.uint8)
+        assert np.array_equal(draw_mask(rgb, w, (0, 200, 90), 0.4), want)
+        whole = float(luminance(rgb[w] if w.any() else rgb.reshape(-1, 3)).mean())
+        assert background(rgb, w) == whole

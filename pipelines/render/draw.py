@@ -52,9 +52,17 @@ def grow(where: np.ndarray, t: int) -> np.ndarray:
     return cv2.dilate(where.astype(np.uint8), np.ones((2 * t + 1, 2 * t + 1), np.uint8)) > 0
 
 
+def bounds(where: np.ndarray) -> tuple[slice, slice] | None:
+    """The rows and columns holding every True pixel of ``where`` (None when there is none): a mark is small
+    beside its image, so work on its pixels is done inside this box (the same pixels, in the same order)."""
+    x, y, w, h = cv2.boundingRect(np.ascontiguousarray(where).view(np.uint8))
+    return (slice(y, y + h), slice(x, x + w)) if w and h else None
+
+
 def background(rgb: np.ndarray, zone: np.ndarray) -> float:
     """Mean relative luminance of the unmarked image's pixels in ``zone`` (the whole image if empty)."""
-    return float(luminance(rgb[zone] if zone.any() else rgb.reshape(-1, 3)).mean())
+    box = bounds(zone)
+    return float(luminance(rgb[box][zone[box]] if box else rgb.reshape(-1, 3)).mean())
 
 
 def pick_colour(bg: float, s: RenderSettings) -> tuple[str, tuple[int, int, int], float]:
@@ -66,8 +74,10 @@ def pick_colour(bg: float, s: RenderSettings) -> tuple[str, tuple[int, int, int]
 
 def draw_mask(rgb: np.ndarray, mask: np.ndarray, color, alpha: float) -> np.ndarray:
     out = rgb.copy()
-    blend = rgb[mask].astype(np.float64) * (1 - alpha) + np.array(color, np.float64) * alpha
-    out[mask] = np.clip(np.rint(blend), 0, 255).astype(np.uint8)
+    box = bounds(mask)
+    if box:
+        blend = rgb[box][mask[box]].astype(np.float64) * (1 - alpha) + np.array(color, np.float64) * alpha
+        out[box][mask[box]] = np.clip(np.rint(blend), 0, 255).astype(np.uint8)
     return out
 
 
@@ -103,7 +113,9 @@ def mark_pixels(rgb: np.ndarray, colours: list[tuple[int, int, int]]) -> int:
 
 def paint(rgb: np.ndarray, where: np.ndarray, color) -> np.ndarray:
     out = rgb.copy()
-    out[where] = color
+    box = bounds(where)
+    if box:
+        out[box][where[box]] = color
     return out
 
 
@@ -114,8 +126,11 @@ def draw_prompt(rgb: np.ndarray, granularity: str, s: RenderSettings, mask: np.n
         return rgb, {}
     h, w = rgb.shape[:2]
     if bbox is None:
-        ys, xs = np.nonzero(mask)
-        bbox = [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+        box = bounds(mask)
+        if box is None:
+            raise ValueError("nothing to mark: the mask is empty at display size")
+        rows, cols = box
+        bbox = [float(cols.start), float(rows.start), float(cols.stop), float(rows.stop)]
     t = thickness(w, h, s)
     if granularity == "mask":
         drawn = mask
