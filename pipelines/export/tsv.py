@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import csv
 import io
 from collections.abc import Iterator
@@ -10,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import pybase64
 
 from pipelines.records import LETTERS
 from pipelines.storage import HashingWriter, atomic_path
@@ -83,7 +83,7 @@ def stream_tsv(path: Path, frame: pd.DataFrame, data_root: Path) -> WrittenTsv:
         for row in frame.itertuples(index=False, name=None):
             cells = [_cell(v) for v in row]
             fh.write(fields([*cells[:at], ""])[:-1] if at else b"")  # the cells before the image, and its tab
-            fh.write(base64.b64encode((data_root / row[at]).read_bytes()))
+            fh.write(pybase64.b64encode((data_root / row[at]).read_bytes()))  # SIMD: 2x the standard library
             fh.write(fields(["", *cells[at + 1:]]) if at + 1 < len(cells) else b"\n")  # its tab, the cells after
     # what the csv module wrote is what a reader parses back: str() of each cell (repr() of a float), '' if missing
     back = frame.assign(image="").astype(object)

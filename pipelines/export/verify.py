@@ -10,7 +10,6 @@ opted out of a rule in the registry is exempt from that rule here too.
 
 from __future__ import annotations
 
-import binascii
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -21,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+import pybase64
 
 from pipelines.config import PipelineConfig
 from pipelines.export.card import ROI_FOLDER
@@ -94,7 +94,7 @@ def _tsv_rows(out_dir: Path, path: Path, block: int):
             if len(b64) <= 64:  # VLMEvalKit's reference to another row's image (a circular rotation): checked there
                 continue
             yield Payload(path.relative_to(out_dir).as_posix(), int(index), None, None, None, gran,
-                          hashlib.sha256(binascii.a2b_base64(b64)).hexdigest())  # base64.b64decode's own call
+                          hashlib.sha256(pybase64.b64decode(b64)).hexdigest())  # as lenient as base64.b64decode, 4x faster
 
 
 def _cells(column: pa.Array) -> list[memoryview]:
