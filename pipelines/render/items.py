@@ -221,16 +221,18 @@ def render_items(items: pd.DataFrame, datasets: dict[str, DatasetTables],
             regions = t.regions.set_index("region_id", drop=False)
             samples = t.samples.set_index("sample_id", drop=False)
             part = part.assign(sample_id=slices.loc[part["image_id"], "sample_id"].to_numpy())
+            wanted = sorted({m for ids in part["source_region_ids"] for m in ids})
+            members = dict(zip(wanted, regions.loc[wanted].to_dict("records")))  # one conversion, not one per item
             for sample_id, its in part.groupby("sample_id", sort=True):
                 needed = slices.loc[sorted(set(its["image_id"]))]
                 work = [{"item_id": r.item_id, "granularity": r.granularity, "image_id": r.image_id,
                          "answer": getattr(r, "answer", None),
-                         "members": [regions.loc[m].to_dict() for m in r.source_region_ids],
+                         "members": [members[m] for m in r.source_region_ids],
                          "params": json.loads(r.generator_params) if isinstance(r.generator_params, str) else None,
                          "variant": json.loads(r.variant) if isinstance(r.variant, str) else None}
                         for r in its.itertuples(index=False)]
                 jobs.append(SampleJob(samples.loc[sample_id].to_dict(), t.source,
-                                      {i: row.to_dict() for i, row in needed.iterrows()}, work, staging, rel_root))
+                                      dict(zip(needed.index, needed.to_dict("records"))), work, staging, rel_root))
         jobs.sort(key=lambda j: -len(j.items))  # largest first: the workers finish close together (stable)
         outputs = list(ordered_map(_run, [(j, config) for j in jobs], config.benchmark.render_workers,
                                    release=True))
