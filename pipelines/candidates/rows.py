@@ -373,10 +373,12 @@ def dataset_candidates(ds: DatasetRows, elig: Eligibility, config: PipelineConfi
         c = _resolve_all(c, ds, elig, skipped, counting=True)
         frames.append(c.assign(count_label=c["canonical"].where(c["canonical"].notna(), c["raw_label"]),
                                answers=[[str(int(n))] for n in c["count"]]))
+    # row-wise, so finished apart (the same rows): these while the generators may still be running
+    built_in = _finish(pd.concat(frames, ignore_index=True), ds, sl, dims, config) if any(len(f) for f in frames) \
+        else None
     gen, gen_skipped = pending.result() if pending is not None else _generated(ds, elig.vocab, config)
     skipped.update(gen_skipped)
-    parts = [_finish(pd.concat(frames, ignore_index=True), ds, sl, dims, config) if any(len(f) for f in frames) else None,
-             _finish(gen, ds, sl, dims, config) if len(gen) else None]  # row-wise: finished apart, same rows
+    parts = [built_in, _finish(gen, ds, sl, dims, config) if len(gen) else None]
     parts = [p for p in parts if p is not None and len(p)]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=CANDIDATES.names)
 

@@ -30,11 +30,14 @@ def _components(mask: np.ndarray) -> np.ndarray:
     """Pixel areas of the 8-connected pieces of a mask, in raster order of their first pixel. Labelled inside the
     mask's bounding box: the pieces and their raster order are those of the whole plane, for a fraction of the
     pixels (an organ covers a small part of a CT plane)."""
-    m = mask.astype(np.uint8)
-    x, y, w, h = cv2.boundingRect(m)
+    m = mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8)
+    if m.flags.f_contiguous and not m.flags.c_contiguous:  # a decoded RLE is column-major: its transpose is not
+        y, x, h, w = cv2.boundingRect(m.T)  # copied to find the box
+    else:
+        x, y, w, h = cv2.boundingRect(np.ascontiguousarray(m))
     if w == 0 or h == 0:
         return np.zeros(0, np.int32)
-    n, _, stats, _ = cv2.connectedComponentsWithStats(m[y:y + h, x:x + w], connectivity=8)
+    n, _, stats, _ = cv2.connectedComponentsWithStats(np.ascontiguousarray(m[y:y + h, x:x + w]), connectivity=8)
     return stats[1:n, cv2.CC_STAT_AREA]
 
 
