@@ -284,3 +284,21 @@ def test_nearby_labels_are_the_labels_within_the_slab_of_each_plane():
             want = {canonical[r["raw_label"]] for r in regions if r["image_id"] in near and r["kind"] != "image"
                     and r["raw_label"] in canonical}
             assert got[p["image_id"]] == want, (slab, p)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_piece_areas_whatever_the_masks_memory_order(seed):
+    """_components gives the areas of the 8-connected pieces (scipy's labelling, counted by hand below) for a mask
+    in C or Fortran order (a decoded RLE is column-major), bool or 0/1, the same list for each."""
+    from scipy import ndimage
+
+    from pipelines.candidates.generators.pieces import _components
+    rng = np.random.default_rng(seed)
+    mask = rng.random((37, 53)) < 0.08
+    mask[5:9, 40:44] = True
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
+    want = sorted(int((labels == k).sum()) for k in range(1, n + 1))
+    got = [_components(m).tolist() for m in (mask, np.asfortranarray(mask), mask.astype(np.uint8),
+                                              np.asfortranarray(mask.astype(np.uint8)))]
+    assert sorted(got[0]) == want and got[1] == got[2] == got[3] == got[0]
+    assert _components(np.zeros((4, 4), bool)).tolist() == []

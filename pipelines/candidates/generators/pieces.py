@@ -27,9 +27,9 @@ class PlaneFacts:
 
 
 def _components(mask: np.ndarray) -> np.ndarray:
-    """Pixel areas of the 8-connected pieces of a mask, in raster order of their first pixel. Labelled inside the
-    mask's bounding box: the pieces and their raster order are those of the whole plane, for a fraction of the
-    pixels (an organ covers a small part of a CT plane)."""
+    """Pixel areas of the 8-connected pieces of a mask (in OpenCV's labelling order; callers count them and
+    compare each with a threshold). Labelled inside the mask's bounding box: the pieces are those of the whole
+    plane, for a fraction of the pixels (an organ covers a small part of a CT plane)."""
     m = mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8)
     if m.flags.f_contiguous and not m.flags.c_contiguous:  # a decoded RLE is column-major: its transpose is not
         y, x, h, w = cv2.boundingRect(m.T)  # copied to find the box
