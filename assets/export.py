@@ -9,6 +9,7 @@ from assets.gates import opt_outs
 from assets.metadata import thumbnail_b64
 from assets.resources import MedbenchResource
 from assets.select import audit_path
+from assets.workers import WORKER_MODULES
 from pipelines.export.stale import leave_out_unrendered
 from pipelines.run_state import stale_datasets
 from pipelines.validity.leakage import withhold_marked_leaks
@@ -41,8 +42,7 @@ def benchmark_exports(context: dg.AssetExecutionContext, medbench: MedbenchResou
     )
     from pipelines.processes import expect_worker_modules, release_freed_memory
     release_freed_memory()  # the steps before ran in this process: start the export from what is alive
-    # this run's workers: the payload hashing here, then the checks' (scikit-learn, loaded once by the fork server)
-    expect_worker_modules("pipelines.export.verify", "pipelines.validity.exported")
+    expect_worker_modules(*WORKER_MODULES["benchmark_exports"])  # this run's workers
     cfg, layout = medbench.config, medbench.layout
     bench = with_images(medbench)
     stale = stale_datasets(layout.root)

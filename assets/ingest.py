@@ -7,6 +7,7 @@ from assets.changes import dataset_run_versions
 from assets.metadata import table_metadata
 from assets.partitions import datasets_partitions
 from assets.resources import MedbenchResource
+from assets.workers import WORKER_MODULES
 from pipelines.ingest import ingest
 from pipelines.processes import expect_worker_modules
 from pipelines.run_state import record_ingested
@@ -30,7 +31,7 @@ def markdown_counts(counts: dict[str, int], header: str = "reason") -> str:
 )
 def raw_samples(context: dg.AssetExecutionContext, medbench: MedbenchResource) -> dg.MaterializeResult:
     dataset_id = context.partition_key
-    expect_worker_modules("pipelines.sources.volumes", "pipelines.standardize.run")  # this partition's workers
+    expect_worker_modules(*WORKER_MODULES["raw_samples"])  # this partition's workers
     source = medbench.sources.get(dataset_id)
     problems: dict = {}
     version = dataset_run_versions(medbench.sources, medbench.config, [dataset_id], problems)[dataset_id]  # before reading

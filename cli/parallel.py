@@ -13,7 +13,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 
 import dagster as dg
 
-from pipelines.processes import one_thread_each
+from pipelines.processes import one_thread_each, start_workers_early
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -42,6 +42,9 @@ def materialize_assets(keys: list[str], partition: str | None = None, tags: dict
     """One run of the selected assets (with their checks), of one dataset partition when given; '' when the run
     succeeded, else why it failed."""
     from assets.definitions import ALL_ASSETS, ALL_CHECKS, defs
+    from assets.workers import worker_modules
+    if modules := worker_modules(keys):  # the server loads them while the run's first steps go on
+        start_workers_early(*modules)
     res = dg.materialize([*ALL_ASSETS, *ALL_CHECKS], selection=[dg.AssetKey.from_user_string(k) for k in keys],
                          partition_key=partition, instance=dg.DagsterInstance.get(), resources=defs.resources,
                          raise_on_error=False, run_config=QUIET,

@@ -24,7 +24,7 @@ SERVICES = {"pipelines", "errors", "sourcefiles", "textio", "imageio", "volume",
 STAGES = ["sources", "ingest", "standardize", "vocab", "gates", "candidates", "validity", "select", "render",
           "export", "annotate", "publish", "evaluate", "summary"]
 # assets/: shared wiring below the stage modules, the one Definitions object on top.
-ASSET_SHARED = ["partitions", "resources", "metadata", "changes", "automation", "cluster"]
+ASSET_SHARED = ["partitions", "resources", "metadata", "changes", "automation", "cluster", "workers"]
 ASSET_STAGES = ["ingest", "standardize", "vocab", "candidates", "gates", "select", "render", "export", "validity",
                 "annotate", "publish", "evaluate", "sensors"]
 FRONT = ["pipelines", "assets", "cli"]  # pipelines knows neither dagster nor the others; cli may use both

@@ -120,3 +120,23 @@ def test_modules_named_for_the_workers_are_loaded_by_the_fork_server(expected, s
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=100)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == seen
+
+
+@pytest.mark.timeout(120)
+def test_a_server_started_early_is_the_one_the_first_pool_uses():
+    """start_workers_early starts the worker server at once (before any pool) with the modules it names; the first
+    pool then forks its workers from that server, so they have the modules without importing them."""
+    import subprocess
+    import sys
+
+    from pipelines.config import PROJECT_ROOT
+    code = (f"import sys\nsys.path.insert(0, {str(PROJECT_ROOT)!r})\n"
+            "from multiprocessing import forkserver\n"
+            "from pipelines.processes import ordered_map, start_workers_early\nfrom tests.probe_worker import loaded\n"
+            "start_workers_early('colorsys')\n"
+            "pid = forkserver._forkserver._forkserver_pid\n"
+            "print(pid is not None, list(ordered_map(loaded, ['colorsys', 'colorsys'], 2)),\n"
+            "      forkserver._forkserver._forkserver_pid == pid)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=100)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "True [True, True] True"
