@@ -6,6 +6,7 @@ runs, logs and data versions look exactly as if the partitions had run one after
 
 from __future__ import annotations
 
+import gc
 import multiprocessing as mp
 import os
 from collections.abc import Callable
@@ -53,7 +54,10 @@ def materialize_assets(keys: list[str], partition: str | None = None, tags: dict
 
 
 def _forked(workers: int) -> ProcessPoolExecutor:
-    # fork: workers inherit the loaded definitions and the environment (DAGSTER_HOME, MEDBENCH_*)
+    # fork: workers inherit the loaded definitions and the environment (DAGSTER_HOME, MEDBENCH_*); what the build
+    # process holds (its imports) is frozen first, as Python's gc docs advise before a fork: a run's collections
+    # then leave those objects alone (and their pages shared)
+    gc.freeze()
     return ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"))
 
 

@@ -5,6 +5,7 @@ asks for them."""
 from __future__ import annotations
 
 import multiprocessing
+import textwrap
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -140,3 +141,33 @@ def test_a_server_started_early_is_the_one_the_first_pool_uses():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=100)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "True [True, True] True"
+
+
+def test_what_is_alive_at_a_steps_start_is_left_out_of_later_collections():
+    """release_freed_memory collects, then freezes what is alive: later full collections no longer walk it, an
+    object it held is still freed by its reference count once dropped, and garbage made later is still collected."""
+    import subprocess
+    import sys
+
+    from pipelines.config import PROJECT_ROOT
+    code = textwrap.dedent(f"""
+        import gc, sys, weakref
+        sys.path.insert(0, {str(PROJECT_ROOT)!r})
+        from pipelines.processes import release_freed_memory
+        class Node:
+            pass
+        kept = [[i] for i in range(100_000)]
+        plain = Node()
+        gone = weakref.ref(plain)
+        release_freed_memory()
+        frozen = gc.get_freeze_count()
+        del plain  # no cycle: its reference count frees it, frozen or not
+        later = Node(); later.me = later  # a cycle made after the step began
+        seen = weakref.ref(later)
+        del later
+        gc.collect()
+        print(frozen >= 100_000, gone() is None, seen() is None)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=100)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "True True True"
