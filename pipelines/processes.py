@@ -106,10 +106,15 @@ def lean_context(also: tuple[str, ...] = ()) -> multiprocessing.context.BaseCont
     return multiprocessing.get_context("forkserver")
 
 
-def _one_opencv_thread() -> None:
-    """A worker's initializer: OpenCV's pool is made on first use, so setting it here resizes nothing."""
+def _worker_start() -> None:
+    """A lean worker's initializer. OpenCV at one thread (its pool is made on first use, so setting it here resizes
+    nothing), and what the worker starts with (the server's imports) frozen (`gc.freeze`), so that its full
+    collections walk only what its jobs make (0.4 of 0.5 s of collections per described volume)."""
+    import gc
+
     import cv2
     cv2.setNumThreads(1)
+    gc.freeze()
 
 
 @contextmanager
@@ -164,7 +169,7 @@ def _worker_pool(fns: list[Callable], workers: int) -> Iterator[ProcessPoolExecu
     forked = ctx.get_start_method() == "fork"  # forked workers take their thread limits from this process
     with one_thread_each() if forked else nullcontext(), \
             ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
-                                initializer=None if forked else _one_opencv_thread) as pool:
+                                initializer=None if forked else _worker_start) as pool:
         yield pool
 
 

@@ -171,3 +171,11 @@ def test_what_is_alive_at_a_steps_start_is_left_out_of_later_collections():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=100)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "True True True"
+
+
+def test_a_lean_worker_leaves_its_inherited_imports_out_of_its_collections():
+    """Each lean worker freezes what it starts with (the server's imports: numpy, pandas, OpenCV...), so its own
+    collections walk only what its jobs make."""
+    from pipelines.processes import ordered_map
+    from tests.probe_worker import frozen
+    assert all(n > 10_000 for n in ordered_map(frozen, [0, 1], 2))
