@@ -145,7 +145,8 @@ def test_a_server_started_early_is_the_one_the_first_pool_uses():
 
 def test_what_is_alive_at_a_steps_start_is_left_out_of_later_collections():
     """release_freed_memory collects, then freezes what is alive: later full collections no longer walk it, an
-    object it held is still freed by its reference count once dropped, and garbage made later is still collected."""
+    object it held is still freed by its reference count once dropped, and garbage made later is still collected
+    (full collections come less often, not never)."""
     import subprocess
     import sys
 
@@ -166,11 +167,11 @@ def test_what_is_alive_at_a_steps_start_is_left_out_of_later_collections():
         seen = weakref.ref(later)
         del later
         gc.collect()
-        print(frozen >= 100_000, gone() is None, seen() is None)
+        print(frozen >= 100_000, gone() is None, seen() is None, gc.get_threshold()[2])
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=100)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == "True True True"
+    assert out.stdout.strip() == "True True True 100"  # full collections a tenth as often as Python's default
 
 
 def test_a_lean_worker_leaves_its_inherited_imports_out_of_its_collections():
