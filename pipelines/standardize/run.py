@@ -13,9 +13,9 @@ import hashlib
 import json
 import shutil
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Iterator
 
 import cv2
 import numpy as np
