@@ -205,8 +205,8 @@ def _lighter_collections() -> None:
     """What is alive now (the imports, caches such as MeSH, what earlier steps keep) is frozen (`gc.freeze`), and
     full collections come a tenth as often. A step that builds millions of objects (candidate rows) set off a
     full collection every few hundred thousand allocations, each walking everything alive: 2.5 s of the
-    candidates step at real size, 0.4 s with both (the collection at the step's start included). Cycles still go, a full collection later; most of what a
-    step drops has none and is freed at once by its reference count."""
+    candidates step at real size, 0.4 s with both (the collection at the step's start included). Cycles still
+    go, a full collection later; most of what a step drops has none and is freed at once by its reference count."""
     import gc
     gc.freeze()
     young, middle, _ = gc.get_threshold()

@@ -27,7 +27,6 @@ class FoldedTexts:
         terms = [list(analyzer(t)) for t in distinct]
         vocab = sorted({t for ts in terms for t in ts})
         number = {t: i for i, t in enumerate(vocab)}
-        self.size = len(vocab)
         self.doc = codes.astype(np.int64)  # row -> distinct text
         lens = np.array([len(ts) for ts in terms], np.int64)
         self.ptr = np.concatenate([[0], np.cumsum(lens)])  # distinct text -> its terms in self.terms
@@ -44,8 +43,8 @@ class FoldedTexts:
     def _counts(self, n: int, owner: np.ndarray, col: np.ndarray, order_key: np.ndarray | None,
                 width: int) -> csr_matrix:
         """Rows of term counts; entries of a row ordered by ``order_key`` of their column (sorted when None)."""
-        pair, count = np.unique(owner * max(width, 1) + col, return_counts=True)
-        row, col = pair // max(width, 1), pair % max(width, 1)
+        pair, count = np.unique(owner * width + col, return_counts=True)  # width >= 1: split refuses no terms
+        row, col = pair // width, pair % width
         if order_key is not None:
             keep = np.lexsort((order_key[col], row))
             row, col, count = row[keep], col[keep], count[keep]
