@@ -76,6 +76,11 @@ def file_sha256(path: Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
+def file_facts(root: Path, paths: list[Path]) -> dict[str, dict]:
+    """sha256 and size of each file, by its path under ``root`` (the manifest's entries)."""
+    return {p.relative_to(root).as_posix(): {"sha256": file_sha256(p), "bytes": p.stat().st_size} for p in paths}
+
+
 def atomic_write_table(table: pa.Table, path: Path) -> Path:
     """Write a Parquet file atomically with deterministic settings (no timestamps in it)."""
     with atomic_path(path) as tmp:

@@ -13,10 +13,10 @@ from pipelines.export.card import CONFIG_FOLDERS, build_card
 from pipelines.export.lmms_eval import write_lmms_eval_task
 from pipelines.export.parquet import FEATURES, answer_key, write_parquet
 from pipelines.export.charts import summary
-from pipelines.export.tsv_files import file_facts, write_tsvs
+from pipelines.export.tsv_files import write_tsvs
 from pipelines.processes import run_beside
 from pipelines.sources.registry import registry_of
-from pipelines.storage import atomic_write_bytes, staged_dir
+from pipelines.storage import atomic_write_bytes, file_facts, staged_dir
 from pipelines.vocab.tree import lexical_tree, offered_options, tree_html, tree_json
 
 

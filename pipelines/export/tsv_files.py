@@ -10,12 +10,6 @@ import pandas as pd
 
 from pipelines.export.circular import write_circular_tsv
 from pipelines.export.tsv import write_tsv
-from pipelines.storage import file_sha256
-
-
-def file_facts(root: Path, paths: list[Path]) -> dict[str, dict]:
-    """sha256 and size of each file, by its path under ``root`` (the manifest's entries)."""
-    return {p.relative_to(root).as_posix(): {"sha256": file_sha256(p), "bytes": p.stat().st_size} for p in paths}
 
 
 def write_tsvs(tables: list[tuple[pd.DataFrame, Path, str]], data_root: Path, stage: Path, main: tuple[Path, str]
