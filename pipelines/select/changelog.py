@@ -27,12 +27,13 @@ def changelog(before: pd.DataFrame | None, after: pd.DataFrame, fates: dict[str,
         return {**_summary(added, [], []), "first_build": True}
     before = before[before["subset"] == "main"] if "subset" in before else before
     old, new = before.set_index("item_id"), after.set_index("item_id")
-    added = [{"item_id": i, "dataset_id": new.at[i, "dataset_id"],
-              "reason": "dataset added" if new.at[i, "dataset_id"] not in set(before["dataset_id"]) else "selected"}
-             for i in sorted(set(new.index) - set(old.index))]
+    known = set(before["dataset_id"])
+    fresh = sorted(set(new.index) - set(old.index))
+    added = [{"item_id": i, "dataset_id": ds, "reason": "dataset added" if ds not in known else "selected"}
+             for i, ds in zip(fresh, new.loc[fresh, "dataset_id"].tolist())]
     removed = []
-    for i in sorted(set(old.index) - set(new.index)):
-        ds, unit = old.at[i, "dataset_id"], old.at[i, "unit_id"]
+    gone = sorted(set(old.index) - set(new.index))
+    for i, ds, unit in zip(gone, old.loc[gone, "dataset_id"].tolist(), old.loc[gone, "unit_id"].tolist()):
         if ds not in registry_ids:
             why = "dataset removed from the registry"
         elif unit in fates:
@@ -42,12 +43,15 @@ def changelog(before: pd.DataFrame | None, after: pd.DataFrame, fates: dict[str,
         else:
             why = "not selected"
         removed.append({"item_id": i, "dataset_id": ds, "reason": why})
+    both = sorted(set(old.index) & set(new.index))
+    # one column at a time, as lists: a cell lookup per item and field cost seconds on a few thousand items
+    differs = {c: [not _same(a, b) for a, b in zip(old.loc[both, c].tolist(), new.loc[both, c].tolist())]
+               for c in COMPARED if c in old and c in new}
     changed = []
-    for i in sorted(set(old.index) & set(new.index)):
-        fields = [c for c in COMPARED if c in old and c in new and not _same(old.at[i, c], new.at[i, c])]
+    for n, (i, ds) in enumerate(zip(both, new.loc[both, "dataset_id"].tolist())):
+        fields = [c for c, d in differs.items() if d[n]]
         if fields:
-            changed.append({"item_id": i, "dataset_id": new.at[i, "dataset_id"], "reason": "changed",
-                            "fields": fields})
+            changed.append({"item_id": i, "dataset_id": ds, "reason": "changed", "fields": fields})
     return _summary(added, removed, changed)
 
 
