@@ -273,6 +273,7 @@ def test_changelog_names_what_moved_and_why():
                            "split": "test"})
     after = before.iloc[[0, 1]].copy()
     after.loc[1, "answer"] = "B"
+    after.loc[0, "C"] = float("nan")  # a missing option read back as NaN is no change
     after = pd.concat([after, pd.DataFrame([{**before.iloc[0].to_dict(), "item_id": "e", "unit_id": "ue",
                                              "dataset_id": "z"}])], ignore_index=True)
     log = changelog(before, after, {"uc": "cross_dataset_cap"}, {"x", "y", "z"}, {"ua", "ub", "uc", "ue"})
@@ -280,5 +281,8 @@ def test_changelog_names_what_moved_and_why():
     assert {r["item_id"]: r["reason"] for r in log["removed"]} == {"c": "cross_dataset_cap",
                                                                     "d": "dataset removed from the registry"}
     assert log["changed"] == [{"item_id": "b", "dataset_id": "x", "reason": "changed", "fields": ["answer"]}]
+    after.loc[0, ["question", "D"]] = ["q?", "3"]  # two fields of one item, reported in the compared order
+    assert changelog(before, after, {}, {"x", "y", "z"}, set())["changed"][0] == {
+        "item_id": "a", "dataset_id": "x", "reason": "changed", "fields": ["question", "D"]}
     assert log["added"] == [{"item_id": "e", "dataset_id": "z", "reason": "dataset added"}]
     assert changelog(None, after, {}, {"x"}, set())["first_build"]
