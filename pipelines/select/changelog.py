@@ -44,11 +44,12 @@ def changelog(before: pd.DataFrame | None, after: pd.DataFrame, fates: dict[str,
             why = "not selected"
         removed.append({"item_id": i, "dataset_id": ds, "reason": why})
     both = sorted(set(old.index) & set(new.index))
+    was, now = old.loc[both], new.loc[both]  # the kept items aligned once
     # one column at a time, as lists: a cell lookup per item and field cost seconds on a few thousand items
-    differs = {c: [not _same(a, b) for a, b in zip(old.loc[both, c].tolist(), new.loc[both, c].tolist())]
+    differs = {c: [not _same(a, b) for a, b in zip(was[c].tolist(), now[c].tolist())]
                for c in COMPARED if c in old and c in new}
     changed = []
-    for n, (i, ds) in enumerate(zip(both, new.loc[both, "dataset_id"].tolist())):
+    for n, (i, ds) in enumerate(zip(both, now["dataset_id"].tolist())):
         fields = [c for c, d in differs.items() if d[n]]
         if fields:
             changed.append({"item_id": i, "dataset_id": ds, "reason": "changed", "fields": fields})
