@@ -11,7 +11,7 @@ from functools import partial
 import dagster as dg
 
 from assets.resources import MedbenchResource
-from pipelines.processes import release_freed_memory, run_beside
+from pipelines.processes import release_freed_memory, run_spread
 from pipelines.select.dedupe import same_folder_pairs
 from pipelines.validity import exported as ex
 
@@ -33,6 +33,8 @@ DESCRIPTIONS = {
     "blind_readers_near_chance": "text-only, options-only and metadata-prior readers re-fitted on the exported "
                                  "files (folds by image) stay within the blind margins on test",
 }
+# the short checks, queued after the column fits in this order (the others, longer, go before them)
+LAST = ["card_matches_files", "key_priors_within_margin", "val_split_is_usable", "one_source_one_identity"]
 SPECS = [dg.AssetCheckSpec(name, asset=ASSET, blocking=name not in WARN, description=text)
          for name, text in DESCRIPTIONS.items()]
 
@@ -104,15 +106,23 @@ def _result(name: str, r: dict, pairs: list[tuple[str, str]]) -> dg.AssetCheckRe
                       description="the exported files judged as a reader gets them (see each check)")
 def exported_files_judged(context: dg.AssetCheckExecutionContext, medbench: MedbenchResource):
     release_freed_memory(collect=False)  # the export ran in this process: start from what is alive
+    workers = medbench.config.benchmark.render_workers
     wanted = {k.name for k in context.selected_asset_check_keys}
     out = medbench.layout.root / "benchmark"
     pairs = _root_pairs(medbench)
     jobs = {n: job for n, job in _jobs(medbench, out, pairs).items() if n in wanted}
-    columns = "no_key_in_public_columns" in wanted
-    main, found = run_beside(
-        lambda: ex.column_leaks(out, seed=medbench.config.seed, workers=medbench.config.benchmark.render_workers)
-        if columns else None, list(jobs.values()), medbench.config.benchmark.render_workers)
-    reports = {**dict(zip(jobs, found)), **({"no_key_in_public_columns": main} if columns else {})}
+    columns = ex.column_jobs(out, seed=medbench.config.seed, parts=2 * workers) \
+        if "no_key_in_public_columns" in wanted else None
+    # one queue over the workers, the long jobs first (decoding images, fitting readers, then the column fits), so
+    # that no core waits on one long job at the end
+    long, short = [n for n in jobs if n not in LAST], [n for n in LAST if n in jobs]
+    fits = columns.jobs if columns else []
+    found = run_spread([jobs[n] for n in long] + fits + [jobs[n] for n in short], workers)
+    reports = dict(zip(long + short, found[:len(long)] + found[len(long) + len(fits):]))
+    if columns:
+        scored = found[len(long):len(long) + len(fits)]
+        failures = [r for r in scored if isinstance(r, BaseException)]
+        reports["no_key_in_public_columns"] = failures[0] if failures else columns.report(scored)
     failed = [(n, r) for n, r in reports.items() if isinstance(r, BaseException)]
     for name in DESCRIPTIONS:  # every check that ran is recorded before a failed one ends the step
         if name in reports and not isinstance(reports[name], BaseException):

@@ -201,6 +201,13 @@ def run_beside(main: Callable[[], T], jobs: list[tuple[Callable, tuple]], worker
 FULL_COLLECTION_EVERY = 100  # young collections between two full ones (Python's default: 10)
 
 
+def run_spread(jobs: list[tuple[Callable, tuple]], workers: int) -> list:
+    """Each job (function, arguments) over ``workers`` processes, taken in list order as workers come free (put the
+    long ones first), or all here when ``workers`` < 2; each job's result in job order, or the exception it raised
+    (checked by the caller)."""
+    return run_beside(lambda: None, jobs, workers, spread=workers)[1]
+
+
 def _lighter_collections() -> None:
     """What is alive now (the imports, caches such as MeSH, what earlier steps keep) is frozen (`gc.freeze`), and
     full collections come a tenth as often. A step that builds millions of objects (candidate rows) set off a

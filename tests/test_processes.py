@@ -105,6 +105,21 @@ def test_jobs_beside_run_in_another_process_while_main_runs_and_failures_come_ba
     assert found[0][1] < found[1][2] and found[1][1] < found[0][2] and found[0][1] < main[2]  # all at once
 
 
+def test_a_spread_queue_keeps_two_workers_busy_and_returns_results_in_job_order():
+    import os
+
+    from pipelines.processes import run_spread
+    from tests.probe_worker import pid_after, refuse
+    # a long job first, then three short ones: the other worker takes the short ones while the long one runs
+    found = run_spread([(pid_after, (1.2,)), (pid_after, (0.3,)), (refuse, ("planted",)), (pid_after, (0.3,))], 2)
+    long, short, failed, last = found
+    assert os.getpid() not in {long[0], short[0], last[0]} and long[0] != short[0]
+    assert short[0] == last[0] and last[2] < long[2]  # both short jobs ran in the other worker before the long ended
+    assert isinstance(failed, ValueError) and "planted" in str(failed)
+    here = run_spread([(pid_after, (0.0,)), (pid_after, (0.0,))], 1)
+    assert here[0][0] == here[1][0] == os.getpid() and here[0][2] <= here[1][1]  # one worker: here, in order
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("expected, seen", [(False, "[False, False]"), (True, "[True, True]")])
 def test_modules_named_for_the_workers_are_loaded_by_the_fork_server(expected, seen):

@@ -89,6 +89,15 @@ def test_a_leaky_public_column_is_caught(copy):
     assert leaky["columns"]["generator_params"]["alone"] > 0.9
 
 
+def test_the_column_check_cut_into_jobs_reports_what_one_job_does(export):
+    """The check's columns dealt over jobs (each building its own option rows and folds) give the report of one job
+    scoring every column: how the columns are dealt never changes a figure."""
+    whole = ex.column_leaks(export)
+    plan = ex.column_jobs(export, parts=4)
+    assert len(plan.jobs) == 4 and sorted(map(str, plan.judged)) == sorted(["None", *whole["columns"]])
+    assert plan.report([fn(*args) for fn, args in plan.jobs]) == whole
+
+
 def test_a_constant_key_task_is_caught(copy):
     assert ex.modal_keys(copy)["over"] == []
     key = pd.read_parquet(copy / "private" / "answer_key.parquet").set_index("index")
@@ -124,6 +133,29 @@ def test_a_mirrored_main_image_is_caught(copy):
     assert r["items"] == 3  # the mirrored pair (both images mirror each other) and the stem that says so
     # with the render step's keys: the mirrored image is no rendered file, so it is decoded and still caught
     assert ex.mirrored_in_main(copy, rendered_keys=rendered) == r
+
+
+def test_copies_of_one_image_are_no_mirrors_until_its_mirror_joins_them(copy):
+    """Two items showing one image file are not a mirrored pair (nothing to decode); once a third item shows that
+    image mirrored, all three are (each copy's mirror is in the export)."""
+    def same_file(df):
+        df.at[1, "image"] = dict(df.at[0, "image"])
+        return df
+    _rewrite(copy, same_file, "test")
+    assert ex.mirrored_in_main(copy)["items"] == 0
+
+    def plus_mirror(df):
+        first = np.asarray(Image.open(io.BytesIO(df.at[0, "image"]["bytes"])).convert("RGB"))
+        assert not np.array_equal(first, first[:, ::-1])  # not symmetric: its mirror is another image
+        buf = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(first[:, ::-1])).save(buf, format="PNG")
+        df.at[2, "image"] = {"bytes": buf.getvalue(), "path": "x.png"}
+        return df
+    _rewrite(copy, plus_mirror, "test")
+    r = ex.mirrored_in_main(copy)
+    shards = sorted((copy / "data").glob("test*.parquet"))
+    first_rows = pq.read_table(shards[0], columns=["index"])["index"].to_pylist()[:3]
+    assert r["items"] == 3 and r["examples"] == sorted(first_rows)
 
 
 def test_mirror_key_is_shared_with_the_mirror_only():

@@ -18,6 +18,7 @@ import hashlib
 import io
 import math
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -68,28 +69,6 @@ def _numbers(text: str) -> frozenset[str]:
     return frozenset(re.findall(r"\d+(?:\.\d+)?", text))
 
 
-def _option_frame(rows: pd.DataFrame, column: str, with_question: bool) -> pd.DataFrame:
-    out = []
-    names = ["index", "image_id", "question", "key_answer", column, *LETTERS]
-    for r in zip(*(rows[c].tolist() for c in names)):  # tolist: one conversion per column, not per cell
-        r = dict(zip(names, r))
-        value = "" if r[column] is None or (isinstance(r[column], float) and np.isnan(r[column])) else str(r[column])
-        low = value.lower()
-        in_value = _numbers(low)
-        text = f"{value} || {r['question']}" if with_question else value
-        k = sum(isinstance(r[x], str) and bool(r[x]) for x in LETTERS)
-        for i, c in enumerate(LETTERS):
-            opt = r[c]
-            if not isinstance(opt, str) or not opt:
-                continue
-            o = opt.lower()
-            nums = _numbers(o)
-            out.append({"item": r["index"], "group": r["image_id"], "pos": i, "text": text,
-                        "contains": float(bool(o) and o in low), "number": float(bool(nums) and nums <= in_value),
-                        "k": k, "correct": c == r["key_answer"]})
-    return pd.DataFrame(out)
-
-
 _ANALYSE = TfidfVectorizer(ngram_range=(1, 1), token_pattern=r"[^\s|,;:{}\[\]\"']+").build_analyzer()
 
 
@@ -105,70 +84,146 @@ def _crossed(value: str) -> list[str]:
     return [f"{pos}|{t}" for t in _tokens(text)] + [f"{pos}|~"]
 
 
+class _OptionRows:
+    """The option rows of the single-answer public rows (item, image, letter position, options offered, whether it
+    is the key, its lower-cased text and numbers) and the folds over them: all the same for every public column,
+    so the column check builds them once per export and only each column's text and matches per column."""
+
+    def __init__(self, rows: pd.DataFrame, folds: int):
+        self.rows = _single(rows)
+        cells = [self.rows[c].tolist() for c in ("index", "image_id", "key_answer", *LETTERS)]
+        owner, item, group, pos, k, correct, text = [], [], [], [], [], [], []
+        for r, (index, image, key, *opts) in enumerate(zip(*cells)):
+            offered = [i for i, o in enumerate(opts) if isinstance(o, str) and o]
+            for i in offered:
+                owner.append(r), item.append(index), group.append(image), pos.append(i)
+                k.append(len(offered)), correct.append(LETTERS[i] == key), text.append(opts[i].lower())
+        self.owner, self.pos, self.options = np.array(owner, np.int64), pos, text
+        self.item, self.correct = pd.Series(item), np.array(correct, bool)
+        firsts = pd.DataFrame({"item": item, "group": group, "k": k}).groupby("item")
+        self.chance = float(np.mean(1.0 / firsts["k"].first())) if item else 0.0
+        groups = firsts["group"].first()
+        items = groups.index.to_numpy()
+        self.folds: list[tuple[np.ndarray, np.ndarray]] = []
+        if min(folds, groups.nunique()) >= 2:
+            for train_i, test_i in GroupKFold(n_splits=min(folds, groups.nunique())).split(items,
+                                                                                            groups=groups.to_numpy()):
+                tr = np.flatnonzero(self.item.isin(items[train_i]).to_numpy())
+                te = np.flatnonzero(self.item.isin(items[test_i]).to_numpy())
+                if len(np.unique(self.correct[tr])) >= 2:
+                    self.folds.append((tr, te))
+
+    def accuracy(self, values: list[str], with_question: bool, seed: int) -> float:
+        """Cross-fitted accuracy of a model that picks an option from one column's values (one per row, '' when
+        missing), and the question when ``with_question``: the text's tokens crossed with the option's letter, and
+        whether the option's text or number appears in the value. Folds group items by image."""
+        questions = self.rows["question"].tolist()
+        texts, matches = [], np.zeros((len(self.pos), 2))
+        for j, (r, o) in enumerate(zip(self.owner.tolist(), self.options)):
+            value = values[r]
+            low = value.lower()
+            nums = _numbers(o)
+            texts.append(f"{self.pos[j]}\x1f{value} || {questions[r]}" if with_question else f"{self.pos[j]}\x1f{value}")
+            matches[j] = (float(bool(o) and o in low), float(bool(nums) and nums <= _numbers(low)))
+        words = FoldedTexts(texts, _crossed)
+        hits: list[bool] = []
+        for tr, te in self.folds:
+            words_tr, words_te = words.split(tr, te)
+            x_tr = hstack([words_tr, csr_matrix(matches[tr])]).tocsr()
+            x_te = hstack([words_te, csr_matrix(matches[te])]).tocsr()
+            model = LogisticRegression(C=1.0, max_iter=2000, random_state=seed).fit(x_tr, self.correct[tr])
+            score = pd.Series(model.predict_proba(x_te)[:, 1])
+            best = score.groupby(self.item.iloc[te].to_numpy()).idxmax().to_numpy()  # the first best of each item
+            hits += self.correct[te][best].tolist()
+        return float(np.mean(hits)) if hits else 0.0
+
+
+def _values(rows: pd.DataFrame, column: str | None) -> list[str]:
+    """A column's cells as the text the model reads ('' when missing; every cell when ``column`` is None)."""
+    if column is None:
+        return [""] * len(rows)
+    return ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in rows[column].tolist()]
+
+
 def column_accuracy(rows: pd.DataFrame, column: str | None, with_question: bool = False, folds: int = 3,
                     seed: int = 0) -> tuple[float, float]:
-    """(cross-fitted accuracy, chance) of a model that picks an option from one public column (and the question):
-    its tokens crossed with the option's letter, and whether the option's text or number appears in it. Folds
-    group items by image. ``column=None`` gives the reference model: the letters alone (a letter prior)."""
-    rows = _single(rows)
-    if column is None:
-        rows, column = rows.assign(_none=""), "_none"
-    f = _option_frame(rows, column, with_question)
-    if f.empty:
+    """(cross-fitted accuracy, chance) of a model that picks an option from one public column (and the question),
+    see :meth:`_OptionRows.accuracy`. ``column=None`` gives the reference model: the letters alone (a letter
+    prior)."""
+    options = _OptionRows(rows, folds)
+    if not options.pos:
         return 0.0, 0.0
-    chance = float(np.mean(1.0 / f.groupby("item")["k"].first()))
-    groups = f.groupby("item")["group"].first()
-    n = min(folds, groups.nunique())
-    if n < 2:
-        return 0.0, chance
-    items = groups.index.to_numpy()
-    texts = FoldedTexts([f"{p}\x1f{t}" for p, t in zip(f["pos"].tolist(), f["text"].tolist())], _crossed)
-    hits = []
-    for train_i, test_i in GroupKFold(n_splits=n).split(items, groups=groups.to_numpy()):
-        in_tr, in_te = f["item"].isin(items[train_i]).to_numpy(), f["item"].isin(items[test_i]).to_numpy()
-        tr, te = f[in_tr], f[in_te]
-        if tr["correct"].nunique() < 2:
+    return options.accuracy(_values(options.rows, column), with_question, seed), options.chance
+
+
+def _column_scores(job: tuple) -> list[tuple[float, float, float]]:
+    """(alone, with the question, chance) of each of some public columns (None: the letters alone): one job of
+    :func:`column_leaks`, the option rows and folds built once for all of them."""
+    rows, columns, folds, seed = job
+    options = _OptionRows(rows, folds)
+    out = []
+    for col in columns:
+        if not options.pos:
+            out.append((0.0, 0.0, 0.0))
             continue
-        words_tr, words_te = texts.split(np.flatnonzero(in_tr), np.flatnonzero(in_te))
-        x_tr = hstack([words_tr, csr_matrix(tr[["contains", "number"]].to_numpy())]).tocsr()
-        x_te = hstack([words_te, csr_matrix(te[["contains", "number"]].to_numpy())]).tocsr()
-        model = LogisticRegression(C=1.0, max_iter=2000, random_state=seed).fit(x_tr, tr["correct"])
-        te = te.assign(score=model.predict_proba(x_te)[:, 1])
-        best = te.loc[te.groupby("item")["score"].idxmax()]
-        hits += best["correct"].tolist()
-    return (float(np.mean(hits)) if hits else 0.0), chance
+        values = _values(options.rows, col)
+        alone = options.accuracy(values, False, seed)
+        joint = options.accuracy(values, True, seed) if col not in (None, "question") else alone
+        out.append((alone, joint, options.chance))
+    return out
 
 
-def _column_scores(job: tuple) -> tuple[float, float, float]:
-    """(alone, with the question, chance) of one public column: one job of :func:`column_leaks`."""
-    rows, col, folds, seed = job
-    alone, chance = column_accuracy(rows, col, False, folds, seed)
-    joint, _ = column_accuracy(rows, col, True, folds, seed) if col not in (None, "question") else (alone, chance)
-    return alone, joint, chance
+@dataclass
+class ColumnJobs:
+    """The public-column check cut into jobs: ``jobs`` are (function, arguments) pairs, each scoring a few columns
+    (None: the letters alone), to run anywhere; :meth:`report` reads their results, in job order."""
+    judged: list[str | None]
+    items: int
+    jobs: list[tuple]
+
+    def report(self, results: list, margin: float = 0.02, z: float = 3.0) -> dict:
+        """Per public column of the main config: accuracy alone and with the question, vs chance; ``leaking`` names
+        every column above both chance and the letters-alone model (a letter prior is the letter balance check's
+        to judge, not a column's; on a balanced export the two references coincide) by more than ``margin`` and by
+        more than ``z`` standard errors of an accuracy at that reference over this many items, so that a small
+        export's noise (a dozen items) is not read as a leak while a real one (a key in a column) still stands
+        far above."""
+        if not self.judged:
+            return {"columns": {}, "leaking": [], "letters_alone": 0.0}
+        found = {c: s for (_, (job,)), got in zip(self.jobs, results) for c, s in zip(job[1], got)}
+        letters = found[None][0]
+        report, leaking = {}, []
+        n = self.items
+        for col in self.judged[1:]:
+            alone, joint, chance = found[col]
+            report[col] = {"alone": round(alone, 4), "with_question": round(joint, 4), "chance": round(chance, 4)}
+            ref = max(chance, letters)
+            if max(alone, joint) > ref + max(margin, z * math.sqrt(ref * (1 - ref) / n)):
+                leaking.append(col)
+        return {"columns": report, "leaking": leaking, "letters_alone": round(letters, 4), "items": n}
+
+
+def column_jobs(out: Path, folds: int = 3, seed: int = 0, parts: int = 1) -> ColumnJobs:
+    """The public columns of the main config to judge, dealt over ``parts`` jobs: the costly ones (many distinct
+    values: many terms) first and round the jobs, each job carrying only the columns it reads."""
+    rows = public_rows(out)
+    if rows.empty:
+        return ColumnJobs([], 0, [])
+    judged = [None, *(c for c in rows.columns if not c.startswith("key_") and c not in NOT_JUDGED
+                      and c not in ("image_id", "source_path"))]
+    order = sorted(judged, key=lambda c: -(rows[c].nunique() if c else 0))
+    shares = [order[i::max(1, parts)] for i in range(max(1, parts))]
+    needed = ["index", "image_id", "question", "key_answer", "multi_answer", *LETTERS]
+    return ColumnJobs(judged, len(rows), [
+        (_column_scores, ((rows[list(dict.fromkeys([*needed, *(c for c in share if c)]))], share, folds, seed),))
+        for share in shares if share])
 
 
 def column_leaks(out: Path, margin: float = 0.02, folds: int = 3, seed: int = 0, z: float = 3.0,
                  workers: int = 1) -> dict:
-    """Per public column of the main config: accuracy alone and with the question, vs chance; ``leaking`` names
-    every column above both chance and the letters-alone model (a letter prior is the letter balance check's to
-    judge, not a column's; on a balanced export the two references coincide) by more than ``margin`` and by more
-    than ``z`` standard errors of an accuracy at that reference over this many items, so that a small export's
-    noise (a dozen items) is not read as a leak while a real one (a key in a column) still stands far above."""
-    rows = public_rows(out)
-    if rows.empty:
-        return {"columns": {}, "leaking": [], "letters_alone": 0.0}
-    cols = [c for c in rows.columns if not c.startswith("key_") and c not in NOT_JUDGED
-            and c not in ("image_id", "source_path")]
-    scores = list(ordered_map(_column_scores, [(rows, c, folds, seed) for c in [None, *cols]], workers))
-    letters = scores[0][0]
-    report, leaking = {}, []
-    n = len(rows)
-    for col, (alone, joint, chance) in zip(cols, scores[1:]):
-        report[col] = {"alone": round(alone, 4), "with_question": round(joint, 4), "chance": round(chance, 4)}
-        ref = max(chance, letters)
-        if max(alone, joint) > ref + max(margin, z * math.sqrt(ref * (1 - ref) / n)):
-            leaking.append(col)
-    return {"columns": report, "leaking": leaking, "letters_alone": round(letters, 4), "items": n}
+    """The public-column check (:meth:`ColumnJobs.report`), its jobs over ``workers`` processes."""
+    plan = column_jobs(out, folds, seed, workers)
+    return plan.report(list(ordered_map(_column_scores, [args[0] for _, args in plan.jobs], workers)), margin, z)
 
 
 def modal_keys(out: Path, margin: float = 0.15, min_items: int = 30) -> dict:
@@ -209,8 +264,8 @@ def mirrored_in_main(out: Path, flipped_phrase: str = "mirrored left to right",
     """Main items that show a mirrored image: the stem says so, or the image is the left-right mirror of another
     main image (a symmetric image, its own mirror, does not count).
 
-    Images that mirror each other share a `mirror_key`; only images that share one with another are decoded and
-    compared pixel for pixel. ``rendered_keys`` (sha256 of a rendered PNG file -> its key, from rendered_items)
+    Images that mirror each other share a `mirror_key`; only images that share one with another image file (other
+    bytes) are decoded and compared pixel for pixel. ``rendered_keys`` (sha256 of a rendered PNG file -> its key, from rendered_items)
     spares decoding an exported image whose bytes are those of a rendered file; any other image is decoded for
     its key, so an image changed after rendering is still judged by its own pixels."""
     phrase, known = flipped_phrase.lower(), rendered_keys or {}
@@ -219,9 +274,11 @@ def mirrored_in_main(out: Path, flipped_phrase: str = "mirrored left to right",
         data = r["image"]["bytes"]
         if phrase in (r["question"] or "").lower():
             said.append(r["index"])
-        key = known.get(hashlib.sha256(data).hexdigest()) or mirror_key(decode_png(data))
-        by_key.setdefault(key, []).append(r["index"])
-    shared = {i for group in by_key.values() if len(group) > 1 for i in group}
+        sha = hashlib.sha256(data).hexdigest()
+        by_key.setdefault(known.get(sha) or mirror_key(decode_png(data)), []).append((r["index"], sha))
+    # a group of one file's copies holds no pair of mirrors: its images are equal, so a member's mirror is its own
+    # (a symmetric image, which does not count), and no image of another group can be it (mirrors share a key)
+    shared = {i for group in by_key.values() if len({sha for _, sha in group}) > 1 for i, _ in group}
     shown = [(r["index"], *_pixel_shas(r["image"]["bytes"])) for r in _shard_rows(out, "data", ["index", "image"])
              if r["index"] in shared] if shared else []
     plain: dict[str, list] = {}
