@@ -29,44 +29,48 @@ def export_all(bench: pd.DataFrame, figures: dict, data_root: Path, out_dir: Pat
                withheld: list[str] | None = None) -> dict:
     """Build everything in a staging folder and swap it in whole: no half-written export is ever visible.
     ``withheld``: selected items kept out of the export (listed in the manifest, so none vanishes unseen).
-    The TSVs (base64 text: most of the bytes) are written and hashed in a worker beside the Parquet writer when
-    ``benchmark.render_workers`` allows one."""
+    The TSVs (base64 text: most of the bytes) are written and hashed in a worker beside everything else but the
+    card (the Parquet shards first) when ``benchmark.render_workers`` allows one."""
     subset = bench["subset"] if "subset" in bench else pd.Series("main", index=bench.index)
     full, bench = bench, bench[subset == "main"]
     name = config.benchmark.name
     with staged_dir(out_dir) as stage:
         configs = _configs(full, subset)
 
-        def parquet() -> None:
+        def parquet_and_the_rest() -> dict[str, dict]:
+            """Everything but the TSVs and the card (which lists them), while the TSVs are written beside: the
+            Parquet shards, the lmms-eval task, the answer key, the lexical trees and the summary; returns the
+            sha256 and size of every file written so far outside a TSV folder."""
             write_parquet(bench, data_root, stage, config.benchmark.max_shard_bytes)
             for sub, part in configs:
                 write_parquet(part, data_root, stage / sub, config.benchmark.max_shard_bytes)
+            write_lmms_eval_task(stage, name, config.publish.repo_id)
+            answer_key(full, stage)
+            # public: how often each structure is offered as an option (what every reader already sees); how often
+            # it is the key would give test answers away, so that tree goes with the private key
+            tree = lexical_tree(offered_options(bench), label="option")
+            atomic_write_bytes(stage / "lexical_tree.json", tree_json(tree))
+            atomic_write_bytes(stage / "lexical_tree.html",
+                               tree_html(tree, "medbench benchmark: lexical tree (items offering each structure)"))
+            atomic_write_bytes(stage / "private" / "lexical_tree_keys.json",
+                               tree_json(lexical_tree(bench, "answer_label")))
+            text, charts = summary(bench, figures)
+            atomic_write_bytes(stage / "summary" / "summary.md", text.encode("utf-8"))
+            for chart, png in charts.items():
+                atomic_write_bytes(stage / "summary" / chart, png)
+            return file_facts(stage, [p for p in stage.rglob("*")
+                                      if p.is_file() and "tsv" not in p.relative_to(stage).parts])
         tables = [(part, stage / sub, f"{name}_{sub.upper()}") for sub, part in configs
                   if sub != "grounding"]  # a box answer has no multiple-choice TSV form
         job = (tables + [(bench, stage, name)], data_root, stage, (stage / "tsv", name))
-        _, (tsvs,) = run_beside(parquet, [(write_tsvs, job)], config.benchmark.render_workers)
+        early, (tsvs,) = run_beside(parquet_and_the_rest, [(write_tsvs, job)], config.benchmark.render_workers)
         if isinstance(tsvs, BaseException):
             raise tsvs
-        write_lmms_eval_task(stage, name, config.publish.repo_id)
-        answer_key(full, stage)
         card = build_card(bench, figures, registry_of(config), FEATURES, config.fingerprint(),
                           name, folder=stage)
         atomic_write_bytes(stage / "README.md", str(card).encode("utf-8"))
-        # public: how often each structure is offered as an option (what every reader already sees); how often it
-        # is the key would give test answers away, so that tree goes with the private key
-        offered = offered_options(bench)
-        tree = lexical_tree(offered, label="option")
-        atomic_write_bytes(stage / "lexical_tree.json", tree_json(tree))
-        atomic_write_bytes(stage / "lexical_tree.html",
-                           tree_html(tree, "medbench benchmark: lexical tree (items offering each structure)"))
-        atomic_write_bytes(stage / "private" / "lexical_tree_keys.json", tree_json(lexical_tree(bench, "answer_label")))
-        text, charts = summary(bench, figures)
-        atomic_write_bytes(stage / "summary" / "summary.md", text.encode("utf-8"))
-        for chart, png in charts.items():
-            atomic_write_bytes(stage / "summary" / chart, png)
-        files = {**file_facts(stage, [p for p in stage.rglob("*") if p.is_file()
-                                       and p.relative_to(stage).as_posix() not in tsvs]), **tsvs}
-        files = dict(sorted(files.items()))
+        rest = [p for p in stage.rglob("*") if p.is_file() and p.relative_to(stage).as_posix() not in {*early, *tsvs}]
+        files = dict(sorted({**early, **file_facts(stage, rest), **tsvs}.items()))
         manifest = {"pipeline_version": PIPELINE_VERSION, "config_fingerprint": config.fingerprint(),
                     "seed": config.seed, "items": len(bench),
                     "configs": {sub: len(part) for sub, part in configs},
