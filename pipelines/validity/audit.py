@@ -38,7 +38,7 @@ def related_options(df: pd.DataFrame, vocab: pd.DataFrame) -> list[str]:
     """Items with an option that is a synonym, ancestor or descendant of a correct answer."""
     h = Hierarchy.from_vocab(vocab)
     bad = []
-    for row in label_items(df).to_dict("records"):
+    for row in label_items(df)[["item_id", "answer", *LETTERS]].to_dict("records"):  # only the columns read
         answers = {row[a] for a in row["answer"].split(",")}
         others = [o for o in options_of(row) if o not in answers]
         if any(not h.compatible_distractor(a, o) for a in answers for o in others):
@@ -54,7 +54,7 @@ def cross_modality_options(df: pd.DataFrame, vocab: pd.DataFrame) -> list[str]:
         seen[lab] |= mods
     for lab, mod in zip(vocab["canonical_label"], vocab["modality"]):
         seen[lab].add(mod)
-    return [row["item_id"] for row in label_items(df).to_dict("records")
+    return [row["item_id"] for row in label_items(df)[["item_id", "modality", *LETTERS]].to_dict("records")
             if any(row["modality"] not in seen.get(o, set()) for o in options_of(row))]
 
 
