@@ -85,19 +85,19 @@ def _crossed(value: str) -> list[str]:
 
 
 class _OptionRows:
-    """The option rows of the single-answer public rows (item, image, letter position, options offered, whether it
-    is the key, its lower-cased text and numbers) and the folds over them: all the same for every public column,
-    so the column check builds them once per export and only each column's text and matches per column."""
+    """One row per option offered by a single-answer public row (its row, item, image, letter position, how many
+    options the item offers, whether it is the key, its lower-cased text) and the folds over the items. None of it
+    depends on the column judged: built once, it serves every column of a job; only the text the model reads and
+    the option's matches in it change from column to column."""
 
     def __init__(self, rows: pd.DataFrame, folds: int):
         self.rows = _single(rows)
         cells = [self.rows[c].tolist() for c in ("index", "image_id", "key_answer", *LETTERS)]
-        owner, item, group, pos, k, correct, text = [], [], [], [], [], [], []
+        found = []  # (row, item, image, position, options offered, is the key, lower-cased text)
         for r, (index, image, key, *opts) in enumerate(zip(*cells)):
             offered = [i for i, o in enumerate(opts) if isinstance(o, str) and o]
-            for i in offered:
-                owner.append(r), item.append(index), group.append(image), pos.append(i)
-                k.append(len(offered)), correct.append(LETTERS[i] == key), text.append(opts[i].lower())
+            found += [(r, index, image, i, len(offered), LETTERS[i] == key, opts[i].lower()) for i in offered]
+        owner, item, group, pos, k, correct, text = (list(c) for c in zip(*found)) if found else ([],) * 7
         self.owner, self.pos, self.options = np.array(owner, np.int64), pos, text
         self.item, self.correct = pd.Series(item), np.array(correct, bool)
         firsts = pd.DataFrame({"item": item, "group": group, "k": k}).groupby("item")
@@ -119,11 +119,11 @@ class _OptionRows:
         whether the option's text or number appears in the value. Folds group items by image."""
         questions = self.rows["question"].tolist()
         texts, matches = [], np.zeros((len(self.pos), 2))
-        for j, (r, o) in enumerate(zip(self.owner.tolist(), self.options)):
+        for j, (r, p, o) in enumerate(zip(self.owner.tolist(), self.pos, self.options)):
             value = values[r]
             low = value.lower()
             nums = _numbers(o)
-            texts.append(f"{self.pos[j]}\x1f{value} || {questions[r]}" if with_question else f"{self.pos[j]}\x1f{value}")
+            texts.append(f"{p}\x1f{value} || {questions[r]}" if with_question else f"{p}\x1f{value}")
             matches[j] = (float(bool(o) and o in low), float(bool(nums) and nums <= _numbers(low)))
         words = FoldedTexts(texts, _crossed)
         hits: list[bool] = []
@@ -265,9 +265,9 @@ def mirrored_in_main(out: Path, flipped_phrase: str = "mirrored left to right",
     main image (a symmetric image, its own mirror, does not count).
 
     Images that mirror each other share a `mirror_key`; only images that share one with another image file (other
-    bytes) are decoded and compared pixel for pixel. ``rendered_keys`` (sha256 of a rendered PNG file -> its key, from rendered_items)
-    spares decoding an exported image whose bytes are those of a rendered file; any other image is decoded for
-    its key, so an image changed after rendering is still judged by its own pixels."""
+    bytes) are decoded and compared pixel for pixel. ``rendered_keys`` (sha256 of a rendered PNG file -> its key,
+    from rendered_items) spares decoding an exported image whose bytes are those of a rendered file; any other
+    image is decoded for its key, so an image changed after rendering is still judged by its own pixels."""
     phrase, known = flipped_phrase.lower(), rendered_keys or {}
     said, by_key = [], {}
     for r in _shard_rows(out, "data", ["index", "question", "image"]):
