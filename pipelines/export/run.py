@@ -69,7 +69,10 @@ def export_all(bench: pd.DataFrame, figures: dict, data_root: Path, out_dir: Pat
         card = build_card(bench, figures, registry_of(config), FEATURES, config.fingerprint(),
                           name, folder=stage)
         atomic_write_bytes(stage / "README.md", str(card).encode("utf-8"))
-        rest = [p for p in stage.rglob("*") if p.is_file() and p.relative_to(stage).as_posix() not in {*early, *tsvs}]
+        # the TSV writer's facts stand for its files (a partial file hashed early is dropped); the rest is hashed now
+        early = {k: v for k, v in early.items() if k not in tsvs and (stage / k).is_file()}
+        known = {*early, *tsvs}
+        rest = [p for p in stage.rglob("*") if p.is_file() and p.relative_to(stage).as_posix() not in known]
         files = dict(sorted({**early, **file_facts(stage, rest), **tsvs}.items()))
         manifest = {"pipeline_version": PIPELINE_VERSION, "config_fingerprint": config.fingerprint(),
                     "seed": config.seed, "items": len(bench),

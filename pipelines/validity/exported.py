@@ -99,6 +99,7 @@ class _OptionRows:
             found += [(r, index, image, i, len(offered), LETTERS[i] == key, opts[i].lower()) for i in offered]
         owner, item, group, pos, k, correct, text = (list(c) for c in zip(*found)) if found else ([],) * 7
         self.owner, self.pos, self.options = np.array(owner, np.int64), pos, text
+        self.questions = self.rows["question"].tolist()
         self.item, self.correct = pd.Series(item), np.array(correct, bool)
         firsts = pd.DataFrame({"item": item, "group": group, "k": k}).groupby("item")
         self.chance = float(np.mean(1.0 / firsts["k"].first())) if item else 0.0
@@ -117,13 +118,12 @@ class _OptionRows:
         """Cross-fitted accuracy of a model that picks an option from one column's values (one per row, '' when
         missing), and the question when ``with_question``: the text's tokens crossed with the option's letter, and
         whether the option's text or number appears in the value. Folds group items by image."""
-        questions = self.rows["question"].tolist()
         texts, matches = [], np.zeros((len(self.pos), 2))
         for j, (r, p, o) in enumerate(zip(self.owner.tolist(), self.pos, self.options)):
             value = values[r]
             low = value.lower()
             nums = _numbers(o)
-            texts.append(f"{p}\x1f{value} || {questions[r]}" if with_question else f"{p}\x1f{value}")
+            texts.append(f"{p}\x1f{value} || {self.questions[r]}" if with_question else f"{p}\x1f{value}")
             matches[j] = (float(bool(o) and o in low), float(bool(nums) and nums <= _numbers(low)))
         words = FoldedTexts(texts, _crossed)
         hits: list[bool] = []
@@ -145,27 +145,15 @@ def _values(rows: pd.DataFrame, column: str | None) -> list[str]:
     return ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in rows[column].tolist()]
 
 
-def column_accuracy(rows: pd.DataFrame, column: str | None, with_question: bool = False, folds: int = 3,
-                    seed: int = 0) -> tuple[float, float]:
-    """(cross-fitted accuracy, chance) of a model that picks an option from one public column (and the question),
-    see :meth:`_OptionRows.accuracy`. ``column=None`` gives the reference model: the letters alone (a letter
-    prior)."""
-    options = _OptionRows(rows, folds)
-    if not options.pos:
-        return 0.0, 0.0
-    return options.accuracy(_values(options.rows, column), with_question, seed), options.chance
-
-
 def _column_scores(job: tuple) -> list[tuple[float, float, float]]:
     """(alone, with the question, chance) of each of some public columns (None: the letters alone): one job of
     :func:`column_leaks`, the option rows and folds built once for all of them."""
     rows, columns, folds, seed = job
     options = _OptionRows(rows, folds)
+    if not options.pos:  # no single-answer item offers options: nothing to fit
+        return [(0.0, 0.0, 0.0)] * len(columns)
     out = []
     for col in columns:
-        if not options.pos:
-            out.append((0.0, 0.0, 0.0))
-            continue
         values = _values(options.rows, col)
         alone = options.accuracy(values, False, seed)
         joint = options.accuracy(values, True, seed) if col not in (None, "question") else alone
