@@ -157,6 +157,37 @@ def test_ring_contrast_by_hand():
     assert ring_cnr(np.zeros((6, 6), np.uint8), whole, 1, [0.0, 0.0, 6.0, 6.0]) == 0.0
 
 
+def test_ring_contrast_matches_a_plain_rederivation():
+    """On random planes and blobs (int32 and uint16 ids, blobs touching the border), the ratio equals one derived
+    with scipy's binary dilation (7 x 7: a chessboard reach of 3 px) and numpy's mean and deviation over the whole
+    plane, not the box."""
+    from scipy import ndimage
+
+    from pipelines.standardize.regions import ring_cnr
+    rng = np.random.default_rng(5)
+    checked = 0
+    for k in range(120):
+        h, w = (int(v) for v in rng.integers(12, 90, 2))
+        shown = rng.integers(0, 256, (h, w)).astype(np.uint8) if k % 4 else np.full((h, w), 77, np.uint8)
+        inst = np.zeros((h, w), np.int32 if k % 2 else np.uint16)
+        yy, xx = np.ogrid[:h, :w]
+        for i in range(1, 4):
+            cy, cx, r = int(rng.integers(0, h)), int(rng.integers(0, w)), int(rng.integers(1, 1 + min(h, w) // 3))
+            inst[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = i
+        for i, box in enumerate(ndimage.find_objects(inst.astype(np.int32)), 1):
+            if box is None:
+                continue
+            inside = inst == i
+            band = ndimage.binary_dilation(inside, np.ones((7, 7), bool)) & ~inside
+            want = 0.0 if not band.any() else abs(shown[inside].astype(float).mean() - shown[band].mean()) / (
+                shown[band].astype(float).std() + 1.0)
+            got = ring_cnr(shown, inst, i, [float(box[1].start), float(box[0].start), float(box[1].stop),
+                                            float(box[0].stop)])
+            assert got == pytest.approx(want, abs=5e-4)
+            checked += 1
+    assert checked > 200
+
+
 def test_a_faint_finding_on_a_volume_plane_is_not_localised():
     """A tumour whose ring contrast is under the floor is neither boxed, placed in a quadrant nor grounded; the
     same tumour with a clear contrast is; an organ at any contrast is (anatomy is found by where it lies); a 2D
