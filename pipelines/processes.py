@@ -10,7 +10,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from functools import partial
 from multiprocessing import forkserver
@@ -152,7 +152,7 @@ def ordered_map(fn: Callable, jobs: Iterable, workers: int, release: bool = Fals
     (for jobs that each hold a volume)."""
     jobs = list(jobs)
     if workers > 1 and len(jobs) > 1:
-        with _worker_pool([fn], min(workers, len(jobs))) as pool:
+        with _worker_pool([fn], min(workers, len(jobs))) as (pool, _):
             with _main_script_not_rerun():  # the workers start while map submits the jobs
                 results = pool.map(partial(_then_release, fn) if release else fn, jobs, chunksize=1)
             yield from results
@@ -161,16 +161,16 @@ def ordered_map(fn: Callable, jobs: Iterable, workers: int, release: bool = Fals
 
 
 @contextmanager
-def _worker_pool(fns: list[Callable], workers: int) -> Iterator[ProcessPoolExecutor]:
+def _worker_pool(fns: list[Callable], workers: int) -> Iterator[tuple[ProcessPoolExecutor, bool]]:
     """A pool of ``workers`` lean workers (`lean_context`, its server loading the functions' modules): with
     OpenCV at one thread each, and, where the workers are plain forks, this process's thread limits for them to
-    inherit."""
+    inherit. Yields the pool and whether its workers are plain forks of this process."""
     ctx = lean_context(tuple(dict.fromkeys(getattr(fn, "__module__", None) or "__main__" for fn in fns)))
     forked = ctx.get_start_method() == "fork"  # forked workers take their thread limits from this process
     with one_thread_each() if forked else nullcontext(), \
             ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
                                 initializer=None if forked else _worker_start) as pool:
-        yield pool
+        yield pool, forked
 
 
 def _outcome(fn: Callable, args: tuple):
@@ -191,11 +191,23 @@ def run_beside(main: Callable[[], T], jobs: list[tuple[Callable, tuple]], worker
     order, or the exception it raised (checked by the caller). Same worker rules as :func:`ordered_map`."""
     if workers < 2 or not jobs:
         return main(), [_outcome(fn, args) for fn, args in jobs]
-    with _worker_pool([fn for fn, _ in jobs], max(1, min(spread, len(jobs)))) as pool:
-        with _main_script_not_rerun():  # the worker starts at the first submit
-            futures = [pool.submit(_outcome, fn, args) for fn, args in jobs]
-        first = main()
-        return first, [f.result() for f in futures]
+    with _worker_pool([fn for fn, _ in jobs], max(1, min(spread, len(jobs)))) as (pool, forked):
+        if forked:  # a fork copies the process from the thread that starts it: start them from this one
+            futures = _submit_all(pool, jobs)
+            return main(), [f.result() for f in futures]
+        with ThreadPoolExecutor(1) as starter:
+            pending = starter.submit(_submit_all, pool, jobs)
+            first = main()
+            return first, [f.result() for f in pending.result()]
+
+
+def _submit_all(pool: ProcessPoolExecutor, jobs: list[tuple[Callable, tuple]]) -> list[Future]:
+    """Each job submitted to the pool. A submit starts a worker and waits until the fork server has forked it,
+    which, for a server started with the run, is after it has loaded its modules (about 2 s for the export's,
+    scikit-learn included): :func:`run_beside` submits from a thread of its own, so its main part runs meanwhile
+    instead of waiting with a core idle."""
+    with _main_script_not_rerun():
+        return [pool.submit(_outcome, fn, args) for fn, args in jobs]
 
 
 FULL_COLLECTION_EVERY = 100  # young collections between two full ones (Python's default: 10)

@@ -195,3 +195,30 @@ def test_a_lean_worker_leaves_its_inherited_imports_out_of_its_collections():
     from pipelines.processes import ordered_map
     from tests.probe_worker import frozen
     assert all(n > 10_000 for n in ordered_map(frozen, [0, 1], 2))
+
+
+@pytest.mark.timeout(120)
+def test_main_runs_while_the_fork_server_is_still_loading_its_modules(tmp_path):
+    """A fork server started with a run loads its modules for a second or two before it can fork a worker
+    (scikit-learn for the export's checks); the main part of `run_beside` goes on meanwhile instead of waiting
+    for its worker to start. Here the server loads a module that takes 2 s to import (found on PYTHONPATH: the
+    server does not take this process's sys.path)."""
+    import os
+    import subprocess
+    import sys
+
+    from pipelines.config import PROJECT_ROOT
+    (tmp_path / "slow_to_load.py").write_text("import time\ntime.sleep(2.0)\n")
+    code = (f"import sys, time\nsys.path.insert(0, {str(PROJECT_ROOT)!r})\n"
+            "from pipelines.processes import expect_worker_modules, run_beside\n"
+            "from tests.probe_worker import pid_after\n"
+            "expect_worker_modules('slow_to_load')\n"
+            "t0 = time.time()\n"
+            "main, (job,) = run_beside(time.time, [(pid_after, (0.0,))], workers=2)\n"
+            "print(round(main - t0, 2), round(job[1] - t0, 2))\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=100, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    main_started, job_started = (float(v) for v in out.stdout.split())
+    assert job_started >= 2.0  # the worker came after the server's 2 s of loading
+    assert main_started < 1.0  # main did not wait for it
