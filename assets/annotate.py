@@ -9,21 +9,9 @@ import pyarrow as pa
 
 from assets.resources import LLMResource, MedbenchResource
 from pipelines.annotate.checks import counts_without_exhaustive, unnamed_names
-from pipelines.annotate.export import (
-    add_paragraphs,
-    chosen_rows,
-    dedupe,
-    partition,
-    public_records,
-    read_public,
-    render_images,
-    write_private,
-    write_public,
-)
 from pipelines.annotate.leak import exam_images, published_leaks
 from pipelines.annotate.run import annotate_dataset
 from pipelines.llm import LLMUnavailable, usage_summary
-from pipelines.publish import card_with_roi
 from pipelines.records import ROI_ANNOTATIONS
 from pipelines.storage import atomic_write_bytes, atomic_write_table
 
@@ -114,6 +102,18 @@ def position_mismatches(roi: pd.DataFrame) -> int:
                       "MedTrinity caption) and, kept private beside the answer key, the annotations of the exam's "
                       "images; optional LLM paragraphs, fact-checked.")
 def roi_exports(context: dg.AssetExecutionContext, medbench: MedbenchResource, llm: LLMResource):
+    from pipelines.annotate.export import (
+        add_paragraphs,
+        chosen_rows,
+        dedupe,
+        partition,
+        public_records,
+        read_public,
+        render_images,
+        write_private,
+        write_public,
+    )  # HF datasets: loaded by the runs that export ROIs
+    from pipelines.publish import card_with_roi
     cfg, layout = medbench.config, medbench.layout
     folder = layout.root / "benchmark"
     bits = cfg.benchmark.near_duplicate_bits

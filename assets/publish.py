@@ -4,13 +4,13 @@ import dagster as dg
 
 from assets.export import benchmark_exports
 from assets.resources import MedbenchResource
-from pipelines.publish import Publisher
 
 
 @dg.asset(group_name="publish", deps=[benchmark_exports], output_required=False,
           description="One commit of the public export files to a Hub dataset repo (never the answer key); "
                       "unchanged files are skipped. Set publish.repo_id in the config to enable.")
 def hub_push(context: dg.AssetExecutionContext, medbench: MedbenchResource):
+    from pipelines.publish import Publisher  # the Hub client and HF datasets: loaded by the runs that publish
     settings = medbench.config.publish
     if not settings.repo_id:
         context.log.info("hub_push skipped: publish.repo_id is not set (set it in the config YAML, "

@@ -13,10 +13,8 @@ from assets.resources import MedbenchResource
 from pipelines.candidates.audit import Outcome, item_checks
 from pipelines.candidates.options import pools_from_table
 from pipelines.processes import release_freed_memory
-from pipelines.select.build import build_benchmark
 from pipelines.select.changelog import changelog, changelog_markdown
 from pipelines.storage import atomic_write_bytes, atomic_write_table
-from pipelines.validity.audit import audit
 from pipelines.validity.reviews import decisions_path, rejected_units
 from pipelines.vocab.frame import vocab_frame
 
@@ -83,6 +81,9 @@ def _severity(warn_only: bool) -> dg.AssetCheckSeverity:
     description="Gated candidates -> at most N units per answer, chosen for diversity; items built for the "
                 "selected units only; val/test disjoint by patient/volume; audited.")
 def benchmark(context: dg.AssetExecutionContext, medbench: MedbenchResource):
+    # selection's blind readers need scikit-learn: loaded when a run selects, not wherever the definitions load
+    from pipelines.select.build import build_benchmark
+    from pipelines.validity.audit import audit
     release_freed_memory()  # the steps before ran in this process: start from what is alive
     cfg, layout = medbench.config, medbench.layout
     candidates = layout.table("qa_candidates")

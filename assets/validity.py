@@ -13,7 +13,6 @@ import dagster as dg
 from assets.resources import MedbenchResource
 from pipelines.processes import release_freed_memory, run_spread
 from pipelines.select.dedupe import same_folder_pairs
-from pipelines.validity import exported as ex
 
 ASSET = "benchmark_exports"
 WARN = {"val_split_is_usable", "blind_readers_near_chance"}  # report, never block
@@ -54,6 +53,7 @@ def _md(rows: dict, cols: list[str]) -> str:
 
 def _jobs(medbench: MedbenchResource, out, pairs: list[tuple[str, str]]) -> dict:
     """Each check but the public-column one: the function that judges the export folder and its arguments."""
+    from pipelines.validity import exported as ex  # scikit-learn: loaded by the runs that judge, not at definition
     cfg = medbench.config
     b = cfg.benchmark
     jobs = {"key_priors_within_margin": (ex.modal_keys, (out, b.key_balance_margin, b.text_only_min_items)),
@@ -105,6 +105,7 @@ def _result(name: str, r: dict, pairs: list[tuple[str, str]]) -> dg.AssetCheckRe
 @dg.multi_asset_check(specs=SPECS, can_subset=True,
                       description="the exported files judged as a reader gets them (see each check)")
 def exported_files_judged(context: dg.AssetCheckExecutionContext, medbench: MedbenchResource):
+    from pipelines.validity import exported as ex
     release_freed_memory(collect=False)  # the export ran in this process: start from what is alive
     workers = medbench.config.benchmark.render_workers
     wanted = {k.name for k in context.selected_asset_check_keys}

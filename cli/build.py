@@ -21,6 +21,7 @@ from assets.definitions import (
     PER_DATASET_KEYS,
     PUBLISH,
 )
+from assets.workers import load_step_modules
 from cli.parallel import materialize_in_child, materialize_partitions
 from pipelines.config import PROJECT_ROOT, PipelineConfig
 from pipelines.housekeeping import build_lock, pid_alive, remove_stale_staging
@@ -172,7 +173,12 @@ def _build(config: PipelineConfig, registry_ids: list[str], select: list[str] | 
     per_keys = _keys(PER_DATASET, select)
     if per_keys and plan.stale:
         step(f"datasets: {', '.join(plan.stale)}")
-    results = materialize_partitions(plan.stale, per_keys, workers, log, tags) if per_keys else {}
+    global_keys = _keys(GLOBAL, select) + (_keys(PUBLISH, select) if select else [])  # publishing only on request
+    if select or config.annotate.enabled:  # ROI annotations when named or switched on
+        global_keys += _keys(ANNOTATE, select)
+    later = [k.to_user_string() for k in global_keys]  # their runs fork from this process: it loads their modules
+    results = materialize_partitions(plan.stale, per_keys, workers, log, tags,
+                                     meanwhile=lambda: load_step_modules(later)) if per_keys else {}
     for ds, why in results.items():
         if not why:
             report.succeeded.append(ds)
@@ -182,9 +188,6 @@ def _build(config: PipelineConfig, registry_ids: list[str], select: list[str] | 
             log(f"dataset {ds} failed: {why}")
     if per_keys and results:
         record_outcomes(config.data_root, {ds: report.reasons[ds] for ds in report.failed}, report.succeeded)
-    global_keys = _keys(GLOBAL, select) + (_keys(PUBLISH, select) if select else [])  # publishing only on request
-    if select or config.annotate.enabled:  # ROI annotations when named or switched on
-        global_keys += _keys(ANNOTATE, select)
     inputs = {ds: plan.versions[ds] for ds in usable(registry.ids, config.data_root) if ds in plan.versions}
     stale_globals = force or bool(select) or plan.changed_anything or \
         not globals_up_to_date(config, inputs) or \

@@ -79,14 +79,18 @@ def materialize_in_child(keys: list[str], log: Callable[[str], None] = print, ta
 
 
 def materialize_partitions(ids: list[str], keys: list[dg.AssetKey], workers: int | None = None,
-                           log: Callable[[str], None] = print, tags: dict[str, str] | None = None) -> dict[str, str]:
+                           log: Callable[[str], None] = print, tags: dict[str, str] | None = None,
+                           meanwhile: Callable[[], None] | None = None) -> dict[str, str]:
     """Run `ids` with at most `workers` processes (default: the CPUs this process may use), each partition in
-    a child process; dataset -> '' on success, else the failure reason."""
+    a child process; dataset -> '' on success, else the failure reason. ``meanwhile`` runs here once the
+    partitions are under way (what this process will need after them)."""
     names = [k.to_user_string() for k in keys]
     workers = max(1, min(workers or default_workers(), len(ids)))
     for ds in ids:
         log(f"materializing {', '.join(names)} for dataset {ds}")
     with one_thread_each(), _forked(workers) as pool:
         futures = {pool.submit(materialize_assets, names, ds, tags): ds for ds in ids}
+        if meanwhile is not None:
+            meanwhile()
         done = {futures[fut]: _outcome(fut, f"dataset {futures[fut]}", log) for fut in as_completed(futures)}
     return {ds: done[ds] for ds in ids}
