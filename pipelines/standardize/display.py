@@ -108,14 +108,39 @@ def _fixed_to_8bit(acc: np.ndarray) -> np.ndarray:
     return np.clip(np.floor((acc + (1 << (_PRECISION - 1))) / (1 << _PRECISION)), 0, 255)
 
 
+BAND = 8  # output samples per band of a pass (measured: 8 is the fastest of 2, 4, 8 and 16 on 400-500 px stacks)
+
+
+@lru_cache(maxsize=64)
+def _bands(in_size: int) -> tuple[tuple[int, int, int, int, np.ndarray], ...]:
+    """The resize matrix of one axis cut into bands of ``BAND`` output samples: (first output, end, first input,
+    end, the band's coefficients over those inputs). An output sample reads about 6 x scale inputs (Lanczos-3),
+    so a band of them reads a fraction of the axis: the products skip the zeros a whole-matrix product multiplies.
+    The sums keep every nonzero term, and in float64 these integer sums are exact in any order."""
+    m = _lanczos_matrix(in_size)
+    out = []
+    for first in range(0, m.shape[0], BAND):
+        end = min(m.shape[0], first + BAND)
+        used = np.flatnonzero(m[first:end].any(axis=0))
+        lo, hi = (int(used[0]), int(used[-1]) + 1) if used.size else (0, 1)
+        out.append((first, end, lo, hi, np.ascontiguousarray(m[first:end, lo:hi])))
+    return tuple(out)
+
+
 def _passes(planes: np.ndarray, vertical_first: bool) -> np.ndarray:
-    n, h, w = planes.shape
     x = planes.astype(np.float64)
     for vertical in ((True, False) if vertical_first else (False, True)):
+        n, h, w = x.shape
         if vertical and h != 32:
-            x = _fixed_to_8bit(np.matmul(_lanczos_matrix(h), x))
+            acc = np.empty((n, 32, w))
+            for first, end, lo, hi, band in _bands(h):
+                np.matmul(band, x[:, lo:hi, :], out=acc[:, first:end, :])
+            x = _fixed_to_8bit(acc)
         elif not vertical and w != 32:
-            x = _fixed_to_8bit(x @ _lanczos_matrix(w).T)
+            acc = np.empty((n, h, 32))
+            for first, end, lo, hi, band in _bands(w):
+                np.matmul(x[:, :, lo:hi], band.T, out=acc[:, :, first:end])
+            x = _fixed_to_8bit(acc)
     return x
 
 
