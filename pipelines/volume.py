@@ -10,6 +10,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
+from isal import igzip, isal_zlib
 
 from pipelines.errors import Reason, SampleError
 from pipelines.sourcefiles import DEFAULT_LIMITS, Limits, check_file
@@ -196,15 +197,18 @@ def scan_volume(path: Path, rel: str, max_voxels: int, labels: bool = False,
         return array_facts(sitk.GetArrayViewFromImage(img), Grid.of(img), rel, labels)
     tally = _Tally(rel, labels)
     try:
-        # one open file for the whole pass: reopened per slab, a .nii.gz would be decompressed again from its start
-        proxy = nib.load(str(path), keep_file_open=True).dataobj
-        shape = proxy.shape
-        step = max(1, SLAB_VOXELS // max(1, int(shape[0] * shape[1])))
-        for k in range(0, shape[2], step):
-            tally.add(np.asarray(proxy[:, :, k:k + step]), f" (first in slices {k}..{k + step - 1})")
+        # one open file for the whole pass (reopened per slab, a .nii.gz would be decompressed again from its
+        # start), read in order; gzip inflated by ISA-L, 2-3x zlib's speed (a 35 MB CT: 0.33 s against 0.77 s)
+        with (igzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")) as fh:
+            proxy = _nifti_class(raw_nifti_header(path)).from_stream(fh).dataobj
+            shape = proxy.shape
+            step = max(1, SLAB_VOXELS // max(1, int(shape[0] * shape[1])))
+            for k in range(0, shape[2], step):
+                tally.add(np.asarray(proxy[:, :, k:k + step]), f" (first in slices {k}..{k + step - 1})")
     except SampleError:
         raise
-    except (EOFError, OSError, ValueError, zlib.error, nib.filebasedimages.ImageFileError) as exc:
+    except (EOFError, OSError, ValueError, zlib.error, isal_zlib.error, nib.filebasedimages.ImageFileError,
+            nib.spatialimages.HeaderDataError) as exc:
         raise SampleError(Reason.CORRUPT_FILE, f"'{rel}' is truncated or corrupt: {exc}", rel) from exc
     check_nifti_geometry(path, rel, grid)
     return tally.facts(grid)
@@ -242,6 +246,11 @@ def itk_affine(img: sitk.Image | Grid) -> np.ndarray:
     a[:3, :3] = np.array(grid.direction).reshape(3, 3) @ np.diag(grid.spacing)
     a[:3, 3] = grid.origin
     return RAS_FROM_LPS @ a
+
+
+def _nifti_class(header) -> type:
+    """The nibabel image class of a raw NIfTI header (NIfTI-2 or NIfTI-1)."""
+    return nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
 
 
 def raw_nifti_header(path: Path):

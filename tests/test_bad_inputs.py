@@ -145,6 +145,11 @@ def volumes(tmp_path, demo_sources):
     raw = gzip.compress((root / "images" / "case_000.nii").read_bytes(), mtime=0)
     (root / "images" / "trunc.nii.gz").write_bytes(raw[: len(raw) // 3])
     shutil.copy(root / "labels" / "case_000.nii", root / "labels" / "trunc.nii.gz")
+    # gzip NIfTI whose deflate stream is damaged past the header (the header reads, the voxels do not)
+    flipped = bytearray(raw)
+    flipped[len(raw) // 2:len(raw) // 2 + 64] = bytes(64)
+    (root / "images" / "flipped.nii.gz").write_bytes(bytes(flipped))
+    shutil.copy(root / "labels" / "case_000.nii", root / "labels" / "flipped.nii.gz")
     # corrupt header
     bad = bytearray((root / "images" / "case_000.nii").read_bytes())
     bad[0:4] = b"\x00\x00\x00\x00"
@@ -180,6 +185,7 @@ def test_volume_bad_inputs(volumes):
     res, got = reasons(volumes, "ct")
     assert got == {
         ("images/trunc.nii.gz", "corrupt_file"),
+        ("images/flipped.nii.gz", "corrupt_file"),
         ("images/badheader.nii", "corrupt_file"),
         ("images/shifted.nii", "grid_mismatch"),
         ("images/nan.nii", "non_finite_values"),
@@ -196,7 +202,7 @@ def test_volume_pairs_checked_in_worker_processes_give_the_same_tables(volumes):
     source = load_registry(volumes.registry).get("ct")
     one = ingest(source, volumes)
     two = ingest(source, volumes.model_copy(update={"ingest": volumes.ingest.model_copy(update={"workers": 2})}))
-    assert one.samples.num_rows == 3 and one.quarantine.num_rows == 6
+    assert one.samples.num_rows == 3 and one.quarantine.num_rows == 7
     assert one.samples.equals(two.samples) and one.quarantine.equals(two.quarantine)
 
 
