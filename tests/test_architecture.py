@@ -221,15 +221,10 @@ def test_the_build_command_loads_scikit_learn_and_hf_datasets_only_for_the_steps
     """Loading the command line and the asset definitions leaves out what only selection and the export use
     (scikit-learn, HF datasets: over a second before the first run could start); `load_step_modules` brings them
     in, which `medbench build` does while the dataset partitions run."""
-    import subprocess
-    import sys
-
-    from pipelines.config import PROJECT_ROOT
-    code = (f"import sys\nsys.path.insert(0, {str(PROJECT_ROOT)!r})\n"
-            "import cli.main, cli.build\nheavy = ('sklearn', 'datasets')\n"
-            "print([m for m in heavy if m in sys.modules])\n"
-            "from assets.workers import load_step_modules\nload_step_modules(['benchmark', 'benchmark_exports'])\n"
-            "print([m for m in heavy if m in sys.modules])\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split("\n")[:2] == ["[]", "['sklearn', 'datasets']"]
+    from tests.fresh_python import run_fresh
+    out = run_fresh("import cli.main, cli.build\nheavy = ('sklearn', 'datasets')\n"
+                    "print([m for m in heavy if m in sys.modules])\n"
+                    "from assets.workers import load_step_modules\n"
+                    "load_step_modules(['benchmark', 'benchmark_exports'])\n"
+                    "print([m for m in heavy if m in sys.modules])\n", timeout=120)
+    assert out.split("\n")[:2] == ["[]", "['sklearn', 'datasets']"]

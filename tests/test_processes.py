@@ -125,50 +125,36 @@ def test_a_spread_queue_keeps_two_workers_busy_and_returns_results_in_job_order(
 def test_modules_named_for_the_workers_are_loaded_by_the_fork_server(expected, seen):
     """A module named with expect_worker_modules before the first pool is in every worker without the worker
     importing it (the server loaded it); unnamed, the workers never see it."""
-    import subprocess
-    import sys
-
-    from pipelines.config import PROJECT_ROOT
-    code = (f"import sys\nsys.path.insert(0, {str(PROJECT_ROOT)!r})\n"
-            "from pipelines.processes import expect_worker_modules, ordered_map\nfrom tests.probe_worker import loaded\n"
-            + ("expect_worker_modules('colorsys')\n" if expected else "")
-            + "print(list(ordered_map(loaded, ['colorsys', 'colorsys'], 2)))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=100)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == seen
+    from tests.fresh_python import run_fresh
+    out = run_fresh("from pipelines.processes import expect_worker_modules, ordered_map\n"
+                    "from tests.probe_worker import loaded\n"
+                    + ("expect_worker_modules('colorsys')\n" if expected else "")
+                    + "print(list(ordered_map(loaded, ['colorsys', 'colorsys'], 2)))\n")
+    assert out.strip() == seen
 
 
 @pytest.mark.timeout(120)
 def test_a_server_started_early_is_the_one_the_first_pool_uses():
     """start_workers_early starts the worker server at once (before any pool) with the modules it names; the first
     pool then forks its workers from that server, so they have the modules without importing them."""
-    import subprocess
-    import sys
-
-    from pipelines.config import PROJECT_ROOT
-    code = (f"import sys\nsys.path.insert(0, {str(PROJECT_ROOT)!r})\n"
-            "from multiprocessing import forkserver\n"
-            "from pipelines.processes import ordered_map, start_workers_early\nfrom tests.probe_worker import loaded\n"
-            "start_workers_early('colorsys')\n"
-            "pid = forkserver._forkserver._forkserver_pid\n"
-            "print(pid is not None, list(ordered_map(loaded, ['colorsys', 'colorsys'], 2)),\n"
-            "      forkserver._forkserver._forkserver_pid == pid)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=100)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == "True [True, True] True"
+    from tests.fresh_python import run_fresh
+    out = run_fresh("from multiprocessing import forkserver\n"
+                    "from pipelines.processes import ordered_map, start_workers_early\n"
+                    "from tests.probe_worker import loaded\n"
+                    "start_workers_early('colorsys')\n"
+                    "pid = forkserver._forkserver._forkserver_pid\n"
+                    "print(pid is not None, list(ordered_map(loaded, ['colorsys', 'colorsys'], 2)),\n"
+                    "      forkserver._forkserver._forkserver_pid == pid)\n")
+    assert out.strip() == "True [True, True] True"
 
 
 def test_what_is_alive_at_a_steps_start_is_left_out_of_later_collections():
     """release_freed_memory collects, then freezes what is alive: later full collections no longer walk it, an
     object it held is still freed by its reference count once dropped, and garbage made later is still collected
     (full collections come less often, not never)."""
-    import subprocess
-    import sys
-
-    from pipelines.config import PROJECT_ROOT
-    code = textwrap.dedent(f"""
-        import gc, sys, weakref
-        sys.path.insert(0, {str(PROJECT_ROOT)!r})
+    from tests.fresh_python import run_fresh
+    out = run_fresh(textwrap.dedent("""
+        import gc, weakref
         from pipelines.processes import release_freed_memory
         class Node:
             pass
@@ -183,10 +169,8 @@ def test_what_is_alive_at_a_steps_start_is_left_out_of_later_collections():
         del later
         gc.collect()
         print(frozen >= 100_000, gone() is None, seen() is None, gc.get_threshold()[2])
-    """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=100)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == "True True True 100"  # full collections a tenth as often as Python's default
+    """))
+    assert out.strip() == "True True True 100"  # full collections a tenth as often as Python's default
 
 
 def test_a_lean_worker_leaves_its_inherited_imports_out_of_its_collections():
@@ -203,22 +187,14 @@ def test_main_runs_while_the_fork_server_is_still_loading_its_modules(tmp_path):
     (scikit-learn for the export's checks); the main part of `run_beside` goes on meanwhile instead of waiting
     for its worker to start. Here the server loads a module that takes 2 s to import (found on PYTHONPATH: the
     server does not take this process's sys.path)."""
-    import os
-    import subprocess
-    import sys
-
-    from pipelines.config import PROJECT_ROOT
+    from tests.fresh_python import run_fresh
     (tmp_path / "slow_to_load.py").write_text("import time\ntime.sleep(2.0)\n")
-    code = (f"import sys, time\nsys.path.insert(0, {str(PROJECT_ROOT)!r})\n"
-            "from pipelines.processes import expect_worker_modules, run_beside\n"
-            "from tests.probe_worker import pid_after\n"
-            "expect_worker_modules('slow_to_load')\n"
-            "t0 = time.time()\n"
-            "main, (job,) = run_beside(time.time, [(pid_after, (0.0,))], workers=2)\n"
-            "print(round(main - t0, 2), round(job[1] - t0, 2))\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=100, env=env)
-    assert out.returncode == 0, out.stderr[-2000:]
-    main_started, job_started = (float(v) for v in out.stdout.split())
+    out = run_fresh("import time\nfrom pipelines.processes import expect_worker_modules, run_beside\n"
+                    "from tests.probe_worker import pid_after\n"
+                    "expect_worker_modules('slow_to_load')\n"
+                    "t0 = time.time()\n"
+                    "main, (job,) = run_beside(time.time, [(pid_after, (0.0,))], workers=2)\n"
+                    "print(round(main - t0, 2), round(job[1] - t0, 2))\n", path=(str(tmp_path),))
+    main_started, job_started = (float(v) for v in out.split())
     assert job_started >= 2.0  # the worker came after the server's 2 s of loading
     assert main_started < 1.0  # main did not wait for it
