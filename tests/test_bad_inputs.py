@@ -11,6 +11,7 @@ import zlib
 from pathlib import Path
 
 import cv2
+import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -150,6 +151,13 @@ def volumes(tmp_path, demo_sources):
     flipped[len(raw) // 2:len(raw) // 2 + 64] = bytes(64)
     (root / "images" / "flipped.nii.gz").write_bytes(bytes(flipped))
     shutil.copy(root / "labels" / "case_000.nii", root / "labels" / "flipped.nii.gz")
+    # truncated gzip NIfTI with value scaling: ITK reads it whole (scaled), after nibabel streamed it once
+    scaled = nib.Nifti1Image(np.asarray(nib.load(str(root / "images" / "case_000.nii")).dataobj).astype(np.int16),
+                             nib.load(str(root / "images" / "case_000.nii")).affine)
+    scaled.header.set_slope_inter(2.0, -1024.0)
+    packed = gzip.compress(scaled.to_bytes(), mtime=0)
+    (root / "images" / "scaled_trunc.nii.gz").write_bytes(packed[: len(packed) // 2])
+    shutil.copy(root / "labels" / "case_000.nii", root / "labels" / "scaled_trunc.nii.gz")
     # corrupt header
     bad = bytearray((root / "images" / "case_000.nii").read_bytes())
     bad[0:4] = b"\x00\x00\x00\x00"
@@ -186,6 +194,7 @@ def test_volume_bad_inputs(volumes):
     assert got == {
         ("images/trunc.nii.gz", "corrupt_file"),
         ("images/flipped.nii.gz", "corrupt_file"),
+        ("images/scaled_trunc.nii.gz", "corrupt_file"),
         ("images/badheader.nii", "corrupt_file"),
         ("images/shifted.nii", "grid_mismatch"),
         ("images/nan.nii", "non_finite_values"),
@@ -202,7 +211,7 @@ def test_volume_pairs_checked_in_worker_processes_give_the_same_tables(volumes):
     source = load_registry(volumes.registry).get("ct")
     one = ingest(source, volumes)
     two = ingest(source, volumes.model_copy(update={"ingest": volumes.ingest.model_copy(update={"workers": 2})}))
-    assert one.samples.num_rows == 3 and one.quarantine.num_rows == 7
+    assert one.samples.num_rows == 3 and one.quarantine.num_rows == 8
     assert one.samples.equals(two.samples) and one.quarantine.equals(two.quarantine)
 
 
