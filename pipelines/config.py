@@ -228,8 +228,9 @@ class BenchmarkSettings(BaseModel):
     near_duplicate_bits: int = Field(4, description="pHash Hamming distance at or under which two images are one")
     max_shard_bytes: int = Field(500_000_000, description="Parquet shard size limit")
     name: str = "medbench"
-    render_workers: int = Field(1, description="processes rendering the selected items (memory: one volume each) "
-                                               "and writing the export's image files (memory: one row group each)")
+    render_workers: int = Field(1, description="processes rendering the selected items (memory: one volume each), "
+                                               "writing the export's image files (memory: one row group each) and "
+                                               "fitting the blind readers' folds (forks of the selection step)")
     text_only_confidence: float = Field(0.75, description="flag items a text-only prior answers this confidently")
     text_only_margin: float = Field(0.05, description="the blind baseline fails when its test accuracy exceeds "
                                                       "chance by more than this overall")

@@ -210,6 +210,25 @@ def _submit_all(pool: ProcessPoolExecutor, jobs: list[tuple[Callable, tuple]]) -
         return [pool.submit(_outcome, fn, args) for fn, args in jobs]
 
 
+@contextmanager
+def forked_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """A pool of ``workers`` plain forks of this process, made when the first job is submitted: they inherit
+    everything this process holds at that moment (rows, fitted features), so only a job's index and its result
+    cross between processes. For jobs over data that costs more to pickle than to use; the data must be in place
+    before the first submit. One BLAS and one OpenCV thread each (:func:`one_thread_each`)."""
+    with one_thread_each(), ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        yield pool
+
+
+def forked_map(fn: Callable[[int], T], n: int, workers: int) -> list[T]:
+    """``fn(0)``, ..., ``fn(n - 1)`` over ``workers`` plain forks of this process (:func:`forked_pool`), results in
+    order; here, in order, when ``workers`` < 2, ``n`` < 2 or the platform cannot fork."""
+    if workers < 2 or n < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        return [fn(i) for i in range(n)]
+    with forked_pool(min(workers, n)) as pool:
+        return list(pool.map(fn, range(n)))
+
+
 FULL_COLLECTION_EVERY = 100  # young collections between two full ones (Python's default: 10)
 
 

@@ -108,3 +108,57 @@ def test_remembered_predictions_follow_the_content_not_the_frame():
         want = blind_predictions(tagged, 3, 0, fold_rows(tagged, 3, "image_id"), kind)
         pd.testing.assert_frame_equal(predictions(tagged, 3, 0, kind=kind).reset_index(drop=True),
                                       want.reset_index(drop=True))
+
+
+_PIDS: list = []  # the file each fold's process writes its id to (set by the test below)
+
+
+def _fold_noting_its_process(i):
+    import os
+
+    import pipelines.validity.blind as blind
+    with open(_PIDS[0], "a") as fh:
+        fh.write(f"{os.getpid()}\n")
+    return blind.__dict__["_fold_scores_unpatched"](i)
+
+
+def test_folds_fitted_in_forked_processes_give_the_predictions_of_one_process(tmp_path, monkeypatch):
+    """With workers, each fold is fitted in a fork of this process (the reader and rows inherited): the same fits,
+    so the same predictions, hits and confidences, in the same order."""
+    import os
+
+    import pipelines.validity.blind as blind
+    from pipelines.validity.blind import fold_rows
+    items = _items(300, 0.5, seed=5)
+    prepared = fold_rows(items, 5, "image_id")
+    here = blind_predictions(items, 5, 0, prepared)
+    monkeypatch.setitem(blind.__dict__, "_fold_scores_unpatched", blind._fold_scores)
+    monkeypatch.setattr(blind, "_fold_scores", _fold_noting_its_process)
+    _PIDS[:] = [tmp_path / "pids"]
+    forked = blind_predictions(items, 5, 0, prepared, workers=2)
+    pd.testing.assert_frame_equal(forked, here)
+    pids = (tmp_path / "pids").read_text().split()
+    assert len(pids) == 5 and str(os.getpid()) not in pids and len(set(pids)) <= 2  # five folds, two forks
+    assert blind._FOLDS == ()  # nothing of the fit is kept alive after it
+
+
+def test_option_rows_by_hand():
+    """One row per offered option, in letter order: a count question's ranks by value (ties in letter order, its
+    smallest and largest at the edges), a word question at the middle rank, empty and missing letters skipped."""
+    from pipelines.validity.blind import _option_rows
+    items = pd.DataFrame([
+        {"item_id": "n", "question": "How many?", "answer": "B", "A": "3 ribs", "B": "1 rib", "C": "3 ribs",
+         "D": "2 ribs", "E": None, "clinical_vqa_task": "Counting", "modality": "CT"},
+        {"item_id": "w", "question": "Which organ?", "answer": "C", "A": "liver", "B": "", "C": "spleen",
+         "D": "5 mm", "E": None, "clinical_vqa_task": TASK, "modality": "MR"}])
+    rows = _option_rows(items)
+    assert rows["item"].tolist() == ["n"] * 4 + ["w"] * 3
+    assert rows["option"].tolist() == ["3 ribs", "1 rib", "3 ribs", "2 ribs", "liver", "spleen", "5 mm"]
+    assert rows["pos"].tolist() == [0, 1, 2, 3, 0, 2, 3] and rows["k"].tolist() == [4] * 4 + [3] * 3
+    assert rows["numeric"].tolist() == [True] * 4 + [False] * 3  # one word option makes an item non-numeric
+    assert rows["rank"].tolist() == [2 / 3, 0.0, 1.0, 1 / 3, 0.5, 0.5, 0.5]
+    assert rows["is_edge"].tolist() == [False, True, True, False, False, False, False]
+    assert rows["correct"].tolist() == [False, True, False, False, False, True, False]
+    assert rows["tags"].tolist() == (["modality=CT clinical_vqa_task=Counting"] * 4
+                                     + [f"modality=MR clinical_vqa_task={TASK}"] * 3)
+    assert rows["task"].tolist() == ["Counting"] * 4 + [TASK] * 3

@@ -302,3 +302,51 @@ def test_piece_areas_whatever_the_masks_memory_order(seed):
                                               np.asfortranarray(mask.astype(np.uint8)))]
     assert sorted(got[0]) == want and got[1] == got[2] == got[3] == got[0]
     assert _components(np.zeros((4, 4), bool)).tolist() == []
+
+
+def _crowded_by_hand(mask: np.ndarray, gap_x: float, gap_y: float) -> bool:
+    """The crowding rule re-derived on the whole plane with SciPy: a piece within the gap of a border, or fewer
+    pieces once every piece is grown by half the gap (a rectangle of 2 * ceil(gap / 2) + 1 pixels per axis)."""
+    from scipy import ndimage
+    bx, by = int(np.ceil(gap_x)), int(np.ceil(gap_y))
+    rows, cols = np.nonzero(mask)
+    h, w = mask.shape
+    if len(rows) and (rows.min() < by or rows.max() >= h - by or cols.min() < bx or cols.max() >= w - bx):
+        return True
+    eight = np.ones((3, 3))
+    n = ndimage.label(mask, structure=eight)[1]
+    if n < 2:
+        return False
+    rx, ry = int(np.ceil(gap_x / 2)), int(np.ceil(gap_y / 2))
+    grown = ndimage.binary_dilation(mask, structure=np.ones((2 * ry + 1, 2 * rx + 1), bool))
+    return ndimage.label(grown, structure=eight)[1] < n
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_crowded_pieces_agree_with_the_whole_plane_rule(seed):
+    """`crowded` looks only around the mask's bounding box; on random blobs (near borders, touching, apart, in C
+    or Fortran order) it says what growing the whole plane says."""
+    from pipelines.candidates.generators.pieces import crowded
+    rng = np.random.default_rng(seed)
+    h, w = int(rng.integers(20, 80)), int(rng.integers(20, 80))
+    mask = np.zeros((h, w), bool)
+    for _ in range(int(rng.integers(0, 5))):
+        y, x = int(rng.integers(0, h)), int(rng.integers(0, w))
+        mask[y:y + int(rng.integers(1, 8)), x:x + int(rng.integers(1, 8))] = True
+    gap_x, gap_y = float(rng.uniform(0, 9)), float(rng.uniform(0, 9))
+    want = _crowded_by_hand(mask, gap_x, gap_y)
+    assert crowded(mask, gap_x, gap_y) == want
+    assert crowded(np.asfortranarray(mask), gap_x, gap_y) == want
+
+
+def test_crowded_cases_by_construction():
+    from pipelines.candidates.generators.pieces import crowded
+    plane = np.zeros((60, 60), bool)
+    apart, close = plane.copy(), plane.copy()
+    apart[20:25, 10:15] = apart[20:25, 40:45] = True  # 25 px of background between them
+    close[20:25, 20:25] = close[20:25, 28:33] = True  # 3 px between them
+    assert not crowded(apart, 6, 6) and crowded(close, 6, 6) and not crowded(close, 2, 2)
+    edge = plane.copy()
+    edge[2:6, 30:34] = True  # one piece, 2 px from the top
+    assert crowded(edge, 3, 3) and not crowded(edge, 2, 2)
+    assert not crowded(plane, 5, 5)

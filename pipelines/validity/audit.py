@@ -77,7 +77,7 @@ def audit(df: pd.DataFrame, vocab: pd.DataFrame, seed: int, b: BenchmarkSettings
     item = {o.name: o for o in item_checks(df)}
     base = chance(df, seed)
     model, prior, blind = blind_reports(df, b, seed)  # the model's figures; exceeds: model or prior rule
-    others = {kind: blind_report(predictions(df, b.text_only_folds, seed, b.text_only_fold_by, kind),
+    others = {kind: blind_report(predictions(df, b.text_only_folds, seed, b.text_only_fold_by, kind, b.render_workers),
                                  b.text_only_margin, b.text_only_min_items, b.text_only_task_margin)
               for kind in ("options", "metadata")}
     pred = pd.concat([model, prior], ignore_index=True)

@@ -30,6 +30,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 
+from pipelines.processes import forked_map
 from pipelines.records import LETTERS
 from pipelines.validity.folded_tfidf import FoldedTexts
 
@@ -37,23 +38,39 @@ READERS = ("text", "options", "metadata")
 META = ("dataset_id", "modality", "department", "clinical_vqa_task")
 
 
+ROW_COLUMNS = ["item", "question", "option", "task", "tags", "pos", "k", "numeric", "rank", "is_edge", "correct"]
+
+
 def _option_rows(items: pd.DataFrame) -> pd.DataFrame:
-    """One row per (item, option) with its text, tags and position features, and whether it is correct."""
-    rows = []
+    """One row per (item, option) with its text, tags and position features, and whether it is correct: items in
+    order, each item's options in letter order. Column-wise: thousands of items, on every debiasing round."""
+    cells = items[list(LETTERS)].to_numpy(object)
+    present = np.array([isinstance(v, str) and v != "" for v in cells.ravel().tolist()], bool).reshape(cells.shape)
+    at, pos = np.nonzero(present)  # row-major: item by item, each item's letters in order
+    if not len(at):
+        return pd.DataFrame(columns=ROW_COLUMNS)
+    option = cells[at, pos].tolist()
+    parsed = [_number(o) for o in option]
+    starts = np.flatnonzero(np.r_[True, at[1:] != at[:-1]])  # each item's first option row
+    counts = np.diff(np.r_[starts, len(at)])
+    numeric = np.repeat(np.logical_and.reduceat(np.array([v is not None for v in parsed]), starts), counts)
+    value = np.array([np.nan if v is None else v for v in parsed], float)
+    rank = np.empty(len(at), np.int64)  # each option's place by value within its item, ties in letter order
+    rank[np.lexsort((value, at))] = np.arange(len(at)) - np.repeat(starts, counts)
+    k = counts.repeat(counts)
     meta = [c for c in META if c in items]
-    for item in items[["item_id", "question", "answer", *meta, *LETTERS]].to_dict("records"):
-        opts = [(i, item[c]) for i, c in enumerate(LETTERS) if isinstance(item[c], str) and item[c]]
-        nums = [_number(o) for _, o in opts]
-        numeric = all(n is not None for n in nums)
-        order = np.argsort(np.argsort(nums)) if numeric else np.zeros(len(opts), int)
-        k = len(opts)
-        tags = " ".join(f"{c}={item[c]}" for c in meta)
-        for (i, text), rank in zip(opts, order):
-            rows.append({"item": item["item_id"], "question": item["question"], "option": text,
-                         "task": item.get("clinical_vqa_task", ""), "tags": tags, "pos": i, "k": k,
-                         "numeric": numeric, "rank": rank / max(k - 1, 1) if numeric else 0.5,
-                         "is_edge": numeric and rank in (0, k - 1), "correct": LETTERS[i] == item["answer"]})
-    return pd.DataFrame(rows)
+    tags = [" ".join(t) for t in zip(*([f"{c}={v}" for v in items[c].tolist()] for c in meta))] if meta \
+        else [""] * len(items)
+    per_item = {"item": items["item_id"].tolist(), "question": items["question"].tolist(), "tags": tags,
+                "task": items["clinical_vqa_task"].tolist() if "clinical_vqa_task" in items else [""] * len(items),
+                "answer": items["answer"].tolist()}
+    spread = {c: np.array(v, object)[at] for c, v in per_item.items()}
+    return pd.DataFrame({
+        "item": spread["item"], "question": spread["question"], "option": option, "task": spread["task"],
+        "tags": spread["tags"], "pos": pos, "k": k, "numeric": numeric,
+        "rank": np.where(numeric, rank / np.maximum(k - 1, 1), 0.5),
+        "is_edge": numeric & ((rank == 0) | (rank == k - 1)),
+        "correct": (np.array(list(LETTERS), object)[pos] == spread["answer"]).astype(bool)})
 
 
 def _number(text: str) -> float | None:
@@ -171,17 +188,32 @@ def prior_predictions(df: pd.DataFrame, folds: int, prepared: tuple | None = Non
 
 
 def blind_predictions(df: pd.DataFrame, folds: int, seed: int, prepared: tuple | None = None,
-                      kind: str = "text") -> pd.DataFrame:
+                      kind: str = "text", workers: int = 1) -> pd.DataFrame:
     """Out-of-fold prediction of one blind reader per single-answer unit: item_id, unit_id, split, dataset,
-    task, k, hit, confidence (the chosen option's share of the item's scores)."""
+    task, k, hit, confidence (the chosen option's share of the item's scores). ``workers`` > 1: the folds are
+    fitted side by side in forks of this process (the same fits, so the same predictions)."""
+    global _FOLDS
     items, parts = prepared or fold_rows(df, folds)
-    scored = []
     reader = Reader(kind, pd.concat(parts[0]).sort_index()) if parts else None  # a fold's two sides: every row
-    for train, test in parts:
-        x_train, x_test = reader.features(train, test)
-        model = LogisticRegression(C=1.0, max_iter=2000, random_state=seed).fit(x_train, train["correct"])
-        scored.append(test.assign(score=model.predict_proba(x_test)[:, 1]))
-    return _predictions(items, scored)
+    _FOLDS = (reader, parts, seed)
+    try:
+        scores = forked_map(_fold_scores, len(parts), workers)
+    finally:
+        _FOLDS = ()
+    return _predictions(items, [test.assign(score=s) for (_, test), s in zip(parts, scores)])
+
+
+_FOLDS: tuple = ()  # (reader, fold rows, seed) of the fit under way: the fold processes inherit it when forked
+
+
+def _fold_scores(i: int) -> np.ndarray:
+    """Fold ``i``'s held-out option scores: the reader's features, a logistic regression fitted on the fold's
+    training rows, its probability that each held-out option is correct."""
+    reader, parts, seed = _FOLDS
+    train, test = parts[i]
+    x_train, x_test = reader.features(train, test)
+    model = LogisticRegression(C=1.0, max_iter=2000, random_state=seed).fit(x_train, train["correct"])
+    return model.predict_proba(x_test)[:, 1]
 
 
 # every column the readers, the folds and the prediction rows read: two frames equal on these get equal predictions
@@ -214,20 +246,21 @@ def _fingerprint(df: pd.DataFrame, by: str, tags: bool = True) -> str:
     return hashlib.sha256(rows.tobytes() + "\x1f".join(cols).encode()).hexdigest()
 
 
-def predictions(df: pd.DataFrame, folds: int, seed: int, by: str = "image_id", kind: str = "text") -> pd.DataFrame:
+def predictions(df: pd.DataFrame, folds: int, seed: int, by: str = "image_id", kind: str = "text",
+                workers: int = 1) -> pd.DataFrame:
     """Out-of-fold predictions of one blind reader (``kind``: one of READERS, or 'prior' for the option-prior
     rule), folds grouped by ``by``. Remembered by content: selection fits the readers on the same items several
     times (before debiasing, each pass's first round, the audit), and equal rows give equal predictions."""
     full = _fingerprint(df, by)
     key = full if kind == "metadata" else _fingerprint(df, by, tags=False)
-    made = _memo((key, folds, by, seed, kind), lambda: _fitted(df, folds, seed, by, kind, full))
+    made = _memo((key, folds, by, seed, kind), lambda: _fitted(df, folds, seed, by, kind, full, workers))
     return made.copy()
 
 
-def _fitted(df: pd.DataFrame, folds: int, seed: int, by: str, kind: str, full: str) -> pd.DataFrame:
+def _fitted(df: pd.DataFrame, folds: int, seed: int, by: str, kind: str, full: str, workers: int) -> pd.DataFrame:
     prepared = _memo((full, folds, by), lambda: fold_rows(df, folds, by))
     return prior_predictions(df, folds, prepared) if kind == "prior" else \
-        blind_predictions(df, folds, seed, prepared, kind)
+        blind_predictions(df, folds, seed, prepared, kind, workers)
 
 
 def beyond_noise(accuracy: float, chance: float, n: int, z: float = 2.33) -> bool:

@@ -68,7 +68,7 @@ def blind_reports(items: pd.DataFrame, b: BenchmarkSettings, seed: int, splits: 
                   ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Text-reader and prior-rule predictions and the judged report: the reader's figures, with ``exceeds``
     naming every task (or 'overall') where the reader or the prior rule is above chance + margin."""
-    model = predictions(items, b.text_only_folds, seed, b.text_only_fold_by, "text")
+    model = predictions(items, b.text_only_folds, seed, b.text_only_fold_by, "text", b.render_workers)
     prior = predictions(items, b.text_only_folds, seed, b.text_only_fold_by, "prior")
     args = (b.text_only_margin, b.text_only_min_items, b.text_only_task_margin, splits)
     report, rule = blind_report(model, *args), blind_report(prior, *args)

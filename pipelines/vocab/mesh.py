@@ -74,15 +74,17 @@ def term_key(text: str) -> str:
 
 
 def _build(version: str, terms: pd.DataFrame, trees: pd.DataFrame) -> MeshVocab:
+    col = {f"{name}.{c}": frame[c].tolist() for name, frame in (("terms", terms), ("trees", trees))
+           for c in frame.columns}  # plain lists: iterating Arrow-backed string columns costs more than the rest
     tree_map: dict[str, list[str]] = defaultdict(list)
-    for ui, tn in zip(trees["DescriptorUI"], trees["TreeNumber"]):
+    for ui, tn in zip(col["trees.DescriptorUI"], col["trees.TreeNumber"]):
         tree_map[ui].append(tn)
-    names = dict(zip(terms["DescriptorUI"], terms["DescriptorName"]))
-    names.update(dict(zip(trees["DescriptorUI"], trees["DescriptorName"])))
+    names = dict(zip(col["terms.DescriptorUI"], col["terms.DescriptorName"]))
+    names.update(dict(zip(col["trees.DescriptorUI"], col["trees.DescriptorName"])))
     descriptors = {ui: Descriptor(ui, name, tuple(sorted(tree_map.get(ui, ())))) for ui, name in names.items()}
     term_index: dict[str, set[str]] = defaultdict(set)
     abbr_index: dict[str, set[str]] = defaultdict(set)
-    for ui, term, tag in zip(terms["DescriptorUI"], terms["TermName"], terms["LexicalTag"]):
+    for ui, term, tag in zip(col["terms.DescriptorUI"], col["terms.TermName"], col["terms.LexicalTag"]):
         if tag in ABBREVIATION_TAGS:
             abbr_index[term_key(term)].add(ui)
         else:

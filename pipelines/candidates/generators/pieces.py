@@ -26,18 +26,25 @@ class PlaneFacts:
     # and the image border) closer than a reader can tell apart)
 
 
-def _components(mask: np.ndarray) -> np.ndarray:
-    """Pixel areas of the 8-connected pieces of a mask (in OpenCV's labelling order; callers count them and
-    compare each with a threshold). Labelled inside the mask's bounding box: the pieces are those of the whole
-    plane, for a fraction of the pixels (an organ covers a small part of a CT plane)."""
+def _box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(x, y, w, h) of the mask's pixels (w = h = 0 when it has none) and the mask as 8-bit, C order."""
     m = mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8)
     if m.flags.f_contiguous and not m.flags.c_contiguous:  # a decoded RLE is column-major: its transpose is not
         y, x, h, w = cv2.boundingRect(m.T)  # copied to find the box
-    else:
-        x, y, w, h = cv2.boundingRect(np.ascontiguousarray(m))
+        return x, y, w, h
+    return cv2.boundingRect(np.ascontiguousarray(m))
+
+
+def _components(mask: np.ndarray, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """Pixel areas of the 8-connected pieces of a mask (in OpenCV's labelling order; callers count them and
+    compare each with a threshold). Labelled inside the mask's bounding box (``box``, when known): the pieces are
+    those of the whole plane, for a fraction of the pixels (an organ covers a small part of a CT plane)."""
+    x, y, w, h = box if box is not None else _box(mask)
     if w == 0 or h == 0:
         return np.zeros(0, np.int32)
-    n, _, stats, _ = cv2.connectedComponentsWithStats(np.ascontiguousarray(m[y:y + h, x:x + w]), connectivity=8)
+    crop = mask[y:y + h, x:x + w]
+    crop = crop.view(np.uint8) if crop.dtype == bool else crop.astype(np.uint8)
+    n, _, stats, _ = cv2.connectedComponentsWithStats(np.ascontiguousarray(crop), connectivity=8)
     return stats[1:n, cv2.CC_STAT_AREA]
 
 
@@ -48,16 +55,22 @@ def count_gap(display_width: float, display_height: float, q) -> float:
 
 def crowded(mask: np.ndarray, gap_x: float, gap_y: float) -> bool:
     """True when two pieces of ``mask`` lie closer than the gap (in stored pixels, per axis), or a piece comes
-    within the gap of the image border: then how many there are is not something a reader can count."""
+    within the gap of the image border: then how many there are is not something a reader can count. Read off
+    the mask's bounding box, grown by half the gap: nothing outside it can join two pieces."""
     h, w = mask.shape
     bx, by = int(np.ceil(gap_x)), int(np.ceil(gap_y))
-    if mask[:by].any() or mask[h - by:].any() or mask[:, :bx].any() or mask[:, w - bx:].any():
+    x, y, bw, bh = box = _box(mask)
+    if bw == 0 or bh == 0:
+        return False
+    if y < by or y + bh > h - by or x < bx or x + bw > w - bx:  # a piece within the gap of a border
         return True
-    n = len(_components(mask))
+    n = len(_components(mask, box))
     if n < 2:
         return False
     rx, ry = int(np.ceil(gap_x / 2)), int(np.ceil(gap_y / 2))
-    grown = cv2.dilate(mask.astype(np.uint8), np.ones((2 * ry + 1, 2 * rx + 1), np.uint8))
+    x0, y0 = max(x - rx, 0), max(y - ry, 0)
+    near = mask[y0:min(y + bh + ry, h), x0:min(x + bw + rx, w)]
+    grown = cv2.dilate(np.ascontiguousarray(near, np.uint8), np.ones((2 * ry + 1, 2 * rx + 1), np.uint8))
     return len(_components(grown)) < n
 
 

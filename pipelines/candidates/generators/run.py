@@ -101,12 +101,14 @@ def localised(regions: pd.DataFrame, slices: pd.DataFrame, vocab: pd.DataFrame, 
                        & (side >= gt.min_mark_side) & ~hidden)
     rows["faint"] = [raw in set(faint.get(i) if faint.get(i) is not None else ()) for i, raw in
                      zip(rows["image_id"], rows["raw_label"])]
+    chosen = {name: sampled_planes(with_rows, seed, name, g.max_planes) for name in wanted}
+    sampled = rows[rows["image_id"].isin(set().union(*chosen.values()))]  # as dicts only the rows of those planes
     by_plane: dict[str, list[dict]] = {}
-    for rec in rows.sort_values(["image_id", "region_id"]).to_dict("records"):
+    for rec in sampled.sort_values(["image_id", "region_id"]).to_dict("records"):
         by_plane.setdefault(rec["image_id"], []).append(rec)
     specs: list[Spec] = []
     for name in wanted:
-        for image_id in sampled_planes(with_rows, seed, name, g.max_planes):
+        for image_id in chosen[name]:
             p = planes.loc[image_id]
             info = {"width": p["width"], "height": p["height"], "content_bbox": content.get(image_id)}
             rng = derived_rng(seed, name, image_id)
