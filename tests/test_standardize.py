@@ -259,3 +259,23 @@ def test_run_based_rle_equals_pycocotools():
         ids = ids[ids > 0]
         for k, rle in zip(ids, rle_counts(p, ids)):
             assert rle == cocomask.encode(np.asfortranarray((p == k).astype(np.uint8)))["counts"].decode()
+
+
+def test_window_lookup_equals_the_arithmetic_for_every_integer_type():
+    """An 8/16-bit plane is mapped through one table per window and type (made once, shared read-only); every
+    pixel equals the window's float32 arithmetic done on it directly: (v - low) * 255 / (high - low), rounded
+    half to even and clipped, here re-derived per pixel for signed, unsigned and byte-swapped types, inverted or not."""
+    from pipelines.standardize.intensity import Transform, _lookup
+    rng = np.random.default_rng(3)
+    for dtype in ("<i2", ">i2", "<u2", "u1", "i1"):
+        info = np.iinfo(np.dtype(dtype))
+        arr = rng.integers(info.min, info.max, (300, 400), endpoint=True).astype(dtype)
+        for invert in (False, True):
+            t = Transform("ct_window", {"low": -160.0, "high": 240.0, "invert": invert})
+            got = t.apply_plane(arr)
+            scaled = (arr.astype(np.float64).astype(np.float32) - np.float32(-160.0)) * np.float32(255.0 / 400.0)
+            want = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+            want = 255 - want if invert else want
+            assert got.dtype == np.uint8 and got.flags.c_contiguous and np.array_equal(got, want), (dtype, invert)
+    table = _lookup(-160.0, 240.0, "<i2")
+    assert table is _lookup(-160.0, 240.0, "<i2") and not table.flags.writeable

@@ -163,17 +163,23 @@ def _pass_order(h: int, w: int) -> bool | None:
 
 def lanczos_32(planes: np.ndarray) -> np.ndarray:
     """A stack of 8-bit planes (n, h, w) resized to (n, 32, 32) float exactly as Pillow's
-    ``Image.resize((32, 32), LANCZOS)`` does: two passes, each rounded to 8 bits, each one matrix product over
-    the whole stack, in the order Pillow runs them."""
+    ``Image.resize((32, 32), LANCZOS)`` does: two passes, each rounded to 8 bits, in the order Pillow runs them.
+    One plane at a time: the products over a whole stack worked on a float64 copy of it that outgrows the CPU's
+    caches (in a real-size describe, 6.2 s for 9,861 planes in stacks against 2.5 s one by one)."""
     order = _pass_order(*planes.shape[1:])
-    return _pil_32(planes) if order is None else _passes(planes, order)
+    if order is None:
+        return _pil_32(planes)
+    out = np.empty((len(planes), 32, 32))
+    for i, plane in enumerate(planes):
+        out[i] = _passes(plane[None], order)[0]
+    return out
 
 
 def phash_stack(planes: np.ndarray) -> list[str]:
     """64-bit perceptual hashes of a stack of 8-bit grey planes (n, h, w), as 16 hex digits each:
     ImageHash's DCT pHash (Pillow's LANCZOS resize to 32 x 32, the 8 x 8 low-frequency block, the median
-    rule), with the resize and the block taken as matrix products over the whole stack - describe hashes
-    every plane, so this is its hot path."""
+    rule), with the resize and the block taken as matrix products - describe hashes every plane, so this is its
+    hot path."""
     if len(planes) == 0:
         return []
     low = np.matmul(np.matmul(_DCT8, lanczos_32(planes)), _DCT8.T).reshape(len(planes), 64)

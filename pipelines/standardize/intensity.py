@@ -4,6 +4,7 @@ conversion for photographic modalities. Every transform reports its name and par
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -33,19 +34,29 @@ class Transform:
             out = arr.astype(np.uint8, copy=False)
         elif arr.dtype.kind in "iu" and arr.dtype.itemsize <= 2 and arr.size > 1 << 16:
             # every value a 8/16-bit integer can take, mapped once by the same float32 arithmetic; then one lookup
-            unsigned = np.dtype(f"u{arr.dtype.itemsize}")
-            values = np.arange(1 << (8 * arr.dtype.itemsize), dtype=np.int64).astype(unsigned).view(arr.dtype)
-            out = self._scale(values)[arr.view(unsigned)]
+            lo, hi = float(self.params["low"]), float(self.params["high"])
+            out = _lookup(lo, hi, arr.dtype.str)[arr.view(f"u{arr.dtype.itemsize}")]
         else:
-            out = self._scale(arr)
+            out = _scaled(arr, float(self.params["low"]), float(self.params["high"]))
         if self.params.get("invert"):
             out = 255 - out
         return np.ascontiguousarray(out)
 
-    def _scale(self, arr: np.ndarray) -> np.ndarray:
-        lo, hi = float(self.params["low"]), float(self.params["high"])
-        scaled = (arr.astype(np.float32) - lo) * (255.0 / max(hi - lo, 1e-6))
-        return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+def _scaled(arr: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    scaled = (arr.astype(np.float32) - lo) * (255.0 / max(hi - lo, 1e-6))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+@lru_cache(maxsize=32)
+def _lookup(lo: float, hi: float, dtype: str) -> np.ndarray:
+    """The 8-bit value of every value an 8- or 16-bit integer type can take: made once per window and type, not
+    once per plane (render maps its planes one by one). Read-only, as it is shared."""
+    kind = np.dtype(dtype)
+    values = np.arange(1 << (8 * kind.itemsize), dtype=np.int64).astype(f"u{kind.itemsize}").view(kind)
+    table = _scaled(values, lo, hi)
+    table.flags.writeable = False
+    return table
 
 
 def to_rgb(pixels: np.ndarray) -> np.ndarray:
