@@ -279,3 +279,33 @@ def test_window_lookup_equals_the_arithmetic_for_every_integer_type():
             assert got.dtype == np.uint8 and got.flags.c_contiguous and np.array_equal(got, want), (dtype, invert)
     table = _lookup(-160.0, 240.0, "<i2")
     assert table is _lookup(-160.0, 240.0, "<i2") and not table.flags.writeable
+
+
+@needs_shared
+def test_planes_shown_in_several_windows_are_each_windowed_from_the_volume(tmp_path):
+    """Labels of three CT windows on one volume: every plane a window's labels lie on is cut once and shown in
+    that window; each slice row's sha256 equals the window applied by hand to the plane cut from the reoriented
+    HU volume (axial z, coronal y, sagittal x; the rows of the last two top to bottom), on every axis."""
+    import hashlib
+    img = SHARED / "totalseg_ct_nifti" / "images" / "ct_sm.nii.gz"
+    lab = SHARED / "totalseg_ct_nifti" / "labels" / "ct_sm.nii.gz"
+    values = {5: "liver", 30: "vertebrae_L2", 14: "lung_lower_lobe_right"}
+    cfg = one_volume_registry(tmp_path, img, trimmed_label(lab, values, tmp_path / "ct_sm.nii.gz"), values)
+    (tmp_path / "lm.yaml").write_text(yaml.safe_dump({"values": values, "labels": {
+        "vertebrae_L2": {"ct_window": "bone"}, "lung_lower_lobe_right": {"ct_window": "lung"}}}))
+    res = run(cfg, "vol", tmp_path / "out")
+    hu = sitk.GetArrayFromImage(sitk.DICOMOrient(sitk.ReadImage(str(img)), "LPS")).astype(np.float32)
+    cut = {"axial": lambda i: hu[i], "coronal": lambda i: hu[::-1, i, :], "sagittal": lambda i: hu[::-1, :, i]}
+    rows = res.slices.to_pylist()
+    seen = set()
+    for s in rows:
+        p = yaml.safe_load(s["intensity_params"])
+        want = np.clip(np.rint((cut[s["axis"]](s["index"]) - p["low"]) * np.float32(255 / (p["high"] - p["low"]))),
+                       0, 255).astype(np.uint8)
+        assert hashlib.sha256(np.ascontiguousarray(want)).hexdigest() == s["sha256"], (s["axis"], s["index"], p)
+        seen.add((s["axis"], p["window"]))
+    assert {w for _, w in seen} == {"soft_tissue", "bone", "lung"}
+    assert {a for a, _ in seen} == {"axial", "coronal", "sagittal"}
+    both = {(s["axis"], s["index"]) for s in rows if "bone" in s["intensity_params"]} & \
+        {(s["axis"], s["index"]) for s in rows if "soft_tissue" in s["intensity_params"]}
+    assert both  # planes shown in two windows (the liver and L2 share axial planes): one row in each

@@ -225,8 +225,8 @@ def content_boxes(planes: np.ndarray) -> np.ndarray:
 
 
 def plane_facts(planes: np.ndarray) -> list[PlaneFacts]:
-    """pHash, contrast, sha256 and content box of each plane of an (n, h, w) 8-bit grey stack (a stack at a time:
-    the pHash resize is one matrix product for all of them). The sha256 covers each plane's C-order bytes."""
+    """pHash, contrast, sha256 and content box of each plane of an (n, h, w) 8-bit grey stack (one call per stack;
+    every fact is its plane's own). The sha256 covers each plane's C-order bytes."""
     planes = np.ascontiguousarray(planes)
     hashes = phash_stack(planes)
     # OpenCV's std of each plane: 20-50x numpy's over a stack, equal to it to 1e-13 (the 3 decimals recorded)
@@ -297,12 +297,19 @@ def _standardize_3d(w: _Writer, loaded: LoadedSample) -> None:
                                                                  layer, iid))
         by_key = {t.key: t for t in transforms.values()}
         sp = plane_spacing(spacing, axis)
-        for key in sorted({k for _, k in pending}):
-            t = by_key[key]
-            wanted = np.array(sorted(i for i, k in pending if k == key), np.int64)
-            for idx in chunks(wanted, h * wd):
-                pixels = t.apply_plane(stack(vol, axis, idx))
-                for i, px, facts in zip(idx.tolist(), pixels, plane_facts(pixels)):
+        keys = sorted({k for _, k in pending})
+        wanted = {key: {i for i, k in pending if k == key} for key in keys}
+        # one cut of the volume per bounded run of planes, each window applied to the planes it is wanted on: a
+        # coronal or sagittal cut is a strided gather over the whole volume, once per window it cost 3x as much
+        for idx in chunks(np.array(sorted(set().union(*wanted.values())), np.int64), h * wd):
+            raw = np.ascontiguousarray(stack(vol, axis, idx))
+            for key in keys:
+                mine = [j for j, i in enumerate(idx.tolist()) if i in wanted[key]]
+                if not mine:
+                    continue
+                t = by_key[key]
+                pixels = t.apply_plane(raw if len(mine) == len(idx) else raw[mine])
+                for i, px, facts in zip(idx[mine].tolist(), pixels, plane_facts(pixels)):
                     image_id = w.image(px, axis, i, t, code, original, sp, facts, sorted(faint[i]))
                     prefix = f"{w.row['dataset_id']}/{w.case}/{axis}_{i:04d}"
                     m = w.out.masks
