@@ -14,7 +14,7 @@ import json
 import multiprocessing
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -31,7 +31,7 @@ from pipelines.config import PipelineConfig
 from pipelines.gates import readable_planes
 from pipelines.ids import stable_id, stable_ids
 from pipelines.modalities import GMAI_MODALITY, QUESTION_FAMILY
-from pipelines.processes import one_thread_each
+from pipelines.processes import forked_pool
 from pipelines.records import CANDIDATES, LETTERS
 from pipelines.taxonomy import KIND_GRANULARITIES
 from pipelines.vocab.hierarchy import Hierarchy
@@ -429,8 +429,7 @@ def build_candidates(datasets: list[DatasetRows], vocab: pd.DataFrame, templates
     fork = workers > 1 and bool(config.generators.enabled) and "fork" in multiprocessing.get_all_start_methods()
     _FORKED = (ordered, vocab, config) if fork else ()
     try:
-        with one_thread_each() if fork else nullcontext(), \
-                ProcessPoolExecutor(workers - 1, multiprocessing.get_context("fork")) if fork else nullcontext() as pool:
+        with forked_pool(workers - 1) if fork else nullcontext() as pool:
             pending = {ds.dataset_id: pool.submit(_generated_forked, i) for i, ds in enumerate(ordered)
                        if not (ds.slices.empty or ds.regions.empty)} if pool else {}  # the ones dataset_candidates uses
             elig = Eligibility(vocab, pools, TemplatePicker(templates))  # loads MeSH while the generators run
