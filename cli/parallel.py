@@ -7,14 +7,14 @@ runs, logs and data versions look exactly as if the partitions had run one after
 from __future__ import annotations
 
 import gc
-import multiprocessing as mp
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 
 import dagster as dg
 
-from pipelines.processes import one_thread_each, start_workers_early
+from pipelines.processes import forked_pool, start_workers_early
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -53,12 +53,14 @@ def materialize_assets(keys: list[str], partition: str | None = None, tags: dict
     return "" if res.success else failure_reason(res)
 
 
-def _forked(workers: int) -> ProcessPoolExecutor:
+@contextmanager
+def _forked(workers: int) -> Iterator[ProcessPoolExecutor]:
     # fork: workers inherit the loaded definitions and the environment (DAGSTER_HOME, MEDBENCH_*); what the build
     # process holds (its imports) is frozen first, as Python's gc docs advise before a fork: a run's collections
     # then leave those objects alone (and their pages shared)
     gc.freeze()
-    return ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"))
+    with forked_pool(workers) as pool:
+        yield pool
 
 
 def _outcome(fut: Future, what: str, log: Callable[[str], None]) -> str:
@@ -74,7 +76,7 @@ def materialize_in_child(keys: list[str], log: Callable[[str], None] = print, ta
     """`materialize_assets` in a child forked for the run, so the build process never holds a run's data: it
     stays at its imports (about 400 MB), and each run starts from there instead of from the peak of the run
     before it (bench/README.md: the export began at 770 MB when it followed the other stages in one process)."""
-    with one_thread_each(), _forked(1) as pool:
+    with _forked(1) as pool:
         return _outcome(pool.submit(materialize_assets, keys, partition, tags), partition or "run", log)
 
 
@@ -88,7 +90,7 @@ def materialize_partitions(ids: list[str], keys: list[dg.AssetKey], workers: int
     workers = max(1, min(workers or default_workers(), len(ids)))
     for ds in ids:
         log(f"materializing {', '.join(names)} for dataset {ds}")
-    with one_thread_each(), _forked(workers) as pool:
+    with _forked(workers) as pool:
         futures = {pool.submit(materialize_assets, names, ds, tags): ds for ds in ids}
         if meanwhile is not None:
             meanwhile()

@@ -32,12 +32,13 @@ class Transform:
         describe, and the bytes the recorded sha256 covers)."""
         if self.name == "identity":
             out = arr.astype(np.uint8, copy=False)
-        elif arr.dtype.kind in "iu" and arr.dtype.itemsize <= 2 and arr.size > 1 << 16:
-            # every value a 8/16-bit integer can take, mapped once by the same float32 arithmetic; then one lookup
-            lo, hi = float(self.params["low"]), float(self.params["high"])
-            out = _lookup(lo, hi, arr.dtype.str)[arr.view(f"u{arr.dtype.itemsize}")]
         else:
-            out = _scaled(arr, float(self.params["low"]), float(self.params["high"]))
+            lo, hi = float(self.params["low"]), float(self.params["high"])
+            if arr.dtype.kind in "iu" and arr.dtype.itemsize <= 2 and arr.size > 1 << 16:
+                # every value a 8/16-bit integer can take, mapped once by the same float32 arithmetic; then a lookup
+                out = _lookup(lo, hi, arr.dtype.str)[arr.view(f"u{arr.dtype.itemsize}")]
+            else:
+                out = _scaled(arr, lo, hi)
         if self.params.get("invert"):
             out = 255 - out
         return np.ascontiguousarray(out)

@@ -27,7 +27,7 @@ class PlaneFacts:
 
 
 def _box(mask: np.ndarray) -> tuple[int, int, int, int]:
-    """(x, y, w, h) of the mask's pixels (w = h = 0 when it has none) and the mask as 8-bit, C order."""
+    """(x, y, w, h) of the mask's pixels (w = h = 0 when it has none), whatever the mask's memory order."""
     m = mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8)
     if m.flags.f_contiguous and not m.flags.c_contiguous:  # a decoded RLE is column-major: its transpose is not
         y, x, h, w = cv2.boundingRect(m.T)  # copied to find the box
