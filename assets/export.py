@@ -38,6 +38,7 @@ def benchmark_exports(context: dg.AssetExecutionContext, medbench: MedbenchResou
         RENDERED_FACTS,
         cross_split_duplicates,
         exported_payloads,
+        parquet_payloads,
         verify_exports,
     )
     from pipelines.processes import expect_worker_modules, release_freed_memory
@@ -59,9 +60,11 @@ def benchmark_exports(context: dg.AssetExecutionContext, medbench: MedbenchResou
                             f"{cfg.benchmark.near_duplicate_bits} bits of an image in the other split")
     figures = json.loads(audit_path(layout).read_text())
     out = layout.root / "benchmark"
-    manifest = export_all(bench.drop(columns="phash"), figures, layout.root, out, cfg, withheld)
+    read: dict = {}  # the Parquet shards' images, read back while the TSVs are still being written beside
+    manifest = export_all(bench.drop(columns="phash"), figures, layout.root, out, cfg, withheld,
+                          while_tsvs=lambda stage: read.update(parquet_payloads(stage)))
     rendered = layout.read("rendered_items", columns=RENDERED_FACTS).to_pandas()
-    payloads = exported_payloads(out, cfg.benchmark.render_workers)  # each exported image hashed once, for both checks
+    payloads = exported_payloads(out, cfg.benchmark.render_workers, read)  # each exported image hashed once, for both checks
     report = verify_exports(out, rendered, cfg, opt_outs(medbench), payloads)
     leaks = cross_split_duplicates(out, rendered, cfg.benchmark.near_duplicate_bits, payloads)
     md = (out / "summary" / "summary.md").read_text()

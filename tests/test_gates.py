@@ -196,8 +196,14 @@ def test_export_check_compares_payloads_with_renders_and_fails_on_bad_items(tmp_
     assert report["problems"] == {"image_too_small": 2, "image_too_elongated": 2, "mark_not_visible": 2,
                                   "image_too_large": 2, "payload_differs_from_render": 1, "not_rendered": 1}
     assert "data/test-00000-of-00001.parquet index 5: payload_differs_from_render" in report["examples"]
-    from pipelines.export.verify import exported_payloads
+    from pipelines.export.verify import exported_payloads, parquet_payloads
     assert verify_exports(tmp_path, rendered, cfg, payloads=exported_payloads(tmp_path, workers=2)) == report
+    # the Parquet shards read back beforehand (as the export does while its TSVs are written): the same payloads,
+    # the planted one among them, and only the TSVs read again
+    early = parquet_payloads(tmp_path)
+    assert list(early) == ["data/test-00000-of-00001.parquet"] and len(early["data/test-00000-of-00001.parquet"]) == len(images)
+    assert exported_payloads(tmp_path, 2, early) == exported_payloads(tmp_path)
+    assert verify_exports(tmp_path, rendered, cfg, payloads=exported_payloads(tmp_path, 1, early)) == report
     # rows longer than the TSV reader's block (here: every row) are read again with larger blocks, not lost
     from pipelines.export import verify
     monkeypatch.setattr(verify, "TSV_BLOCK_BYTES", 256)

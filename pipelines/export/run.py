@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -26,11 +27,13 @@ def _configs(full: pd.DataFrame, subset: pd.Series) -> list[tuple[str, pd.DataFr
 
 
 def export_all(bench: pd.DataFrame, figures: dict, data_root: Path, out_dir: Path, config: PipelineConfig,
-               withheld: list[str] | None = None) -> dict:
+               withheld: list[str] | None = None, while_tsvs: Callable[[Path], None] | None = None) -> dict:
     """Build everything in a staging folder and swap it in whole: no half-written export is ever visible.
     ``withheld``: selected items kept out of the export (listed in the manifest, so none vanishes unseen).
     The TSVs (base64 text: most of the bytes) are written and hashed in a worker beside everything else but the
-    card (the Parquet shards first) when ``benchmark.render_workers`` allows one."""
+    card (the Parquet shards first) when ``benchmark.render_workers`` allows one. ``while_tsvs(stage)`` runs in
+    this process once everything but the TSVs and the card is in the staging folder (with a worker, while it is
+    still writing the TSVs): the export reads its Parquet shards back there."""
     subset = bench["subset"] if "subset" in bench else pd.Series("main", index=bench.index)
     full, bench = bench, bench[subset == "main"]
     name = config.benchmark.name
@@ -58,8 +61,11 @@ def export_all(bench: pd.DataFrame, figures: dict, data_root: Path, out_dir: Pat
             atomic_write_bytes(stage / "summary" / "summary.md", text.encode("utf-8"))
             for chart, png in charts.items():
                 atomic_write_bytes(stage / "summary" / chart, png)
-            return file_facts(stage, [p for p in stage.rglob("*")
-                                      if p.is_file() and "tsv" not in p.relative_to(stage).parts])
+            facts = file_facts(stage, [p for p in stage.rglob("*")
+                                       if p.is_file() and "tsv" not in p.relative_to(stage).parts])
+            if while_tsvs is not None:
+                while_tsvs(stage)
+            return facts
         tables = [(part, stage / sub, f"{name}_{sub.upper()}") for sub, part in configs
                   if sub != "grounding"]  # a box answer has no multiple-choice TSV form
         job = (tables + [(bench, stage, name)], data_root, stage, (stage / "tsv", name))

@@ -112,15 +112,31 @@ def _file_payloads(job: tuple[Path, Path]) -> list[Payload]:
     return list(_parquet_payloads(out_dir, path) if path.suffix == ".parquet" else _tsv_payloads(out_dir, path))
 
 
-def exported_payloads(out_dir: Path, workers: int = 1) -> list[Payload]:
-    """Every image of every Parquet shard and TSV under the export folder (private/ excluded), streamed: one
-    row group or chunk of rows in memory at a time, only hashes kept; files spread over ``workers``
-    processes (hashing and base64-decoding a few hundred MB is the work)."""
+def _payload_files(out_dir: Path) -> tuple[list[Path], list[Path]]:
+    """The item Parquet shards (private/ and the ROI annotations excluded) and the TSVs under the export folder."""
     parquets = sorted(p for p in out_dir.rglob("*.parquet") if p.parent.name == "data"
                       and not {"private", ROI_FOLDER} & set(p.relative_to(out_dir).parts))  # items only
-    tsvs = sorted(p for p in out_dir.rglob("*.tsv") if p.parent.name == "tsv")
-    files = sorted([*parquets, *tsvs], key=lambda p: -p.stat().st_size)  # the largest first: the last job is short
-    found = dict(zip(files, ordered_map(_file_payloads, [(out_dir, p) for p in files], workers)))
+    return parquets, sorted(p for p in out_dir.rglob("*.tsv") if p.parent.name == "tsv")
+
+
+def parquet_payloads(out_dir: Path) -> dict[str, list[Payload]]:
+    """Every image of the item Parquet shards, by file (its path under ``out_dir``), read here: the export reads
+    them back in its own process once they are written, while its worker is still writing the TSVs."""
+    return {p.relative_to(out_dir).as_posix(): list(_parquet_payloads(out_dir, p)) for p in _payload_files(out_dir)[0]}
+
+
+def exported_payloads(out_dir: Path, workers: int = 1, read: dict[str, list[Payload]] | None = None
+                      ) -> list[Payload]:
+    """Every image of every Parquet shard and TSV under the export folder (private/ excluded), streamed: one
+    row group or chunk of rows in memory at a time, only hashes kept; files spread over ``workers``
+    processes (hashing and base64-decoding a few hundred MB is the work). ``read``: files already read back
+    (:func:`parquet_payloads`, by path under the folder), not read again."""
+    read = read or {}
+    parquets, tsvs = _payload_files(out_dir)
+    todo = sorted((p for p in [*parquets, *tsvs] if p.relative_to(out_dir).as_posix() not in read),
+                  key=lambda p: -p.stat().st_size)  # the largest first: the last job is short
+    found = {**{out_dir / k: v for k, v in read.items()},
+             **dict(zip(todo, ordered_map(_file_payloads, [(out_dir, p) for p in todo], workers)))}
     out = [p for path in parquets for p in found[path]]
     items = {p.index: p for p in out}
     for path in tsvs:
