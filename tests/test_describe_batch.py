@@ -1,13 +1,12 @@
 """Describe works a stack of planes at a time; these pin the batched code to the per-plane references."""
 
 import numpy as np
-import pytest
 from PIL import Image
 from pycocotools import mask as cocomask
 
 from pipelines.standardize.display import lanczos_32
 from pipelines.standardize.planes import plane, stack
-from pipelines.standardize.regions import coco_strings, describe_stack, label_instances
+from pipelines.standardize.regions import coco_strings, describe_stack
 
 
 def test_stacked_lanczos_equals_pillow_on_every_shape_kind():
@@ -68,35 +67,3 @@ def test_stack_matches_plane_on_every_axis():
         idx = np.array([0, n - 1])
         for j, i in enumerate(idx):
             assert np.array_equal(stack(vol, axis, idx)[j], plane(vol, axis, int(i)))
-
-
-@pytest.mark.parametrize("ndim,connectivity", [(3, 6), (3, 18), (3, 26), (2, 4), (2, 8)])
-def test_label_instances_number_components_as_scipy_does(ndim, connectivity):
-    """The instance array and table re-derived with scipy's ndimage.label over each label's whole mask: ids label
-    by label, components in scan order. Random shapes, thin ones included (a volume one voxel thick, a plane
-    cut to a line), at every density from specks to one large blob."""
-    from scipy import ndimage
-
-    rank = {6: 1, 18: 2, 26: 3, 4: 1, 8: 2}[connectivity]
-    structure = ndimage.generate_binary_structure(ndim, rank)
-    names = {1: "liver", 2: "spleen", 3: "kidney", 4: "aorta", 7: "absent"}
-    for seed in range(150):
-        rng = np.random.default_rng(seed)
-        shape = tuple(int(v) for v in rng.integers(1, 26 if ndim == 3 else 60, ndim))
-        labels = np.where(rng.random(shape) < rng.uniform(0.05, 0.9), rng.integers(1, 5, shape), 0).astype(np.uint8)
-        inst, table = label_instances(labels, names, connectivity)
-        expected = np.zeros(shape, np.int64)
-        want: dict[int, tuple[str, int]] = {}
-        next_id = 1
-        for value in sorted(names):
-            comp, n = ndimage.label(labels == value, structure=structure)
-            expected[comp > 0] = comp[comp > 0] + next_id - 1
-            want.update({next_id + c - 1: (names[value], c) for c in range(1, n + 1)})
-            next_id += n
-        assert np.array_equal(inst.astype(np.int64), expected), (seed, shape)
-        assert table == want, (seed, shape)
-
-
-def test_label_instances_refuses_a_connectivity_the_grid_does_not_have():
-    with pytest.raises(ValueError, match="connectivity 26"):
-        label_instances(np.ones((4, 4), np.uint8), {1: "x"}, 26)

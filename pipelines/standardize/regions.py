@@ -4,30 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import cc3d
 import cv2
 import numpy as np
 from pycocotools import mask as cocomask
 from scipy import ndimage
 
-CONNECTIVITY_3D = {6: 1, 18: 2, 26: 3}  # neighbours -> scipy's structure rank: faces; and edges; and corners
-CONNECTIVITY_2D = {4: 1, 8: 2}
+STRUCTURES_3D = {6: 1, 18: 2, 26: 3}
+STRUCTURES_2D = {4: 1, 8: 2}
 
 
-def _components(mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:
-    """Connected components of a boolean mask, numbered 1..n in the order a C-order scan first meets them (scipy's
-    ``ndimage.label`` order), as uint16 while the ids fit (a label spread over a whole volume then holds half an
-    int32's memory). A volume's masks go to cc3d, a third of scipy's time on a CT's organs; planes, and volumes
-    one voxel thin, stay with scipy: cc3d 4.1's 2D 8-connected labelling can merge background into a component,
-    and it fails on a volume a voxel wide in two axes (tests/test_describe_batch.py pins both paths to scipy)."""
-    if mask.ndim == 3 and min(mask.shape) >= 2:
-        comp, n = cc3d.connected_components(mask, connectivity=connectivity, return_N=True, binary_image=True)
-        return (comp.astype(np.uint16) if n <= np.iinfo(np.uint16).max and comp.dtype != np.uint16 else comp), int(n)
-    rank = (CONNECTIVITY_3D if mask.ndim == 3 else CONNECTIVITY_2D)[connectivity]
-    structure = ndimage.generate_binary_structure(mask.ndim, rank)
+def _components(mask: np.ndarray, structure: np.ndarray) -> tuple[np.ndarray, int]:
+    """scipy's connected components as uint16 (a label spread over a whole volume then needs half the memory of
+    int32), or int32 when there are more than uint16 holds (scipy refuses the narrower type)."""
     try:
         return ndimage.label(mask, structure=structure, output=np.uint16)
-    except RuntimeError:  # more components than uint16 holds (scipy refuses the narrower type)
+    except RuntimeError:
         return ndimage.label(mask, structure=structure, output=np.int32)
 
 
@@ -36,9 +27,8 @@ def label_instances(labels: np.ndarray, names: dict[int, str], connectivity: int
     id -> (label name, component index). Each label is labelled inside its bounding box only. The ids are
     uint16 while they fit (the usual case: a CT's 100-odd structures), int32 past 65,535: half the memory of
     a volume-sized int32 array in the worker that holds it."""
-    if connectivity not in (CONNECTIVITY_3D if labels.ndim == 3 else CONNECTIVITY_2D):
-        raise ValueError(f"connectivity {connectivity} is not one of a {labels.ndim}D grid's: "
-                         f"{sorted(CONNECTIVITY_3D if labels.ndim == 3 else CONNECTIVITY_2D)}")
+    structures = STRUCTURES_3D if labels.ndim == 3 else STRUCTURES_2D
+    structure = ndimage.generate_binary_structure(labels.ndim, structures[connectivity])
     inst = np.zeros(labels.shape, np.uint16)
     table: dict[int, tuple[str, int]] = {}
     ints = labels if labels.dtype.kind in "iu" else labels.astype(np.int32)  # no int32 copy of an integer volume
@@ -48,7 +38,7 @@ def label_instances(labels: np.ndarray, names: dict[int, str], connectivity: int
         if value <= 0 or value > len(boxes) or boxes[value - 1] is None:
             continue
         box = boxes[value - 1]
-        comp, n = _components(labels[box] == value, connectivity)
+        comp, n = _components(labels[box] == value, structure)
         if next_id - 1 + n > np.iinfo(inst.dtype).max:
             inst = inst.astype(np.int32)
         view = inst[box]
