@@ -199,6 +199,46 @@ def test_perturbations_are_seeded_and_grow_with_severity():
         assert change[0] > 0 and change[0] <= change[1] <= change[2], (kind, change)
 
 
+def test_perturbations_equal_the_plain_per_pixel_formulas():
+    """Each kind re-derived the plain way, per pixel in float32 (as the rule reads): contrast pulls every pixel
+    toward its channel's mean, noise adds one seeded Gaussian field scaled by the 0.5-99.5th percentile range,
+    blur and downsample are OpenCV's on the float image; then rounded half to even and clipped. The code takes
+    shortcuts (contrast as a per-level table); the bytes must not change. Colour and grey, odd sizes."""
+    import cv2
+
+    def reference(rgb, kind, severity, rng):
+        img = rgb.astype(np.float32)
+        h, w = rgb.shape[:2]
+        if kind == "contrast":
+            mean = img.mean(axis=(0, 1), keepdims=True)
+            out = mean + (img - mean) * (0.7, 0.5, 0.3)[severity - 1]
+        elif kind == "gaussian_noise":
+            lo, hi = np.percentile(img, [0.5, 99.5])
+            sigma = (0.03, 0.06, 0.12)[severity - 1] * max(float(hi - lo), 1.0)
+            out = img + rng.normal(0.0, sigma, size=(h, w, 1)).astype(np.float32)
+        elif kind == "gaussian_blur":
+            sigma = (0.004, 0.008, 0.016)[severity - 1] * min(h, w)
+            out = cv2.GaussianBlur(img, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
+        else:
+            f = (2.0, 3.0, 4.0)[severity - 1]
+            small = cv2.resize(img, (max(1, int(round(w / f))), max(1, int(round(h / f)))),
+                               interpolation=cv2.INTER_AREA)
+            out = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+    rng = np.random.default_rng(11)
+    for case in range(24):
+        h, w = int(rng.integers(3, 140)), int(rng.integers(3, 140))
+        rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        if case % 2:  # a grey slice, as CT planes are shown
+            rgb = np.repeat(np.clip(rng.normal(90, 40, (h, w, 1)), 0, 255).astype(np.uint8), 3, axis=2)
+        for kind in ("contrast", "gaussian_noise", "gaussian_blur", "downsample"):
+            for severity in (1, 2, 3):
+                got = perturb(rgb, kind, severity, derived_rng(case, kind))[0]
+                want = reference(rgb, kind, severity, derived_rng(case, kind))
+                assert got.dtype == np.uint8 and np.array_equal(got, want), (case, kind, severity)
+
+
 def test_mirrored_consistency_copy_says_so_and_keeps_the_key():
     stem = ("On which side of the patient's body does the structure outlined in red lie in this CT image? "
             "The image is displayed with the patient's right on the viewer's left.")
