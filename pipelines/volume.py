@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
@@ -150,6 +151,18 @@ def _header(path: Path, rel: str, max_voxels: int, limits: Limits = DEFAULT_LIMI
     return grid, reader
 
 
+def _value_counts(slab: np.ndarray, high: int) -> np.ndarray:
+    """How many voxels of a non-negative integer slab hold each value 0..high (int64). 8- and 16-bit slabs go
+    through OpenCV's histogram over the slab's memory as it lies (a NIfTI slab is column-major: a C-order ravel
+    would copy it), a third of np.bincount's time on a CT label volume; its float32 counts are exact below 2**24
+    voxels, and a slab holds at most SLAB_VOXELS."""
+    flat = slab.ravel(order="K")
+    if slab.dtype in (np.uint8, np.uint16) and flat.size < 1 << 24:
+        hist = cv2.calcHist([flat.reshape(1, -1)], [0], None, [high + 1], [0, high + 1])
+        return hist.ravel().astype(np.int64)
+    return np.bincount(flat, minlength=high + 1)
+
+
 class _Tally:
     """Range, finiteness and (for labels) present values, accumulated slab by slab."""
 
@@ -175,7 +188,9 @@ class _Tally:
             slab = slab.astype(np.int64)
             lo, hi = slab.min(), slab.max()
         if slab.dtype.kind in "ui" and lo >= 0 and hi < 65536:
-            c = np.bincount(slab.ravel(), minlength=len(self.counts))
+            c = _value_counts(slab, int(hi))
+            if len(c) < len(self.counts):
+                c = np.pad(c, (0, len(self.counts) - len(c)))
             c[:len(self.counts)] += self.counts
             self.counts = c
         else:
