@@ -67,3 +67,15 @@ def test_stack_matches_plane_on_every_axis():
         idx = np.array([0, n - 1])
         for j, i in enumerate(idx):
             assert np.array_equal(stack(vol, axis, idx)[j], plane(vol, axis, int(i)))
+    # sagittal planes are gathered a block of axial planes at a time: depths that are not a multiple of the
+    # block, indices unsorted or repeated, strided views and other types give the planes one by one
+    rng = np.random.default_rng(6)
+    for case in range(20):
+        z, y, x = (int(v) for v in rng.integers(1, 14, 3))
+        vol = rng.integers(-500, 500, (z, y, 2 * x)).astype([np.int16, np.float32, np.uint8][case % 3])
+        vol = vol[:, :, ::2] if case % 2 else np.ascontiguousarray(vol[:, :, :x])
+        idx = rng.integers(0, x, int(rng.integers(0, 2 * x)))
+        got = stack(vol, "sagittal", idx)
+        assert got.shape == (len(idx), z, y) and got.dtype == vol.dtype
+        for j, i in enumerate(idx):
+            assert np.array_equal(got[j], plane(vol, "sagittal", int(i))), (case, j)

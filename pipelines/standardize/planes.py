@@ -51,8 +51,24 @@ def stack(volume: np.ndarray, axis: str, indices: np.ndarray) -> np.ndarray:
     if axis == "coronal":
         return volume[::-1, indices, :].transpose(1, 0, 2)
     if axis == "sagittal":
-        return volume[::-1, :, indices].transpose(2, 0, 1)
+        return _sagittal(volume, np.asarray(indices))
     raise ValueError(f"unknown axis {axis!r}")
+
+
+SAGITTAL_BLOCK = 4  # axial planes gathered from at a time (measured: 2-8 are equally fast on 400-500 px planes)
+
+
+def _sagittal(volume: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """Sagittal planes (k, z, y), read a few axial planes at a time: a sagittal plane takes one voxel of every
+    row of the volume, so gathered over the whole volume at once each voxel read pulls a cache line nobody else
+    uses, while a block of axial planes stays in the cache until every wanted column is taken from it (half the
+    time of one gather on a 224 x 404 x 488 CT, and of 600 x 512 x 512)."""
+    z = volume.shape[0]
+    out = np.empty((len(indices), z, volume.shape[1]), volume.dtype)
+    for z0 in range(0, z, SAGITTAL_BLOCK):
+        part = volume[z0:z0 + SAGITTAL_BLOCK][:, :, indices]  # (block, y, k)
+        out[:, z - z0 - part.shape[0]:z - z0, :] = part[::-1].transpose(2, 0, 1)  # rows run superior to inferior
+    return out
 
 
 def chunks(indices: np.ndarray, plane_pixels: int, max_pixels: int = 1 << 22) -> list[np.ndarray]:
