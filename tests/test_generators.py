@@ -187,6 +187,37 @@ def test_instance_counts_see_separate_pieces():
     pd.testing.assert_frame_equal(rows2, rows)
 
 
+def test_pieces_read_in_the_recorded_box_equal_those_of_the_whole_plane():
+    """plane_facts labels a region's pieces inside the box describe recorded for it: the facts equal those found
+    without boxes (each mask's box searched over the plane), and each count equals scipy's 8-connected
+    components of the decoded mask (an instance that crosses the plane two or three times)."""
+    from scipy import ndimage
+
+    from pipelines.candidates.generators.pieces import plane_facts
+    from pipelines.candidates.generators.structures import plane_frame
+    from pipelines.standardize.regions import decode_rle, describe_stack
+    rng = np.random.default_rng(9)
+    h, w = 90, 70
+    inst = np.zeros((h, w), np.int32)
+    for k in range(1, 9):  # each instance: one to three separate blobs
+        for _ in range(int(rng.integers(1, 4))):
+            y, x = int(rng.integers(0, h - 8)), int(rng.integers(0, w - 8))
+            inst[y:y + int(rng.integers(1, 8)), x:x + int(rng.integers(1, 8))] = k  # lines one pixel wide too
+    d = describe_stack(inst[None])
+    slices, _, _ = _plane({"a": (1, 1, 2, 2)}, size=(h, w))
+    regions = pd.DataFrame([{"region_id": f"r{i}", "image_id": "img", "kind": "mask", "raw_label": f"lab{i}",
+                             "bbox": list(b), "width": w, "height": h}
+                            for i, b in zip(d.ids.tolist(), d.bbox.tolist())])
+    rle = {f"r{i}": r for i, r in zip(d.ids.tolist(), d.rle)}
+    args = (plane_frame(slices), rle, {}, frozenset(), {"img"}, PipelineConfig())
+    boxed, whole = plane_facts(regions, *args), plane_facts(regions.drop(columns="bbox"), *args)
+    assert boxed == whole and len(boxed.pieces) == len(regions)
+    for rid, n in boxed.pieces.items():
+        mask = decode_rle(rle[rid], h, w)
+        assert n == ndimage.label(mask, structure=np.ones((3, 3)))[1]
+    assert sorted(set(boxed.pieces.values())) != [1]  # some instance really shows several pieces
+
+
 def test_perturbations_are_seeded_and_grow_with_severity():
     img = np.full((128, 128, 3), 40, np.uint8)
     img[31:97, 33:94] = 200

@@ -85,6 +85,10 @@ def plane_facts(regions: pd.DataFrame, planes: pd.DataFrame, rle: dict[str, str]
     image_ids, region_ids, raws = (rows[c].tolist() for c in ("image_id", "region_id", "raw_label"))
     outlines = set(regions.loc[regions["outline_filled"].fillna(False).astype(bool), "region_id"]) \
         if "outline_filled" in regions else set()
+    # each region's recorded box (describe measured it on the pixels its RLE holds): its pieces are labelled
+    # there without looking for the box over the whole plane first
+    boxes = {rid: (int(b[0]), int(b[1]), int(b[2] - b[0]), int(b[3] - b[1]))
+             for rid, b in zip(regions["region_id"].tolist(), regions["bbox"].tolist())} if "bbox" in regions else {}
     start = 0
     while start < len(image_ids):
         image_id = image_ids[start]
@@ -95,7 +99,7 @@ def plane_facts(regions: pd.DataFrame, planes: pd.DataFrame, rle: dict[str, str]
         h, w = int(p["height"]), int(p["width"])
         masks = {rid: decode_rle(rle[rid], h, w) for rid in region_ids[start:end] if rid in rle}
         for rid, m in masks.items():
-            facts.pieces[rid] = len(_components(m))
+            facts.pieces[rid] = len(_components(m, boxes.get(rid)))
             if facts.pieces[rid] == 1 and image_id in measure_planes:
                 sx, sy = (float(p["sx"]), float(p["sy"])) if np.isfinite(p["sx"]) else (1.0, 1.0)
                 facts.feret[rid] = (ellipse_major if rid in outlines else feret_mm)(m, sx, sy)
