@@ -15,6 +15,8 @@ so line widths are what the reader sees.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import cv2
 import numpy as np
 
@@ -39,6 +41,12 @@ def luminance(rgb: np.ndarray) -> np.ndarray:
     rgb = np.asarray(rgb)
     lin = _LINEAR_8BIT[rgb] if rgb.dtype == np.uint8 else _linear(np.asarray(rgb, np.float64) / 255.0)
     return lin @ np.array([0.2126, 0.7152, 0.0722])
+
+
+@lru_cache(maxsize=256)
+def colour_luminance(colour: tuple[int, int, int]) -> float:
+    """:func:`luminance` of one colour, kept: every item weighs the same palette colours against its background."""
+    return float(luminance(np.array(colour)))
 
 
 def contrast(l1: float, l2: float) -> float:
@@ -67,7 +75,8 @@ def background(rgb: np.ndarray, zone: np.ndarray) -> float:
 
 def pick_colour(bg: float, s: RenderSettings) -> tuple[str, tuple[int, int, int], float]:
     """(name, colour, contrast): the first palette colour reaching min_contrast against ``bg``, else the best."""
-    scored = [(name, tuple(c), contrast(float(luminance(np.array(c))), bg)) for name, c in s.mark_palette.items()]
+    scored = [(name, tuple(c), contrast(colour_luminance(tuple(int(v) for v in c)), bg))
+              for name, c in s.mark_palette.items()]
     ok = [x for x in scored if x[2] >= s.min_contrast]
     return ok[0] if ok else max(scored, key=lambda x: x[2])
 
@@ -172,7 +181,7 @@ def draw_outlines(rgb: np.ndarray, marks: list[tuple[np.ndarray, tuple]], s: Ren
             if j != i:
                 others |= grow(o, 1)
         bg = background(rgb, grow(ring, t) & ~ring & ~others)
-        lum = float(luminance(np.array(color)))
+        lum = colour_luminance(tuple(int(v) for v in color))
         ratio = contrast(lum, bg)
         halo = None
         if s.halo and ratio < s.min_contrast:  # black or white: whichever separates the colour and what lies beyond
