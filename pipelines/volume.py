@@ -188,9 +188,7 @@ class _Tally:
             slab = slab.astype(np.int64)
             lo, hi = slab.min(), slab.max()
         if slab.dtype.kind in "ui" and lo >= 0 and hi < 65536:
-            c = _value_counts(slab, int(hi))
-            if len(c) < len(self.counts):
-                c = np.pad(c, (0, len(self.counts) - len(c)))
+            c = _value_counts(slab, max(int(hi), len(self.counts) - 1))  # at least as many values as so far
             c[:len(self.counts)] += self.counts
             self.counts = c
         else:
