@@ -187,6 +187,24 @@ def test_instance_counts_see_separate_pieces():
     pd.testing.assert_frame_equal(rows2, rows)
 
 
+def _blob_regions(rng, h: int, w: int, instances: int, most_blobs: int, largest: int):
+    """(slices, regions, stored masks) of one plane holding ``instances`` instances, each of 1 to most_blobs - 1
+    random rectangles of 1 to largest - 1 pixels a side (separate, touching or overlapping; lines one pixel wide
+    too), described as describe does (boxes and RLEs)."""
+    from pipelines.standardize.regions import describe_stack
+    inst = np.zeros((h, w), np.int32)
+    for k in range(1, instances + 1):
+        for _ in range(int(rng.integers(1, most_blobs))):
+            y, x = int(rng.integers(0, h - 4)), int(rng.integers(0, w - 4))
+            inst[y:y + int(rng.integers(1, largest)), x:x + int(rng.integers(1, largest))] = k
+    d = describe_stack(inst[None])
+    slices, _, _ = _plane({"a": (1, 1, 2, 2)}, size=(h, w))
+    regions = pd.DataFrame([{"region_id": f"r{i}", "image_id": "img", "kind": "mask", "raw_label": f"lab{i}",
+                             "bbox": list(b), "width": w, "height": h}
+                            for i, b in zip(d.ids.tolist(), d.bbox.tolist())])
+    return slices, regions, {f"r{i}": r for i, r in zip(d.ids.tolist(), d.rle)}
+
+
 def test_pieces_read_in_the_recorded_box_equal_those_of_the_whole_plane():
     """plane_facts labels a region's pieces inside the box describe recorded for it: the facts equal those found
     without boxes (each mask's box searched over the plane), and each count equals scipy's 8-connected
@@ -195,20 +213,9 @@ def test_pieces_read_in_the_recorded_box_equal_those_of_the_whole_plane():
 
     from pipelines.candidates.generators.pieces import plane_facts
     from pipelines.candidates.generators.structures import plane_frame
-    from pipelines.standardize.regions import decode_rle, describe_stack
-    rng = np.random.default_rng(9)
+    from pipelines.standardize.regions import decode_rle
     h, w = 90, 70
-    inst = np.zeros((h, w), np.int32)
-    for k in range(1, 9):  # each instance: one to three separate blobs
-        for _ in range(int(rng.integers(1, 4))):
-            y, x = int(rng.integers(0, h - 8)), int(rng.integers(0, w - 8))
-            inst[y:y + int(rng.integers(1, 8)), x:x + int(rng.integers(1, 8))] = k  # lines one pixel wide too
-    d = describe_stack(inst[None])
-    slices, _, _ = _plane({"a": (1, 1, 2, 2)}, size=(h, w))
-    regions = pd.DataFrame([{"region_id": f"r{i}", "image_id": "img", "kind": "mask", "raw_label": f"lab{i}",
-                             "bbox": list(b), "width": w, "height": h}
-                            for i, b in zip(d.ids.tolist(), d.bbox.tolist())])
-    rle = {f"r{i}": r for i, r in zip(d.ids.tolist(), d.rle)}
+    slices, regions, rle = _blob_regions(np.random.default_rng(9), h, w, 8, 4, 8)  # one to three blobs each
     args = (plane_frame(slices), rle, {}, frozenset(), {"img"}, PipelineConfig())
     boxed, whole = plane_facts(regions, *args), plane_facts(regions.drop(columns="bbox"), *args)
     assert boxed == whole and len(boxed.pieces) == len(regions)
@@ -216,6 +223,35 @@ def test_pieces_read_in_the_recorded_box_equal_those_of_the_whole_plane():
         mask = decode_rle(rle[rid], h, w)
         assert n == ndimage.label(mask, structure=np.ones((3, 3)))[1]
     assert sorted(set(boxed.pieces.values())) != [1]  # some instance really shows several pieces
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_counts_joined_in_the_recorded_boxes_equal_those_of_the_whole_plane(seed):
+    """A counted structure is the union of its raw labels' masks; plane_facts joins them inside the box around
+    their recorded boxes. Its counts (cross-sections, too small, crowded) equal those found without boxes, and
+    the pieces and the crowding equal SciPy's on the union joined over the whole plane."""
+    from scipy import ndimage
+
+    from pipelines.candidates.generators.pieces import count_gap, plane_facts
+    from pipelines.candidates.generators.structures import plane_frame
+    from pipelines.standardize.regions import decode_rle
+    rng = np.random.default_rng(100 + seed)
+    h, w = int(rng.integers(40, 100)), int(rng.integers(40, 100))
+    slices, regions, rle = _blob_regions(rng, h, w, 9, 3, 12)
+    canonical = {raw: f"organ{int(raw[3:]) % 3}" for raw in regions["raw_label"]}  # three structures of several labels
+    args = (plane_frame(slices), rle, canonical, frozenset(canonical), {"img"}, PipelineConfig())
+    boxed, whole = plane_facts(regions, *args), plane_facts(regions.drop(columns="bbox"), *args)
+    assert boxed == whole and len(boxed.counts) == len({canonical[r] for r in regions["raw_label"]})
+    p = plane_frame(slices).iloc[0]  # 1 x 2 mm pixels: shown twice as tall as stored
+    assert (p["display_width"], p["display_height"], p["scale"], p["scale_y"]) == (w, 2 * h, 1.0, 2.0)
+    gap = count_gap(w, 2 * h, PipelineConfig().questions)
+    eight = np.ones((3, 3))
+    for (_, canon), (n, _, rids, close) in boxed.counts.items():
+        union = np.zeros((h, w), bool)
+        for rid in rids:
+            union |= decode_rle(rle[rid], h, w)
+        assert n == ndimage.label(union, structure=eight)[1]
+        assert close == _crowded_by_hand(union, gap, gap / 2)
 
 
 def test_perturbations_are_seeded_and_grow_with_severity():

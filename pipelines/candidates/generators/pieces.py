@@ -53,13 +53,13 @@ def count_gap(display_width: float, display_height: float, q) -> float:
     return max(float(q.count_gap_px), q.count_gap_fraction * min(display_width, display_height))
 
 
-def crowded(mask: np.ndarray, gap_x: float, gap_y: float) -> bool:
+def crowded(mask: np.ndarray, gap_x: float, gap_y: float, box: tuple[int, int, int, int] | None = None) -> bool:
     """True when two pieces of ``mask`` lie closer than the gap (in stored pixels, per axis), or a piece comes
     within the gap of the image border: then how many there are is not something a reader can count. Read off
-    the mask's bounding box, grown by half the gap: nothing outside it can join two pieces."""
+    the mask's bounding box (``box``, when known), grown by half the gap: nothing outside it can join two pieces."""
     h, w = mask.shape
     bx, by = int(np.ceil(gap_x)), int(np.ceil(gap_y))
-    x, y, bw, bh = box = _box(mask)
+    x, y, bw, bh = box = box if box is not None else _box(mask)
     if bw == 0 or bh == 0:
         return False
     if y < by or y + bh > h - by or x < bx or x + bw > w - bx:  # a piece within the gap of a border
@@ -72,6 +72,30 @@ def crowded(mask: np.ndarray, gap_x: float, gap_y: float) -> bool:
     near = mask[y0:min(y + bh + ry, h), x0:min(x + bw + rx, w)]
     grown = cv2.dilate(np.ascontiguousarray(near, np.uint8), np.ones((2 * ry + 1, 2 * rx + 1), np.uint8))
     return len(_components(grown)) < n
+
+
+def _union(masks: dict[str, np.ndarray], rids: list[str], boxes: dict[str, tuple[int, int, int, int]], h: int,
+           w: int) -> tuple[np.ndarray, tuple[int, int, int, int] | None]:
+    """The plane's mask of the regions ``rids`` (those decoded), and its pixels' box when every one of them has a
+    recorded box (the masks are joined inside the box around theirs alone, and the pixels' box is looked for
+    there), else None."""
+    union = np.zeros((h, w), bool)
+    have = [rid for rid in rids if rid in masks]
+    if not have or any(rid not in boxes for rid in have):
+        for rid in have:
+            union |= masks[rid]
+        return union, None
+    spans = [boxes[rid] for rid in have]
+    spans = [b for b in spans if b[2] > 0 and b[3] > 0]
+    if not spans:
+        return union, (0, 0, 0, 0)
+    x0, y0 = min(b[0] for b in spans), min(b[1] for b in spans)
+    x1, y1 = max(b[0] + b[2] for b in spans), max(b[1] + b[3] for b in spans)
+    inside = union[y0:y1, x0:x1]
+    for rid in have:
+        inside |= masks[rid][y0:y1, x0:x1]
+    x, y, bw, bh = _box(inside)
+    return union, (x0 + x, y0 + y, bw, bh) if bw and bh else (0, 0, 0, 0)
 
 
 def plane_facts(regions: pd.DataFrame, planes: pd.DataFrame, rle: dict[str, str], canonical: dict[str, str],
@@ -108,15 +132,12 @@ def plane_facts(regions: pd.DataFrame, planes: pd.DataFrame, rle: dict[str, str]
             if raw in exhaustive and raw in canonical:
                 counted.setdefault(canonical[raw], []).append(rid)
         for canon in sorted(counted):
-            union = np.zeros((h, w), bool)
-            for rid in counted[canon]:
-                if rid in masks:
-                    union |= masks[rid]
-            areas = _components(union) * float(p["scale"]) * float(p["scale_y"])
+            union, ubox = _union(masks, counted[canon], boxes, h, w)
+            areas = _components(union, ubox) * float(p["scale"]) * float(p["scale_y"])
             hidden = bool(((areas < g.min_mark_pixels) | (areas < g.min_mark_fraction * p["display_width"]
                                                              * p["display_height"])).any())
             gap = count_gap(p["display_width"], p["display_height"], config.questions)
-            close = crowded(union, gap / float(p["scale"]), gap / float(p["scale_y"]))
+            close = crowded(union, gap / float(p["scale"]), gap / float(p["scale_y"]), ubox)
             facts.counts[(image_id, canon)] = (len(areas), hidden, sorted(counted[canon]), close)
         start = end
     return facts
