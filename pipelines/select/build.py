@@ -10,6 +10,7 @@ dropped each unit, for the changelog.
 from __future__ import annotations
 
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +52,9 @@ def build_benchmark(candidates: Path, verdicts: pd.DataFrame, vocab: pd.DataFram
     plane. Units in ``rejected`` (reviewers' decisions) are never selected."""
     b, seed = config.benchmark, config.seed
     fates: dict[str, str] = {}
+    reader = ThreadPoolExecutor(1)  # the whole rows are read (Arrow, without the GIL) while the units are chosen
+    whole = reader.submit(pq.read_table, candidates)
+    reader.shutdown(wait=False)  # the read goes on; taken below
     passed = pa.array(verdicts.loc[verdicts["gate"] == "", "unit_id"].tolist(), pa.string())
     light = pq.read_table(candidates, columns=[*UNIT_COLUMNS, "image_id"])
     ok = light.filter(pc.is_in(light["unit_id"], passed)).to_pandas()
@@ -75,7 +79,7 @@ def build_benchmark(candidates: Path, verdicts: pd.DataFrame, vocab: pd.DataFram
     fates.update(crowded)
     keep -= set(crowded)
     stats["component_task_capped"] = len(crowded)
-    full = pq.read_table(candidates)
+    full = whole.result()
     chosen = full.filter(pc.is_in(full["unit_id"], pa.array(sorted(keep), pa.string()))).to_pandas()
     asm = assemble(chosen, vocab, templates, config, pools)
     selected = asm.table.to_pandas()
