@@ -1,6 +1,8 @@
 """Which modules to load ahead of the steps that use them. Worker modules: a run names them before its first step,
 so its worker server (pipelines.processes) loads them in the background while the run's first steps go on, and each
-worker forks with them loaded instead of importing them. Step modules: see :data:`STEP_MODULES`."""
+worker forks with them loaded instead of importing them; `medbench build` starts the servers itself, while it loads
+its own modules (one for the dataset partitions, one for the cross-dataset runs), and its runs take their workers
+from them. Step modules: see :data:`STEP_MODULES`."""
 
 from __future__ import annotations
 

@@ -21,10 +21,11 @@ from assets.definitions import (
     PER_DATASET_KEYS,
     PUBLISH,
 )
-from assets.workers import load_step_modules
+from assets.workers import load_step_modules, worker_modules
 from cli.parallel import materialize_in_child, materialize_partitions
 from pipelines.config import PROJECT_ROOT, PipelineConfig
 from pipelines.housekeeping import build_lock, pid_alive, remove_stale_staging
+from pipelines.processes import start_workers_early
 from pipelines.run_state import (
     forget_globals,
     forget_llm_calls,
@@ -110,6 +111,15 @@ def _keys(assets: list[dg.AssetsDefinition], select: list[str] | None) -> list[d
     return [k for k in keys if not select or k.to_user_string() in select]
 
 
+def _server_for(keys: list[str]) -> None:
+    """One worker server for the runs of ``keys`` (render, export, the export's checks), started here before they
+    fork from this process: they and their forks take their workers from it instead of each starting its own
+    (pipelines.processes). A server started for the dataset partitions without those modules is let go; the
+    partition runs already forked keep theirs until they end."""
+    if modules := worker_modules(keys):
+        start_workers_early(*modules, fresh=True)
+
+
 def mark_orphan_runs(instance: dg.DagsterInstance) -> int:
     """Runs left STARTED by a killed `medbench build` (its pid is gone) are marked failed."""
     runs = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED],
@@ -177,8 +187,13 @@ def _build(config: PipelineConfig, registry_ids: list[str], select: list[str] | 
     if select or config.annotate.enabled:  # ROI annotations when named or switched on
         global_keys += _keys(ANNOTATE, select)
     later = [k.to_user_string() for k in global_keys]  # their runs fork from this process: it loads their modules
+
+    def meanwhile() -> None:  # the partition runs have forked (with the partitions' worker server): get the rest ready
+        load_step_modules(later)
+        _server_for(later)
+
     results = materialize_partitions(plan.stale, per_keys, workers, log, tags,
-                                     meanwhile=lambda: load_step_modules(later)) if per_keys else {}
+                                     meanwhile=meanwhile if plan.stale else None) if per_keys else {}
     for ds, why in results.items():
         if not why:
             report.succeeded.append(ds)
@@ -199,6 +214,7 @@ def _build(config: PipelineConfig, registry_ids: list[str], select: list[str] | 
         log(f"materializing {', '.join(k.to_user_string() for k in global_keys)}")
         llm_steps = [k.to_user_string() for k in global_keys if k.to_user_string() in ("label_vocab", "question_templates")]
         forget_llm_calls(config.data_root, llm_steps)  # what this run's steps ask for, not what an earlier run did
+        _server_for(later)  # started while the partitions ran, unless none did
         why = ""
         for run_keys in runs_of(global_keys):  # a run starts only when the one before it succeeded
             why = why or materialize_in_child([k.to_user_string() for k in run_keys], log, tags)

@@ -170,6 +170,13 @@ def build(select: Annotated[list[str] | None, typer.Option("--select", "-s", hel
               "--allow-llm-failures", help="exit 0 although LLM template requests failed (the offline bank "
                                            "covers them); by default such a run exits 1")] = False):
     """Materialize what changed with Dagster (no UI), then print a summary."""
+    from assets.workers import WORKER_MODULES
+    from pipelines.processes import start_spare_server, start_workers_early
+    if not select:  # the worker servers, loading their libraries on a core of their own while this process loads
+        # Dagster and the definitions: one for the dataset partitions (ingest, describe), whose runs fork from here
+        # and take their workers from it, and one for the cross-dataset runs (render, export) that fork after
+        start_workers_early(*WORKER_MODULES["raw_samples"])
+        start_spare_server(*(m for step, modules in WORKER_MODULES.items() if step != "raw_samples" for m in modules))
     from cli.build import BuildError, check_request, export_config_env, planned_steps
     from cli.build import build as run_build
     cfg = _config(config, registry, data_root)

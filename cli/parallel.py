@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import dagster as dg
 
-from pipelines.processes import forked_pool, start_workers_early
+from pipelines.processes import forked_pool, lighter_collections, start_workers_early
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -44,6 +44,9 @@ def materialize_assets(keys: list[str], partition: str | None = None, tags: dict
     succeeded, else why it failed."""
     from assets.definitions import ALL_ASSETS, ALL_CHECKS, defs
     from assets.workers import worker_modules
+    # the run forks from the build process, whose imports are frozen: its steps' full collections then walk only
+    # what they make, and come a tenth as often (the MeSH tables alone set off several in the vocabulary step)
+    lighter_collections()
     if modules := worker_modules(keys):  # the server loads them while the run's first steps go on
         start_workers_early(*modules)
     res = dg.materialize([*ALL_ASSETS, *ALL_CHECKS], selection=[dg.AssetKey.from_user_string(k) for k in keys],

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from functools import partial
-from multiprocessing import forkserver
+from multiprocessing import forkserver, resource_tracker
 from typing import TypeVar
 
 
@@ -43,22 +43,64 @@ T = TypeVar("T")
 _EXPECTED: list[str] = []  # modules this process's workers will run (expect_worker_modules)
 
 
-def _forget_inherited_server() -> None:
-    """In a forked child: multiprocessing's record of the fork server (one per process, a module global) names
-    the parent's server, which the child can reach but not check on (it is not the child's child), so the first
-    pool the child asks for fails. Forgetting the record lets the child start a lean server of its own. The
-    record's fields are multiprocessing's own (CPython 3.11's ForkServer); where they differ, nothing is
-    touched and the child forks its workers itself (`lean_context`)."""
-    _EXPECTED.clear()  # what the parent's workers run is the parent's to name
+_SERVER_FIELDS = ("_forkserver_pid", "_forkserver_address", "_forkserver_alive_fd")
+
+
+def _server() -> object | None:
+    """multiprocessing's record of this process's fork server (one per process, a module global), when its fields
+    are CPython 3.11's; else None (nothing is then shared or forgotten, and children fork their workers)."""
     server = getattr(forkserver, "_forkserver", None)
-    fields = ("_forkserver_pid", "_forkserver_address", "_forkserver_alive_fd")
-    if server is not None and all(hasattr(server, f) for f in fields):
-        for f in fields:
-            setattr(server, f, None)
+    return server if server is not None and all(hasattr(server, f) for f in _SERVER_FIELDS) else None
+
+
+def _forget(server: object) -> None:
+    """Drop the record of a server this process did not start: its next pool starts a server of its own."""
+    vars(server).pop("ensure_running", None)
+    for f in _SERVER_FIELDS:
+        setattr(server, f, None)
+
+
+_SPARE: dict | None = None  # the record of a server started ahead for later forks (start_spare_server)
+
+
+def _record(server: object) -> dict:
+    return {f: getattr(server, f) for f in (*_SERVER_FIELDS, "_preload_modules")}
+
+
+def _install(server: object, record: dict) -> None:
+    for f, v in record.items():
+        setattr(server, f, v)
+
+
+def _adopt_inherited_server() -> None:
+    """In a forked child: the record of the fork server names the parent's server, which the child can reach
+    (its socket, and the pipe that keeps it alive while any holder lives) but which multiprocessing's own check
+    cannot look at (it waits on the server's pid, and the server is not the child's child), so the first pool
+    the child asks for would fail. The check is replaced by one that asks whether the pid is alive; the child's
+    workers then come from the parent's server when it holds what they need (:func:`lean_context`): a build's
+    runs and their forks share the one server the build started while it loaded its own modules, instead of
+    each loading the same libraries again (about 2 s of CPU per run)."""
+    global _SPARE
+    _EXPECTED.clear()  # what the parent's workers run is the parent's to name
+    _SPARE = None  # the parent's to take up
+    server = _server()
+    if server is None or server._forkserver_pid is None:
+        return
+    pid = server._forkserver_pid
+
+    def ensure_running() -> None:
+        resource_tracker.ensure_running()
+        try:
+            os.kill(pid, 0)  # the parent's server still runs: nothing to start
+        except OSError:
+            _forget(server)
+            type(server).ensure_running(server)
+
+    server.ensure_running = ensure_running
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_inherited_server)
+    os.register_at_fork(after_in_child=_adopt_inherited_server)
 
 
 def expect_worker_modules(*modules: str) -> None:
@@ -68,12 +110,51 @@ def expect_worker_modules(*modules: str) -> None:
     _EXPECTED.extend(m for m in modules if m not in _EXPECTED)
 
 
-def start_workers_early(*modules: str) -> None:
+def start_workers_early(*modules: str, fresh: bool = False) -> None:
     """Start this process's worker server now, with ``modules`` (and those named by :func:`expect_worker_modules`):
     it loads them in the background while this process goes on, so the first pool finds it ready instead of
-    waiting about a second for its imports. For a run whose later steps spread over workers."""
+    waiting about a second for its imports. For a run whose later steps spread over workers. ``fresh``: for the
+    processes this one forks next, which need ``modules`` alone: a server this process started earlier without
+    all of them is let go (it ends once the workers it forked have) and a new one loads just them."""
+    global _SPARE
+    server = _server()
+    own = server is not None and "ensure_running" not in vars(server)  # not a parent's
+    if fresh and own:
+        if server._forkserver_pid is not None and not set(modules) <= set(server._preload_modules or ()):
+            alive = server._forkserver_alive_fd
+            _forget(server)
+            os.close(alive)  # the server ends when no process holds this pipe's end any more
+        if server._forkserver_pid is None and _SPARE is not None and set(modules) <= set(_SPARE["_preload_modules"]):
+            _install(server, _SPARE)  # started ahead with them (start_spare_server)
+            _SPARE = None
+    if fresh:
+        _EXPECTED.clear()
     expect_worker_modules(*modules)
     lean_context()
+
+
+def start_spare_server(*modules: str) -> None:
+    """Start a second worker server now, with ``modules``, for the processes this one forks later: it loads them in
+    the background while this process's pools (and the processes it forks meanwhile) keep the current server;
+    :func:`start_workers_early` with ``fresh`` takes it up when it holds what is asked. `medbench build` starts
+    the cross-dataset runs' server this way while it loads its own modules, on a core that would otherwise wait.
+    Nothing is started where the fork server cannot be, or in a process using its parent's server."""
+    global _SPARE
+    server = _server()
+    if server is None or "ensure_running" in vars(server) or _SPARE is not None or \
+            "forkserver" not in multiprocessing.get_all_start_methods():
+        return
+    current, expected = _record(server), list(_EXPECTED)
+    for f in _SERVER_FIELDS:
+        setattr(server, f, None)
+    _EXPECTED[:] = modules
+    try:
+        lean_context()
+        if server._forkserver_pid is not None:
+            _SPARE = _record(server)
+    finally:
+        _install(server, current)
+        _EXPECTED[:] = expected
 
 
 def lean_context(also: tuple[str, ...] = ()) -> multiprocessing.context.BaseContext:
@@ -81,8 +162,9 @@ def lean_context(also: tuple[str, ...] = ()) -> multiprocessing.context.BaseCont
     its parent's, so a worker forked from a build process that has imported Dagster, scikit-learn and `datasets`
     and run earlier steps carried 400-770 MB before it read its first volume (bench/README.md). The server is
     started once per process, with its libraries single-threaded from the start (the environment is read when
-    OpenBLAS loads; resizing a pool inherited over a fork can hang); where there is no fork server (not
-    Linux/macOS) or it cannot be started, a plain fork. ``also``: modules the server loads too when this call
+    OpenBLAS loads; resizing a pool inherited over a fork can hang), unless the process was forked from one whose
+    server holds every module named for its workers: then that server forks them (:func:`_adopt_inherited_server`).
+    Where there is no fork server (not Linux/macOS) or it cannot be started, a plain fork. ``also``: modules the server loads too when this call
     starts it (the module of the first pool's function: its workers then fork with it loaded instead of each
     importing it, half a second apiece; a module that does not import is skipped by the server), after those
     named by :func:`expect_worker_modules`."""
@@ -92,10 +174,16 @@ def lean_context(also: tuple[str, ...] = ()) -> multiprocessing.context.BaseCont
         saved = {k: os.environ.get(k) for k in ONE_THREAD_ENV}
         os.environ.update(ONE_THREAD_ENV)
         try:
-            wanted = [*LEAN_PRELOAD, *_EXPECTED, *(m for m in also if m != "__main__")]
-            forkserver.set_forkserver_preload(list(dict.fromkeys(wanted)))
-            forkserver.ensure_running()  # a no-op once running
-        except ChildProcessError:  # a parent's server this process could not forget (_forget_inherited_server)
+            server = _server()
+            needed = {*LEAN_PRELOAD, *_EXPECTED}  # ``also`` only saves its workers an import: not asked of a parent's
+            if server is not None and "ensure_running" in vars(server) and \
+                    not needed <= set(server._preload_modules or ()):
+                _forget(server)  # a parent's server without this process's modules: each worker would import them
+            if server is None or server._forkserver_pid is None:
+                wanted = [*LEAN_PRELOAD, *_EXPECTED, *(m for m in also if m != "__main__")]
+                forkserver.set_forkserver_preload(list(dict.fromkeys(wanted)))
+            (server.ensure_running if server is not None else forkserver.ensure_running)()  # a no-op once running
+        except ChildProcessError:  # a parent's server whose record this process could not take over
             return multiprocessing.get_context("fork")
         finally:
             for k, v in saved.items():
@@ -239,7 +327,7 @@ def run_spread(jobs: list[tuple[Callable, tuple]], workers: int) -> list:
     return run_beside(lambda: None, jobs, workers, spread=workers)[1]
 
 
-def _lighter_collections() -> None:
+def lighter_collections() -> None:
     """What is alive now (the imports, caches such as MeSH, what earlier steps keep) is frozen (`gc.freeze`), and
     full collections come a tenth as often. A step that builds millions of objects (candidate rows) set off a
     full collection every few hundred thousand allocations, each walking everything alive: 2.5 s of the
@@ -257,13 +345,13 @@ def release_freed_memory(collect: bool = True) -> None:
     reuse) and the C heap (glibc's malloc_trim; a no-op where the C library has none), after collecting the
     cycles that still hold an earlier step's frames (``collect``; a full collection of a process holding
     Dagster and pandas takes a good fraction of a second, so the frequent callers skip it). Then the step's
-    own collections are made lighter (:func:`_lighter_collections`)."""
+    own collections are made lighter (:func:`lighter_collections`)."""
     import gc
 
     import pyarrow as pa
     if collect:
         gc.collect()
-        _lighter_collections()
+        lighter_collections()
     pa.default_memory_pool().release_unused()
     name = ctypes.util.find_library("c")
     trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None

@@ -25,3 +25,9 @@ def frozen(_job: object) -> int:
     """How many objects this process's garbage collector has frozen (left out of its collections)."""
     import gc
     return gc.get_freeze_count()
+
+
+def parent_and_loaded(name: str) -> tuple[int, bool]:
+    """(the process that forked this worker, whether module ``name`` is loaded here)."""
+    import os
+    return os.getppid(), name in sys.modules

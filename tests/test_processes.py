@@ -148,6 +148,106 @@ def test_a_server_started_early_is_the_one_the_first_pool_uses():
     assert out.strip() == "True [True, True] True"
 
 
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("child_needs, shared", [("colorsys", True), ("tabnanny", False)])
+def test_a_forked_child_takes_its_workers_from_the_parents_server_when_it_holds_their_modules(child_needs, shared):
+    """A process starts the worker server with a module (as `medbench build` does before its runs fork); a child
+    forked from it that names only that module gets workers forked by that very server (their parent is the
+    server, and they hold the module without importing it). A child naming a module the server lacks starts a
+    server of its own (so its workers hold what they need), and its workers still run."""
+    from tests.fresh_python import run_fresh
+    out = run_fresh(textwrap.dedent(f"""
+        import multiprocessing
+        from multiprocessing import forkserver
+        from concurrent.futures import ProcessPoolExecutor
+        from pipelines.processes import start_workers_early
+        start_workers_early('colorsys')
+        server = forkserver._forkserver._forkserver_pid
+        def child():
+            from pipelines.processes import expect_worker_modules, ordered_map
+            from tests.probe_worker import parent_and_loaded
+            expect_worker_modules({child_needs!r})
+            return list(ordered_map(parent_and_loaded, [{child_needs!r}] * 2, 2))
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+            seen = pool.submit(child).result()
+        print([p == server for p, _ in seen], [have for _, have in seen])
+    """))
+    assert out.strip() == (f"{[shared] * 2} [True, True]")
+
+
+@pytest.mark.timeout(120)
+def test_a_fresh_server_replaces_one_without_the_modules_and_the_old_one_ends():
+    """`medbench build` starts a server for the partitions' workers, then one for the cross-dataset runs
+    (``fresh``): the first ends (nothing holds it any more), and the workers of a child forked after come from
+    the second, with its module and without the first one's."""
+    from tests.fresh_python import run_fresh
+    out = run_fresh(textwrap.dedent("""
+        import multiprocessing, os, time
+        from multiprocessing import forkserver
+        from concurrent.futures import ProcessPoolExecutor
+        from pipelines.processes import start_workers_early
+        start_workers_early('colorsys')
+        first = forkserver._forkserver._forkserver_pid
+        start_workers_early('colorsys', fresh=True)  # it holds them: kept
+        kept = forkserver._forkserver._forkserver_pid == first
+        start_workers_early('tabnanny', fresh=True)
+        second = forkserver._forkserver._forkserver_pid
+        for _ in range(100):  # the first server ends (a zombie until reaped): reap it
+            if os.waitpid(first, os.WNOHANG)[0] == first:
+                break
+            time.sleep(0.05)
+        else:
+            raise SystemExit("the first server is still running")
+        def child():
+            from pipelines.processes import expect_worker_modules, ordered_map
+            from tests.probe_worker import parent_and_loaded
+            expect_worker_modules('tabnanny')
+            return [(p, a, b) for (p, a), (_, b) in zip(ordered_map(parent_and_loaded, ['tabnanny'] * 2, 2),
+                                                        ordered_map(parent_and_loaded, ['colorsys'] * 2, 2))]
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+            seen = pool.submit(child).result()
+        print(kept, second != first, [(p == second, a, b) for p, a, b in seen])
+    """))
+    assert out.strip() == "True True [(True, True, False), (True, True, False)]"
+
+
+@pytest.mark.timeout(120)
+def test_a_spare_server_waits_for_the_later_forks_and_the_earlier_keep_theirs():
+    """`medbench build` starts the partitions' server and a spare one for the later runs at once: a child forked
+    before the switch takes its workers from the first (with its module only), one forked after from the spare
+    (with the spare's module only); the first server then ends once its last holder has."""
+    from tests.fresh_python import run_fresh
+    out = run_fresh(textwrap.dedent("""
+        import multiprocessing, os, time
+        from multiprocessing import forkserver
+        from concurrent.futures import ProcessPoolExecutor
+        from pipelines.processes import start_spare_server, start_workers_early
+        start_workers_early('colorsys')
+        start_spare_server('tabnanny')
+        first = forkserver._forkserver._forkserver_pid
+        def child(name):
+            from pipelines.processes import expect_worker_modules, ordered_map
+            from tests.probe_worker import parent_and_loaded
+            expect_worker_modules(name)
+            return [(p, a, b) for (p, a), (_, b) in zip(ordered_map(parent_and_loaded, [name] * 2, 2),
+                                                        ordered_map(parent_and_loaded, ['tabnanny'] * 2, 2))]
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+            before = pool.submit(child, 'colorsys').result()
+        start_workers_early('tabnanny', fresh=True)
+        spare = forkserver._forkserver._forkserver_pid
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+            after = pool.submit(child, 'tabnanny').result()
+        for _ in range(100):
+            if os.waitpid(first, os.WNOHANG)[0] == first:
+                break
+            time.sleep(0.05)
+        else:
+            raise SystemExit("the first server is still running")
+        print(spare != first, [(p == first, a, b) for p, a, b in before], [(p == spare, a, b) for p, a, b in after])
+    """))
+    assert out.strip() == "True [(True, True, False), (True, True, False)] [(True, True, True), (True, True, True)]"
+
+
 def test_what_is_alive_at_a_steps_start_is_left_out_of_later_collections():
     """release_freed_memory collects, then freezes what is alive: later full collections no longer walk it, an
     object it held is still freed by its reference count once dropped, and garbage made later is still collected
