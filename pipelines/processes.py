@@ -54,7 +54,8 @@ def _server() -> object | None:
 
 
 def _forget(server: object) -> None:
-    """Drop the record of a server this process did not start: its next pool starts a server of its own."""
+    """Drop the record of a server (a parent's, or one this process lets go): its next pool starts a server of its
+    own."""
     vars(server).pop("ensure_running", None)
     for f in _SERVER_FIELDS:
         setattr(server, f, None)
@@ -145,8 +146,7 @@ def start_spare_server(*modules: str) -> None:
             "forkserver" not in multiprocessing.get_all_start_methods():
         return
     current, expected = _record(server), list(_EXPECTED)
-    for f in _SERVER_FIELDS:
-        setattr(server, f, None)
+    _forget(server)  # set aside while the spare starts: put back below
     _EXPECTED[:] = modules
     try:
         lean_context()
@@ -164,10 +164,10 @@ def lean_context(also: tuple[str, ...] = ()) -> multiprocessing.context.BaseCont
     started once per process, with its libraries single-threaded from the start (the environment is read when
     OpenBLAS loads; resizing a pool inherited over a fork can hang), unless the process was forked from one whose
     server holds every module named for its workers: then that server forks them (:func:`_adopt_inherited_server`).
-    Where there is no fork server (not Linux/macOS) or it cannot be started, a plain fork. ``also``: modules the server loads too when this call
-    starts it (the module of the first pool's function: its workers then fork with it loaded instead of each
-    importing it, half a second apiece; a module that does not import is skipped by the server), after those
-    named by :func:`expect_worker_modules`."""
+    Where there is no fork server (not Linux/macOS) or it cannot be started, a plain fork. ``also``: modules the
+    server loads too when this call starts it (the module of the first pool's function: its workers then fork
+    with it loaded instead of each importing it, half a second apiece; a module that does not import is skipped
+    by the server), after those named by :func:`expect_worker_modules`."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("fork")
     with _SERVER_LOCK:
