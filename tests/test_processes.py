@@ -298,3 +298,21 @@ def test_main_runs_while_the_fork_server_is_still_loading_its_modules(tmp_path):
     main_started, job_started = (float(v) for v in out.split())
     assert job_started >= 2.0  # the worker came after the server's 2 s of loading
     assert main_started < 1.0  # main did not wait for it
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("imports, frozen", [("", False), ("import pipelines.processes\n", True)])
+def test_a_process_that_spreads_work_leaves_what_it_holds_out_of_shutdowns_collections(imports, frozen):
+    """A process that imported the libraries holds hundreds of thousands of objects, which CPython's shutdown
+    collections would walk once more after its last line (the worker servers did so after the build returned).
+    Once `pipelines.processes` is loaded, everything alive is frozen when the exit handlers run; the probe's
+    handler, registered first, runs last and sees it (without the module, nothing is frozen)."""
+    from tests.fresh_python import run_fresh
+    out = run_fresh("import atexit, gc\n"
+                    "atexit.register(lambda: print(gc.get_freeze_count(), len(gc.get_objects())))\n"
+                    f"{imports}import pandas\nheld = [[i] for i in range(50_000)]\n")
+    frozen_count, unfrozen = (int(v) for v in out.split())
+    if frozen:
+        assert frozen_count > 50_000 and unfrozen == 0
+    else:
+        assert frozen_count == 0 and unfrozen > 50_000

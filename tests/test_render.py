@@ -15,6 +15,7 @@ from pipelines.candidates.rows import targets
 from pipelines.sources.registry import load_registry
 from scipy import ndimage
 
+from pipelines.imageio import encode_png
 from pipelines.render.items import DatasetTables, render_items
 from pipelines.render.review import contact_sheet
 from pipelines.standardize.display import display_size, mask_to_display, to_display
@@ -319,3 +320,48 @@ def test_marks_drawn_inside_their_box_equal_marks_drawn_over_the_image(seed):
         assert np.array_equal(draw_mask(rgb, w, (0, 200, 90), 0.4), want)
         whole = float(luminance(rgb[w] if w.any() else rgb.reshape(-1, 3)).mean())
         assert background(rgb, w) == whole
+
+
+def test_items_drawn_alike_share_one_encoding_and_each_equals_its_picture_drawn_alone(demo_config, monkeypatch):
+    """Items of one plane that `_draw` would draw alike (counts of two structures on the unmarked slice, an item
+    and its 'as shown' consistency copy) are drawn and encoded once; every item that differs in what is drawn
+    (granularity, perturbation, mirroring, outline colour) keeps a picture of its own. The reference: each item
+    rendered on its own, in a render step of one item."""
+    import pipelines.render.items as render
+    ds = "demo_ct_abdomen"
+    src = load_registry(demo_config.registry).get(ds)
+    samples = ingest(src, demo_config).samples.slice(0, 1)
+    std = standardize_dataset(src, demo_config, samples, demo_config.data_root)
+    regions = std.regions.to_pandas()
+    target = regions[regions["kind"] == "mask"].iloc[0]
+    marks = lambda colour, mirrored: json.dumps({"generator": "laterality", "mirrored": mirrored,  # noqa: E731
+                                                 "marks": [{"colour": colour, "regions": [target["region_id"]]}]})
+    count = lambda structure: json.dumps({"generator": "instance_count", "marks": [], "structure": structure})  # noqa: E731
+    noise = json.dumps({"kind": "gaussian_noise", "severity": 2})
+    rows = [("count_a", "image", [], count("liver"), None), ("count_b", "image", [], count("spleen"), None),
+            ("contour", "contour", [target["region_id"]], None, None),
+            ("contour_as_shown", "contour", [target["region_id"]], None, json.dumps({"kind": "as_shown"})),
+            ("contour_noisy", "contour", [target["region_id"]], None, noise),
+            ("mask", "mask", [target["region_id"]], None, None),
+            ("blue", "contour", [target["region_id"]], marks("blue", False), None),
+            ("blue_mirrored", "contour", [target["region_id"]], marks("blue", True), None),
+            ("green", "contour", [target["region_id"]], marks("green", False), None)]
+    items = pd.DataFrame([{"item_id": i, "dataset_id": ds, "image_id": target["image_id"], "granularity": g,
+                           "source_region_ids": m, "generator_params": p, "variant": v, "answer": "A"}
+                          for i, g, m, p, v in rows])
+    tables = {ds: DatasetTables(src, samples.to_pandas(), std.slices.to_pandas(), regions)}
+    cfg = demo_config.model_copy(update={"benchmark": demo_config.benchmark.model_copy(update={"render_workers": 1})})
+    encoded = []
+    monkeypatch.setattr(render, "encode_png", lambda *a: encoded.append(1) or encode_png(*a))
+    together = render_items(items, tables, cfg, cfg.data_root / "together", "together").table.to_pandas().set_index("item_id")
+    assert len(encoded) == len(rows) - 2  # the second count and the 'as shown' copy were not drawn again
+    for i in items["item_id"]:
+        alone = render_items(items[items["item_id"] == i], tables, cfg, cfg.data_root / i, i).table
+        alone = alone.to_pandas().set_index("item_id").loc[i]
+        assert (cfg.data_root / together.loc[i, "image_path"]).read_bytes() == \
+            (cfg.data_root / alone["image_path"]).read_bytes(), i
+        facts = ["width", "height", "render_params", "sha256", "phash", "mark_pixels", "mirror_key"]
+        assert together.loc[i, facts].tolist() == alone[facts].tolist(), i
+    pictures = together["sha256"]
+    assert pictures["count_a"] == pictures["count_b"] and pictures["contour"] == pictures["contour_as_shown"]
+    assert pictures.drop(["count_b", "contour_as_shown"]).is_unique

@@ -84,7 +84,8 @@ def _marks(it: dict, geo, palette: dict) -> list[tuple[np.ndarray, tuple]]:
 
 
 def _draw(shown: np.ndarray, it: dict, geo, config: PipelineConfig, seed_key: str) -> tuple[np.ndarray, dict]:
-    """The item's image: perturbed (robustness copies), mirrored (consistency copies that say so), then marked."""
+    """The item's image: perturbed (robustness copies), mirrored (consistency copies that say so), then marked.
+    Reads of ``it`` only what :func:`_drawn_from` lists, and the id of a perturbed copy."""
     params: dict = {}
     variant = it["variant"]
     if variant and variant["kind"] in LEVELS:  # consistency copies (as shown, mirrored) are not perturbed
@@ -104,6 +105,19 @@ def _draw(shown: np.ndarray, it: dict, geo, config: PipelineConfig, seed_key: st
     mask, box = _mark(it["members"], it["granularity"], geo)
     img, drawn = draw_prompt(shown, it["granularity"], config.render, mask=mask, bbox=box)
     return img, {**params, **drawn}
+
+
+def _drawn_from(it: dict) -> str | None:
+    """What :func:`_draw` reads of an item, but its id, as text (keep the two together): two items of a plane with
+    the same text get the same picture, which is then drawn, encoded and measured once. Such twins are common:
+    counts of different structures on one unmarked slice, the 'as shown' consistency copy of an item. None for a
+    perturbed copy, whose noise is seeded by its own id."""
+    variant, params = it["variant"], it["params"] or {}
+    if variant and variant["kind"] in LEVELS:
+        return None
+    boxes = [params.get("boxes"), it["answer"]] if params.get("generator") == "localisation" else None  # + letters
+    return json.dumps([it["image_id"], it["granularity"], bool(params.get("mirrored")), boxes, params.get("marks"),
+                       [m["region_id"] for m in it["members"]]], sort_keys=True, default=str)
 
 
 def prompt_colours(config: PipelineConfig) -> list[tuple[int, int, int]]:
@@ -126,18 +140,22 @@ def render_sample(job: SampleJob, config: PipelineConfig) -> list[dict]:
     for sl, rgb in planes.rgb_each([job.slices[i] for i in sorted(by_image)]):
         geo = display_size(sl["width"], sl["height"], sl["spacing"], config.display.max_image_side)
         shown = to_display(rgb, geo)
+        drawn: dict[str, tuple[bytes, dict]] = {}  # this plane's pictures by what they are drawn from
         for it in sorted(by_image[sl["image_id"]], key=lambda r: r["item_id"]):
-            img, params = _draw(shown, it, geo, config, it["item_id"])
-            img = np.ascontiguousarray(img)
-            params["display_scale"] = [round(geo.scale_x, 6), round(geo.scale_y, 6)]
-            data = encode_png(img, config.render.png_level, config.render.png_filter)
+            key = _drawn_from(it)
+            if key is None or key not in drawn:
+                img, params = _draw(shown, it, geo, config, it["item_id"])
+                img = np.ascontiguousarray(img)
+                params["display_scale"] = [round(geo.scale_x, 6), round(geo.scale_y, 6)]
+                data = encode_png(img, config.render.png_level, config.render.png_filter)
+                facts = {"width": int(img.shape[1]), "height": int(img.shape[0]),
+                         "render_params": json.dumps(params, sort_keys=True), "sha256": sha256_bytes(data),
+                         "phash": phash_hex(img), "mark_pixels": mark_pixels(img, colours), "mirror_key": mirror_key(img)}
+                drawn[key or it["item_id"]] = data, facts
+            data, facts = drawn[key or it["item_id"]]
             name = f"{it['item_id']}.png"
             (folder / name).write_bytes(data)  # the staging folder is swapped in whole: no file is seen half-written
-            rows.append({"item_id": it["item_id"], "image_path": f"{job.rel_root}/{job.source.id}/{name}",
-                         "width": int(img.shape[1]), "height": int(img.shape[0]),
-                         "render_params": json.dumps(params, sort_keys=True), "sha256": sha256_bytes(data),
-                         "phash": phash_hex(img), "mark_pixels": mark_pixels(img, colours),
-                         "mirror_key": mirror_key(img),
+            rows.append({"item_id": it["item_id"], "image_path": f"{job.rel_root}/{job.source.id}/{name}", **facts,
                          "dataset_id": job.source.id, "source_path": job.sample["source_path"],
                          "pipeline_version": PIPELINE_VERSION, "seed": config.seed})
     return rows
