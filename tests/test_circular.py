@@ -110,3 +110,43 @@ def test_text_handed_over_by_the_writer_gives_the_same_bytes(tmp_path):
         assert facts == {path: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}}
         outs.append(data)
     assert outs[0] == outs[1]
+
+
+def test_one_pass_writes_the_files_the_tsv_writer_and_the_circular_writer_write_one_after_the_other(tmp_path):
+    """The export writes each single-answer TSV and its circular TSV in one pass (rotation 0 as the rows go, the
+    rotated rows after). The reference: `write_tsv`, then `write_circular_tsv` reading that TSV back from disk
+    (its own parser, no text handed over). Both splits, a multi-answer item (no circular file), quoted tabs, line
+    breaks, quotes, missing and letter-like options; the facts returned are the files'."""
+    import hashlib
+
+    from pipelines.export.circular import write_with_circular
+    from pipelines.export.tsv import write_tsv
+    pngs = []
+    for i in range(12):
+        pngs.append(f"p{i}.png")
+        (tmp_path / pngs[-1]).write_bytes(bytes(range(i, 150 + i)) * (i + 1))
+    rows = pd.DataFrame({
+        "index": [5, 1, 9, 3, 0, 2, 4, 6, 7, 8, 10, 11], "image_path": pngs,
+        "question": ['Which "organ"\nis marked?\tLook.', "plain", "two\r\nlines", *["q"] * 9],
+        "A": ["liver"] * 12, "B": ["spleen", "A", "kidney", *["aorta"] * 9],
+        "C": ["kidney", None, "", "B and C", *["x"] * 8], "D": [None, None, None, "heart", *[None] * 8],
+        "E": [None] * 12, "answer": list("ABAABABAACBA"), "multi_answer": [False] * 10 + [True, False],
+        "clinical_vqa_task": "Organ", "department": "d", "perceptual_granularity": "Mask level", "modality": "CT",
+        "original_task": "SEG_3D", "split": ["val", "test"] * 6})
+    one = tmp_path / "one"
+    written, circular = write_with_circular(rows, tmp_path, one, "bench")
+    two = tmp_path / "two"
+    reference = write_tsv(rows, tmp_path, two, "bench")
+    write_circular_tsv(two / "tsv", "bench")
+    names = sorted(p.name for p in (two / "tsv").iterdir())
+    assert names == ["bench_CIRCULAR_TEST.tsv", "bench_CIRCULAR_VAL.tsv", "bench_MULTI_VAL.tsv", "bench_TEST.tsv",
+                     "bench_VAL.tsv"]
+    assert sorted(p.name for p in (one / "tsv").iterdir()) == names
+    for name in names:
+        assert (one / "tsv" / name).read_bytes() == (two / "tsv" / name).read_bytes(), name
+    assert {p.name for p in written} == {p.name for p in reference}
+    assert all(written[p].text.equals(reference[two / "tsv" / p.name].text) for p in written)
+    for path, facts in circular.items():
+        data = path.read_bytes()
+        assert facts == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    assert sorted(p.name for p in circular) == ["bench_CIRCULAR_TEST.tsv", "bench_CIRCULAR_VAL.tsv"]

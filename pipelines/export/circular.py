@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.export.tsv import WrittenTsv, records
+from pipelines.export.tsv import WrittenTsv, records, stream_tsv, tsv_parts
 from pipelines.storage import HashingWriter, atomic_path
 
 OFFSET = 1_000_000
@@ -119,12 +119,7 @@ def write_circular_tsv(tsv_dir: Path, name: str, chunk_rows: int = 64,
         text = text.assign(index=text["index"].astype(int))
         if not text["index"].is_monotonic_increasing:
             raise ValueError(f"{src}: rows are not in index order; write it with pipelines.export.tsv.write_tsv")
-        if "image" in header:
-            text.insert(header.index("image"), "image", "")  # rotation 0's images come from the source below
-        frame = circular_frame(text)
-        rotated = frame[frame["index"] >= OFFSET]
         path = Path(tsv_dir) / f"{name}_CIRCULAR_{split}.tsv"
-        options = {"sep": "\t", "index": False, "quoting": csv.QUOTE_MINIMAL, "lineterminator": "\n"}
         g_index = text["index"].tolist()
         with atomic_path(path) as tmp, open(tmp, "wb") as raw, open(src, "rb") as source:
             f = HashingWriter(raw)
@@ -139,6 +134,43 @@ def write_circular_tsv(tsv_dir: Path, name: str, chunk_rows: int = 64,
             if n != len(g_index):
                 raise ValueError(f"{src}: {n} records for {len(g_index)} rows; write it with "
                                  "pipelines.export.tsv.write_tsv")
-            f.write(rotated.to_csv(header=False, **options).encode("utf-8"))
+            f.write(_rotated_records(text, header))
         out[path] = f.facts()
     return out
+
+
+def _rotated_records(text: pd.DataFrame, header: list[str]) -> bytes:
+    """The records of every rotation but 0 (as pandas writes them, index order), from a TSV's text columns
+    (``index`` as int, no image column; ``header``: the TSV's columns)."""
+    if "image" in header:
+        text = text.assign(image="")[header]  # a rotated row's image cell is its g_index (circular_frame)
+    frame = circular_frame(text)
+    options = {"sep": "\t", "index": False, "quoting": csv.QUOTE_MINIMAL, "lineterminator": "\n"}
+    return frame[frame["index"] >= OFFSET].to_csv(header=False, **options).encode("utf-8")
+
+
+def write_with_circular(bench: pd.DataFrame, data_root: Path, out_dir: Path, name: str
+                        ) -> tuple[dict[Path, WrittenTsv], dict[Path, dict]]:
+    """:func:`pipelines.export.tsv.write_tsv`'s TSVs of ``bench``, and beside each single-answer one its circular
+    TSV, written in the same pass: each record goes to both files as it is made (rotation 0 with its g_index), the
+    rotated rows (text only) follow once the rows are written. The files equal those of ``write_tsv`` followed by
+    :func:`write_circular_tsv`, without reading the first back (hundreds of MB of base64 at real size). Returns
+    what ``write_tsv`` returns, and the circular files' sha256 and size by path."""
+    written: dict[Path, WrittenTsv] = {}
+    circular: dict[Path, dict] = {}
+    for path, frame, multi in tsv_parts(bench, data_root, out_dir, name):
+        if multi:
+            written[path] = stream_tsv(path, frame, data_root)
+            continue
+        if len(frame) and int(frame["index"].max()) >= OFFSET:
+            raise ValueError(f"an index of {int(frame['index'].max())} does not fit under the circular offset "
+                             f"{OFFSET}")
+        target = path.with_name(path.name.replace(f"{name}_", f"{name}_CIRCULAR_", 1))
+        with atomic_path(target) as tmp, open(tmp, "wb") as raw:
+            echo = HashingWriter(raw)
+            written[path] = stream_tsv(path, frame, data_root, echo=echo)
+            text = written[path].text
+            header = text.columns.tolist()
+            echo.write(_rotated_records(text.drop(columns="image").assign(index=text["index"].astype(int)), header))
+        circular[target] = echo.facts()
+    return written, circular

@@ -61,13 +61,16 @@ class WrittenTsv:
     text: pd.DataFrame
 
 
-def stream_tsv(path: Path, frame: pd.DataFrame, data_root: Path) -> WrittenTsv:
+def stream_tsv(path: Path, frame: pd.DataFrame, data_root: Path, echo: HashingWriter | None = None) -> WrittenTsv:
     """Write ``frame`` as a VLMEvalKit TSV, one row at a time: each row's image (the ``image`` column holds the
     rendered file's path) is read and base64-encoded straight into the file, so memory holds one image, not
     the benchmark. Quoting and line ends are pandas.to_csv's (csv.QUOTE_MINIMAL, '\\n'). The base64 text
     (never quoted: it has no tab, quote or line break) is written around the csv module, which would scan
-    every one of its characters."""
+    every one of its characters. ``echo``: a second file that gets every record too, with the row's index appended
+    as a last column (``g_index``, and the header's name for it): rotation 0 of a circular TSV, written as the rows
+    go instead of copied out of this file afterwards."""
     at = list(frame.columns).index("image")
+    index_at = list(frame.columns).index("index")
     text = io.StringIO()
     cells_writer = csv.writer(text, delimiter="\t", quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
 
@@ -79,12 +82,21 @@ def stream_tsv(path: Path, frame: pd.DataFrame, data_root: Path) -> WrittenTsv:
 
     with atomic_path(path) as tmp, open(tmp, "wb") as raw:
         fh = HashingWriter(raw)
-        fh.write(fields(list(frame.columns)))
+        header = fields(list(frame.columns))
+        fh.write(header)
+        if echo is not None:
+            echo.write(header[:-1] + b"\tg_index\n")
         for row in frame.itertuples(index=False, name=None):
             cells = [_cell(v) for v in row]
-            fh.write(fields([*cells[:at], ""])[:-1] if at else b"")  # the cells before the image, and its tab
-            fh.write(pybase64.b64encode((data_root / row[at]).read_bytes()))  # SIMD: 2x the standard library
-            fh.write(fields(["", *cells[at + 1:]]) if at + 1 < len(cells) else b"\n")  # its tab, the cells after
+            parts = (fields([*cells[:at], ""])[:-1] if at else b"",  # the cells before the image, and its tab
+                     pybase64.b64encode((data_root / row[at]).read_bytes()),  # SIMD: 2x the standard library
+                     fields(["", *cells[at + 1:]]) if at + 1 < len(cells) else b"\n")  # its tab, the cells after
+            for part in parts:
+                fh.write(part)
+            if echo is not None:
+                echo.write(parts[0])
+                echo.write(parts[1])
+                echo.write(parts[2][:-1] + b"\t%d\n" % int(row[index_at]))
     # what the csv module wrote is what a reader parses back: str() of each cell (repr() of a float), '' if missing
     back = frame.assign(image="").astype(object)
     for c in back.columns:
@@ -109,14 +121,19 @@ def records(fh) -> Iterator[bytes]:
         raise ValueError(f"{getattr(fh, 'name', 'TSV')}: the last record opens a quote it never closes")
 
 
-def write_tsv(bench: pd.DataFrame, data_root: Path, out_dir: Path, name: str) -> dict[Path, WrittenTsv]:
-    written = {}
+def tsv_parts(bench: pd.DataFrame, data_root: Path, out_dir: Path, name: str
+              ) -> Iterator[tuple[Path, pd.DataFrame, bool]]:
+    """(path, TSV frame, multi-answer) of each TSV of ``bench``: per split, single- and multi-answer items apart,
+    rows in index order."""
     for split in ("val", "test"):
         part = bench[bench["split"] == split].sort_values("index")
         for multi, suffix in ((False, ""), (True, "_MULTI")):
             rows = part[part["multi_answer"] == multi]
             if rows.empty:  # VLMEvalKit's loader rejects an empty TSV: a split without items has no file
                 continue
-            path = out_dir / "tsv" / f"{name}{suffix}_{split.upper()}.tsv"
-            written[path] = stream_tsv(path, tsv_frame(rows, data_root, with_answer=(split == "val")), data_root)
-    return written
+            yield (out_dir / "tsv" / f"{name}{suffix}_{split.upper()}.tsv",
+                   tsv_frame(rows, data_root, with_answer=(split == "val")), multi)
+
+
+def write_tsv(bench: pd.DataFrame, data_root: Path, out_dir: Path, name: str) -> dict[Path, WrittenTsv]:
+    return {path: stream_tsv(path, frame, data_root) for path, frame, _ in tsv_parts(bench, data_root, out_dir, name)}

@@ -8,17 +8,21 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.export.circular import write_circular_tsv
+from pipelines.export.circular import write_with_circular
 from pipelines.export.tsv import write_tsv
 
 
 def write_tsvs(tables: list[tuple[pd.DataFrame, Path, str]], data_root: Path, stage: Path, main: tuple[Path, str]
                ) -> dict[str, dict]:
-    """Each (items, folder, name) TSV, then the circular TSVs of ``main`` (its tsv folder and name); returns
-    the sha256 and size of every TSV written (taken as it was written), by its path under ``stage``."""
-    written = {}
+    """Each (items, folder, name) TSV, and the circular TSVs of ``main`` (its tsv folder and name) in the same pass
+    as its single-answer TSVs; returns the sha256 and size of every TSV written (taken as it was written), by its
+    path under ``stage``."""
+    facts: dict[Path, dict] = {}
     for items, folder, name in tables:
-        written.update(write_tsv(items, data_root, folder, name))
-    facts = {path: w.facts for path, w in written.items()}
-    facts.update(write_circular_tsv(*main, written=written))
+        if (folder / "tsv", name) == tuple(main):
+            written, circular = write_with_circular(items, data_root, folder, name)
+            facts.update(circular)
+        else:
+            written = write_tsv(items, data_root, folder, name)
+        facts.update({path: w.facts for path, w in written.items()})
     return {p.relative_to(stage).as_posix(): f for p, f in sorted(facts.items())}
