@@ -8,9 +8,6 @@ import pandas as pd
 import pyarrow as pa
 
 from assets.resources import LLMResource, MedbenchResource
-from pipelines.annotate.checks import counts_without_exhaustive, unnamed_names
-from pipelines.annotate.leak import exam_images, published_leaks
-from pipelines.annotate.run import annotate_dataset
 from pipelines.llm import LLMUnavailable, usage_summary
 from pipelines.records import ROI_ANNOTATIONS
 from pipelines.storage import atomic_write_bytes, atomic_write_table
@@ -35,6 +32,8 @@ from pipelines.storage import atomic_write_bytes, atomic_write_table
                       "fields, local ROI geometry and position words (image and patient side), intensity inside vs "
                       "a ring (HU for CT), boundary, shape, relations to other structures, template caption.")
 def roi_annotations(context: dg.AssetExecutionContext, medbench: MedbenchResource) -> dg.MaterializeResult:
+    from pipelines.annotate.checks import counts_without_exhaustive, unnamed_names
+    from pipelines.annotate.run import annotate_dataset
     cfg, layout = medbench.config, medbench.layout
     vocab = layout.read("label_vocab").to_pandas()
     parts = []
@@ -102,6 +101,7 @@ def position_mismatches(roi: pd.DataFrame) -> int:
                       "MedTrinity caption) and, kept private beside the answer key, the annotations of the exam's "
                       "images; optional LLM paragraphs, fact-checked.")
 def roi_exports(context: dg.AssetExecutionContext, medbench: MedbenchResource, llm: LLMResource):
+    from pipelines.annotate.leak import exam_images, published_leaks
     from pipelines.annotate.export import (
         add_paragraphs,
         chosen_rows,

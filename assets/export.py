@@ -12,7 +12,6 @@ from assets.select import audit_path
 from assets.workers import WORKER_MODULES
 from pipelines.export.stale import leave_out_unrendered
 from pipelines.run_state import stale_datasets
-from pipelines.validity.leakage import withhold_marked_leaks
 
 
 def with_images(medbench: MedbenchResource) -> pd.DataFrame:
@@ -42,6 +41,7 @@ def benchmark_exports(context: dg.AssetExecutionContext, medbench: MedbenchResou
         verify_exports,
     )
     from pipelines.processes import expect_worker_modules, release_freed_memory
+    from pipelines.validity.leakage import withhold_marked_leaks
     release_freed_memory()  # the steps before ran in this process: start the export from what is alive
     expect_worker_modules(*WORKER_MODULES["benchmark_exports"])  # this run's workers
     cfg, layout = medbench.config, medbench.layout
