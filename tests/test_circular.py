@@ -150,3 +150,20 @@ def test_one_pass_writes_the_files_the_tsv_writer_and_the_circular_writer_write_
         data = path.read_bytes()
         assert facts == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     assert sorted(p.name for p in circular) == ["bench_CIRCULAR_TEST.tsv", "bench_CIRCULAR_VAL.tsv"]
+
+
+def test_an_index_that_would_collide_with_a_rotation_is_refused_before_any_file_is_written(tmp_path):
+    """Rotation k's index is index + k * 1,000,000: an item index of 1,000,000 would share rotation 1's index of
+    item 0. The one-pass writer refuses it before writing a byte of either TSV."""
+    import pytest
+
+    from pipelines.export.circular import write_with_circular
+    (tmp_path / "p.png").write_bytes(b"png")
+    rows = pd.DataFrame({
+        "index": [0, 1_000_000], "image_path": ["p.png", "p.png"], "question": ["q", "q"], "A": ["liver"] * 2,
+        "B": ["spleen"] * 2, "C": [None] * 2, "D": [None] * 2, "E": [None] * 2, "answer": ["A", "B"],
+        "multi_answer": [False, False], "clinical_vqa_task": "Organ", "department": "d",
+        "perceptual_granularity": "Mask level", "modality": "CT", "original_task": "SEG_3D", "split": "test"})
+    with pytest.raises(ValueError, match="1000000 does not fit under the circular offset"):
+        write_with_circular(rows, tmp_path, tmp_path / "out", "bench")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.tsv"))

@@ -55,10 +55,15 @@ def _options(row: pd.Series) -> dict[str, str]:
     return {c: row[c] for c in LETTERS[:5] if c in row and isinstance(row[c], str) and row[c] != ""}
 
 
+def _fits_under_offset(index: pd.Series) -> None:
+    """ValueError when an item index would collide with a rotation's (index + k * OFFSET)."""
+    if len(index) and int(index.max()) >= OFFSET:
+        raise ValueError(f"an index of {int(index.max())} does not fit under the circular offset {OFFSET}")
+
+
 def circular_frame(tsv: pd.DataFrame) -> pd.DataFrame:
     """The circular rows of one VLMEvalKit MCQ frame (options as strings, '' where absent)."""
-    if len(tsv) and int(tsv["index"].max()) >= OFFSET:
-        raise ValueError(f"an index of {int(tsv['index'].max())} does not fit under the circular offset {OFFSET}")
+    _fits_under_offset(tsv["index"])
     letters = [c for c in LETTERS[:5] if c in tsv]
     opts = [{c: v for c, v in zip(letters, vals) if isinstance(v, str) and v != ""}
             for vals in zip(*(tsv[c] for c in letters))]
@@ -141,7 +146,7 @@ def write_circular_tsv(tsv_dir: Path, name: str, chunk_rows: int = 64,
 
 def _rotated_records(text: pd.DataFrame, header: list[str]) -> bytes:
     """The records of every rotation but 0 (as pandas writes them, index order), from a TSV's text columns
-    (``index`` as int, no image column; ``header``: the TSV's columns)."""
+    (``index`` as int; an image column, if any, is not read; ``header``: the TSV's columns)."""
     if "image" in header:
         text = text.assign(image="")[header]  # a rotated row's image cell is its g_index (circular_frame)
     frame = circular_frame(text)
@@ -162,15 +167,13 @@ def write_with_circular(bench: pd.DataFrame, data_root: Path, out_dir: Path, nam
         if multi:
             written[path] = stream_tsv(path, frame, data_root)
             continue
-        if len(frame) and int(frame["index"].max()) >= OFFSET:
-            raise ValueError(f"an index of {int(frame['index'].max())} does not fit under the circular offset "
-                             f"{OFFSET}")
+        _fits_under_offset(frame["index"])  # before hundreds of MB are written, not after
         target = path.with_name(path.name.replace(f"{name}_", f"{name}_CIRCULAR_", 1))
         with atomic_path(target) as tmp, open(tmp, "wb") as raw:
             echo = HashingWriter(raw)
             written[path] = stream_tsv(path, frame, data_root, echo=echo)
             text = written[path].text
             header = text.columns.tolist()
-            echo.write(_rotated_records(text.drop(columns="image").assign(index=text["index"].astype(int)), header))
+            echo.write(_rotated_records(text.assign(index=text["index"].astype(int)), header))
         circular[target] = echo.facts()
     return written, circular
